@@ -5,6 +5,8 @@
 //! operator's endpoints, and `console` the local trace viewer.
 
 pub mod console;
+pub mod metrics;
+pub mod xray;
 
 /// The error type used where a failure only needs to be reported, not matched on.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

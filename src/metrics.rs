@@ -1,0 +1,223 @@
+//! Process-wide counters, written with relaxed atomics on the hot path and rendered by the admin
+//! listener in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::xray::segment::Direction;
+
+/// Latency histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Everything the proxy counts.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests by direction (inbound, outbound) and status class (1xx..5xx; index 0 = no response).
+    requests: [[AtomicU64; 6]; 2],
+    latency: [Histogram; 2],
+    /// Segment documents handed to the UDP socket.
+    pub segments_emitted: AtomicU64,
+    /// Segments dropped because the emitter's queue was full.
+    pub segments_dropped: AtomicU64,
+    /// Segments too large for one datagram even after trimming.
+    pub segments_too_large: AtomicU64,
+    /// Segments whose subsegments had to be sent separately to fit.
+    pub segments_split: AtomicU64,
+    /// Datagrams the socket refused (daemon unreachable, no address).
+    pub daemon_send_errors: AtomicU64,
+    /// Failed look-ups of the daemon's host name.
+    pub daemon_resolve_errors: AtomicU64,
+    /// Sampling decisions: [caller said yes, caller said no, local yes, local no].
+    sampling: [AtomicU64; 4],
+    /// Upstream failures by kind: connect, timeout, reset/protocol.
+    upstream_errors: [AtomicU64; 3],
+    /// Trace headers that could not be used as they came.
+    pub malformed_headers: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// Where a sampling decision came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionSource {
+    /// The caller's `Sampled=1` or `Sampled=0`.
+    Caller,
+    /// Our local rules.
+    Local,
+}
+
+/// A class of upstream failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The connection could not be made.
+    Connect,
+    /// Connect or response timed out.
+    Timeout,
+    /// The connection broke or spoke bad HTTP.
+    Broken,
+}
+
+fn dir(d: Direction) -> usize {
+    match d {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request.
+    pub fn record_request(&self, d: Direction, status: Option<u16>, elapsed: Duration) {
+        let class = status.map_or(0, |s| usize::from(s / 100).clamp(1, 5));
+        self.requests[dir(d)][class].fetch_add(1, Relaxed);
+        let h = &self.latency[dir(d)];
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            h.buckets[i].fetch_add(1, Relaxed);
+        }
+        h.count.fetch_add(1, Relaxed);
+        h.sum_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    /// Counts a sampling decision.
+    pub fn record_decision(&self, source: DecisionSource, sampled: bool) {
+        let i = match (source, sampled) {
+            (DecisionSource::Caller, true) => 0,
+            (DecisionSource::Caller, false) => 1,
+            (DecisionSource::Local, true) => 2,
+            (DecisionSource::Local, false) => 3,
+        };
+        self.sampling[i].fetch_add(1, Relaxed);
+    }
+
+    /// Counts an upstream failure.
+    pub fn record_upstream_error(&self, e: UpstreamError) {
+        self.upstream_errors[e as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let dirs = ["inbound", "outbound"];
+        let classes = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+        o.push_str(
+            "# HELP xray_sidecar_requests_total Requests proxied, by direction and status class.\n",
+        );
+        o.push_str("# TYPE xray_sidecar_requests_total counter\n");
+        for (d, row) in dirs.iter().zip(&self.requests) {
+            for (c, n) in classes.iter().zip(row) {
+                let _ = writeln!(
+                    o,
+                    "xray_sidecar_requests_total{{direction=\"{d}\",status_class=\"{c}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+        }
+        o.push_str("# HELP xray_sidecar_request_duration_seconds Time from request to the last response byte.\n");
+        o.push_str("# TYPE xray_sidecar_request_duration_seconds histogram\n");
+        for (d, h) in dirs.iter().zip(&self.latency) {
+            let mut cumulative = 0;
+            for (b, n) in BUCKETS.iter().zip(&h.buckets) {
+                cumulative += n.load(Relaxed);
+                let _ = writeln!(
+                    o,
+                    "xray_sidecar_request_duration_seconds_bucket{{direction=\"{d}\",le=\"{b}\"}} {cumulative}"
+                );
+            }
+            let count = h.count.load(Relaxed);
+            let _ = writeln!(
+                o,
+                "xray_sidecar_request_duration_seconds_bucket{{direction=\"{d}\",le=\"+Inf\"}} {count}"
+            );
+            let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                o,
+                "xray_sidecar_request_duration_seconds_sum{{direction=\"{d}\"}} {sum}"
+            );
+            let _ = writeln!(
+                o,
+                "xray_sidecar_request_duration_seconds_count{{direction=\"{d}\"}} {count}"
+            );
+        }
+        for (name, help, v) in [
+            (
+                "segments_emitted_total",
+                "Segment documents sent to the daemon.",
+                &self.segments_emitted,
+            ),
+            (
+                "segments_dropped_total",
+                "Segments dropped because the emit queue was full.",
+                &self.segments_dropped,
+            ),
+            (
+                "segments_too_large_total",
+                "Segments too large for one datagram, not sent.",
+                &self.segments_too_large,
+            ),
+            (
+                "segments_split_total",
+                "Segments whose subsegments were sent separately to fit.",
+                &self.segments_split,
+            ),
+            (
+                "daemon_send_errors_total",
+                "Datagrams that could not be sent to the daemon.",
+                &self.daemon_send_errors,
+            ),
+            (
+                "daemon_resolve_errors_total",
+                "Failed look-ups of the daemon address.",
+                &self.daemon_resolve_errors,
+            ),
+            (
+                "malformed_trace_headers_total",
+                "Trace headers that could not be used as received.",
+                &self.malformed_headers,
+            ),
+        ] {
+            let _ = writeln!(
+                o,
+                "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} counter"
+            );
+            let _ = writeln!(o, "xray_sidecar_{name} {}", v.load(Relaxed));
+        }
+        o.push_str("# HELP xray_sidecar_sampling_decisions_total Sampling decisions, by source and outcome.\n");
+        o.push_str("# TYPE xray_sidecar_sampling_decisions_total counter\n");
+        for ((source, sampled), n) in [
+            ("caller", "true"),
+            ("caller", "false"),
+            ("local", "true"),
+            ("local", "false"),
+        ]
+        .iter()
+        .zip(&self.sampling)
+        {
+            let _ = writeln!(
+                o,
+                "xray_sidecar_sampling_decisions_total{{source=\"{source}\",sampled=\"{sampled}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        o.push_str("# HELP xray_sidecar_upstream_errors_total Failures reaching or reading the upstream, by kind.\n");
+        o.push_str("# TYPE xray_sidecar_upstream_errors_total counter\n");
+        for (kind, n) in ["connect", "timeout", "broken"]
+            .iter()
+            .zip(&self.upstream_errors)
+        {
+            let _ = writeln!(
+                o,
+                "xray_sidecar_upstream_errors_total{{kind=\"{kind}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        o
+    }
+}

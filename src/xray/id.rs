@@ -1,0 +1,180 @@
+//! Trace and segment identifiers in X-Ray's wire formats.
+//!
+//! Both are kept as their ASCII form so that writing them into a header or a JSON document is a copy,
+//! not a formatting step: they are written several times per request on the hot path.
+
+use std::fmt;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// An X-Ray trace id: `1-` + 8 hex digits of epoch seconds + `-` + 24 random hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId([u8; 35]);
+
+impl TraceId {
+    /// A fresh trace id stamped with `epoch_secs`.
+    pub fn new(epoch_secs: u64) -> Self {
+        let mut b = [0u8; 35];
+        b[0] = b'1';
+        b[1] = b'-';
+        write_hex(&mut b[2..10], epoch_secs & 0xffff_ffff);
+        b[10] = b'-';
+        write_hex(&mut b[11..27], rand::random::<u64>());
+        write_hex(&mut b[27..35], u64::from(rand::random::<u32>()));
+        TraceId(b)
+    }
+
+    /// Parses a trace id, accepting upper-case hex (normalised to lower case) and nothing else.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.as_bytes();
+        if s.len() != 35 || &s[..2] != b"1-" || s[10] != b'-' {
+            return None;
+        }
+        let mut b = [0u8; 35];
+        b.copy_from_slice(s);
+        let (time, random) = b.split_at_mut(10);
+        for c in time[2..].iter_mut().chain(random[1..].iter_mut()) {
+            if !c.is_ascii_hexdigit() {
+                return None;
+            }
+            c.make_ascii_lowercase();
+        }
+        Some(TraceId(b))
+    }
+
+    /// The id as written on the wire.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored, so this cannot fail.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The epoch seconds encoded in the id.
+    pub fn epoch_secs(&self) -> u64 {
+        self.0[2..10]
+            .iter()
+            .fold(0, |acc, &c| acc << 4 | u64::from(hex_value(c)))
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A segment, subsegment or exception id: 64 bits, never zero, written as 16 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SegmentId([u8; 16]);
+
+impl SegmentId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        // Zero is reserved (OpenTelemetry's propagator rejects an all-zero parent).
+        let v = rand::random::<u64>().max(1);
+        let mut b = [0u8; 16];
+        write_hex(&mut b, v);
+        SegmentId(b)
+    }
+
+    /// Parses 16 hex digits that are not all zero.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.as_bytes();
+        if s.len() != 16 || !s.iter().all(u8::is_ascii_hexdigit) || s.iter().all(|&c| c == b'0') {
+            return None;
+        }
+        let mut b = [0u8; 16];
+        b.copy_from_slice(s);
+        b.make_ascii_lowercase();
+        Some(SegmentId(b))
+    }
+
+    /// The id as written on the wire.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Default for SegmentId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn write_hex(out: &mut [u8], mut v: u64) {
+    for c in out.iter_mut().rev() {
+        *c = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+fn hex_value(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        b'A'..=b'F' => c - b'A' + 10,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_id_round_trips_and_carries_its_time() {
+        let id = TraceId::new(0x5759_e988);
+        assert_eq!(id.as_str().len(), 35);
+        assert!(id.as_str().starts_with("1-5759e988-"));
+        assert_eq!(id.epoch_secs(), 0x5759_e988);
+        assert_eq!(TraceId::parse(id.as_str()), Some(id));
+    }
+
+    #[test]
+    fn trace_id_rejects_malformed_and_normalises_case() {
+        for bad in [
+            "",
+            "1-5759e988",
+            "2-5759e988-bd862e3fe1be46a994272793",
+            "1-5759e988-bd862e3fe1be46a99427279",
+            "1-5759e988-bd862e3fe1be46a99427279z",
+            "1-5759e98g-bd862e3fe1be46a994272793",
+            "1_5759e988-bd862e3fe1be46a994272793",
+        ] {
+            assert_eq!(TraceId::parse(bad), None, "{bad:?}");
+        }
+        let upper = TraceId::parse("1-5759E988-BD862E3FE1BE46A994272793").map(|t| t.to_string());
+        assert_eq!(
+            upper.as_deref(),
+            Some("1-5759e988-bd862e3fe1be46a994272793")
+        );
+    }
+
+    #[test]
+    fn segment_ids_are_16_hex_and_never_zero() {
+        let id = SegmentId::new();
+        assert_eq!(id.as_str().len(), 16);
+        assert_ne!(SegmentId::new(), id);
+        assert_eq!(SegmentId::parse(id.as_str()), Some(id));
+        assert_eq!(SegmentId::parse("0000000000000000"), None);
+        assert_eq!(SegmentId::parse("53995c3f42cd8ad"), None);
+        assert_eq!(SegmentId::parse("53995c3f42cd8adx"), None);
+    }
+}

@@ -1,0 +1,385 @@
+//! Segment documents: what one traced exchange records, and its JSON form.
+//!
+//! A `Segment` is filled on the request path with cheap clones (header values and URIs share the
+//! connection's buffers) and turned into JSON later, on the emitter task, so that formatting and
+//! string building stay off the hot path.
+
+use http::{HeaderValue, Method, Uri};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::id::{SegmentId, TraceId};
+
+/// The longest string the schema allows in the `http` object.
+pub const MAX_HTTP_STRING: usize = 250;
+
+/// One segment, or a subsegment sent on its own or inside its segment.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Service name (segments) or downstream name (remote subsegments), already sanitised.
+    pub name: Arc<str>,
+    /// This document's id.
+    pub id: SegmentId,
+    /// The trace it belongs to.
+    pub trace_id: TraceId,
+    /// The caller's segment or subsegment, if any.
+    pub parent_id: Option<SegmentId>,
+    /// Epoch seconds.
+    pub start_time: f64,
+    /// Epoch seconds.
+    pub end_time: f64,
+    /// Segment, independent subsegment, or subsegment embedded in its parent.
+    pub kind: Kind,
+    /// Which way the traced call went; recorded as an annotation.
+    pub direction: Direction,
+    /// Whether the downstream sends its own segment (remote subsegments only).
+    pub traced: bool,
+    /// The HTTP exchange.
+    pub http: Http,
+    /// What the proxy saw go wrong, if anything.
+    pub failure: Option<Failure>,
+    /// Embedded subsegments.
+    pub subsegments: Vec<Segment>,
+}
+
+/// What kind of document a [`Segment`] is written as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A segment: the service's own record of a request it served.
+    Segment,
+    /// A remote subsegment sent as its own document (`"type": "subsegment"`).
+    IndependentSubsegment,
+    /// A remote subsegment inside its segment's `subsegments`.
+    EmbeddedSubsegment,
+}
+
+/// Which way a traced call went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// A request the application received.
+    Inbound,
+    /// A request the application made.
+    Outbound,
+}
+
+impl Direction {
+    /// The annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// The `http` object: request facts, and the response once there is one.
+#[derive(Clone, Debug)]
+pub struct Http {
+    /// Request method.
+    pub method: Method,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Host the request was for (Host header or URI authority).
+    pub host: Option<HeaderValue>,
+    /// The request target; the path is kept, the query dropped as the SDKs do.
+    pub uri: Uri,
+    /// The client's address.
+    pub client_ip: Option<IpAddr>,
+    /// Whether `client_ip` came from `X-Forwarded-For`.
+    pub x_forwarded_for: bool,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<HeaderValue>,
+    /// Status code, once a response exists.
+    pub status: Option<u16>,
+    /// Bytes of response body: the declared length, or what was counted.
+    pub content_length: Option<u64>,
+}
+
+/// A failure the proxy itself observed, recorded as the segment's `cause`.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// Exception type, e.g. `ConnectionRefused`.
+    pub kind: &'static str,
+    /// What happened, for a person.
+    pub message: Cow<'static, str>,
+    /// Whether the failure came from the remote side.
+    pub remote: bool,
+    /// Whether the failure is the server's (`fault`) rather than the client's (`error`).
+    pub fault: bool,
+    /// Whether the client went away before the response was complete.
+    pub client_aborted: bool,
+}
+
+/// Facts about where the proxy runs, written into every document.
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    /// `AWS::EKS::Container` when running in a Kubernetes pod.
+    pub origin: Option<&'static str>,
+    /// EKS cluster name.
+    pub cluster_name: Option<String>,
+    /// Pod name.
+    pub pod: Option<String>,
+    /// Container id.
+    pub container_id: Option<String>,
+    /// Kubernetes namespace, recorded as the `k8s_namespace` annotation.
+    pub namespace: Option<String>,
+}
+
+impl Segment {
+    /// Error, throttle and fault flags as X-Ray derives them from the status and any failure.
+    pub fn flags(&self) -> (bool, bool, bool) {
+        let status = self.http.status.unwrap_or(0);
+        let throttle = status == 429;
+        let mut error = (400..500).contains(&status);
+        let mut fault = status >= 500;
+        if let Some(f) = &self.failure {
+            fault |= f.fault;
+            error |= !f.fault;
+        }
+        (error, throttle, fault)
+    }
+}
+
+/// A segment with the environment it is written in: what the emitter serialises.
+pub struct Document<'a> {
+    /// The segment.
+    pub segment: &'a Segment,
+    /// Where the proxy runs.
+    pub env: &'a Environment,
+}
+
+impl Serialize for Document<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (seg, env) = (self.segment, self.env);
+        let top = seg.kind != Kind::EmbeddedSubsegment;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", &*seg.name)?;
+        m.serialize_entry("id", seg.id.as_str())?;
+        if top {
+            m.serialize_entry("trace_id", seg.trace_id.as_str())?;
+        }
+        if let Some(p) = &seg.parent_id {
+            m.serialize_entry("parent_id", p.as_str())?;
+        }
+        m.serialize_entry("start_time", &micros(seg.start_time))?;
+        m.serialize_entry("end_time", &micros(seg.end_time))?;
+        if seg.kind != Kind::Segment {
+            if seg.kind == Kind::IndependentSubsegment {
+                m.serialize_entry("type", "subsegment")?;
+            }
+            m.serialize_entry("namespace", "remote")?;
+            if seg.traced {
+                m.serialize_entry("traced", &true)?;
+            }
+        }
+        let (error, throttle, fault) = seg.flags();
+        if error {
+            m.serialize_entry("error", &true)?;
+        }
+        if throttle {
+            m.serialize_entry("throttle", &true)?;
+        }
+        if fault {
+            m.serialize_entry("fault", &true)?;
+        }
+        m.serialize_entry("http", &HttpJson(&seg.http, seg.kind == Kind::Segment))?;
+        if let Some(f) = &seg.failure {
+            m.serialize_entry("cause", &CauseJson(f))?;
+        }
+        if seg.kind == Kind::Segment {
+            if let Some(origin) = env.origin {
+                m.serialize_entry("origin", origin)?;
+            }
+            m.serialize_entry("aws", &AwsJson(env))?;
+        }
+        if top {
+            m.serialize_entry("annotations", &Annotations { seg, env })?;
+        }
+        if !seg.subsegments.is_empty() {
+            let subs: Vec<Document<'_>> = seg
+                .subsegments
+                .iter()
+                .map(|segment| Document { segment, env })
+                .collect();
+            m.serialize_entry("subsegments", &subs)?;
+        }
+        m.end()
+    }
+}
+
+/// Rounds to the microsecond, the resolution X-Ray documents use.
+fn micros(t: f64) -> f64 {
+    (t * 1e6).round() / 1e6
+}
+
+struct HttpJson<'a>(&'a Http, bool);
+
+impl Serialize for HttpJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("request", &RequestJson(self.0, self.1))?;
+        if self.0.status.is_some() || self.0.content_length.is_some() {
+            m.serialize_entry("response", &ResponseJson(self.0))?;
+        }
+        m.end()
+    }
+}
+
+struct RequestJson<'a>(&'a Http, bool);
+
+impl Serialize for RequestJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (h, inbound_segment) = (self.0, self.1);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("method", h.method.as_str())?;
+        m.serialize_entry("url", &url(h))?;
+        // Who called is only known, and only meaningful, for the segment of a request we received.
+        if inbound_segment {
+            if let Some(ip) = h.client_ip {
+                m.serialize_entry("client_ip", &ip.to_string())?;
+                if h.x_forwarded_for {
+                    m.serialize_entry("x_forwarded_for", &true)?;
+                }
+            }
+        }
+        if let Some(ua) = h.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
+            m.serialize_entry("user_agent", truncate(ua, MAX_HTTP_STRING))?;
+        }
+        m.end()
+    }
+}
+
+struct ResponseJson<'a>(&'a Http);
+
+impl Serialize for ResponseJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        if let Some(status) = self.0.status {
+            m.serialize_entry("status", &status)?;
+        }
+        if let Some(len) = self.0.content_length {
+            m.serialize_entry("content_length", &len)?;
+        }
+        m.end()
+    }
+}
+
+/// `scheme://host/path`: credentials and the query are left out, as the X-Ray SDKs do.
+pub fn url(h: &Http) -> String {
+    let host = h
+        .host
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| h.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    // `user:pass@host` can reach us through an absolute-form request or a Host header.
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let mut u = String::with_capacity(h.scheme.len() + 3 + host.len() + h.uri.path().len());
+    u.push_str(h.scheme);
+    u.push_str("://");
+    u.push_str(host);
+    u.push_str(h.uri.path());
+    let keep = truncate(&u, MAX_HTTP_STRING).len();
+    u.truncate(keep);
+    u
+}
+
+/// The longest prefix of `s` of at most `max` characters.
+pub fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+struct CauseJson<'a>(&'a Failure);
+
+impl Serialize for CauseJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let f = self.0;
+        let exception = serde_json::json!({
+            "id": SegmentId::new().as_str(),
+            "type": f.kind,
+            "message": &*f.message,
+            "remote": f.remote,
+        });
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("exceptions", &[exception])?;
+        m.end()
+    }
+}
+
+struct AwsJson<'a>(&'a Environment);
+
+impl Serialize for AwsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let env = self.0;
+        let mut m = s.serialize_map(None)?;
+        if env.origin.is_some() {
+            let mut eks = serde_json::Map::new();
+            for (k, v) in [
+                ("cluster_name", &env.cluster_name),
+                ("pod", &env.pod),
+                ("container_id", &env.container_id),
+            ] {
+                if let Some(v) = v {
+                    eks.insert(k.into(), v.as_str().into());
+                }
+            }
+            m.serialize_entry("eks", &eks)?;
+        }
+        m.serialize_entry(
+            "xray",
+            &serde_json::json!({"sdk": "xray-sidecar", "sdk_version": env!("CARGO_PKG_VERSION")}),
+        )?;
+        m.end()
+    }
+}
+
+struct Annotations<'a> {
+    seg: &'a Segment,
+    env: &'a Environment,
+}
+
+impl Serialize for Annotations<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Keys must match ^[a-zA-Z0-9_]+$ or X-Ray drops the whole document's annotations.
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("direction", self.seg.direction.as_str())?;
+        if let Some(ns) = &self.env.namespace {
+            m.serialize_entry("k8s_namespace", truncate(ns, 1000))?;
+        }
+        if self.seg.failure.as_ref().is_some_and(|f| f.client_aborted) {
+            m.serialize_entry("client_aborted", &true)?;
+        }
+        m.end()
+    }
+}
+
+/// Turns a configured service name into one X-Ray accepts: 1 to 200 characters of letters, digits,
+/// spaces and `_ . : / % & # = + - @`; anything else becomes `_`.
+pub fn sanitize_name(name: &str) -> String {
+    let cleaned: String = name
+        .trim()
+        .chars()
+        .take(200)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " _.:/%&#=+-@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "unnamed".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+#[path = "segment_tests.rs"]
+mod tests;

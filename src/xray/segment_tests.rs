@@ -1,0 +1,125 @@
+use super::*;
+use serde_json::Value;
+
+fn sample() -> Segment {
+    Segment {
+        name: Arc::from("front-end"),
+        id: SegmentId::parse("70de5b6f19ff9a0a").expect("id"),
+        trace_id: TraceId::parse("1-581cf771-a006649127e371903a2de979").expect("trace"),
+        parent_id: None,
+        start_time: 1_478_293_361.271_123_1,
+        end_time: 1_478_293_361.449,
+        kind: Kind::Segment,
+        direction: Direction::Inbound,
+        traced: false,
+        http: Http {
+            method: Method::GET,
+            scheme: "http",
+            host: Some(HeaderValue::from_static("user:secret@shop.example.com")),
+            uri: "/cart?session=123".parse().expect("uri"),
+            client_ip: Some([10, 0, 0, 7].into()),
+            x_forwarded_for: true,
+            user_agent: Some(HeaderValue::from_static("curl/8.0")),
+            status: Some(429),
+            content_length: Some(12),
+        },
+        failure: None,
+        subsegments: Vec::new(),
+    }
+}
+
+fn json(seg: &Segment, env: &Environment) -> Value {
+    serde_json::to_value(Document { segment: seg, env }).expect("serialise")
+}
+
+#[test]
+fn a_segment_carries_the_documented_fields() {
+    let v = json(&sample(), &Environment::default());
+    assert_eq!(v["name"], "front-end");
+    assert_eq!(v["trace_id"], "1-581cf771-a006649127e371903a2de979");
+    assert_eq!(v["start_time"].as_f64(), Some(1_478_293_361.271_123));
+    assert_eq!(v["http"]["request"]["url"], "http://shop.example.com/cart");
+    assert_eq!(v["http"]["request"]["client_ip"], "10.0.0.7");
+    assert_eq!(v["http"]["request"]["x_forwarded_for"], true);
+    assert_eq!(v["http"]["response"]["status"], 429);
+    assert_eq!(
+        (v["error"].clone(), v["throttle"].clone()),
+        (Value::Bool(true), Value::Bool(true))
+    );
+    assert!(v.get("fault").is_none() && v.get("parent_id").is_none() && v.get("origin").is_none());
+    assert_eq!(v["annotations"]["direction"], "inbound");
+}
+
+#[test]
+fn eks_origin_and_namespace_come_from_the_environment() {
+    let env = Environment {
+        origin: Some("AWS::EKS::Container"),
+        cluster_name: Some("demo".into()),
+        pod: Some("front-end-7d4b9".into()),
+        container_id: None,
+        namespace: Some("shop".into()),
+    };
+    let v = json(&sample(), &env);
+    assert_eq!(v["origin"], "AWS::EKS::Container");
+    assert_eq!(
+        v["aws"]["eks"],
+        serde_json::json!({"cluster_name": "demo", "pod": "front-end-7d4b9"})
+    );
+    assert_eq!(v["annotations"]["k8s_namespace"], "shop");
+}
+
+#[test]
+fn failures_become_fault_and_cause() {
+    let mut s = sample();
+    s.http.status = Some(502);
+    s.failure = Some(Failure {
+        kind: "ConnectionRefused",
+        message: "connection refused".into(),
+        remote: true,
+        fault: true,
+        client_aborted: false,
+    });
+    let v = json(&s, &Environment::default());
+    assert_eq!(v["fault"], true);
+    let ex = &v["cause"]["exceptions"][0];
+    assert_eq!(ex["type"], "ConnectionRefused");
+    assert_eq!(ex["id"].as_str().map(str::len), Some(16));
+}
+
+#[test]
+fn subsegments_are_written_nested_or_on_their_own() {
+    let mut parent = sample();
+    let mut sub = sample();
+    sub.name = Arc::from("back-end");
+    sub.kind = Kind::EmbeddedSubsegment;
+    sub.direction = Direction::Outbound;
+    sub.traced = true;
+    parent.subsegments.push(sub.clone());
+    let v = json(&parent, &Environment::default());
+    let nested = &v["subsegments"][0];
+    assert_eq!(nested["namespace"], "remote");
+    assert_eq!(nested["traced"], true);
+    assert!(nested.get("trace_id").is_none() && nested.get("type").is_none());
+    assert!(nested["http"]["request"].get("client_ip").is_none());
+
+    sub.kind = Kind::IndependentSubsegment;
+    sub.parent_id = Some(parent.id);
+    let v = json(&sub, &Environment::default());
+    assert_eq!(v["type"], "subsegment");
+    assert_eq!(v["parent_id"], "70de5b6f19ff9a0a");
+    assert_eq!(v["trace_id"], "1-581cf771-a006649127e371903a2de979");
+}
+
+#[test]
+fn names_and_long_strings_are_made_acceptable() {
+    assert_eq!(
+        sanitize_name("  shop/cart v2 (beta)! "),
+        "shop/cart v2 _beta__"
+    );
+    assert_eq!(sanitize_name(""), "unnamed");
+    assert_eq!(sanitize_name(&"x".repeat(300)).len(), 200);
+    let mut s = sample();
+    s.http.uri = format!("/{}", "p".repeat(400)).parse().expect("uri");
+    assert_eq!(url(&s.http).len(), MAX_HTTP_STRING);
+    assert_eq!(truncate("héllo", 2), "hé");
+}
