@@ -4,8 +4,11 @@
 //! header, sampling, segment documents, the UDP emitter), `proxy` the data path, `admin` the
 //! operator's endpoints, and `console` the local trace viewer.
 
+pub mod admin;
+pub mod config;
 pub mod console;
 pub mod metrics;
+pub mod proxy;
 pub mod xray;
 
 /// The error type used where a failure only needs to be reported, not matched on.

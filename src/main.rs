@@ -1,6 +1,10 @@
-//! The `xray-sidecar` command line: parses arguments and starts the chosen job.
+//! The `xray-sidecar` command line: parses arguments, sets up logging and the runtime, starts the
+//! chosen job and stops it on SIGTERM or Ctrl-C.
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use xray_sidecar::config::ProxyArgs;
+use xray_sidecar::proxy::Proxy;
 
 #[derive(Parser)]
 #[command(
@@ -15,27 +19,79 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the tracing proxy in front of a service.
+    Proxy(Box<ProxyArgs>),
     /// Run the local X-Ray console: receives segments like the daemon and shows the service map.
     Console(xray_sidecar::console::Args),
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .compact()
+        .init();
+    let workers = match &cli.command {
+        Command::Proxy(args) => args.worker_threads(),
+        _ => 2,
+    };
+    let rt = if workers == 1 {
+        // One worker: no work stealing to pay for.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("xray-sidecar: cannot start the runtime: {e}");
-            std::process::exit(1);
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Proxy(args) => run_proxy(&args).await,
+            Command::Console(args) => xray_sidecar::console::run(args).await,
         }
-    };
-    let result = match cli.command {
-        Command::Console(args) => rt.block_on(xray_sidecar::console::run(args)),
-    };
-    if let Err(e) = result {
-        eprintln!("xray-sidecar: {e}");
-        std::process::exit(1);
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
     }
+}
+
+async fn run_proxy(args: &ProxyArgs) -> Result<(), xray_sidecar::BoxError> {
+    let proxy = Proxy::start(args).await?;
+    stop_signal().await;
+    tracing::info!(grace = ?args.shutdown_grace, "shutting down");
+    proxy.shutdown().await;
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (a terminal).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("xray-sidecar: {message}");
+    ExitCode::FAILURE
 }

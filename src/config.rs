@@ -1,0 +1,251 @@
+//! `xray-sidecar proxy` flags (each also read from the environment) and their validation into a
+//! [`ProxyConfig`]. A bad value stops start-up with one line naming the flag.
+
+use clap::Args;
+use http::uri::Authority;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::xray::daemon::DaemonAddress;
+use crate::xray::segment::Environment;
+
+/// Command-line arguments of `xray-sidecar proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Address to accept the application's inbound requests on.
+    #[arg(
+        long,
+        env = "XRAY_SIDECAR_LISTEN",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:15100"
+    )]
+    pub listen: SocketAddr,
+
+    /// The application, as `http://host:port`. Required unless --transparent, where each connection
+    /// goes to its original destination.
+    #[arg(long, env = "XRAY_SIDECAR_UPSTREAM", value_name = "URL", value_parser = parse_upstream)]
+    pub upstream: Option<Authority>,
+
+    /// Name of this service in X-Ray (sanitised to the characters X-Ray accepts).
+    #[arg(long, env = "AWS_XRAY_TRACING_NAME", value_name = "NAME")]
+    pub service_name: String,
+
+    /// X-Ray daemon: `host:port`, or `tcp:host:port udp:host:port`. Host names are looked up again
+    /// every 30 seconds.
+    #[arg(
+        long,
+        env = "AWS_XRAY_DAEMON_ADDRESS",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:2000"
+    )]
+    pub daemon_address: DaemonAddress,
+
+    /// Local sampling rules in the X-Ray SDK format (version 1 or 2). Default: 1 request a second,
+    /// then 5 %.
+    #[arg(long, env = "XRAY_SIDECAR_SAMPLING_RULES", value_name = "FILE")]
+    pub sampling_rules: Option<PathBuf>,
+
+    /// Address for /ready, /live and /metrics. Off when not given.
+    #[arg(long, env = "XRAY_SIDECAR_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Address that accepts the application's outgoing calls (explicit proxy or iptables REDIRECT).
+    #[arg(long, env = "XRAY_SIDECAR_OUTBOUND_LISTEN", value_name = "ADDR")]
+    pub outbound_listen: Option<SocketAddr>,
+
+    /// Forward each inbound connection to its original destination (set by iptables REDIRECT).
+    #[arg(long, env = "XRAY_SIDECAR_TRANSPARENT")]
+    pub transparent: bool,
+
+    /// Forward without tracing: no header handling, no segments (for comparison and emergencies).
+    #[arg(long, env = "XRAY_SIDECAR_DISABLE_TRACING")]
+    pub disable_tracing: bool,
+
+    /// Runtime worker threads (0: one per core, at most 2).
+    #[arg(
+        long,
+        env = "XRAY_SIDECAR_WORKERS",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub workers: usize,
+
+    /// Time a client has to send a request's headers.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request or response head accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = parse_header_size)]
+    pub max_header_size: usize,
+
+    /// Time allowed to connect to the upstream.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for the upstream's response head (0: no limit).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// How long idle pooled upstream connections are kept.
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On SIGTERM, how long in-flight requests get to finish.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// EKS cluster name, recorded in `aws.eks`.
+    #[arg(long, env = "XRAY_SIDECAR_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
+    /// Pod name (from the downward API), recorded in `aws.eks`.
+    #[arg(long, env = "XRAY_SIDECAR_POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
+
+    /// Pod namespace (from the downward API), recorded as the `k8s_namespace` annotation.
+    #[arg(long, env = "XRAY_SIDECAR_POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub pod_namespace: Option<String>,
+}
+
+impl ProxyArgs {
+    /// Checks what clap cannot check on its own.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.upstream.is_none() && !self.transparent {
+            return Err(
+                "--upstream (XRAY_SIDECAR_UPSTREAM) is required unless --transparent is set".into(),
+            );
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("--service-name (AWS_XRAY_TRACING_NAME) must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// The worker thread count to run with.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+            n => n,
+        }
+    }
+
+    /// Where the proxy runs, from the pod's environment.
+    pub fn environment(&self) -> Environment {
+        // A pod has KUBERNETES_SERVICE_HOST; the injector also passes the pod's name.
+        let in_pod =
+            std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() || self.pod_name.is_some();
+        Environment {
+            origin: in_pod.then_some("AWS::EKS::Container"),
+            cluster_name: self.cluster_name.clone(),
+            pod: self
+                .pod_name
+                .clone()
+                .or_else(|| in_pod.then(hostname).flatten()),
+            container_id: in_pod.then(container_id).flatten(),
+            namespace: self.pod_namespace.clone(),
+        }
+    }
+}
+
+fn parse_upstream(s: &str) -> Result<Authority, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("scheme `{other}` is not supported (use http://)")),
+        None => return Err("expected http://host:port".into()),
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("the upstream URL takes no path or query: requests keep their own".into());
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or("expected http://host:port")?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in the upstream URL are not supported".into());
+    }
+    Ok(authority)
+}
+
+/// Parses `250ms`, `10s`, `5m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 10s or 5m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn parse_header_size(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if n < 8192 {
+        return Err(format!("{n} is below the minimum of 8192 bytes"));
+    }
+    Ok(n)
+}
+
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty())
+}
+
+/// The container id from the cgroup path (`.../<64 hex>` or `...cri-containerd-<64 hex>.scope`).
+fn container_id() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.split(|c: char| c == '/' || c == '-' || c == '.' || c.is_whitespace())
+        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(
+            parse_duration("5h")
+                .err()
+                .unwrap_or_default()
+                .contains("unknown unit")
+        );
+    }
+
+    #[test]
+    fn upstreams_are_plain_http_authorities() {
+        assert_eq!(
+            parse_upstream("http://127.0.0.1:8080").map(|a| a.to_string()),
+            Ok("127.0.0.1:8080".into())
+        );
+        assert_eq!(
+            parse_upstream("http://app:80/").map(|a| a.to_string()),
+            Ok("app:80".into())
+        );
+        for (bad, why) in [
+            ("https://app", "not supported"),
+            ("app:8080", "expected http://"),
+            ("http://app/api", "no path"),
+            ("http://u:p@app", "credentials"),
+        ] {
+            let err = parse_upstream(bad).err().unwrap_or_default();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+}

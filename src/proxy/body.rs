@@ -1,0 +1,191 @@
+//! The response body wrapper: streams frames through untouched and reports, exactly once, how the
+//! body ended: complete, broken by the upstream, or abandoned by the client.
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use pin_project::{pin_project, pinned_drop};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+/// How a response body ended.
+#[derive(Debug)]
+pub enum End {
+    /// Every frame was handed to the client's connection.
+    Complete,
+    /// The upstream's body failed; the message says how.
+    Failed(String),
+    /// The body was dropped before its end: the client went away.
+    Aborted,
+}
+
+/// Told once when a [`TraceBody`] ends, with the data bytes that went through.
+pub trait OnEnd {
+    /// Called exactly once.
+    fn on_end(self, bytes: u64, end: End);
+}
+
+/// A body that counts data bytes and calls its [`OnEnd`] when it is over.
+#[pin_project(PinnedDrop)]
+pub struct TraceBody<B, E: OnEnd> {
+    #[pin]
+    inner: B,
+    bytes: u64,
+    /// An empty body may never be polled before it is dropped: that is its end, not an abort.
+    empty: bool,
+    on_end: Option<E>,
+}
+
+impl<B: Body, E: OnEnd> TraceBody<B, E> {
+    /// Wraps `inner`; `on_end` of `None` makes the wrapper a pass-through.
+    pub fn new(inner: B, on_end: Option<E>) -> Self {
+        TraceBody {
+            empty: inner.is_end_stream(),
+            inner,
+            bytes: 0,
+            on_end,
+        }
+    }
+}
+
+impl<B, E> Body for TraceBody<B, E>
+where
+    B: Body,
+    B::Error: std::fmt::Display,
+    E: OnEnd,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let end = match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    *this.bytes += data.remaining() as u64;
+                }
+                // With an exact Content-Length the connection may never poll again after the last
+                // frame, so the end is noticed here rather than on the next poll.
+                this.inner.is_end_stream().then_some(End::Complete)
+            }
+            Some(Err(e)) => Some(End::Failed(e.to_string())),
+            None => Some(End::Complete),
+        };
+        if let Some(end) = end {
+            if let Some(cb) = this.on_end.take() {
+                cb.on_end(*this.bytes, end);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[pinned_drop]
+impl<B, E: OnEnd> PinnedDrop for TraceBody<B, E> {
+    fn drop(self: Pin<&mut Self>) {
+        let this = self.project();
+        if let Some(cb) = this.on_end.take() {
+            let end = if *this.empty {
+                End::Complete
+            } else {
+                End::Aborted
+            };
+            cb.on_end(*this.bytes, end);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<(u64, String)>>>);
+
+    impl OnEnd for Seen {
+        fn on_end(self, bytes: u64, end: End) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push((bytes, format!("{end:?}")));
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_completion_once_with_the_byte_count() {
+        let seen = Seen::default();
+        let body = TraceBody::new(Full::new(Bytes::from_static(b"hello")), Some(seen.clone()));
+        let collected = body.collect().await.expect("body").to_bytes();
+        assert_eq!(&collected[..], b"hello");
+        assert_eq!(
+            *seen.0.lock().expect("lock"),
+            vec![(5, "Complete".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_midway_is_aborted_and_an_unpolled_empty_one_complete() {
+        let seen = Seen::default();
+        let frames = chunks(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Ok(Bytes::from_static(b"def")),
+        ]);
+        let mut body = TraceBody::new(frames, Some(seen.clone()));
+        let first = body.frame().await.expect("frame").expect("ok");
+        assert_eq!(first.into_data().ok().as_deref(), Some(&b"abc"[..]));
+        drop(body);
+        drop(TraceBody::new(Full::new(Bytes::new()), Some(seen.clone())));
+        assert_eq!(
+            *seen.0.lock().expect("lock"),
+            vec![(3, "Aborted".to_owned()), (0, "Complete".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upstream_error_is_reported_as_failed() {
+        let seen = Seen::default();
+        let frames = chunks(vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(std::io::Error::other("reset")),
+        ]);
+        let body = TraceBody::new(frames, Some(seen.clone()));
+        assert!(body.collect().await.is_err());
+        assert_eq!(
+            *seen.0.lock().expect("lock"),
+            vec![(2, "Failed(\"reset\")".to_owned())]
+        );
+    }
+
+    /// A body that yields the given chunks in order, then ends.
+    struct Chunks(std::collections::VecDeque<Result<Bytes, std::io::Error>>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|r| r.map(Frame::data)))
+        }
+    }
+
+    fn chunks(items: Vec<Result<Bytes, std::io::Error>>) -> Chunks {
+        Chunks(items.into())
+    }
+}

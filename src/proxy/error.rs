@@ -1,0 +1,205 @@
+//! Proxy failures: the one place that decides which become 502 or 504, and what `cause` they record.
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::Full;
+use std::io;
+
+use crate::metrics::UpstreamError;
+use crate::xray::segment::Failure;
+
+/// Why the proxy could not get a response from the upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}")]
+pub struct ProxyError {
+    /// What went wrong, as far as the client and the segment are concerned.
+    pub kind: ErrorKind,
+    /// The underlying error, for logs.
+    #[source]
+    pub source: Option<crate::BoxError>,
+}
+
+/// The failures a client can tell apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ErrorKind {
+    /// The upstream refused the connection.
+    #[error("upstream refused the connection")]
+    ConnectRefused,
+    /// Connecting took longer than the connect timeout.
+    #[error("upstream connect timed out")]
+    ConnectTimeout,
+    /// The connection could not be made for another reason (unreachable, no address).
+    #[error("cannot connect to the upstream")]
+    ConnectFailed,
+    /// No response head within the upstream timeout.
+    #[error("upstream did not respond in time")]
+    ResponseTimeout,
+    /// The upstream closed or reset the connection before a response.
+    #[error("upstream closed the connection before responding")]
+    Reset,
+    /// The upstream spoke something that is not valid HTTP.
+    #[error("upstream sent an invalid response")]
+    Protocol,
+    /// The request cannot be forwarded (e.g. no destination known).
+    #[error("request cannot be forwarded")]
+    NoRoute,
+}
+
+impl ProxyError {
+    /// Wraps an error of a known kind.
+    pub fn new(kind: ErrorKind, source: impl Into<crate::BoxError>) -> Self {
+        ProxyError {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// Classifies an error from the upstream client by what its sources say.
+    pub fn from_client(e: hyper_util::client::legacy::Error) -> Self {
+        let kind = if e.is_connect() {
+            match io_kind(&e) {
+                Some(io::ErrorKind::ConnectionRefused) => ErrorKind::ConnectRefused,
+                Some(io::ErrorKind::TimedOut) => ErrorKind::ConnectTimeout,
+                // hyper-util reports its own connect timeout as a plain error with this text.
+                _ if chain_mentions(&e, "timed out") => ErrorKind::ConnectTimeout,
+                _ => ErrorKind::ConnectFailed,
+            }
+        } else if let Some(h) = find::<hyper::Error>(&e) {
+            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                ErrorKind::Protocol
+            } else {
+                ErrorKind::Reset
+            }
+        } else {
+            ErrorKind::Reset
+        };
+        ProxyError::new(kind, e)
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The counter this failure is reported under.
+    pub fn metric(&self) -> UpstreamError {
+        match self.kind {
+            ErrorKind::ConnectRefused | ErrorKind::ConnectFailed | ErrorKind::NoRoute => {
+                UpstreamError::Connect
+            }
+            ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
+            ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
+        }
+    }
+
+    /// The segment's `cause`.
+    pub fn failure(&self) -> Failure {
+        let kind = match self.kind {
+            ErrorKind::ConnectRefused => "ConnectionRefused",
+            ErrorKind::ConnectTimeout => "ConnectTimeout",
+            ErrorKind::ConnectFailed => "ConnectError",
+            ErrorKind::ResponseTimeout => "ResponseTimeout",
+            ErrorKind::Reset => "ConnectionReset",
+            ErrorKind::Protocol => "ProtocolError",
+            ErrorKind::NoRoute => "NoRoute",
+        };
+        let message = match &self.source {
+            Some(s) => format!("{}: {}", self.kind, innermost(s.as_ref())),
+            None => self.kind.to_string(),
+        };
+        Failure {
+            kind,
+            message: message.into(),
+            remote: true,
+            fault: true,
+            client_aborted: false,
+        }
+    }
+
+    /// The short plain-text answer the client gets instead of the upstream's.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(Bytes::from(format!("{}\n", self.kind))));
+        *res.status_mut() = self.status();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        res
+    }
+}
+
+fn find<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    find::<io::Error>(e).map(io::Error::kind)
+}
+
+fn chain_mentions(e: &(dyn std::error::Error + 'static), text: &str) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().contains(text) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_504_and_the_rest_502() {
+        for (kind, status) in [
+            (ErrorKind::ConnectTimeout, 504),
+            (ErrorKind::ResponseTimeout, 504),
+            (ErrorKind::ConnectRefused, 502),
+            (ErrorKind::Reset, 502),
+            (ErrorKind::Protocol, 502),
+        ] {
+            let e = ProxyError { kind, source: None };
+            assert_eq!(e.status().as_u16(), status, "{kind:?}");
+            assert_eq!(e.response().status().as_u16(), status);
+            let f = e.failure();
+            assert!(f.fault && f.remote && !f.client_aborted);
+        }
+    }
+
+    #[test]
+    fn the_cause_names_the_innermost_reason() {
+        let io = io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "connection refused (os error 111)",
+        );
+        let e = ProxyError::new(ErrorKind::ConnectRefused, io);
+        let f = e.failure();
+        assert_eq!(f.kind, "ConnectionRefused");
+        assert_eq!(
+            f.message,
+            "upstream refused the connection: connection refused (os error 111)"
+        );
+    }
+}

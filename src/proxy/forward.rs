@@ -1,0 +1,318 @@
+//! Forwarding to the upstream: pooled HTTP/1.1 and HTTP/2 clients, hop-by-hop hygiene,
+//! `X-Forwarded-*`, timeouts, and `Upgrade` tunnels.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, ResponseFuture as ClientFuture, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project::pin_project;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::Sleep;
+
+use super::error::{ErrorKind, ProxyError};
+
+/// Timeouts and limits of the upstream side.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head; `None` waits for ever.
+    pub response_timeout: Option<Duration>,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// Largest response head accepted from the upstream.
+    pub max_header_size: usize,
+}
+
+/// The shared upstream clients: one pool for HTTP/1.1, one for HTTP/2 (prior knowledge).
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    h1: Client<HttpConnector, Incoming>,
+    h2: Client<HttpConnector, Incoming>,
+    response_timeout: Option<Duration>,
+}
+
+impl Upstream {
+    /// Builds the pools.
+    pub fn new(s: &UpstreamSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(s.connect_timeout));
+        connector.set_nodelay(true);
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(s.idle_timeout)
+            .http1_max_buf_size(s.max_header_size.max(8192))
+            // Headers as the upstream wrote them: some clients care about case.
+            .http1_title_case_headers(false);
+        let h1 = b.build(connector.clone());
+        let h2 = b.http2_only(true).build(connector);
+        Upstream {
+            h1,
+            h2,
+            response_timeout: s.response_timeout,
+        }
+    }
+}
+
+/// Where one connection's requests go, and who they came from.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    upstream: Upstream,
+    authority: Authority,
+    client_ip: IpAddr,
+}
+
+impl Forward {
+    /// Forwards to `authority` requests from `client_ip`.
+    pub fn new(upstream: Upstream, authority: Authority, client_ip: IpAddr) -> Self {
+        Forward {
+            upstream,
+            authority,
+            client_ip,
+        }
+    }
+}
+
+impl tower::Service<Request<Incoming>> for Forward {
+    type Response = Response<Incoming>;
+    type Error = ProxyError;
+    type Future = ForwardFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> ForwardFuture {
+        let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+        strip_hop_by_hop(req.headers_mut(), upgrade.is_some());
+        add_forwarded(req.headers_mut(), self.client_ip);
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path);
+        match Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e)),
+        }
+        let version = req.version();
+        let client = if version == Version::HTTP_2 {
+            &self.upstream.h2
+        } else {
+            &self.upstream.h1
+        };
+        ForwardFuture {
+            version,
+            state: State::Waiting(client.request(req)),
+            timeout: self.upstream.response_timeout.map(tokio::time::sleep),
+            upgrade,
+        }
+    }
+}
+
+/// The upstream's response, a timeout, or the failure.
+#[pin_project]
+pub struct ForwardFuture {
+    /// The client's HTTP version: the response goes back in it whatever the upstream spoke.
+    version: Version,
+    state: State,
+    #[pin]
+    timeout: Option<Sleep>,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+enum State {
+    Waiting(ClientFuture),
+    Failed(Option<ProxyError>),
+}
+
+impl ForwardFuture {
+    fn failed(e: ProxyError) -> Self {
+        ForwardFuture {
+            version: Version::HTTP_11,
+            state: State::Failed(Some(e)),
+            timeout: None,
+            upgrade: None,
+        }
+    }
+}
+
+impl Future for ForwardFuture {
+    type Output = Result<Response<Incoming>, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let fut = match this.state {
+            State::Waiting(fut) => fut,
+            State::Failed(e) => {
+                return Poll::Ready(Err(e.take().unwrap_or(ProxyError {
+                    kind: ErrorKind::NoRoute,
+                    source: None,
+                })));
+            }
+        };
+        if let Poll::Ready(res) = Pin::new(fut).poll(cx) {
+            let mut res = res.map_err(ProxyError::from_client)?;
+            *res.version_mut() = *this.version;
+            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_side) = this.upgrade.take() {
+                    tokio::spawn(tunnel(client_side, hyper::upgrade::on(&mut res)));
+                }
+            } else {
+                strip_hop_by_hop(res.headers_mut(), false);
+            }
+            return Poll::Ready(Ok(res));
+        }
+        if let Some(t) = this.timeout.as_pin_mut() {
+            ready!(t.poll(cx));
+            return Poll::Ready(Err(ProxyError {
+                kind: ErrorKind::ResponseTimeout,
+                source: None,
+            }));
+        }
+        Poll::Pending
+    }
+}
+
+/// Copies bytes both ways between the client and the upstream once both sides have switched.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+    match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+        Ok((up, down)) => tracing::trace!(up, down, "upgraded connection closed"),
+        Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
+    }
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Headers that describe one hop and must not be passed on (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if keep_upgrade {
+        return;
+    }
+    // Names listed in Connection are hop-by-hop too; most requests have no Connection header.
+    if let Some(listed) = h
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
+        for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                h.remove(name);
+            }
+        }
+    }
+    let trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in HOP_BY_HOP.iter() {
+        h.remove(name);
+    }
+    h.remove(header::UPGRADE);
+    // gRPC needs `te: trailers` to reach the server.
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+fn add_forwarded(h: &mut HeaderMap, client: IpAddr) {
+    let value = match h.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 42);
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.to_string().as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => HeaderValue::from_str(&client.to_string()).ok(),
+    };
+    if let Some(v) = value {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    if !h.contains_key(&X_FORWARDED_PROTO) {
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["te", "x-kept"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_proto_kept() {
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, [10, 0, 0, 1].into());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        add_forwarded(&mut h, "::1".parse().expect("ip"));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, ::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+}

@@ -1,0 +1,145 @@
+//! The data path: listeners, per-connection services, and the proxy's lifecycle.
+
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod inbound;
+pub mod orig_dst;
+pub mod server;
+pub mod trace;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, Readiness};
+use crate::config::ProxyArgs;
+use crate::metrics::Metrics;
+use crate::xray::emitter::Emitter;
+use crate::xray::sampling::Sampler;
+use crate::xray::segment::sanitize_name;
+use forward::{Upstream, UpstreamSettings};
+use inbound::Destination;
+use server::ServerSettings;
+use trace::Tracer;
+
+/// A running proxy: its bound addresses and the means to stop it.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Where inbound requests are accepted.
+    pub inbound: SocketAddr,
+    /// Where the admin endpoints are served, if enabled.
+    pub admin: Option<SocketAddr>,
+    /// Counters, shared with the admin listener.
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    done: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Validates the configuration, binds every listener and starts serving.
+    pub async fn start(args: &ProxyArgs) -> Result<Proxy, crate::BoxError> {
+        args.validate()?;
+        let sampler = match &args.sampling_rules {
+            Some(path) => Sampler::from_file(path).map_err(|e| format!("--sampling-rules: {e}"))?,
+            None => Sampler::default(),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let (emitter, flush) = if args.disable_tracing {
+            (None, None)
+        } else {
+            let (e, f) = Emitter::spawn(
+                args.daemon_address.udp.clone(),
+                args.environment(),
+                metrics.clone(),
+            );
+            (Some(e), Some(f))
+        };
+        let tracer = Arc::new(Tracer {
+            service_name: Arc::from(sanitize_name(&args.service_name)),
+            sampler,
+            emitter,
+            metrics: metrics.clone(),
+        });
+        let upstream = Upstream::new(&UpstreamSettings {
+            connect_timeout: args.connect_timeout,
+            response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
+            idle_timeout: args.idle_timeout,
+            max_header_size: args.max_header_size,
+        });
+        let destination = match (&args.upstream, args.transparent) {
+            (Some(a), false) => Destination::Fixed(a.clone()),
+            _ => Destination::OriginalDst,
+        };
+        let settings = ServerSettings {
+            header_read_timeout: args.header_read_timeout,
+            max_header_size: args.max_header_size,
+            shutdown_grace: args.shutdown_grace,
+        };
+
+        let inbound_listener = bind(args.listen, "--listen").await?;
+        let inbound = inbound_listener.local_addr()?;
+        let admin_listener = match args.admin_listen {
+            Some(a) => Some(bind(a, "--admin-listen").await?),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+
+        let (shutdown, stop) = watch::channel(false);
+        let readiness = Readiness::default();
+        let inbound_task = tokio::spawn(server::serve(
+            inbound_listener,
+            settings,
+            move |stream, peer| inbound::service(stream, peer, &destination, &upstream, &tracer),
+            stop.clone(),
+        ));
+        let admin_task = admin_listener.map(|l| {
+            tokio::spawn(admin::serve(
+                l,
+                metrics.clone(),
+                readiness.clone(),
+                stop.clone(),
+            ))
+        });
+        readiness.set(true);
+        tracing::info!(%inbound, admin = ?admin_addr, service = %args.service_name, "proxy ready");
+
+        let done = tokio::spawn(async move {
+            let mut stop = stop;
+            server::stopped(&mut stop).await;
+            readiness.set(false);
+            let _ = inbound_task.await;
+            if let Some(flush) = flush {
+                flush.flush(Duration::from_secs(2)).await;
+            }
+            if let Some(t) = admin_task {
+                let _ = t.await;
+            }
+        });
+        Ok(Proxy {
+            inbound,
+            admin: admin_addr,
+            metrics,
+            shutdown,
+            done,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, flushes segments.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.done.await;
+    }
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, crate::BoxError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{flag} {addr}: cannot listen: {e}").into())
+}

@@ -1,0 +1,107 @@
+//! Accepting connections and serving HTTP/1.1 (with upgrades) and HTTP/2 on them, with limits and
+//! graceful shutdown.
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Limits applied to every client connection.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Time a client has to send a request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (a larger one gets 431).
+    pub max_header_size: usize,
+    /// How long in-flight requests may run on after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+/// The HTTP/1 + HTTP/2 connection builder with the limits applied.
+pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_size.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(s.max_header_size).unwrap_or(u32::MAX))
+        // Idle h2 connections are probed so that dead clients do not hold streams for ever.
+        .keep_alive_interval(Some(Duration::from_secs(60)));
+    b
+}
+
+/// Accepts on `listener` until `shutdown` turns true, then lets open connections finish for the
+/// grace period. `make` builds the service for one connection (or refuses it by returning `None`).
+pub async fn serve<M, S, B>(
+    listener: TcpListener,
+    settings: ServerSettings,
+    mut make: M,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    M: FnMut(&TcpStream, SocketAddr) -> Option<S>,
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<crate::BoxError>,
+{
+    let builder = Arc::new(builder(&settings));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(service) = make(&stream, peer) else {
+            continue;
+        };
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?settings.shutdown_grace, "connections still open after the grace period were closed");
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not be held across an await: drop it here.
+    let _ = stop.wait_for(|s| *s).await;
+}
