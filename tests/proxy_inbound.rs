@@ -1,0 +1,440 @@
+//! Black-box tests of `xray-sidecar proxy`: a real upstream, the real binary, and the real UDP
+//! datagrams it sends, validated against AWS's segment schema.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::upstream::Upstream;
+use support::{Daemon, Sidecar, http_get, pair, trace_pairs};
+
+const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
+
+#[tokio::test]
+async fn an_incoming_trace_is_continued_with_our_segment_as_parent() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let header = format!(
+        "Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1;tenant=blue;Self=1-x"
+    );
+    let (status, headers, _) = http_get(
+        &sc.url("/orders?id=7"),
+        &[("X-Amzn-Trace-Id", &header), ("User-Agent", "probe/1.0")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let doc = &daemon.take(1).await[0];
+
+    let saw = trace_pairs(headers["x-saw-trace"].to_str().unwrap());
+    assert_eq!(pair(&saw, "Root"), Some(ROOT));
+    assert_eq!(pair(&saw, "Parent"), doc["id"].as_str());
+    assert_eq!(pair(&saw, "Sampled"), Some("1"));
+    assert_eq!(pair(&saw, "Lineage"), Some("a87bd80c:1"));
+    assert_eq!(pair(&saw, "tenant"), Some("blue"));
+    assert_eq!(pair(&saw, "Self"), None);
+    assert_eq!(
+        headers["x-amzn-trace-id"],
+        format!("Root={ROOT};Sampled=1").as_str()
+    );
+
+    assert_eq!(doc["name"], "front-end");
+    assert_eq!(doc["trace_id"], ROOT);
+    assert_eq!(doc["parent_id"], "53995c3f42cd8ad8");
+    assert_eq!(doc["http"]["request"]["method"], "GET");
+    assert_eq!(
+        doc["http"]["request"]["url"],
+        format!("http://{}/orders", sc.listen).as_str()
+    );
+    assert_eq!(doc["http"]["request"]["client_ip"], "127.0.0.1");
+    assert_eq!(doc["http"]["request"]["user_agent"], "probe/1.0");
+    assert_eq!(doc["http"]["response"]["status"], 200);
+    assert_eq!(doc["http"]["response"]["content_length"], 3);
+    assert_eq!(doc["annotations"]["direction"], "inbound");
+    let (start, end) = (
+        doc["start_time"].as_f64().unwrap(),
+        doc["end_time"].as_f64().unwrap(),
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(start <= end && now - start < 10.0, "{start} {end} {now}");
+    assert_eq!(headers["x-saw-xff"], "127.0.0.1");
+    assert_eq!(headers["x-saw-proto"], "http");
+}
+
+#[tokio::test]
+async fn a_request_without_a_header_starts_a_trace() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let (_, headers, _) = http_get(
+        &sc.url("/"),
+        &[("X-Forwarded-For", "203.0.113.9, 10.0.0.2")],
+    )
+    .await;
+    let doc = &daemon.take(1).await[0];
+    let saw = trace_pairs(headers["x-saw-trace"].to_str().unwrap());
+    let root = pair(&saw, "Root").unwrap();
+    assert_eq!(doc["trace_id"], root);
+    assert!(doc.get("parent_id").is_none());
+    let secs = u64::from_str_radix(&root[2..10], 16).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(secs) < 10);
+    assert_eq!(doc["http"]["request"]["client_ip"], "203.0.113.9");
+    assert_eq!(doc["http"]["request"]["x_forwarded_for"], true);
+    assert_eq!(headers["x-saw-xff"], "203.0.113.9, 10.0.0.2, 127.0.0.1");
+}
+
+#[tokio::test]
+async fn a_malformed_header_starts_a_fresh_trace_and_keeps_the_request() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    for bad in [
+        "Root=1-zz;Parent=53995c3f42cd8ad8;Sampled=1",
+        "garbage",
+        "Root=;;;=;Sampled=7",
+    ] {
+        let (status, headers, _) = http_get(&sc.url("/"), &[("X-Amzn-Trace-Id", bad)]).await;
+        assert_eq!(status, 200, "{bad}");
+        let saw = trace_pairs(headers["x-saw-trace"].to_str().unwrap());
+        let root = pair(&saw, "Root").unwrap();
+        assert_eq!(root.len(), 35, "{bad}");
+        let doc = &daemon.take(1).await[0];
+        assert_eq!(doc["trace_id"], root);
+        assert!(doc.get("parent_id").is_none(), "{bad}: {doc}");
+    }
+    assert!(
+        sc.metrics()
+            .await
+            .contains("xray_sidecar_malformed_trace_headers_total 3")
+    );
+}
+
+#[tokio::test]
+async fn sampled_zero_is_passed_on_and_nothing_is_sent() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let header = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=0");
+    let (status, headers, _) = http_get(&sc.url("/"), &[("x-amzn-trace-id", &header)]).await;
+    assert_eq!(status, 200);
+    let saw = trace_pairs(headers["x-saw-trace"].to_str().unwrap());
+    assert_eq!(pair(&saw, "Sampled"), Some("0"));
+    assert_eq!(pair(&saw, "Root"), Some(ROOT));
+    assert_eq!(pair(&saw, "Parent").map(str::len), Some(16));
+    assert_eq!(
+        headers["x-amzn-trace-id"],
+        format!("Root={ROOT};Sampled=0").as_str()
+    );
+    daemon.nothing(Duration::from_millis(500)).await;
+    let m = sc.metrics().await;
+    assert!(
+        m.contains(r#"xray_sidecar_sampling_decisions_total{source="caller",sampled="false"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="2xx"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn sampled_question_mark_is_decided_locally_and_echoed() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let rules = std::env::temp_dir().join(format!("xray-none-{}.json", std::process::id()));
+    std::fs::write(
+        &rules,
+        r#"{"version": 2, "default": {"fixed_target": 0, "rate": 0},
+            "rules": [{"description": "api", "host": "*", "http_method": "GET", "url_path": "/api/*", "fixed_target": 0, "rate": 1}]}"#,
+    )
+    .unwrap();
+    let sc = Sidecar::start(
+        &up.url(),
+        daemon.addr,
+        &["--sampling-rules", rules.to_str().unwrap()],
+    );
+    let header = format!("Root={ROOT};Sampled=?");
+    let (_, headers, _) = http_get(&sc.url("/api/x"), &[("X-Amzn-Trace-Id", &header)]).await;
+    assert_eq!(
+        headers["x-amzn-trace-id"],
+        format!("Root={ROOT};Sampled=1").as_str()
+    );
+    assert_eq!(daemon.take(1).await[0]["trace_id"], ROOT);
+    let (_, headers, _) = http_get(&sc.url("/other"), &[("X-Amzn-Trace-Id", &header)]).await;
+    assert_eq!(
+        headers["x-amzn-trace-id"],
+        format!("Root={ROOT};Sampled=0").as_str()
+    );
+    daemon.nothing(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn status_codes_set_error_throttle_and_fault() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    for (code, error, throttle, fault) in [
+        (200, false, false, false),
+        (404, true, false, false),
+        (429, true, true, false),
+        (500, false, false, true),
+    ] {
+        let (status, _, _) = http_get(&sc.url(&format!("/status/{code}")), &[]).await;
+        assert_eq!(status, code);
+        let doc = &daemon.take(1).await[0];
+        assert_eq!(doc["http"]["response"]["status"], code);
+        let flag = |k: &str| doc.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+        assert_eq!(
+            (flag("error"), flag("throttle"), flag("fault")),
+            (error, throttle, fault),
+            "{code}: {doc}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_gives_502_and_a_fault_with_its_cause() {
+    let daemon = Daemon::start().await;
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let sc = Sidecar::sample_all(&dead, daemon.addr, &[]);
+    let (status, headers, body) = http_get(&sc.url("/"), &[]).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("refused"), "{body}");
+    assert!(headers.contains_key("x-amzn-trace-id"));
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["fault"], true);
+    assert_eq!(doc["http"]["response"]["status"], 502);
+    let ex = &doc["cause"]["exceptions"][0];
+    assert_eq!(ex["type"], "ConnectionRefused");
+    assert!(ex["message"].as_str().unwrap().contains("refused"), "{ex}");
+    assert!(
+        sc.metrics()
+            .await
+            .contains(r#"xray_sidecar_upstream_errors_total{kind="connect"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_gives_504() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--upstream-timeout", "200ms"]);
+    let (status, _, _) = http_get(&sc.url("/slow/2000"), &[]).await;
+    assert_eq!(status, 504);
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["fault"], true);
+    assert_eq!(doc["cause"]["exceptions"][0]["type"], "ResponseTimeout");
+}
+
+#[tokio::test]
+async fn a_streamed_body_ends_the_segment_after_its_last_byte() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let size = 5 * 1024 * 1024 + 17;
+    let (status, _, body) = http_get(&sc.url(&format!("/stream/{size}")), &[]).await;
+    let received = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!((status, body.len()), (200, size));
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["http"]["response"]["content_length"], size as u64);
+    let (start, end) = (
+        doc["start_time"].as_f64().unwrap(),
+        doc["end_time"].as_f64().unwrap(),
+    );
+    // The upstream holds the last chunk back 300 ms.
+    assert!(
+        end - start >= 0.3,
+        "segment ended {:.3}s after start",
+        end - start
+    );
+    assert!(
+        end <= received + 0.005,
+        "segment end {end} after the client had the body at {received}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_midway_is_recorded() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+        s.write_all(b"GET /forever HTTP/1.1\r\nHost: app\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 100_000];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+    }
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["annotations"]["client_aborted"], true);
+    assert_eq!(doc["cause"]["exceptions"][0]["type"], "ClientAborted");
+    assert_eq!(doc["error"], true);
+    assert!(doc.get("fault").is_none());
+}
+
+#[tokio::test]
+async fn http2_with_trailers_passes_through() {
+    use http_body_util::{BodyExt, Empty};
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<bytes::Bytes>>();
+    let req = http::Request::post(sc.url("/trailers"))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(Empty::new())
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let collected = res.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "fine");
+    assert_eq!(&collected.to_bytes()[..], b"hello");
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["http"]["request"]["method"], "POST");
+    assert_eq!(doc["http"]["response"]["content_length"], 5);
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_is_tunnelled_and_its_handshake_traced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    s.write_all(b"ping through the tunnel").await.unwrap();
+    let mut echo = [0u8; 23];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping through the tunnel");
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["http"]["response"]["status"], 101);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_the_proxy_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    // 60 KiB of headers fits the 64 KiB default; 200 KiB does not.
+    let ok_big = "a".repeat(60 * 1024);
+    let (status, _, _) = http_get(&sc.url("/"), &[("x-big", &ok_big)]).await;
+    assert_eq!(status, 200);
+    daemon.take(1).await;
+    let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: app\r\nx-huge: {}\r\n\r\n",
+        "b".repeat(200 * 1024)
+    );
+    let _ = s.write_all(huge.as_bytes()).await;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    assert!(
+        out.starts_with("HTTP/1.1 431"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
+    let (status, _, _) = http_get(&sc.url("/"), &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn keep_alive_connections_are_reused_upstream() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    for _ in 0..20 {
+        let (status, _, _) = http_get(&sc.url("/"), &[]).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(daemon.take(20).await.len(), 20);
+    let m = sc.metrics().await;
+    assert!(
+        m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="2xx"} 20"#),
+        "{m}"
+    );
+    assert!(m.contains("xray_sidecar_segments_emitted_total 20"), "{m}");
+    assert!(
+        m.contains(r#"xray_sidecar_request_duration_seconds_count{direction="inbound"} 20"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_daemon_costs_the_request_nothing() {
+    let up = Upstream::start().await;
+    let rules = std::env::temp_dir().join(format!("xray-all-{}.json", std::process::id()));
+    std::fs::write(&rules, support::SAMPLE_ALL).unwrap();
+    let sc = Sidecar::start(
+        &up.url(),
+        "no-such-daemon.invalid:2000",
+        &["--sampling-rules", rules.to_str().unwrap()],
+    );
+    for _ in 0..5 {
+        assert_eq!(http_get(&sc.url("/"), &[]).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = sc.metrics().await;
+    assert!(m.contains("xray_sidecar_daemon_send_errors_total 5"), "{m}");
+    assert!(
+        !m.contains("xray_sidecar_daemon_resolve_errors_total 0"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_flushes_segments() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let mut sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let url = sc.url("/slow/500");
+    let inflight = tokio::spawn(async move { http_get(&url, &[]).await.0 });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    sc.terminate();
+    assert_eq!(inflight.await.unwrap(), 200);
+    assert_eq!(daemon.take(1).await[0]["http"]["response"]["status"], 200);
+    let status = tokio::task::spawn_blocking(move || {
+        let s = sc.child.wait().unwrap();
+        std::mem::forget(sc);
+        s
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn our_datagram_header_is_byte_for_byte_the_daemons() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    http_get(&sc.url("/"), &[]).await;
+    let mut buf = vec![0u8; 70_000];
+    let n = tokio::time::timeout(Duration::from_secs(5), daemon.socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"{\"format\": \"json\", \"version\": 1}\n{"));
+}

@@ -1,0 +1,240 @@
+//! Shared test fixtures: a real upstream server, a UDP socket standing in for the X-Ray daemon, the
+//! real `xray-sidecar` binary, and schema validation of what it sends.
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod upstream;
+
+use serde_json::Value;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/`, beside the repository (CI clones with it there).
+pub fn shared(path: &str) -> PathBuf {
+    repo_root().join("../shared").join(path)
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A UDP socket in the daemon's place.
+pub struct Daemon {
+    pub socket: UdpSocket,
+    pub addr: SocketAddr,
+}
+
+impl Daemon {
+    pub async fn start() -> Daemon {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        Daemon { socket, addr }
+    }
+
+    /// The next document, checking the daemon header; `None` after `wait` with nothing.
+    pub async fn next(&self, wait: Duration) -> Option<Value> {
+        let mut buf = vec![0u8; 70_000];
+        let n = tokio::time::timeout(wait, self.socket.recv(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
+        let text = std::str::from_utf8(&buf[..n]).expect("datagram is UTF-8");
+        let (header, body) = text.split_once('\n').expect("datagram has a header line");
+        // SDKs space the header differently; the daemon reads it as JSON.
+        let header: Value = serde_json::from_str(header).expect("header is JSON");
+        assert_eq!(header, serde_json::json!({"format": "json", "version": 1}));
+        Some(serde_json::from_str(body).expect("document is JSON"))
+    }
+
+    /// Exactly `n` documents (fails after 5 s).
+    pub async fn take(&self, n: usize) -> Vec<Value> {
+        let mut docs = Vec::new();
+        while docs.len() < n {
+            match self.next(Duration::from_secs(5)).await {
+                Some(d) => docs.push(d),
+                None => panic!("expected {n} documents, got {}: {docs:#?}", docs.len()),
+            }
+        }
+        validate(&docs);
+        docs
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn nothing(&self, wait: Duration) {
+        if let Some(d) = self.next(wait).await {
+            panic!("expected no document, got {d:#}");
+        }
+    }
+}
+
+/// Validates documents against AWS's segment schema with the `jsonschema` Python package.
+pub fn validate(docs: &[Value]) {
+    let schema = shared("xray/segment-document-schema-v1.0.0.json");
+    let script = repo_root().join("tests/support/validate_segments.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(&schema)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for d in docs {
+            writeln!(stdin, "{d}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "schema validation failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `xray-sidecar proxy` process, killed on drop.
+pub struct Sidecar {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Sampling rules that record every request.
+pub const SAMPLE_ALL: &str =
+    r#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#;
+
+impl Sidecar {
+    /// Starts the proxy in front of `upstream` reporting to `daemon`, with `extra` flags; waits
+    /// until `/ready` answers.
+    pub fn start(upstream: &str, daemon: impl std::fmt::Display, extra: &[&str]) -> Sidecar {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
+        cmd.arg("proxy")
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
+            .args(["--upstream", upstream, "--service-name", "front-end"])
+            .args(["--daemon-address", &daemon.to_string()])
+            .args(extra)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().expect("xray-sidecar starts");
+        let sidecar = Sidecar {
+            child,
+            listen,
+            admin,
+        };
+        sidecar.wait_ready();
+        sidecar
+    }
+
+    /// Like `start`, recording every request.
+    pub fn sample_all(upstream: &str, daemon: SocketAddr, extra: &[&str]) -> Sidecar {
+        let rules =
+            std::env::temp_dir().join(format!("xray-sample-all-{}.json", std::process::id()));
+        std::fs::write(&rules, SAMPLE_ALL).unwrap();
+        let mut args = vec!["--sampling-rules", rules.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Sidecar::start(upstream, daemon, &args)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.admin) {
+                use std::io::Read;
+                let _ = s.write_all(b"GET /ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("xray-sidecar did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listen, path)
+    }
+
+    /// The admin listener's /metrics text.
+    pub async fn metrics(&self) -> String {
+        let (_, _, body) = http_get(&format!("http://{}/metrics", self.admin), &[]).await;
+        body
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET: status, headers, body.
+pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let mut req = http::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("request succeeds");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Parses `Root=..;Parent=..;Sampled=..` into its pairs.
+pub fn trace_pairs(v: &str) -> Vec<(String, String)> {
+    v.split(';')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The value of `key` in a trace header.
+pub fn pair<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
