@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the tracing proxy in front of a service.
     Proxy(Box<ProxyArgs>),
+    /// Install the iptables rules that send the pod's traffic through the proxy (init container).
+    Init(xray_sidecar::init::InitArgs),
     /// Run the local X-Ray console: receives segments like the daemon and shows the service map.
     Console(xray_sidecar::console::Args),
 }
@@ -36,6 +38,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .compact()
         .init();
+    if let Command::Init(args) = cli.command {
+        // Runs before any network service: no runtime needed.
+        return match xray_sidecar::init::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.to_string()),
+        };
+    }
     let workers = match &cli.command {
         Command::Proxy(args) => args.worker_threads(),
         _ => 2,
@@ -59,6 +68,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Proxy(args) => run_proxy(&args).await,
             Command::Console(args) => xray_sidecar::console::run(args).await,
+            Command::Init(_) => Ok(()),
         }
     });
     match result {
