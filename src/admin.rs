@@ -30,12 +30,7 @@ impl Readiness {
 }
 
 /// Serves the admin endpoints until `stop` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    ready: Readiness,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readiness, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
@@ -53,9 +48,7 @@ pub async fn serve(
                 let res = route(&req, &metrics, &ready);
                 async move { Ok::<_, Infallible>(res) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -70,16 +63,11 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Respo
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
             let mut res = Response::new(Full::new(Bytes::from(metrics.render())));
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
             res
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /live, /ready or /metrics\n",
-        ),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /live, /ready or /metrics\n"),
     }
 }
 

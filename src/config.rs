@@ -14,12 +14,7 @@ use crate::xray::segment::Environment;
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
     /// Address to accept the application's inbound requests on.
-    #[arg(
-        long,
-        env = "XRAY_SIDECAR_LISTEN",
-        value_name = "ADDR",
-        default_value = "0.0.0.0:15100"
-    )]
+    #[arg(long, env = "XRAY_SIDECAR_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:15100")]
     pub listen: SocketAddr,
 
     /// The application, as `http://host:port`. Required unless --transparent, where each connection
@@ -33,12 +28,7 @@ pub struct ProxyArgs {
 
     /// X-Ray daemon: `host:port`, or `tcp:host:port udp:host:port`. Host names are looked up again
     /// every 30 seconds.
-    #[arg(
-        long,
-        env = "AWS_XRAY_DAEMON_ADDRESS",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:2000"
-    )]
+    #[arg(long, env = "AWS_XRAY_DAEMON_ADDRESS", value_name = "ADDR", default_value = "127.0.0.1:2000")]
     pub daemon_address: DaemonAddress,
 
     /// Local sampling rules in the X-Ray SDK format (version 1 or 2). Default: 1 request a second,
@@ -54,6 +44,21 @@ pub struct ProxyArgs {
     #[arg(long, env = "XRAY_SIDECAR_OUTBOUND_LISTEN", value_name = "ADDR")]
     pub outbound_listen: Option<SocketAddr>,
 
+    /// Destination ports passed through without looking for HTTP: protocols where the server speaks
+    /// first would otherwise wait for the detection timeout.
+    #[arg(
+        long,
+        env = "XRAY_SIDECAR_SKIP_DETECT_PORTS",
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_value = "21,22,25,587,3306,5432,6379,11211,27017,9042,9092,2181,5672,1521,1433,3389"
+    )]
+    pub skip_detect_ports: Vec<u16>,
+
+    /// How long an intercepted connection may stay silent before it is passed through unread.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub detect_timeout: Duration,
+
     /// Forward each inbound connection to its original destination (set by iptables REDIRECT).
     #[arg(long, env = "XRAY_SIDECAR_TRANSPARENT")]
     pub transparent: bool,
@@ -63,12 +68,7 @@ pub struct ProxyArgs {
     pub disable_tracing: bool,
 
     /// Runtime worker threads (0: one per core, at most 2).
-    #[arg(
-        long,
-        env = "XRAY_SIDECAR_WORKERS",
-        value_name = "N",
-        default_value_t = 0
-    )]
+    #[arg(long, env = "XRAY_SIDECAR_WORKERS", value_name = "N", default_value_t = 0)]
     pub workers: usize,
 
     /// Time a client has to send a request's headers.
@@ -112,9 +112,7 @@ impl ProxyArgs {
     /// Checks what clap cannot check on its own.
     pub fn validate(&self) -> Result<(), String> {
         if self.upstream.is_none() && !self.transparent {
-            return Err(
-                "--upstream (XRAY_SIDECAR_UPSTREAM) is required unless --transparent is set".into(),
-            );
+            return Err("--upstream (XRAY_SIDECAR_UPSTREAM) is required unless --transparent is set".into());
         }
         if self.service_name.trim().is_empty() {
             return Err("--service-name (AWS_XRAY_TRACING_NAME) must not be empty".into());
@@ -133,15 +131,11 @@ impl ProxyArgs {
     /// Where the proxy runs, from the pod's environment.
     pub fn environment(&self) -> Environment {
         // A pod has KUBERNETES_SERVICE_HOST; the injector also passes the pod's name.
-        let in_pod =
-            std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() || self.pod_name.is_some();
+        let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() || self.pod_name.is_some();
         Environment {
             origin: in_pod.then_some("AWS::EKS::Container"),
             cluster_name: self.cluster_name.clone(),
-            pod: self
-                .pod_name
-                .clone()
-                .or_else(|| in_pod.then(hostname).flatten()),
+            pod: self.pod_name.clone().or_else(|| in_pod.then(hostname).flatten()),
             container_id: in_pod.then(container_id).flatten(),
             namespace: self.pod_namespace.clone(),
         }
@@ -158,10 +152,7 @@ fn parse_upstream(s: &str) -> Result<Authority, String> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err("the upstream URL takes no path or query: requests keep their own".into());
     }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or("expected http://host:port")?;
+    let authority = uri.authority().cloned().ok_or("expected http://host:port")?;
     if authority.as_str().contains('@') {
         return Err("credentials in the upstream URL are not supported".into());
     }
@@ -171,13 +162,9 @@ fn parse_upstream(s: &str) -> Result<Authority, String> {
 /// Parses `250ms`, `10s`, `5m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 500ms, 10s or 5m"))?;
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 10s or 5m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -188,9 +175,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_header_size(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    let n: usize = s.parse().map_err(|_| format!("`{s}` is not a number of bytes"))?;
     if n < 8192 {
         return Err(format!("{n} is below the minimum of 8192 bytes"));
     }
@@ -220,24 +205,13 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("ten").is_err());
-        assert!(
-            parse_duration("5h")
-                .err()
-                .unwrap_or_default()
-                .contains("unknown unit")
-        );
+        assert!(parse_duration("5h").err().unwrap_or_default().contains("unknown unit"));
     }
 
     #[test]
     fn upstreams_are_plain_http_authorities() {
-        assert_eq!(
-            parse_upstream("http://127.0.0.1:8080").map(|a| a.to_string()),
-            Ok("127.0.0.1:8080".into())
-        );
-        assert_eq!(
-            parse_upstream("http://app:80/").map(|a| a.to_string()),
-            Ok("app:80".into())
-        );
+        assert_eq!(parse_upstream("http://127.0.0.1:8080").map(|a| a.to_string()), Ok("127.0.0.1:8080".into()));
+        assert_eq!(parse_upstream("http://app:80/").map(|a| a.to_string()), Ok("app:80".into()));
         for (bad, why) in [
             ("https://app", "not supported"),
             ("app:8080", "expected http://"),

@@ -7,11 +7,7 @@ use xray_sidecar::config::ProxyArgs;
 use xray_sidecar::proxy::Proxy;
 
 #[derive(Parser)]
-#[command(
-    name = "xray-sidecar",
-    version,
-    about = "AWS X-Ray tracing for unmodified HTTP services"
-)]
+#[command(name = "xray-sidecar", version, about = "AWS X-Ray tracing for unmodified HTTP services")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,14 +47,9 @@ fn main() -> ExitCode {
     };
     let rt = if workers == 1 {
         // One worker: no work stealing to pay for.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
     };
     let rt = match rt {
         Ok(rt) => rt,

@@ -8,9 +8,7 @@ use std::time::Duration;
 use crate::xray::segment::Direction;
 
 /// Latency histogram bucket bounds, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// Everything the proxy counts.
 #[derive(Debug, Default)]
@@ -107,9 +105,7 @@ impl Metrics {
         let mut o = String::with_capacity(4096);
         let dirs = ["inbound", "outbound"];
         let classes = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
-        o.push_str(
-            "# HELP xray_sidecar_requests_total Requests proxied, by direction and status class.\n",
-        );
+        o.push_str("# HELP xray_sidecar_requests_total Requests proxied, by direction and status class.\n");
         o.push_str("# TYPE xray_sidecar_requests_total counter\n");
         for (d, row) in dirs.iter().zip(&self.requests) {
             for (c, n) in classes.iter().zip(row) {
@@ -132,73 +128,32 @@ impl Metrics {
                 );
             }
             let count = h.count.load(Relaxed);
-            let _ = writeln!(
-                o,
-                "xray_sidecar_request_duration_seconds_bucket{{direction=\"{d}\",le=\"+Inf\"}} {count}"
-            );
+            let _ =
+                writeln!(o, "xray_sidecar_request_duration_seconds_bucket{{direction=\"{d}\",le=\"+Inf\"}} {count}");
             let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                o,
-                "xray_sidecar_request_duration_seconds_sum{{direction=\"{d}\"}} {sum}"
-            );
-            let _ = writeln!(
-                o,
-                "xray_sidecar_request_duration_seconds_count{{direction=\"{d}\"}} {count}"
-            );
+            let _ = writeln!(o, "xray_sidecar_request_duration_seconds_sum{{direction=\"{d}\"}} {sum}");
+            let _ = writeln!(o, "xray_sidecar_request_duration_seconds_count{{direction=\"{d}\"}} {count}");
         }
         for (name, help, v) in [
-            (
-                "segments_emitted_total",
-                "Segment documents sent to the daemon.",
-                &self.segments_emitted,
-            ),
-            (
-                "segments_dropped_total",
-                "Segments dropped because the emit queue was full.",
-                &self.segments_dropped,
-            ),
-            (
-                "segments_too_large_total",
-                "Segments too large for one datagram, not sent.",
-                &self.segments_too_large,
-            ),
-            (
-                "segments_split_total",
-                "Segments whose subsegments were sent separately to fit.",
-                &self.segments_split,
-            ),
-            (
-                "daemon_send_errors_total",
-                "Datagrams that could not be sent to the daemon.",
-                &self.daemon_send_errors,
-            ),
-            (
-                "daemon_resolve_errors_total",
-                "Failed look-ups of the daemon address.",
-                &self.daemon_resolve_errors,
-            ),
+            ("segments_emitted_total", "Segment documents sent to the daemon.", &self.segments_emitted),
+            ("segments_dropped_total", "Segments dropped because the emit queue was full.", &self.segments_dropped),
+            ("segments_too_large_total", "Segments too large for one datagram, not sent.", &self.segments_too_large),
+            ("segments_split_total", "Segments whose subsegments were sent separately to fit.", &self.segments_split),
+            ("daemon_send_errors_total", "Datagrams that could not be sent to the daemon.", &self.daemon_send_errors),
+            ("daemon_resolve_errors_total", "Failed look-ups of the daemon address.", &self.daemon_resolve_errors),
             (
                 "malformed_trace_headers_total",
                 "Trace headers that could not be used as received.",
                 &self.malformed_headers,
             ),
         ] {
-            let _ = writeln!(
-                o,
-                "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} counter"
-            );
+            let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} counter");
             let _ = writeln!(o, "xray_sidecar_{name} {}", v.load(Relaxed));
         }
         o.push_str("# HELP xray_sidecar_sampling_decisions_total Sampling decisions, by source and outcome.\n");
         o.push_str("# TYPE xray_sidecar_sampling_decisions_total counter\n");
-        for ((source, sampled), n) in [
-            ("caller", "true"),
-            ("caller", "false"),
-            ("local", "true"),
-            ("local", "false"),
-        ]
-        .iter()
-        .zip(&self.sampling)
+        for ((source, sampled), n) in
+            [("caller", "true"), ("caller", "false"), ("local", "true"), ("local", "false")].iter().zip(&self.sampling)
         {
             let _ = writeln!(
                 o,
@@ -208,15 +163,8 @@ impl Metrics {
         }
         o.push_str("# HELP xray_sidecar_upstream_errors_total Failures reaching or reading the upstream, by kind.\n");
         o.push_str("# TYPE xray_sidecar_upstream_errors_total counter\n");
-        for (kind, n) in ["connect", "timeout", "broken"]
-            .iter()
-            .zip(&self.upstream_errors)
-        {
-            let _ = writeln!(
-                o,
-                "xray_sidecar_upstream_errors_total{{kind=\"{kind}\"}} {}",
-                n.load(Relaxed)
-            );
+        for (kind, n) in ["connect", "timeout", "broken"].iter().zip(&self.upstream_errors) {
+            let _ = writeln!(o, "xray_sidecar_upstream_errors_total{{kind=\"{kind}\"}} {}", n.load(Relaxed));
         }
         o
     }

@@ -6,66 +6,26 @@ use std::process::Command;
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
     cmd.args(args);
-    for var in [
-        "XRAY_SIDECAR_UPSTREAM",
-        "AWS_XRAY_TRACING_NAME",
-        "AWS_XRAY_DAEMON_ADDRESS",
-        "XRAY_SIDECAR_LISTEN",
-    ] {
+    for var in ["XRAY_SIDECAR_UPSTREAM", "AWS_XRAY_TRACING_NAME", "AWS_XRAY_DAEMON_ADDRESS", "XRAY_SIDECAR_LISTEN"] {
         cmd.env_remove(var);
     }
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
 fn bad_values_name_the_flag_and_exit_non_zero() {
     let base = ["proxy", "--listen", "127.0.0.1:0", "--service-name", "svc"];
     let cases: &[(&[&str], &str)] = &[
-        (
-            &[
-                "--upstream",
-                "http://127.0.0.1:1",
-                "--daemon-address",
-                "nowhere",
-            ],
-            "--daemon-address",
-        ),
+        (&["--upstream", "http://127.0.0.1:1", "--daemon-address", "nowhere"], "--daemon-address"),
         (&["--upstream", "ftp://x"], "--upstream"),
         (&[], "--upstream"),
-        (
-            &[
-                "--upstream",
-                "http://127.0.0.1:1",
-                "--connect-timeout",
-                "soon",
-            ],
-            "--connect-timeout",
-        ),
-        (
-            &[
-                "--upstream",
-                "http://127.0.0.1:1",
-                "--sampling-rules",
-                "/nonexistent/rules.json",
-            ],
-            "--sampling-rules",
-        ),
-        (
-            &[
-                "--upstream",
-                "http://127.0.0.1:1",
-                "--max-header-size",
-                "10",
-            ],
-            "--max-header-size",
-        ),
+        (&["--upstream", "http://127.0.0.1:1", "--connect-timeout", "soon"], "--connect-timeout"),
+        (&["--upstream", "http://127.0.0.1:1", "--sampling-rules", "/nonexistent/rules.json"], "--sampling-rules"),
+        (&["--upstream", "http://127.0.0.1:1", "--max-header-size", "10"], "--max-header-size"),
     ];
     for (extra, flag) in cases {
         let mut args = base.to_vec();
@@ -80,11 +40,7 @@ fn bad_values_name_the_flag_and_exit_non_zero() {
 #[test]
 fn an_unparsable_rules_file_is_a_start_up_error_with_the_reason() {
     let path = std::env::temp_dir().join(format!("bad-rules-{}.json", std::process::id()));
-    std::fs::write(
-        &path,
-        r#"{"version": 2, "default": {"fixed_target": 1, "rate": 7}}"#,
-    )
-    .unwrap();
+    std::fs::write(&path, r#"{"version": 2, "default": {"fixed_target": 1, "rate": 7}}"#).unwrap();
     let (code, stderr) = run(
         &[
             "proxy",
@@ -98,10 +54,7 @@ fn an_unparsable_rules_file_is_a_start_up_error_with_the_reason() {
         &[("AWS_XRAY_TRACING_NAME", "svc")],
     );
     assert_ne!(code, 0);
-    assert!(
-        stderr.contains("--sampling-rules") && stderr.contains("rate 7"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--sampling-rules") && stderr.contains("rate 7"), "{stderr}");
 }
 
 #[test]
@@ -120,10 +73,7 @@ fn flags_can_come_from_the_environment() {
 
 #[test]
 fn help_explains_every_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"))
-        .args(["proxy", "--help"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xray-sidecar")).args(["proxy", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--listen",

@@ -14,14 +14,9 @@ const ROOT: &str = "1-5759e988-bd862e3fe1be46a994272793";
 async fn an_incoming_trace_is_continued_with_our_segment_as_parent() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
-    let header = format!(
-        "Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1;tenant=blue;Self=1-x"
-    );
-    let (status, headers, _) = http_get(
-        &sc.url("/orders?id=7"),
-        &[("X-Amzn-Trace-Id", &header), ("User-Agent", "probe/1.0")],
-    )
-    .await;
+    let header = format!("Root={ROOT};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1;tenant=blue;Self=1-x");
+    let (status, headers, _) =
+        http_get(&sc.url("/orders?id=7"), &[("X-Amzn-Trace-Id", &header), ("User-Agent", "probe/1.0")]).await;
     assert_eq!(status, 200);
     let doc = &daemon.take(1).await[0];
 
@@ -32,32 +27,20 @@ async fn an_incoming_trace_is_continued_with_our_segment_as_parent() {
     assert_eq!(pair(&saw, "Lineage"), Some("a87bd80c:1"));
     assert_eq!(pair(&saw, "tenant"), Some("blue"));
     assert_eq!(pair(&saw, "Self"), None);
-    assert_eq!(
-        headers["x-amzn-trace-id"],
-        format!("Root={ROOT};Sampled=1").as_str()
-    );
+    assert_eq!(headers["x-amzn-trace-id"], format!("Root={ROOT};Sampled=1").as_str());
 
     assert_eq!(doc["name"], "front-end");
     assert_eq!(doc["trace_id"], ROOT);
     assert_eq!(doc["parent_id"], "53995c3f42cd8ad8");
     assert_eq!(doc["http"]["request"]["method"], "GET");
-    assert_eq!(
-        doc["http"]["request"]["url"],
-        format!("http://{}/orders", sc.listen).as_str()
-    );
+    assert_eq!(doc["http"]["request"]["url"], format!("http://{}/orders", sc.listen).as_str());
     assert_eq!(doc["http"]["request"]["client_ip"], "127.0.0.1");
     assert_eq!(doc["http"]["request"]["user_agent"], "probe/1.0");
     assert_eq!(doc["http"]["response"]["status"], 200);
     assert_eq!(doc["http"]["response"]["content_length"], 3);
     assert_eq!(doc["annotations"]["direction"], "inbound");
-    let (start, end) = (
-        doc["start_time"].as_f64().unwrap(),
-        doc["end_time"].as_f64().unwrap(),
-    );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let (start, end) = (doc["start_time"].as_f64().unwrap(), doc["end_time"].as_f64().unwrap());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
     assert!(start <= end && now - start < 10.0, "{start} {end} {now}");
     assert_eq!(headers["x-saw-xff"], "127.0.0.1");
     assert_eq!(headers["x-saw-proto"], "http");
@@ -67,21 +50,14 @@ async fn an_incoming_trace_is_continued_with_our_segment_as_parent() {
 async fn a_request_without_a_header_starts_a_trace() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
-    let (_, headers, _) = http_get(
-        &sc.url("/"),
-        &[("X-Forwarded-For", "203.0.113.9, 10.0.0.2")],
-    )
-    .await;
+    let (_, headers, _) = http_get(&sc.url("/"), &[("X-Forwarded-For", "203.0.113.9, 10.0.0.2")]).await;
     let doc = &daemon.take(1).await[0];
     let saw = trace_pairs(headers["x-saw-trace"].to_str().unwrap());
     let root = pair(&saw, "Root").unwrap();
     assert_eq!(doc["trace_id"], root);
     assert!(doc.get("parent_id").is_none());
     let secs = u64::from_str_radix(&root[2..10], 16).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     assert!(now.abs_diff(secs) < 10);
     assert_eq!(doc["http"]["request"]["client_ip"], "203.0.113.9");
     assert_eq!(doc["http"]["request"]["x_forwarded_for"], true);
@@ -92,11 +68,7 @@ async fn a_request_without_a_header_starts_a_trace() {
 async fn a_malformed_header_starts_a_fresh_trace_and_keeps_the_request() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
-    for bad in [
-        "Root=1-zz;Parent=53995c3f42cd8ad8;Sampled=1",
-        "garbage",
-        "Root=;;;=;Sampled=7",
-    ] {
+    for bad in ["Root=1-zz;Parent=53995c3f42cd8ad8;Sampled=1", "garbage", "Root=;;;=;Sampled=7"] {
         let (status, headers, _) = http_get(&sc.url("/"), &[("X-Amzn-Trace-Id", bad)]).await;
         assert_eq!(status, 200, "{bad}");
         let saw = trace_pairs(headers["x-saw-trace"].to_str().unwrap());
@@ -106,11 +78,7 @@ async fn a_malformed_header_starts_a_fresh_trace_and_keeps_the_request() {
         assert_eq!(doc["trace_id"], root);
         assert!(doc.get("parent_id").is_none(), "{bad}: {doc}");
     }
-    assert!(
-        sc.metrics()
-            .await
-            .contains("xray_sidecar_malformed_trace_headers_total 3")
-    );
+    assert!(sc.metrics().await.contains("xray_sidecar_malformed_trace_headers_total 3"));
 }
 
 #[tokio::test]
@@ -124,20 +92,11 @@ async fn sampled_zero_is_passed_on_and_nothing_is_sent() {
     assert_eq!(pair(&saw, "Sampled"), Some("0"));
     assert_eq!(pair(&saw, "Root"), Some(ROOT));
     assert_eq!(pair(&saw, "Parent").map(str::len), Some(16));
-    assert_eq!(
-        headers["x-amzn-trace-id"],
-        format!("Root={ROOT};Sampled=0").as_str()
-    );
+    assert_eq!(headers["x-amzn-trace-id"], format!("Root={ROOT};Sampled=0").as_str());
     daemon.nothing(Duration::from_millis(500)).await;
     let m = sc.metrics().await;
-    assert!(
-        m.contains(r#"xray_sidecar_sampling_decisions_total{source="caller",sampled="false"} 1"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="2xx"} 1"#),
-        "{m}"
-    );
+    assert!(m.contains(r#"xray_sidecar_sampling_decisions_total{source="caller",sampled="false"} 1"#), "{m}");
+    assert!(m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="2xx"} 1"#), "{m}");
 }
 
 #[tokio::test]
@@ -150,23 +109,13 @@ async fn sampled_question_mark_is_decided_locally_and_echoed() {
             "rules": [{"description": "api", "host": "*", "http_method": "GET", "url_path": "/api/*", "fixed_target": 0, "rate": 1}]}"#,
     )
     .unwrap();
-    let sc = Sidecar::start(
-        &up.url(),
-        daemon.addr,
-        &["--sampling-rules", rules.to_str().unwrap()],
-    );
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--sampling-rules", rules.to_str().unwrap()]);
     let header = format!("Root={ROOT};Sampled=?");
     let (_, headers, _) = http_get(&sc.url("/api/x"), &[("X-Amzn-Trace-Id", &header)]).await;
-    assert_eq!(
-        headers["x-amzn-trace-id"],
-        format!("Root={ROOT};Sampled=1").as_str()
-    );
+    assert_eq!(headers["x-amzn-trace-id"], format!("Root={ROOT};Sampled=1").as_str());
     assert_eq!(daemon.take(1).await[0]["trace_id"], ROOT);
     let (_, headers, _) = http_get(&sc.url("/other"), &[("X-Amzn-Trace-Id", &header)]).await;
-    assert_eq!(
-        headers["x-amzn-trace-id"],
-        format!("Root={ROOT};Sampled=0").as_str()
-    );
+    assert_eq!(headers["x-amzn-trace-id"], format!("Root={ROOT};Sampled=0").as_str());
     daemon.nothing(Duration::from_millis(300)).await;
 }
 
@@ -174,22 +123,15 @@ async fn sampled_question_mark_is_decided_locally_and_echoed() {
 async fn status_codes_set_error_throttle_and_fault() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
-    for (code, error, throttle, fault) in [
-        (200, false, false, false),
-        (404, true, false, false),
-        (429, true, true, false),
-        (500, false, false, true),
-    ] {
+    for (code, error, throttle, fault) in
+        [(200, false, false, false), (404, true, false, false), (429, true, true, false), (500, false, false, true)]
+    {
         let (status, _, _) = http_get(&sc.url(&format!("/status/{code}")), &[]).await;
         assert_eq!(status, code);
         let doc = &daemon.take(1).await[0];
         assert_eq!(doc["http"]["response"]["status"], code);
         let flag = |k: &str| doc.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-        assert_eq!(
-            (flag("error"), flag("throttle"), flag("fault")),
-            (error, throttle, fault),
-            "{code}: {doc}"
-        );
+        assert_eq!((flag("error"), flag("throttle"), flag("fault")), (error, throttle, fault), "{code}: {doc}");
     }
 }
 
@@ -208,11 +150,7 @@ async fn an_upstream_that_is_down_gives_502_and_a_fault_with_its_cause() {
     let ex = &doc["cause"]["exceptions"][0];
     assert_eq!(ex["type"], "ConnectionRefused");
     assert!(ex["message"].as_str().unwrap().contains("refused"), "{ex}");
-    assert!(
-        sc.metrics()
-            .await
-            .contains(r#"xray_sidecar_upstream_errors_total{kind="connect"} 1"#)
-    );
+    assert!(sc.metrics().await.contains(r#"xray_sidecar_upstream_errors_total{kind="connect"} 1"#));
 }
 
 #[tokio::test]
@@ -232,27 +170,14 @@ async fn a_streamed_body_ends_the_segment_after_its_last_byte() {
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
     let size = 5 * 1024 * 1024 + 17;
     let (status, _, body) = http_get(&sc.url(&format!("/stream/{size}")), &[]).await;
-    let received = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let received = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
     assert_eq!((status, body.len()), (200, size));
     let doc = &daemon.take(1).await[0];
     assert_eq!(doc["http"]["response"]["content_length"], size as u64);
-    let (start, end) = (
-        doc["start_time"].as_f64().unwrap(),
-        doc["end_time"].as_f64().unwrap(),
-    );
+    let (start, end) = (doc["start_time"].as_f64().unwrap(), doc["end_time"].as_f64().unwrap());
     // The upstream holds the last chunk back 300 ms.
-    assert!(
-        end - start >= 0.3,
-        "segment ended {:.3}s after start",
-        end - start
-    );
-    assert!(
-        end <= received + 0.005,
-        "segment end {end} after the client had the body at {received}"
-    );
+    assert!(end - start >= 0.3, "segment ended {:.3}s after start", end - start);
+    assert!(end <= received + 0.005, "segment end {end} after the client had the body at {received}");
 }
 
 #[tokio::test]
@@ -262,9 +187,7 @@ async fn a_client_that_goes_away_midway_is_recorded() {
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
-        s.write_all(b"GET /forever HTTP/1.1\r\nHost: app\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"GET /forever HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
         let mut buf = vec![0u8; 100_000];
         let n = s.read(&mut buf).await.unwrap();
         assert!(n > 0);
@@ -321,16 +244,10 @@ async fn a_websocket_upgrade_is_tunnelled_and_its_handshake_traced() {
     }
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("upgrade: websocket"),
-        "{head}"
-    );
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
     s.write_all(b"ping through the tunnel").await.unwrap();
     let mut echo = [0u8; 23];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo)).await.unwrap().unwrap();
     assert_eq!(&echo, b"ping through the tunnel");
     let doc = &daemon.take(1).await[0];
     assert_eq!(doc["http"]["response"]["status"], 101);
@@ -347,18 +264,11 @@ async fn oversized_headers_get_431_and_the_proxy_keeps_serving() {
     assert_eq!(status, 200);
     daemon.take(1).await;
     let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
-    let huge = format!(
-        "GET / HTTP/1.1\r\nHost: app\r\nx-huge: {}\r\n\r\n",
-        "b".repeat(200 * 1024)
-    );
+    let huge = format!("GET / HTTP/1.1\r\nHost: app\r\nx-huge: {}\r\n\r\n", "b".repeat(200 * 1024));
     let _ = s.write_all(huge.as_bytes()).await;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out).await;
-    assert!(
-        out.starts_with("HTTP/1.1 431"),
-        "{}",
-        &out[..out.len().min(200)]
-    );
+    assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
     let (status, _, _) = http_get(&sc.url("/"), &[]).await;
     assert_eq!(status, 200);
 }
@@ -373,15 +283,9 @@ async fn keep_alive_connections_are_reused_upstream() {
     }
     assert_eq!(daemon.take(20).await.len(), 20);
     let m = sc.metrics().await;
-    assert!(
-        m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="2xx"} 20"#),
-        "{m}"
-    );
+    assert!(m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="2xx"} 20"#), "{m}");
     assert!(m.contains("xray_sidecar_segments_emitted_total 20"), "{m}");
-    assert!(
-        m.contains(r#"xray_sidecar_request_duration_seconds_count{direction="inbound"} 20"#),
-        "{m}"
-    );
+    assert!(m.contains(r#"xray_sidecar_request_duration_seconds_count{direction="inbound"} 20"#), "{m}");
 }
 
 #[tokio::test]
@@ -389,21 +293,14 @@ async fn an_unreachable_daemon_costs_the_request_nothing() {
     let up = Upstream::start().await;
     let rules = std::env::temp_dir().join(format!("xray-all-{}.json", std::process::id()));
     std::fs::write(&rules, support::SAMPLE_ALL).unwrap();
-    let sc = Sidecar::start(
-        &up.url(),
-        "no-such-daemon.invalid:2000",
-        &["--sampling-rules", rules.to_str().unwrap()],
-    );
+    let sc = Sidecar::start(&up.url(), "no-such-daemon.invalid:2000", &["--sampling-rules", rules.to_str().unwrap()]);
     for _ in 0..5 {
         assert_eq!(http_get(&sc.url("/"), &[]).await.0, 200);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let m = sc.metrics().await;
     assert!(m.contains("xray_sidecar_daemon_send_errors_total 5"), "{m}");
-    assert!(
-        !m.contains("xray_sidecar_daemon_resolve_errors_total 0"),
-        "{m}"
-    );
+    assert!(!m.contains("xray_sidecar_daemon_resolve_errors_total 0"), "{m}");
 }
 
 #[tokio::test]
@@ -432,9 +329,6 @@ async fn our_datagram_header_is_byte_for_byte_the_daemons() {
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
     http_get(&sc.url("/"), &[]).await;
     let mut buf = vec![0u8; 70_000];
-    let n = tokio::time::timeout(Duration::from_secs(5), daemon.socket.recv(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), daemon.socket.recv(&mut buf)).await.unwrap().unwrap();
     assert!(buf[..n].starts_with(b"{\"format\": \"json\", \"version\": 1}\n{"));
 }

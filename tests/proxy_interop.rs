@@ -27,10 +27,7 @@ fn start_flask(port: u16, daemon: std::net::SocketAddr) -> Flask {
         .expect("python3 runs");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the Flask app did not start: is aws-xray-sdk installed (scripts/setup)?"
-        );
+        assert!(Instant::now() < deadline, "the Flask app did not start: is aws-xray-sdk installed (scripts/setup)?");
         std::thread::sleep(Duration::from_millis(100));
     }
     Flask(child)
@@ -47,27 +44,15 @@ async fn the_python_sdk_nests_its_segment_under_ours() {
         let (got, headers, _) = http_get(&sc.url(path), &[]).await;
         assert_eq!(got, status);
         let docs = daemon.take(2).await;
-        let ours = docs
-            .iter()
-            .find(|d| d["name"] == "front-end")
-            .expect("our segment");
-        let sdk = docs
-            .iter()
-            .find(|d| d["name"] == "sdk-backend")
-            .expect("the SDK's segment");
-        assert_eq!(
-            sdk["parent_id"], ours["id"],
-            "SDK segment must nest under ours"
-        );
+        let ours = docs.iter().find(|d| d["name"] == "front-end").expect("our segment");
+        let sdk = docs.iter().find(|d| d["name"] == "sdk-backend").expect("the SDK's segment");
+        assert_eq!(sdk["parent_id"], ours["id"], "SDK segment must nest under ours");
         assert_eq!(sdk["trace_id"], ours["trace_id"]);
         assert!(ours.get("parent_id").is_none());
         assert_eq!(sdk["http"]["response"]["status"], status);
         assert_eq!(ours["http"]["response"]["status"], status);
         let root = headers["x-amzn-trace-id"].to_str().unwrap();
-        assert!(
-            root.starts_with(&format!("Root={}", ours["trace_id"].as_str().unwrap())),
-            "{root}"
-        );
+        assert!(root.starts_with(&format!("Root={}", ours["trace_id"].as_str().unwrap())), "{root}");
         // The SDK's segment starts inside ours.
         assert!(sdk["start_time"].as_f64() >= ours["start_time"].as_f64());
         assert!(sdk["end_time"].as_f64() <= ours["end_time"].as_f64());

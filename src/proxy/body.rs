@@ -38,12 +38,7 @@ pub struct TraceBody<B, E: OnEnd> {
 impl<B: Body, E: OnEnd> TraceBody<B, E> {
     /// Wraps `inner`; `on_end` of `None` makes the wrapper a pass-through.
     pub fn new(inner: B, on_end: Option<E>) -> Self {
-        TraceBody {
-            empty: inner.is_end_stream(),
-            inner,
-            bytes: 0,
-            on_end,
-        }
+        TraceBody { empty: inner.is_end_stream(), inner, bytes: 0, on_end }
     }
 }
 
@@ -56,10 +51,7 @@ where
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         let end = match &frame {
@@ -96,11 +88,7 @@ impl<B, E: OnEnd> PinnedDrop for TraceBody<B, E> {
     fn drop(self: Pin<&mut Self>) {
         let this = self.project();
         if let Some(cb) = this.on_end.take() {
-            let end = if *this.empty {
-                End::Complete
-            } else {
-                End::Aborted
-            };
+            let end = if *this.empty { End::Complete } else { End::Aborted };
             cb.on_end(*this.bytes, end);
         }
     }
@@ -118,10 +106,7 @@ mod tests {
 
     impl OnEnd for Seen {
         fn on_end(self, bytes: u64, end: End) {
-            self.0
-                .lock()
-                .expect("lock")
-                .push((bytes, format!("{end:?}")));
+            self.0.lock().expect("lock").push((bytes, format!("{end:?}")));
         }
     }
 
@@ -131,43 +116,28 @@ mod tests {
         let body = TraceBody::new(Full::new(Bytes::from_static(b"hello")), Some(seen.clone()));
         let collected = body.collect().await.expect("body").to_bytes();
         assert_eq!(&collected[..], b"hello");
-        assert_eq!(
-            *seen.0.lock().expect("lock"),
-            vec![(5, "Complete".to_owned())]
-        );
+        assert_eq!(*seen.0.lock().expect("lock"), vec![(5, "Complete".to_owned())]);
     }
 
     #[tokio::test]
     async fn a_body_dropped_midway_is_aborted_and_an_unpolled_empty_one_complete() {
         let seen = Seen::default();
-        let frames = chunks(vec![
-            Ok(Bytes::from_static(b"abc")),
-            Ok(Bytes::from_static(b"def")),
-        ]);
+        let frames = chunks(vec![Ok(Bytes::from_static(b"abc")), Ok(Bytes::from_static(b"def"))]);
         let mut body = TraceBody::new(frames, Some(seen.clone()));
         let first = body.frame().await.expect("frame").expect("ok");
         assert_eq!(first.into_data().ok().as_deref(), Some(&b"abc"[..]));
         drop(body);
         drop(TraceBody::new(Full::new(Bytes::new()), Some(seen.clone())));
-        assert_eq!(
-            *seen.0.lock().expect("lock"),
-            vec![(3, "Aborted".to_owned()), (0, "Complete".to_owned())]
-        );
+        assert_eq!(*seen.0.lock().expect("lock"), vec![(3, "Aborted".to_owned()), (0, "Complete".to_owned())]);
     }
 
     #[tokio::test]
     async fn an_upstream_error_is_reported_as_failed() {
         let seen = Seen::default();
-        let frames = chunks(vec![
-            Ok(Bytes::from_static(b"ab")),
-            Err(std::io::Error::other("reset")),
-        ]);
+        let frames = chunks(vec![Ok(Bytes::from_static(b"ab")), Err(std::io::Error::other("reset"))]);
         let body = TraceBody::new(frames, Some(seen.clone()));
         assert!(body.collect().await.is_err());
-        assert_eq!(
-            *seen.0.lock().expect("lock"),
-            vec![(2, "Failed(\"reset\")".to_owned())]
-        );
+        assert_eq!(*seen.0.lock().expect("lock"), vec![(2, "Failed(\"reset\")".to_owned())]);
     }
 
     /// A body that yields the given chunks in order, then ends.

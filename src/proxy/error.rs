@@ -48,10 +48,7 @@ pub enum ErrorKind {
 impl ProxyError {
     /// Wraps an error of a known kind.
     pub fn new(kind: ErrorKind, source: impl Into<crate::BoxError>) -> Self {
-        ProxyError {
-            kind,
-            source: Some(source.into()),
-        }
+        ProxyError { kind, source: Some(source.into()) }
     }
 
     /// Classifies an error from the upstream client by what its sources say.
@@ -87,9 +84,7 @@ impl ProxyError {
     /// The counter this failure is reported under.
     pub fn metric(&self) -> UpstreamError {
         match self.kind {
-            ErrorKind::ConnectRefused | ErrorKind::ConnectFailed | ErrorKind::NoRoute => {
-                UpstreamError::Connect
-            }
+            ErrorKind::ConnectRefused | ErrorKind::ConnectFailed | ErrorKind::NoRoute => UpstreamError::Connect,
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
             ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
         }
@@ -110,30 +105,19 @@ impl ProxyError {
             Some(s) => format!("{}: {}", self.kind, innermost(s.as_ref())),
             None => self.kind.to_string(),
         };
-        Failure {
-            kind,
-            message: message.into(),
-            remote: true,
-            fault: true,
-            client_aborted: false,
-        }
+        Failure { kind, message: message.into(), remote: true, fault: true, client_aborted: false }
     }
 
     /// The short plain-text answer the client gets instead of the upstream's.
     pub fn response(&self) -> Response<Full<Bytes>> {
         let mut res = Response::new(Full::new(Bytes::from(format!("{}\n", self.kind))));
         *res.status_mut() = self.status();
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
         res
     }
 }
 
-fn find<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
+fn find<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<T>() {
@@ -190,16 +174,10 @@ mod tests {
 
     #[test]
     fn the_cause_names_the_innermost_reason() {
-        let io = io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            "connection refused (os error 111)",
-        );
+        let io = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused (os error 111)");
         let e = ProxyError::new(ErrorKind::ConnectRefused, io);
         let f = e.failure();
         assert_eq!(f.kind, "ConnectionRefused");
-        assert_eq!(
-            f.message,
-            "upstream refused the connection: connection refused (os error 111)"
-        );
+        assert_eq!(f.message, "upstream refused the connection: connection refused (os error 111)");
     }
 }

@@ -53,11 +53,7 @@ impl Upstream {
             .http1_title_case_headers(false);
         let h1 = b.build(connector.clone());
         let h2 = b.http2_only(true).build(connector);
-        Upstream {
-            h1,
-            h2,
-            response_timeout: s.response_timeout,
-        }
+        Upstream { h1, h2, response_timeout: s.response_timeout }
     }
 }
 
@@ -65,18 +61,17 @@ impl Upstream {
 #[derive(Clone, Debug)]
 pub struct Forward {
     upstream: Upstream,
-    authority: Authority,
-    client_ip: IpAddr,
+    /// The destination; `None` takes it from each request (explicit proxy: absolute-form targets).
+    authority: Option<Authority>,
+    /// Added to `X-Forwarded-For` (inbound only: the application's own calls are not forwarded
+    /// on anyone's behalf).
+    forwarded_for: Option<IpAddr>,
 }
 
 impl Forward {
-    /// Forwards to `authority` requests from `client_ip`.
-    pub fn new(upstream: Upstream, authority: Authority, client_ip: IpAddr) -> Self {
-        Forward {
-            upstream,
-            authority,
-            client_ip,
-        }
+    /// Forwards to `authority` (or each request's own) on behalf of `forwarded_for`.
+    pub fn new(upstream: Upstream, authority: Option<Authority>, forwarded_for: Option<IpAddr>) -> Self {
+        Forward { upstream, authority, forwarded_for }
     }
 }
 
@@ -92,26 +87,24 @@ impl tower::Service<Request<Incoming>> for Forward {
     fn call(&mut self, mut req: Request<Incoming>) -> ForwardFuture {
         let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         strip_hop_by_hop(req.headers_mut(), upgrade.is_some());
-        add_forwarded(req.headers_mut(), self.client_ip);
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if let Some(ip) = self.forwarded_for {
+            add_forwarded(req.headers_mut(), ip);
+        }
+        let Some(authority) = self.authority.clone().or_else(|| request_authority(&req)) else {
+            let e = "no destination: the request names no host";
+            return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e));
+        };
+        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
+        parts.authority = Some(authority);
         parts.path_and_query = Some(path);
         match Uri::from_parts(parts) {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e)),
         }
         let version = req.version();
-        let client = if version == Version::HTTP_2 {
-            &self.upstream.h2
-        } else {
-            &self.upstream.h1
-        };
+        let client = if version == Version::HTTP_2 { &self.upstream.h2 } else { &self.upstream.h1 };
         ForwardFuture {
             version,
             state: State::Waiting(client.request(req)),
@@ -139,12 +132,7 @@ enum State {
 
 impl ForwardFuture {
     fn failed(e: ProxyError) -> Self {
-        ForwardFuture {
-            version: Version::HTTP_11,
-            state: State::Failed(Some(e)),
-            timeout: None,
-            upgrade: None,
-        }
+        ForwardFuture { version: Version::HTTP_11, state: State::Failed(Some(e)), timeout: None, upgrade: None }
     }
 }
 
@@ -156,10 +144,7 @@ impl Future for ForwardFuture {
         let fut = match this.state {
             State::Waiting(fut) => fut,
             State::Failed(e) => {
-                return Poll::Ready(Err(e.take().unwrap_or(ProxyError {
-                    kind: ErrorKind::NoRoute,
-                    source: None,
-                })));
+                return Poll::Ready(Err(e.take().unwrap_or(ProxyError { kind: ErrorKind::NoRoute, source: None })));
             }
         };
         if let Poll::Ready(res) = Pin::new(fut).poll(cx) {
@@ -176,10 +161,7 @@ impl Future for ForwardFuture {
         }
         if let Some(t) = this.timeout.as_pin_mut() {
             ready!(t.poll(cx));
-            return Poll::Ready(Err(ProxyError {
-                kind: ErrorKind::ResponseTimeout,
-                source: None,
-            }));
+            return Poll::Ready(Err(ProxyError { kind: ErrorKind::ResponseTimeout, source: None }));
         }
         Poll::Pending
     }
@@ -201,15 +183,25 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
+/// An explicit proxy client names the destination in the target (`GET http://svc/x`) or, failing
+/// that, in Host; the port defaults to 80.
+fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
+    let a = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?.parse().ok()?,
+    };
+    if a.port().is_some() {
+        return Some(a);
+    }
+    format!("{}:80", a.host()).parse().ok()
+}
+
 fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 /// Headers that describe one hop and must not be passed on (RFC 9110 §7.6.1).
@@ -227,20 +219,14 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         return;
     }
     // Names listed in Connection are hop-by-hop too; most requests have no Connection header.
-    if let Some(listed) = h
-        .get(header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    {
+    if let Some(listed) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_owned) {
         for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
                 h.remove(name);
             }
         }
     }
-    let trailers = h
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let trailers = h.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for name in HOP_BY_HOP.iter() {
         h.remove(name);
     }
@@ -280,10 +266,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

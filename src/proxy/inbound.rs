@@ -1,13 +1,19 @@
 //! The inbound side: requests the application receives, traced and forwarded to it.
 
+use http::Request;
 use http::uri::Authority;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
+use super::detect::{self, Protocol};
 use super::forward::{Forward, Upstream};
-use super::orig_dst;
-use super::trace::{Trace, Tracer};
+use super::server::HttpServer;
+use super::trace::{self, Started, Trace, Tracer};
+use super::{Interception, opaque, orig_dst};
+use crate::xray::header::TRACE_HEADER;
+use crate::xray::id::{SegmentId, TraceId};
+use crate::xray::segment::{Direction, Kind, Segment};
 
 /// Where inbound requests go.
 #[derive(Clone, Debug)]
@@ -18,25 +24,79 @@ pub enum Destination {
     OriginalDst,
 }
 
-/// Builds the service for one inbound connection: per-connection facts are worked out here once,
-/// not per request.
-pub fn service(
-    stream: &TcpStream,
-    peer: SocketAddr,
-    destination: &Destination,
-    upstream: &Upstream,
-    tracer: &Arc<Tracer>,
-) -> Option<Trace<Forward>> {
-    let authority = match destination {
-        Destination::Fixed(a) => a.clone(),
-        Destination::OriginalDst => match orig_dst::original_dst(stream) {
-            Ok(dst) => orig_dst::authority(dst)?,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "no original destination on a redirected connection");
-                return None;
+/// What every inbound connection needs.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Where requests go.
+    pub destination: Destination,
+    /// The upstream clients.
+    pub upstream: Upstream,
+    /// Tracing state.
+    pub tracer: Arc<Tracer>,
+    /// Detection settings for redirected connections.
+    pub interception: Interception,
+}
+
+impl Inbound {
+    /// Runs one accepted connection: per-connection facts are worked out here once, not per request.
+    pub async fn handle(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, http: HttpServer) {
+        let authority = match &self.destination {
+            Destination::Fixed(a) => a.clone(),
+            Destination::OriginalDst => {
+                let dst = match orig_dst::original_dst(&stream) {
+                    Ok(dst) => dst,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "no original destination on a redirected connection");
+                        return;
+                    }
+                };
+                if self.interception.skips(dst.port())
+                    || detect::detect(&stream, self.interception.detect_timeout).await == Protocol::Opaque
+                {
+                    drop(http);
+                    return opaque::tunnel(stream, dst, self.interception.connect_timeout).await;
+                }
+                match orig_dst::authority(dst) {
+                    Some(a) => a,
+                    None => return,
+                }
             }
-        },
-    };
-    let forward = Forward::new(upstream.clone(), authority, peer.ip());
-    Some(Trace::new(forward, tracer.clone(), peer.ip()))
+        };
+        let forward = Forward::new(self.upstream.clone(), Some(authority), Some(peer.ip()));
+        let service = Trace::new(forward, self.tracer.clone(), peer.ip(), Direction::Inbound);
+        http.serve(stream, peer, service).await;
+    }
+}
+
+/// Starts the record of a request the application receives: continues the caller's trace or starts
+/// one, decides sampling, and tells the application our segment is its parent.
+pub fn start<B>(tracer: &Tracer, peer: IpAddr, req: &mut Request<B>) -> Started {
+    let wall = trace::wall_clock();
+    let incoming = trace::read_header(tracer, req.headers());
+    let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
+    let host = trace::host(req);
+    let sampled = trace::decide(tracer, incoming.sampled, host.as_ref(), req, wall.as_secs());
+    let id = SegmentId::new();
+    let segment = sampled.then(|| {
+        let (client_ip, xff) = match trace::forwarded_for(req.headers()) {
+            Some(ip) => (ip, true),
+            None => (peer, false),
+        };
+        Box::new(Segment {
+            name: tracer.service_name.clone(),
+            id,
+            trace_id: root,
+            parent_id: incoming.parent,
+            start_time: wall.as_secs_f64(),
+            end_time: 0.0,
+            kind: Kind::Segment,
+            direction: Direction::Inbound,
+            traced: false,
+            http: trace::http_facts(req, host, Some(client_ip), xff),
+            failure: None,
+            subsegments: Vec::new(),
+        })
+    });
+    req.headers_mut().insert(TRACE_HEADER, incoming.for_downstream(&root, &id, sampled));
+    Started { root, sampled, segment, echo: true }
 }

@@ -1,10 +1,13 @@
 //! The data path: listeners, per-connection services, and the proxy's lifecycle.
 
 pub mod body;
+pub mod detect;
 pub mod error;
 pub mod forward;
 pub mod inbound;
+pub mod opaque;
 pub mod orig_dst;
+pub mod outbound;
 pub mod server;
 pub mod trace;
 
@@ -22,7 +25,8 @@ use crate::xray::emitter::Emitter;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::sanitize_name;
 use forward::{Upstream, UpstreamSettings};
-use inbound::Destination;
+use inbound::{Destination, Inbound};
+use outbound::Outbound;
 use server::ServerSettings;
 use trace::Tracer;
 
@@ -31,6 +35,8 @@ use trace::Tracer;
 pub struct Proxy {
     /// Where inbound requests are accepted.
     pub inbound: SocketAddr,
+    /// Where the application's outgoing calls are accepted, if enabled.
+    pub outbound: Option<SocketAddr>,
     /// Where the admin endpoints are served, if enabled.
     pub admin: Option<SocketAddr>,
     /// Counters, shared with the admin listener.
@@ -51,11 +57,7 @@ impl Proxy {
         let (emitter, flush) = if args.disable_tracing {
             (None, None)
         } else {
-            let (e, f) = Emitter::spawn(
-                args.daemon_address.udp.clone(),
-                args.environment(),
-                metrics.clone(),
-            );
+            let (e, f) = Emitter::spawn(args.daemon_address.udp.clone(), args.environment(), metrics.clone());
             (Some(e), Some(f))
         };
         let tracer = Arc::new(Tracer {
@@ -80,41 +82,59 @@ impl Proxy {
             shutdown_grace: args.shutdown_grace,
         };
 
+        let interception = Interception {
+            skip_ports: args.skip_detect_ports.clone(),
+            detect_timeout: args.detect_timeout,
+            connect_timeout: args.connect_timeout,
+        };
         let inbound_listener = bind(args.listen, "--listen").await?;
         let inbound = inbound_listener.local_addr()?;
+        let outbound_listener = match args.outbound_listen {
+            Some(a) => Some(bind(a, "--outbound-listen").await?),
+            None => None,
+        };
+        let outbound_addr = outbound_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let admin_listener = match args.admin_listen {
             Some(a) => Some(bind(a, "--admin-listen").await?),
             None => None,
         };
-        let admin_addr = admin_listener
-            .as_ref()
-            .map(TcpListener::local_addr)
-            .transpose()?;
+        let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
 
         let (shutdown, stop) = watch::channel(false);
         let readiness = Readiness::default();
-        let inbound_task = tokio::spawn(server::serve(
-            inbound_listener,
-            settings,
-            move |stream, peer| inbound::service(stream, peer, &destination, &upstream, &tracer),
-            stop.clone(),
-        ));
-        let admin_task = admin_listener.map(|l| {
-            tokio::spawn(admin::serve(
-                l,
-                metrics.clone(),
-                readiness.clone(),
+        let outbound_task = outbound_listener.map(|listener| {
+            let ctx = Arc::new(Outbound {
+                upstream: upstream.clone(),
+                tracer: tracer.clone(),
+                interception: interception.clone(),
+            });
+            tokio::spawn(server::serve(
+                listener,
+                settings.clone(),
+                move |stream, peer, http| ctx.clone().handle(stream, peer, http),
                 stop.clone(),
             ))
         });
+        let ctx = Arc::new(Inbound { destination, upstream, tracer, interception });
+        let inbound_task = tokio::spawn(server::serve(
+            inbound_listener,
+            settings,
+            move |stream, peer, http| ctx.clone().handle(stream, peer, http),
+            stop.clone(),
+        ));
+        let admin_task =
+            admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), stop.clone())));
         readiness.set(true);
-        tracing::info!(%inbound, admin = ?admin_addr, service = %args.service_name, "proxy ready");
+        tracing::info!(%inbound, outbound = ?outbound_addr, admin = ?admin_addr, service = %args.service_name, "proxy ready");
 
         let done = tokio::spawn(async move {
             let mut stop = stop;
             server::stopped(&mut stop).await;
             readiness.set(false);
             let _ = inbound_task.await;
+            if let Some(t) = outbound_task {
+                let _ = t.await;
+            }
             if let Some(flush) = flush {
                 flush.flush(Duration::from_secs(2)).await;
             }
@@ -122,13 +142,7 @@ impl Proxy {
                 let _ = t.await;
             }
         });
-        Ok(Proxy {
-            inbound,
-            admin: admin_addr,
-            metrics,
-            shutdown,
-            done,
-        })
+        Ok(Proxy { inbound, outbound: outbound_addr, admin: admin_addr, metrics, shutdown, done })
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, flushes segments.
@@ -138,8 +152,24 @@ impl Proxy {
     }
 }
 
+/// How intercepted connections are told apart and passed through.
+#[derive(Clone, Debug)]
+pub struct Interception {
+    /// Destination ports never inspected (protocols where the server speaks first).
+    pub skip_ports: Vec<u16>,
+    /// How long to wait for a client's first bytes.
+    pub detect_timeout: Duration,
+    /// Connect timeout for passed-through connections.
+    pub connect_timeout: Duration,
+}
+
+impl Interception {
+    /// Whether connections to `port` skip detection and go straight through.
+    pub fn skips(&self, port: u16) -> bool {
+        self.skip_ports.contains(&port)
+    }
+}
+
 async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, crate::BoxError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("{flag} {addr}: cannot listen: {e}").into())
+    TcpListener::bind(addr).await.map_err(|e| format!("{flag} {addr}: cannot listen: {e}").into())
 }

@@ -9,17 +9,9 @@ use tokio::net::TcpStream;
 pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
     let local = stream.local_addr()?;
-    let addr = if local.is_ipv4() {
-        sock.original_dst_v4()?
-    } else {
-        sock.original_dst_v6()?
-    };
-    addr.as_socket().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "original destination is not an IP address",
-        )
-    })
+    let addr = if local.is_ipv4() { sock.original_dst_v4()? } else { sock.original_dst_v6()? };
+    addr.as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "original destination is not an IP address"))
 }
 
 /// `ip:port` as a URI authority.

@@ -6,9 +6,10 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,23 +43,41 @@ pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Accepts on `listener` until `shutdown` turns true, then lets open connections finish for the
-/// grace period. `make` builds the service for one connection (or refuses it by returning `None`).
-pub async fn serve<M, S, B>(
+/// Serves HTTP on one accepted connection; handed to the connection's handler, which drops it
+/// unused when the connection turns out not to be HTTP.
+pub struct HttpServer {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+}
+
+impl HttpServer {
+    /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on `stream` until the connection closes or a
+    /// graceful shutdown completes it.
+    pub async fn serve<S, B>(self, stream: TcpStream, peer: SocketAddr, service: S)
+    where
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::BoxError>,
+    {
+        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+        if let Err(e) = self.watcher.watch(conn).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Accepts on `listener` until `shutdown` turns true, then lets open HTTP connections finish for the
+/// grace period. `handle` runs each connection (detection, HTTP or a tunnel) on its own task.
+pub async fn serve<H, F>(
     listener: TcpListener,
     settings: ServerSettings,
-    mut make: M,
+    handle: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    M: FnMut(&TcpStream, SocketAddr) -> Option<S>,
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
+    H: Fn(TcpStream, SocketAddr, HttpServer) -> F,
+    F: Future<Output = ()> + Send + 'static,
 {
     let builder = Arc::new(builder(&settings));
     let graceful = GracefulShutdown::new();
@@ -76,26 +95,11 @@ pub async fn serve<M, S, B>(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let Some(service) = make(&stream, peer) else {
-            continue;
-        };
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service),
-            );
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        let http = HttpServer { builder: builder.clone(), watcher: graceful.watcher() };
+        tokio::spawn(handle(stream, peer, http));
     }
     drop(listener);
-    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(grace = ?settings.shutdown_grace, "connections still open after the grace period were closed");
     }
 }

@@ -20,7 +20,7 @@ use super::error::ProxyError;
 use crate::metrics::{DecisionSource, Metrics};
 use crate::xray::emitter::Emitter;
 use crate::xray::header::{self as trace_header, Sampled, TRACE_HEADER, TraceHeader};
-use crate::xray::id::{SegmentId, TraceId};
+use crate::xray::id::TraceId;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::{Direction, Failure, Http, Kind, Segment};
 
@@ -40,22 +40,19 @@ pub struct Tracer {
 /// The body clients receive: the upstream's, or the proxy's own short error text.
 pub type ProxyBody<B> = TraceBody<Either<B, Full<Bytes>>, Finish>;
 
-/// Traces the requests of one inbound connection.
+/// Traces the requests of one connection, inbound or outbound.
 #[derive(Clone, Debug)]
 pub struct Trace<S> {
     inner: S,
     tracer: Arc<Tracer>,
     peer: IpAddr,
+    direction: Direction,
 }
 
 impl<S> Trace<S> {
-    /// Wraps `inner` for a connection from `peer`.
-    pub fn new(inner: S, tracer: Arc<Tracer>, peer: IpAddr) -> Self {
-        Trace {
-            inner,
-            tracer,
-            peer,
-        }
+    /// Wraps `inner` for a connection from `peer` going `direction`.
+    pub fn new(inner: S, tracer: Arc<Tracer>, peer: IpAddr, direction: Direction) -> Self {
+        Trace { inner, tracer, peer, direction }
     }
 }
 
@@ -77,128 +74,88 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        if self.tracer.emitter.is_none() {
-            let finish = Finish {
-                tracer: self.tracer.clone(),
-                start,
-                status: 0,
-                trace: None,
-            };
-            return ResponseFuture {
-                inner: self.inner.call(req),
-                finish: Some(finish),
-            };
-        }
-        let trace = self.start(&mut req);
-        let finish = Finish {
-            tracer: self.tracer.clone(),
-            start,
-            status: 0,
-            trace: Some(trace),
+        let trace = match (&self.tracer.emitter, self.direction) {
+            (None, _) => None,
+            (Some(_), Direction::Inbound) => Some(super::inbound::start(&self.tracer, self.peer, &mut req)),
+            (Some(_), Direction::Outbound) => Some(super::outbound::start(&self.tracer, &mut req)),
         };
-        ResponseFuture {
-            inner: self.inner.call(req),
-            finish: Some(finish),
+        let finish = Finish { tracer: self.tracer.clone(), start, direction: self.direction, status: 0, trace };
+        ResponseFuture { inner: self.inner.call(req), finish: Some(finish) }
+    }
+}
+
+/// Reads the caller's trace header, counting and logging one that cannot be used as it came.
+pub fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
+    let Some(v) = headers.get(&TRACE_HEADER) else {
+        return TraceHeader::EMPTY;
+    };
+    let (h, problem) = TraceHeader::parse(v);
+    if let Some(problem) = problem {
+        tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
+        tracing::debug!(header = ?v, %problem, "malformed trace header; starting a new trace where needed");
+    }
+    h
+}
+
+/// The caller's decision if it made one, else the local rules'.
+pub fn decide<B>(
+    tracer: &Tracer,
+    incoming: Sampled,
+    host: Option<&HeaderValue>,
+    req: &Request<B>,
+    now_secs: u64,
+) -> bool {
+    match incoming {
+        Sampled::Yes | Sampled::No => {
+            let yes = incoming == Sampled::Yes;
+            tracer.metrics.record_decision(DecisionSource::Caller, yes);
+            yes
+        }
+        Sampled::Requested | Sampled::Unset => {
+            let h = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+            let yes = tracer.sampler.sample(h, req.method().as_str(), req.uri().path(), now_secs);
+            tracer.metrics.record_decision(DecisionSource::Local, yes);
+            yes
         }
     }
 }
 
-impl<S> Trace<S> {
-    /// Everything done before the request is forwarded.
-    fn start<B>(&self, req: &mut Request<B>) -> Started {
-        let t = &self.tracer;
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let incoming = match req.headers().get(&TRACE_HEADER) {
-            Some(v) => {
-                let (h, problem) = TraceHeader::parse(v);
-                if let Some(problem) = problem {
-                    t.metrics.malformed_headers.fetch_add(1, Relaxed);
-                    tracing::debug!(header = ?v, %problem, "malformed trace header; starting a new trace where needed");
-                }
-                h
-            }
-            None => TraceHeader::EMPTY,
-        };
-        let root = incoming
-            .root
-            .unwrap_or_else(|| TraceId::new(wall.as_secs()));
-        let parent = incoming.root.and(incoming.parent);
-        let host = host(req);
-        let sampled = match incoming.sampled {
-            Sampled::Yes | Sampled::No => {
-                let yes = incoming.sampled == Sampled::Yes;
-                t.metrics.record_decision(DecisionSource::Caller, yes);
-                yes
-            }
-            Sampled::Requested | Sampled::Unset => {
-                let hs = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-                let yes =
-                    t.sampler
-                        .sample(hs, req.method().as_str(), req.uri().path(), wall.as_secs());
-                t.metrics.record_decision(DecisionSource::Local, yes);
-                yes
-            }
-        };
-        let id = SegmentId::new();
-        let segment = sampled.then(|| {
-            let (client_ip, x_forwarded_for) = match forwarded_for(req.headers()) {
-                Some(ip) => (ip, true),
-                None => (self.peer, false),
-            };
-            Box::new(Segment {
-                name: t.service_name.clone(),
-                id,
-                trace_id: root,
-                parent_id: parent,
-                start_time: wall.as_secs_f64(),
-                end_time: 0.0,
-                kind: Kind::Segment,
-                direction: Direction::Inbound,
-                traced: false,
-                http: Http {
-                    method: req.method().clone(),
-                    scheme: "http",
-                    host,
-                    uri: req.uri().clone(),
-                    client_ip: Some(client_ip),
-                    x_forwarded_for,
-                    user_agent: req.headers().get(header::USER_AGENT).cloned(),
-                    status: None,
-                    content_length: None,
-                },
-                failure: None,
-                subsegments: Vec::new(),
-            })
-        });
-        req.headers_mut()
-            .insert(TRACE_HEADER, incoming.for_downstream(&root, &id, sampled));
-        Started {
-            root,
-            sampled,
-            segment,
-        }
+/// The request's HTTP facts, cheaply cloned for the segment.
+pub fn http_facts<B>(
+    req: &Request<B>,
+    host: Option<HeaderValue>,
+    client_ip: Option<IpAddr>,
+    x_forwarded_for: bool,
+) -> Http {
+    Http {
+        method: req.method().clone(),
+        scheme: "http",
+        host,
+        uri: req.uri().clone(),
+        client_ip,
+        x_forwarded_for,
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        status: None,
+        content_length: None,
     }
 }
 
-fn host<B>(req: &Request<B>) -> Option<HeaderValue> {
-    req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
+/// Epoch time now.
+pub fn wall_clock() -> std::time::Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The host a request is for: the Host header, or the authority of an absolute or HTTP/2 URI.
+pub fn host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    req.headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
 }
 
 /// The first address in `X-Forwarded-For`: the original client, as far as proxies before us know.
-fn forwarded_for(h: &HeaderMap) -> Option<IpAddr> {
-    let first = h
-        .get("x-forwarded-for")?
-        .to_str()
-        .ok()?
-        .split(',')
-        .next()?
-        .trim();
+pub fn forwarded_for(h: &HeaderMap) -> Option<IpAddr> {
+    let first = h.get("x-forwarded-for")?.to_str().ok()?.split(',').next()?.trim();
     first.parse().ok().or_else(|| {
         // Some proxies write `ip:port` or `[v6]:port`.
         first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
@@ -207,10 +164,17 @@ fn forwarded_for(h: &HeaderMap) -> Option<IpAddr> {
 
 /// What a traced request carries from its start to the end of its response.
 #[derive(Debug)]
-struct Started {
-    root: TraceId,
-    sampled: bool,
-    segment: Option<Box<Segment>>,
+pub struct Started {
+    /// The trace.
+    pub root: TraceId,
+    /// The decision.
+    pub sampled: bool,
+    /// What will be emitted, when sampled: a segment (possibly holding a remote subsegment) or an
+    /// independent subsegment.
+    pub segment: Option<Box<Segment>>,
+    /// Whether the client gets `Root=..;Sampled=..` back (inbound only: an application's own
+    /// outgoing calls get their responses unchanged).
+    pub echo: bool,
 }
 
 /// Completes the request's record when the response body ends.
@@ -218,6 +182,7 @@ struct Started {
 pub struct Finish {
     tracer: Arc<Tracer>,
     start: Instant,
+    direction: Direction,
     status: u16,
     trace: Option<Started>,
 }
@@ -225,43 +190,36 @@ pub struct Finish {
 impl OnEnd for Finish {
     fn on_end(self, bytes: u64, end: End) {
         let elapsed = self.start.elapsed();
-        self.tracer
-            .metrics
-            .record_request(Direction::Inbound, Some(self.status), elapsed);
-        let (
-            Some(emitter),
-            Some(Started {
-                segment: Some(mut seg),
-                ..
-            }),
-        ) = (&self.tracer.emitter, self.trace)
-        else {
+        self.tracer.metrics.record_request(self.direction, Some(self.status), elapsed);
+        let (Some(emitter), Some(Started { segment: Some(mut seg), .. })) = (&self.tracer.emitter, self.trace) else {
             return;
         };
-        seg.end_time = seg.start_time + elapsed.as_secs_f64();
-        seg.http.content_length.get_or_insert(bytes);
-        match end {
-            End::Complete => {}
-            End::Failed(why) => {
-                seg.failure = Some(Failure {
-                    kind: "UpstreamBodyError",
-                    message: format!("upstream response body failed after {bytes} bytes: {why}")
-                        .into(),
-                    remote: true,
-                    fault: true,
-                    client_aborted: false,
-                })
+        let end_time = seg.start_time + elapsed.as_secs_f64();
+        let failure = match end {
+            End::Complete => None,
+            End::Failed(why) => Some(Failure {
+                kind: "UpstreamBodyError",
+                message: format!("upstream response body failed after {bytes} bytes: {why}").into(),
+                remote: true,
+                fault: true,
+                client_aborted: false,
+            }),
+            End::Aborted => Some(Failure {
+                kind: "ClientAborted",
+                message: format!("client went away after {bytes} bytes of the response").into(),
+                remote: false,
+                fault: false,
+                client_aborted: true,
+            }),
+        };
+        seg.for_each_mut(|s| {
+            s.end_time = end_time;
+            s.http.content_length.get_or_insert(bytes);
+            if let Some(f) = &failure {
+                // A proxy failure recorded at the response head says more than what followed it.
+                s.failure.get_or_insert_with(|| f.clone());
             }
-            End::Aborted => {
-                seg.failure.get_or_insert(Failure {
-                    kind: "ClientAborted",
-                    message: format!("client went away after {bytes} bytes of the response").into(),
-                    remote: false,
-                    fault: false,
-                    client_aborted: true,
-                });
-            }
-        }
+        });
         emitter.emit(*seg);
     }
 }
@@ -287,12 +245,9 @@ where
         let result = ready!(this.inner.poll(cx));
         let Some(mut finish) = this.finish.take() else {
             // Polled after completion: a caller bug, answered rather than panicking.
-            return Poll::Ready(Ok(ProxyError {
-                kind: super::error::ErrorKind::NoRoute,
-                source: None,
-            }
-            .response()
-            .map(|b| TraceBody::new(Either::Right(b), None))));
+            return Poll::Ready(Ok(ProxyError { kind: super::error::ErrorKind::NoRoute, source: None }
+                .response()
+                .map(|b| TraceBody::new(Either::Right(b), None))));
         };
         let res = match result {
             Ok(res) => res.map(Either::Left),
@@ -300,7 +255,8 @@ where
                 finish.tracer.metrics.record_upstream_error(e.metric());
                 tracing::debug!(error = %e, source = ?e.source, "upstream failed");
                 if let Some(seg) = finish.trace.as_mut().and_then(|t| t.segment.as_mut()) {
-                    seg.failure = Some(e.failure());
+                    let failure = e.failure();
+                    seg.for_each_mut(|s| s.failure = Some(failure.clone()));
                 }
                 e.response().map(Either::Right)
             }
@@ -308,18 +264,21 @@ where
         let (mut parts, body) = res.into_parts();
         finish.status = parts.status.as_u16();
         if let Some(t) = finish.trace.as_mut() {
-            parts
-                .headers
-                .insert(TRACE_HEADER, trace_header::for_response(&t.root, t.sampled));
+            // A downstream that answers with a trace header records its own segment.
+            let traced = parts.headers.contains_key(&TRACE_HEADER);
+            if t.echo {
+                parts.headers.insert(TRACE_HEADER, trace_header::for_response(&t.root, t.sampled));
+            }
             if let Some(seg) = t.segment.as_mut() {
-                seg.http.status = Some(finish.status);
-                seg.http.content_length = content_length(&parts.headers);
+                let (status, length) = (finish.status, content_length(&parts.headers));
+                seg.for_each_mut(|s| {
+                    s.http.status = Some(status);
+                    s.http.content_length = length;
+                    s.traced = traced && s.kind != Kind::Segment;
+                });
             }
         }
-        Poll::Ready(Ok(Response::from_parts(
-            parts,
-            TraceBody::new(body, Some(finish)),
-        )))
+        Poll::Ready(Ok(Response::from_parts(parts, TraceBody::new(body, Some(finish)))))
     }
 }
 

@@ -36,14 +36,8 @@ impl fmt::Display for HostPort {
 
 impl Default for DaemonAddress {
     fn default() -> Self {
-        let local = HostPort {
-            host: "127.0.0.1".into(),
-            port: 2000,
-        };
-        DaemonAddress {
-            udp: local.clone(),
-            tcp: local,
-        }
+        let local = HostPort { host: "127.0.0.1".into(), port: 2000 };
+        DaemonAddress { udp: local.clone(), tcp: local }
     }
 }
 
@@ -56,10 +50,7 @@ impl std::str::FromStr for DaemonAddress {
         match parts.as_slice() {
             [one] if !one.starts_with("tcp:") && !one.starts_with("udp:") => {
                 let hp = parse_host_port(one)?;
-                Ok(DaemonAddress {
-                    udp: hp.clone(),
-                    tcp: hp,
-                })
+                Ok(DaemonAddress { udp: hp.clone(), tcp: hp })
             }
             [a, b] => {
                 let (mut udp, mut tcp) = (None, None);
@@ -75,34 +66,22 @@ impl std::str::FromStr for DaemonAddress {
                     _ => Err(format!("expected `tcp:host:port udp:host:port`, got `{s}`")),
                 }
             }
-            _ => Err(format!(
-                "expected `host:port` or `tcp:host:port udp:host:port`, got `{s}`"
-            )),
+            _ => Err(format!("expected `host:port` or `tcp:host:port udp:host:port`, got `{s}`")),
         }
     }
 }
 
 fn parse_host_port(s: &str) -> Result<HostPort, String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{s}` has no port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("`{port}` is not a port number in `{s}`"))?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("`{s}` has no port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("`{port}` is not a port number in `{s}`"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() {
         return Err(format!("`{s}` has no host"));
     }
     if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
         return Err(format!("`{host}` is not a valid IPv6 address"));
     }
-    Ok(HostPort {
-        host: host.to_owned(),
-        port,
-    })
+    Ok(HostPort { host: host.to_owned(), port })
 }
 
 impl HostPort {
@@ -114,12 +93,7 @@ impl HostPort {
         tokio::net::lookup_host((self.host.as_str(), self.port))
             .await?
             .next()
-            .ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{} has no address", self.host),
-                )
-            })
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} has no address", self.host)))
     }
 }
 
@@ -130,17 +104,9 @@ mod tests {
     #[test]
     fn parses_both_documented_forms() {
         let one: DaemonAddress = "xray-service.default:2000".parse().expect("single");
-        assert_eq!(
-            one.udp,
-            HostPort {
-                host: "xray-service.default".into(),
-                port: 2000
-            }
-        );
+        assert_eq!(one.udp, HostPort { host: "xray-service.default".into(), port: 2000 });
         assert_eq!(one.udp, one.tcp);
-        let two: DaemonAddress = "udp:127.0.0.1:2001 tcp:10.0.0.1:2000"
-            .parse()
-            .expect("pair");
+        let two: DaemonAddress = "udp:127.0.0.1:2001 tcp:10.0.0.1:2000".parse().expect("pair");
         assert_eq!(two.udp.to_string(), "127.0.0.1:2001");
         assert_eq!(two.tcp.to_string(), "10.0.0.1:2000");
         let v6: DaemonAddress = "[::1]:2000".parse().expect("v6");

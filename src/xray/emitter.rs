@@ -46,12 +46,7 @@ impl Emitter {
     pub fn spawn(daemon: HostPort, env: Environment, metrics: Arc<Metrics>) -> (Emitter, Flush) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (close, closed) = watch::channel(false);
-        let sender = Sender {
-            daemon,
-            env,
-            metrics: metrics.clone(),
-            buf: Vec::with_capacity(4096),
-        };
+        let sender = Sender { daemon, env, metrics: metrics.clone(), buf: Vec::with_capacity(4096) };
         let task = tokio::spawn(sender.run(rx, closed));
         (Emitter { tx, metrics }, Flush { close, task })
     }
@@ -129,16 +124,9 @@ impl Sender {
             }
         };
         if let Some(t) = previous.filter(|t| t.addr.is_ipv4() == addr.is_ipv4()) {
-            return Some(Target {
-                addr,
-                socket: t.socket,
-            });
+            return Some(Target { addr, socket: t.socket });
         }
-        let bind: SocketAddr = if addr.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
+        let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         match UdpSocket::bind(bind).await {
             Ok(socket) => Some(Target { addr, socket }),
             Err(e) => {
@@ -193,10 +181,7 @@ impl Sender {
     fn encode(&mut self, segment: &Segment) -> bool {
         self.buf.clear();
         self.buf.extend_from_slice(DATAGRAM_HEADER);
-        let doc = Document {
-            segment,
-            env: &self.env,
-        };
+        let doc = Document { segment, env: &self.env };
         if let Err(e) = serde_json::to_writer(&mut self.buf, &doc) {
             tracing::warn!(error = %e, "cannot encode a segment");
             return false;

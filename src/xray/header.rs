@@ -70,12 +70,7 @@ pub struct TraceHeader {
 
 impl TraceHeader {
     /// A header that says nothing: what a request without one is treated as.
-    pub const EMPTY: TraceHeader = TraceHeader {
-        root: None,
-        parent: None,
-        sampled: Sampled::Unset,
-        extra: None,
-    };
+    pub const EMPTY: TraceHeader = TraceHeader { root: None, parent: None, sampled: Sampled::Unset, extra: None };
 
     /// Parses a header value; the first problem found, if any, is returned beside what could be kept.
     pub fn parse(value: &HeaderValue) -> (TraceHeader, Option<Malformed>) {
@@ -150,11 +145,7 @@ impl TraceHeader {
         b.put_slice(root.as_str().as_bytes());
         b.put_slice(b";Parent=");
         b.put_slice(parent.as_str().as_bytes());
-        b.put_slice(if sampled {
-            b";Sampled=1"
-        } else {
-            b";Sampled=0"
-        });
+        b.put_slice(if sampled { b";Sampled=1" } else { b";Sampled=0" });
         if !extra.is_empty() {
             b.put_u8(b';');
             b.put_slice(extra.as_bytes());
@@ -171,11 +162,7 @@ pub fn for_response(root: &TraceId, sampled: bool) -> HeaderValue {
     let mut b = BytesMut::with_capacity(50);
     b.put_slice(b"Root=");
     b.put_slice(root.as_str().as_bytes());
-    b.put_slice(if sampled {
-        b";Sampled=1"
-    } else {
-        b";Sampled=0"
-    });
+    b.put_slice(if sampled { b";Sampled=1" } else { b";Sampled=0" });
     HeaderValue::from_maybe_shared(b.freeze()).unwrap_or(HeaderValue::from_static(""))
 }
 
@@ -191,14 +178,10 @@ mod tests {
 
     #[test]
     fn parses_the_documented_form_in_any_order_and_spacing() {
-        let (h, bad) =
-            parse(" Sampled=1 ; Parent=53995c3f42cd8ad8;Root=1-5759e988-bd862e3fe1be46a994272793 ");
+        let (h, bad) = parse(" Sampled=1 ; Parent=53995c3f42cd8ad8;Root=1-5759e988-bd862e3fe1be46a994272793 ");
         assert_eq!(bad, None);
         assert_eq!(h.root.map(|r| r.to_string()).as_deref(), Some(ROOT));
-        assert_eq!(
-            h.parent.map(|p| p.to_string()).as_deref(),
-            Some("53995c3f42cd8ad8")
-        );
+        assert_eq!(h.parent.map(|p| p.to_string()).as_deref(), Some("53995c3f42cd8ad8"));
         assert_eq!(h.sampled, Sampled::Yes);
         assert_eq!(h.extra(), None);
     }
@@ -216,10 +199,8 @@ mod tests {
         let out = h.for_downstream(&root, &parent, true);
         assert_eq!(
             out.to_str().ok(),
-            Some(format!(
-                "Root={ROOT};Parent=0123456789abcdef;Sampled=1;Lineage=a87bd80c:1|68fd508a:5;tenant=blue"
-            ))
-            .as_deref()
+            Some(format!("Root={ROOT};Parent=0123456789abcdef;Sampled=1;Lineage=a87bd80c:1|68fd508a:5;tenant=blue"))
+                .as_deref()
         );
     }
 
@@ -243,8 +224,7 @@ mod tests {
         let (h, bad) = parse("garbage");
         assert_eq!((bad, h), (Some(Malformed::Pair), TraceHeader::EMPTY));
 
-        let (h, bad) =
-            TraceHeader::parse(&HeaderValue::from_bytes(b"Root=\xff").expect("obs-text"));
+        let (h, bad) = TraceHeader::parse(&HeaderValue::from_bytes(b"Root=\xff").expect("obs-text"));
         assert_eq!((bad, h), (Some(Malformed::NotText), TraceHeader::EMPTY));
     }
 
@@ -252,19 +232,13 @@ mod tests {
     fn header_keys_match_in_any_case() {
         let (h, bad) = parse(&format!("root={ROOT};PARENT=53995C3F42CD8AD8;sampled=0"));
         assert_eq!(bad, None);
-        assert_eq!(
-            h.parent.map(|p| p.to_string()).as_deref(),
-            Some("53995c3f42cd8ad8")
-        );
+        assert_eq!(h.parent.map(|p| p.to_string()).as_deref(), Some("53995c3f42cd8ad8"));
         assert_eq!(h.sampled, Sampled::No);
     }
 
     #[test]
     fn response_header_names_root_and_decision() {
         let root = TraceId::parse(ROOT).expect("root");
-        assert_eq!(
-            for_response(&root, false).to_str().ok(),
-            Some(format!("Root={ROOT};Sampled=0")).as_deref()
-        );
+        assert_eq!(for_response(&root, false).to_str().ok(), Some(format!("Root={ROOT};Sampled=0")).as_deref());
     }
 }

@@ -50,9 +50,7 @@ impl TraceId {
 
     /// The epoch seconds encoded in the id.
     pub fn epoch_secs(&self) -> u64 {
-        self.0[2..10]
-            .iter()
-            .fold(0, |acc, &c| acc << 4 | u64::from(hex_value(c)))
+        self.0[2..10].iter().fold(0, |acc, &c| acc << 4 | u64::from(hex_value(c)))
     }
 }
 
@@ -161,10 +159,7 @@ mod tests {
             assert_eq!(TraceId::parse(bad), None, "{bad:?}");
         }
         let upper = TraceId::parse("1-5759E988-BD862E3FE1BE46A994272793").map(|t| t.to_string());
-        assert_eq!(
-            upper.as_deref(),
-            Some("1-5759e988-bd862e3fe1be46a994272793")
-        );
+        assert_eq!(upper.as_deref(), Some("1-5759e988-bd862e3fe1be46a994272793"));
     }
 
     #[test]

@@ -74,11 +74,7 @@ struct Target {
 
 impl Target {
     fn new(fixed_target: u64, rate: f64) -> Self {
-        Target {
-            fixed_target,
-            rate,
-            reservoir: AtomicU64::new(0),
-        }
+        Target { fixed_target, rate, reservoir: AtomicU64::new(0) }
     }
 
     fn sample(&self, now_secs: u64) -> bool {
@@ -100,12 +96,7 @@ impl Target {
             } else {
                 return false;
             };
-            match self.reservoir.compare_exchange_weak(
-                cur,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self.reservoir.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(seen) => cur = seen,
             }
@@ -116,20 +107,15 @@ impl Target {
 impl Default for Sampler {
     /// The X-Ray default: one request each second, then 5 % of the rest.
     fn default() -> Self {
-        Sampler {
-            rules: Vec::new(),
-            default: Target::new(1, 0.05),
-        }
+        Sampler { rules: Vec::new(), default: Target::new(1, 0.05) }
     }
 }
 
 impl Sampler {
     /// Reads and validates a rules file.
     pub fn from_file(path: &Path) -> Result<Self, RulesError> {
-        let text = std::fs::read(path).map_err(|source| RulesError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            std::fs::read(path).map_err(|source| RulesError::Read { path: path.display().to_string(), source })?;
         Self::from_json(&text)
     }
 
@@ -140,28 +126,17 @@ impl Sampler {
             1 => "service_name",
             2 => "host",
             v => {
-                return Err(RulesError::Invalid(format!(
-                    "unsupported version {v} (expected 1 or 2)"
-                )));
+                return Err(RulesError::Invalid(format!("unsupported version {v} (expected 1 or 2)")));
             }
         };
         let d = &file.default;
-        if d.host.is_some()
-            || d.service_name.is_some()
-            || d.http_method.is_some()
-            || d.url_path.is_some()
-        {
-            return Err(RulesError::Invalid(
-                "the default rule takes only fixed_target and rate".into(),
-            ));
+        if d.host.is_some() || d.service_name.is_some() || d.http_method.is_some() || d.url_path.is_some() {
+            return Err(RulesError::Invalid("the default rule takes only fixed_target and rate".into()));
         }
         let default = target(d, "default")?;
         let mut rules = Vec::with_capacity(file.rules.len());
         for (i, r) in file.rules.iter().enumerate() {
-            let name = r
-                .description
-                .clone()
-                .unwrap_or_else(|| format!("rule {}", i + 1));
+            let name = r.description.clone().unwrap_or_else(|| format!("rule {}", i + 1));
             let (host, wrong) = if file.version == 1 {
                 (&r.service_name, r.host.is_some().then_some("host"))
             } else {
@@ -196,26 +171,18 @@ impl Sampler {
 
     /// The description of the rule that would decide for this request (`None` for the default).
     pub fn rule_for(&self, host: &str, method: &str, path: &str) -> Option<&str> {
-        self.rules
-            .iter()
-            .find(|r| r.matches(host, method, path))
-            .map(|r| r.description.as_str())
+        self.rules.iter().find(|r| r.matches(host, method, path)).map(|r| r.description.as_str())
     }
 
     fn matching(&self, host: &str, method: &str, path: &str) -> &Target {
-        self.rules
-            .iter()
-            .find(|r| r.matches(host, method, path))
-            .map_or(&self.default, |r| &r.target)
+        self.rules.iter().find(|r| r.matches(host, method, path)).map_or(&self.default, |r| &r.target)
     }
 }
 
 impl Rule {
     fn matches(&self, host: &str, method: &str, path: &str) -> bool {
         // Rules name hosts without a port as often as with one: accept either.
-        let bare = host
-            .rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
+        let bare = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
         (wildcard(&self.host, host) || bare.is_some_and(|(h, _)| wildcard(&self.host, h)))
             && wildcard(&self.method, method)
             && wildcard(&self.path, path)
@@ -223,16 +190,10 @@ impl Rule {
 }
 
 fn target(r: &RawRule, name: &str) -> Result<Target, RulesError> {
-    let fixed = r
-        .fixed_target
-        .ok_or_else(|| RulesError::Invalid(format!("{name}: missing fixed_target")))?;
-    let rate = r
-        .rate
-        .ok_or_else(|| RulesError::Invalid(format!("{name}: missing rate")))?;
+    let fixed = r.fixed_target.ok_or_else(|| RulesError::Invalid(format!("{name}: missing fixed_target")))?;
+    let rate = r.rate.ok_or_else(|| RulesError::Invalid(format!("{name}: missing rate")))?;
     if !(0.0..=1.0).contains(&rate) {
-        return Err(RulesError::Invalid(format!(
-            "{name}: rate {rate} is not between 0 and 1"
-        )));
+        return Err(RulesError::Invalid(format!("{name}: rate {rate} is not between 0 and 1")));
     }
     Ok(Target::new(fixed, rate))
 }

@@ -128,6 +128,15 @@ pub struct Environment {
 }
 
 impl Segment {
+    /// Applies `f` to this document and to each embedded subsegment: a remote call and the segment
+    /// that holds it end together.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut Segment)) {
+        f(self);
+        for s in &mut self.subsegments {
+            f(s);
+        }
+    }
+
     /// Error, throttle and fault flags as X-Ray derives them from the status and any failure.
     pub fn flags(&self) -> (bool, bool, bool) {
         let status = self.http.status.unwrap_or(0);
@@ -198,11 +207,7 @@ impl Serialize for Document<'_> {
             m.serialize_entry("annotations", &Annotations { seg, env })?;
         }
         if !seg.subsegments.is_empty() {
-            let subs: Vec<Document<'_>> = seg
-                .subsegments
-                .iter()
-                .map(|segment| Document { segment, env })
-                .collect();
+            let subs: Vec<Document<'_>> = seg.subsegments.iter().map(|segment| Document { segment, env }).collect();
             m.serialize_entry("subsegments", &subs)?;
         }
         m.end()
@@ -268,12 +273,8 @@ impl Serialize for ResponseJson<'_> {
 
 /// `scheme://host/path`: credentials and the query are left out, as the X-Ray SDKs do.
 pub fn url(h: &Http) -> String {
-    let host = h
-        .host
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| h.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
+    let host =
+        h.host.as_ref().and_then(|v| v.to_str().ok()).or_else(|| h.uri.authority().map(|a| a.as_str())).unwrap_or("");
     // `user:pass@host` can reach us through an absolute-form request or a Host header.
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     let mut u = String::with_capacity(h.scheme.len() + 3 + host.len() + h.uri.path().len());
@@ -319,11 +320,8 @@ impl Serialize for AwsJson<'_> {
         let mut m = s.serialize_map(None)?;
         if env.origin.is_some() {
             let mut eks = serde_json::Map::new();
-            for (k, v) in [
-                ("cluster_name", &env.cluster_name),
-                ("pod", &env.pod),
-                ("container_id", &env.container_id),
-            ] {
+            for (k, v) in [("cluster_name", &env.cluster_name), ("pod", &env.pod), ("container_id", &env.container_id)]
+            {
                 if let Some(v) = v {
                     eks.insert(k.into(), v.as_str().into());
                 }
@@ -365,19 +363,9 @@ pub fn sanitize_name(name: &str) -> String {
         .trim()
         .chars()
         .take(200)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || " _.:/%&#=+-@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || " _.:/%&#=+-@".contains(c) { c } else { '_' })
         .collect();
-    if cleaned.is_empty() {
-        "unnamed".to_owned()
-    } else {
-        cleaned
-    }
+    if cleaned.is_empty() { "unnamed".to_owned() } else { cleaned }
 }
 
 #[cfg(test)]

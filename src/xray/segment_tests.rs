@@ -42,10 +42,7 @@ fn a_segment_carries_the_documented_fields() {
     assert_eq!(v["http"]["request"]["client_ip"], "10.0.0.7");
     assert_eq!(v["http"]["request"]["x_forwarded_for"], true);
     assert_eq!(v["http"]["response"]["status"], 429);
-    assert_eq!(
-        (v["error"].clone(), v["throttle"].clone()),
-        (Value::Bool(true), Value::Bool(true))
-    );
+    assert_eq!((v["error"].clone(), v["throttle"].clone()), (Value::Bool(true), Value::Bool(true)));
     assert!(v.get("fault").is_none() && v.get("parent_id").is_none() && v.get("origin").is_none());
     assert_eq!(v["annotations"]["direction"], "inbound");
 }
@@ -61,10 +58,7 @@ fn eks_origin_and_namespace_come_from_the_environment() {
     };
     let v = json(&sample(), &env);
     assert_eq!(v["origin"], "AWS::EKS::Container");
-    assert_eq!(
-        v["aws"]["eks"],
-        serde_json::json!({"cluster_name": "demo", "pod": "front-end-7d4b9"})
-    );
+    assert_eq!(v["aws"]["eks"], serde_json::json!({"cluster_name": "demo", "pod": "front-end-7d4b9"}));
     assert_eq!(v["annotations"]["k8s_namespace"], "shop");
 }
 
@@ -112,10 +106,7 @@ fn subsegments_are_written_nested_or_on_their_own() {
 
 #[test]
 fn names_and_long_strings_are_made_acceptable() {
-    assert_eq!(
-        sanitize_name("  shop/cart v2 (beta)! "),
-        "shop/cart v2 _beta__"
-    );
+    assert_eq!(sanitize_name("  shop/cart v2 (beta)! "), "shop/cart v2 _beta__");
     assert_eq!(sanitize_name(""), "unnamed");
     assert_eq!(sanitize_name(&"x".repeat(300)).len(), 200);
     let mut s = sample();

@@ -24,11 +24,7 @@ pub fn shared(path: &str) -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A UDP socket in the daemon's place.
@@ -47,10 +43,7 @@ impl Daemon {
     /// The next document, checking the daemon header; `None` after `wait` with nothing.
     pub async fn next(&self, wait: Duration) -> Option<Value> {
         let mut buf = vec![0u8; 70_000];
-        let n = tokio::time::timeout(wait, self.socket.recv(&mut buf))
-            .await
-            .ok()?
-            .unwrap();
+        let n = tokio::time::timeout(wait, self.socket.recv(&mut buf)).await.ok()?.unwrap();
         let text = std::str::from_utf8(&buf[..n]).expect("datagram is UTF-8");
         let (header, body) = text.split_once('\n').expect("datagram has a header line");
         // SDKs space the header differently; the daemon reads it as JSON.
@@ -115,8 +108,7 @@ pub struct Sidecar {
 }
 
 /// Sampling rules that record every request.
-pub const SAMPLE_ALL: &str =
-    r#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#;
+pub const SAMPLE_ALL: &str = r#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#;
 
 impl Sidecar {
     /// Starts the proxy in front of `upstream` reporting to `daemon`, with `extra` flags; waits
@@ -126,12 +118,7 @@ impl Sidecar {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
         cmd.arg("proxy")
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin-listen",
-                &admin.to_string(),
-            ])
+            .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
             .args(["--upstream", upstream, "--service-name", "front-end"])
             .args(["--daemon-address", &daemon.to_string()])
             .args(extra)
@@ -140,19 +127,14 @@ impl Sidecar {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = cmd.spawn().expect("xray-sidecar starts");
-        let sidecar = Sidecar {
-            child,
-            listen,
-            admin,
-        };
+        let sidecar = Sidecar { child, listen, admin };
         sidecar.wait_ready();
         sidecar
     }
 
     /// Like `start`, recording every request.
     pub fn sample_all(upstream: &str, daemon: SocketAddr, extra: &[&str]) -> Sidecar {
-        let rules =
-            std::env::temp_dir().join(format!("xray-sample-all-{}.json", std::process::id()));
+        let rules = std::env::temp_dir().join(format!("xray-sample-all-{}.json", std::process::id()));
         std::fs::write(&rules, SAMPLE_ALL).unwrap();
         let mut args = vec!["--sampling-rules", rules.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -188,9 +170,7 @@ impl Sidecar {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
     }
 }
 
@@ -210,31 +190,18 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, http::Header
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let res = client
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .expect("request succeeds");
+    let res = client.request(req.body(Empty::new()).unwrap()).await.expect("request succeeds");
     let (parts, body) = res.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    (
-        parts.status.as_u16(),
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Parses `Root=..;Parent=..;Sampled=..` into its pairs.
 pub fn trace_pairs(v: &str) -> Vec<(String, String)> {
-    v.split(';')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
+    v.split(';').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect()
 }
 
 /// The value of `key` in a trace header.
 pub fn pair<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }

@@ -48,9 +48,7 @@ impl Upstream {
 }
 
 fn full(text: impl Into<Bytes>) -> Body {
-    Full::new(text.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed()
+    Full::new(text.into()).map_err(|never: Infallible| match never {}).boxed()
 }
 
 fn streamed(rx: mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>) -> Body {
@@ -77,11 +75,7 @@ fn futures_stream(
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let seen = |name: &str| req.headers().get(name).cloned();
-    let (trace, xff, proto) = (
-        seen("x-amzn-trace-id"),
-        seen("x-forwarded-for"),
-        seen("x-forwarded-proto"),
-    );
+    let (trace, xff, proto) = (seen("x-amzn-trace-id"), seen("x-forwarded-for"), seen("x-forwarded-proto"));
     let path = req.uri().path().to_owned();
     let mut parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     parts.resize(2, "");
@@ -126,18 +120,13 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
                 let _ = tx.send(Ok(Frame::trailers(trailers))).await;
             });
             let mut r = Response::new(streamed(rx));
-            r.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/grpc"));
+            r.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
             r
         }
         ("forever", _) => {
             let (tx, rx) = mpsc::channel(1);
             tokio::spawn(async move {
-                while tx
-                    .send(Ok(Frame::data(Bytes::from(vec![b'y'; 16 * 1024]))))
-                    .await
-                    .is_ok()
-                {
+                while tx.send(Ok(Frame::data(Bytes::from(vec![b'y'; 16 * 1024])))).await.is_ok() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             });
@@ -157,19 +146,13 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             });
             let mut r = Response::new(full(Bytes::new()));
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut()
-                .insert("connection", HeaderValue::from_static("upgrade"));
-            r.headers_mut()
-                .insert("upgrade", HeaderValue::from_static("websocket"));
+            r.headers_mut().insert("connection", HeaderValue::from_static("upgrade"));
+            r.headers_mut().insert("upgrade", HeaderValue::from_static("websocket"));
             r
         }
         _ => Response::new(full("ok\n")),
     };
-    for (name, v) in [
-        ("x-saw-trace", trace),
-        ("x-saw-xff", xff),
-        ("x-saw-proto", proto),
-    ] {
+    for (name, v) in [("x-saw-trace", trace), ("x-saw-xff", xff), ("x-saw-proto", proto)] {
         if let Some(v) = v {
             res.headers_mut().insert(name, v);
         }

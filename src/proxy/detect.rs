@@ -1,0 +1,108 @@
+//! Protocol detection on intercepted connections: HTTP is traced, everything else is passed through
+//! byte for byte. The decision peeks at the first bytes and consumes nothing.
+
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// What a connection speaks, as far as the proxy cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// An HTTP/1.x request line.
+    Http1,
+    /// The HTTP/2 connection preface (prior knowledge).
+    Http2,
+    /// Anything else: TLS, databases, a server that speaks first, or silence.
+    Opaque,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const METHODS: [&[u8]; 9] = [b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE"];
+
+/// Classifies the first bytes; `None` means more bytes are needed to tell.
+pub fn classify(b: &[u8]) -> Option<Protocol> {
+    if b.is_empty() {
+        return None;
+    }
+    if H2_PREFACE.starts_with(b) {
+        return if b.len() >= H2_PREFACE.len() { Some(Protocol::Http2) } else { None };
+    }
+    if b.starts_with(H2_PREFACE) {
+        return Some(Protocol::Http2);
+    }
+    // `METHOD SP target SP HTTP/1.x CRLF`: the method, the space and the target's first byte
+    // are enough to tell HTTP from the binary protocols we must not touch; the version is checked
+    // when the line is complete.
+    let Some(sp) = b.iter().position(|&c| c == b' ') else {
+        let could_be = METHODS.iter().any(|m| m.starts_with(b));
+        return if could_be { None } else { Some(Protocol::Opaque) };
+    };
+    if !METHODS.contains(&&b[..sp]) {
+        return Some(Protocol::Opaque);
+    }
+    let rest = &b[sp + 1..];
+    match rest.iter().position(|&c| c == b'\n') {
+        Some(eol) => {
+            let line = rest[..eol].strip_suffix(b"\r").unwrap_or(&rest[..eol]);
+            let ok = line.windows(9).last().is_some_and(|v| v.starts_with(b" HTTP/1."));
+            Some(if ok { Protocol::Http1 } else { Protocol::Opaque })
+        }
+        // A long request target: decide on what is there rather than wait for the whole line.
+        None if rest.len() >= 1024 => Some(Protocol::Http1),
+        None => None,
+    }
+}
+
+/// Peeks at `stream` until [`classify`] decides, or `timeout` passes (then it is opaque: a
+/// protocol where the server speaks first waits for nobody).
+pub async fn detect(stream: &TcpStream, timeout: Duration) -> Protocol {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 1100];
+    let mut seen = 0;
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
+        let n = match peeked {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Protocol::Opaque,
+            Ok(Ok(n)) => n,
+        };
+        if let Some(p) = classify(&buf[..n]) {
+            return p;
+        }
+        if n == buf.len() {
+            return Protocol::Opaque;
+        }
+        if n == seen {
+            // peek returns what is buffered at once; wait a little for more to arrive.
+            if tokio::time::Instant::now() + Duration::from_millis(2) > deadline {
+                return Protocol::Opaque;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        seen = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_requests_are_recognised_from_their_first_line() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"POST http://svc/x HTTP/1.0\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"OPTIONS * HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(H2_PREFACE), Some(Protocol::Http2));
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(classify(b"GET /partial"), None);
+        assert_eq!(classify(&H2_PREFACE[..10]), None);
+    }
+
+    #[test]
+    fn other_protocols_are_opaque() {
+        // TLS ClientHello, a PostgreSQL startup message, Redis, and text that is not HTTP.
+        assert_eq!(classify(&[0x16, 0x03, 0x01, 0x02, 0x00]), Some(Protocol::Opaque));
+        assert_eq!(classify(&[0, 0, 0, 8, 4, 210, 22, 47]), Some(Protocol::Opaque));
+        assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"GET key\r\n"), Some(Protocol::Opaque));
+        assert_eq!(classify(b"HELLO world"), Some(Protocol::Opaque));
+    }
+}
