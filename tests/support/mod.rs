@@ -105,6 +105,15 @@ pub struct Sidecar {
     pub child: Child,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The outbound listener, when started with `--outbound-listen` (see `with_outbound`).
+    pub outbound: Option<SocketAddr>,
+}
+
+/// A rules file recording every request.
+pub fn sample_all_rules() -> PathBuf {
+    let rules = std::env::temp_dir().join(format!("xray-sample-all-{}.json", std::process::id()));
+    std::fs::write(&rules, SAMPLE_ALL).unwrap();
+    rules
 }
 
 /// Sampling rules that record every request.
@@ -114,12 +123,17 @@ impl Sidecar {
     /// Starts the proxy in front of `upstream` reporting to `daemon`, with `extra` flags; waits
     /// until `/ready` answers.
     pub fn start(upstream: &str, daemon: impl std::fmt::Display, extra: &[&str]) -> Sidecar {
+        Sidecar::named("front-end", upstream, daemon, extra)
+    }
+
+    /// Like `start`, with another service name.
+    pub fn named(name: &str, upstream: &str, daemon: impl std::fmt::Display, extra: &[&str]) -> Sidecar {
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
         cmd.arg("proxy")
             .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
-            .args(["--upstream", upstream, "--service-name", "front-end"])
+            .args(["--upstream", upstream, "--service-name", name])
             .args(["--daemon-address", &daemon.to_string()])
             .args(extra)
             .env_remove("KUBERNETES_SERVICE_HOST")
@@ -127,18 +141,24 @@ impl Sidecar {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = cmd.spawn().expect("xray-sidecar starts");
-        let sidecar = Sidecar { child, listen, admin };
+        let outbound =
+            extra.iter().position(|a| *a == "--outbound-listen").and_then(|i| extra.get(i + 1)?.parse().ok());
+        let sidecar = Sidecar { child, listen, admin, outbound };
         sidecar.wait_ready();
         sidecar
     }
 
     /// Like `start`, recording every request.
     pub fn sample_all(upstream: &str, daemon: SocketAddr, extra: &[&str]) -> Sidecar {
-        let rules = std::env::temp_dir().join(format!("xray-sample-all-{}.json", std::process::id()));
-        std::fs::write(&rules, SAMPLE_ALL).unwrap();
+        Sidecar::sample_all_named("front-end", upstream, daemon, extra)
+    }
+
+    /// Like `named`, recording every request.
+    pub fn sample_all_named(name: &str, upstream: &str, daemon: SocketAddr, extra: &[&str]) -> Sidecar {
+        let rules = sample_all_rules();
         let mut args = vec!["--sampling-rules", rules.to_str().unwrap()];
         args.extend_from_slice(extra);
-        Sidecar::start(upstream, daemon, &args)
+        Sidecar::named(name, upstream, daemon, &args)
     }
 
     fn wait_ready(&self) {
