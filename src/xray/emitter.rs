@@ -189,3 +189,93 @@ impl Sender {
         self.buf.len() <= MAX_DATAGRAM
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xray::id::{SegmentId, TraceId};
+    use crate::xray::segment::{Direction, Http};
+
+    fn segment(subsegments: usize) -> Segment {
+        let long_path = format!("/{}", "p".repeat(240));
+        let mut seg = Segment {
+            name: Arc::from("front-end"),
+            id: SegmentId::new(),
+            trace_id: TraceId::new(1_700_000_000),
+            parent_id: None,
+            start_time: 1_700_000_000.0,
+            end_time: 1_700_000_000.5,
+            kind: Kind::Segment,
+            direction: Direction::Outbound,
+            traced: false,
+            http: Http {
+                method: http::Method::GET,
+                scheme: "http",
+                host: Some(http::HeaderValue::from_static("back-end")),
+                uri: long_path.parse().expect("uri"),
+                client_ip: None,
+                x_forwarded_for: false,
+                user_agent: None,
+                status: Some(200),
+                content_length: Some(1),
+            },
+            failure: None,
+            subsegments: Vec::new(),
+        };
+        let mut sub = seg.clone();
+        sub.kind = Kind::EmbeddedSubsegment;
+        for _ in 0..subsegments {
+            sub.id = SegmentId::new();
+            seg.subsegments.push(sub.clone());
+        }
+        seg
+    }
+
+    async fn receive_all(socket: &UdpSocket) -> Vec<serde_json::Value> {
+        let mut docs = Vec::new();
+        let mut buf = vec![0u8; 70_000];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), socket.recv(&mut buf)).await {
+            assert!(n <= MAX_DATAGRAM, "datagram of {n} bytes");
+            let body = buf[..n].strip_prefix(DATAGRAM_HEADER).expect("daemon header");
+            docs.push(serde_json::from_slice(body).expect("json"));
+        }
+        docs
+    }
+
+    #[tokio::test]
+    async fn a_segment_too_large_for_one_datagram_is_split_and_counted() {
+        let daemon = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = daemon.local_addr().expect("addr");
+        let metrics = Arc::new(Metrics::default());
+        let target = HostPort { host: "127.0.0.1".into(), port: addr.port() };
+        let (emitter, flush) = Emitter::spawn(target, Environment::default(), metrics.clone());
+        let big = segment(300);
+        let (parent_id, trace_id) = (big.id, big.trace_id);
+        emitter.emit(big);
+        emitter.emit(segment(1));
+        let docs = receive_all(&daemon).await;
+        flush.flush(Duration::from_secs(1)).await;
+        // 300 independent subsegments, the parent without them, then the small one whole.
+        assert_eq!(docs.len(), 302);
+        let subs: Vec<_> = docs.iter().filter(|d| d["type"] == "subsegment").collect();
+        assert_eq!(subs.len(), 300);
+        assert!(subs.iter().all(|d| d["parent_id"] == parent_id.as_str() && d["trace_id"] == trace_id.as_str()));
+        let parent = docs.iter().find(|d| d["id"] == parent_id.as_str()).expect("parent sent");
+        assert!(parent.get("subsegments").is_none());
+        assert_eq!(docs[301]["subsegments"].as_array().map(Vec::len), Some(1));
+        assert_eq!(metrics.segments_split.load(Relaxed), 1);
+        assert_eq!(metrics.segments_emitted.load(Relaxed), 302);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_blocking() {
+        let metrics = Arc::new(Metrics::default());
+        // Nobody receives: the sender task cannot run before we are done on this thread.
+        let target = HostPort { host: "127.0.0.1".into(), port: 9 };
+        let (emitter, _flush) = Emitter::spawn(target, Environment::default(), metrics.clone());
+        for _ in 0..QUEUE_CAPACITY + 10 {
+            emitter.emit(segment(0));
+        }
+        assert_eq!(metrics.segments_dropped.load(Relaxed), 10);
+    }
+}

@@ -1,0 +1,200 @@
+//! End to end through real iptables interception: two "pods" as network namespaces joined by a veth
+//! pair, each with an unmodified application, the sidecar running as its own UID and
+//! `xray-sidecar init` applied. The front-end's application calls the back-end's address directly.
+//!
+//! Needs root (network namespaces, iptables). When not root it says so and skips; CI runs as root.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PROXY_UID: &str = "2500";
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Two namespaces and everything running in them, torn down on drop (also when a check fails).
+struct Lab {
+    front: String,
+    back: String,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.front, &self.back] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Lab {
+    fn spawn(&mut self, ns: &str, args: &[&str], stdout: Stdio) -> &mut Child {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdout(stdout)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        self.children.push(child);
+        self.children.last_mut().unwrap()
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> String {
+        let out = Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap();
+        assert!(out.status.success(), "{ns} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts a sidecar as the proxy UID and applies the interception rules in `ns`.
+    fn pod(&mut self, ns: &str, service: &str, daemon: &str) {
+        let bin = self.dir.join("xray-sidecar");
+        let rules = self.dir.join("rules.json");
+        let (bin, rules) = (bin.to_str().unwrap().to_owned(), rules.to_str().unwrap().to_owned());
+        let init = self.exec(
+            ns,
+            &[
+                &bin,
+                "init",
+                "--proxy-uid",
+                PROXY_UID,
+                "--inbound-port",
+                "15100",
+                "--outbound-port",
+                "15101",
+                "--admin-port",
+                "15102",
+            ],
+        );
+        eprintln!("{ns}: init: {init}");
+        #[rustfmt::skip]
+        let args = [
+            "setpriv", "--reuid", PROXY_UID, "--regid", PROXY_UID, "--clear-groups", &bin, "proxy", "--transparent",
+            "--listen", "0.0.0.0:15100", "--outbound-listen", "127.0.0.1:15101", "--admin-listen", "0.0.0.0:15102",
+            "--service-name", service, "--daemon-address", daemon, "--sampling-rules", &rules,
+        ];
+        self.spawn(ns, &args, Stdio::null());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.metrics(ns).starts_with("# HELP") {
+            assert!(Instant::now() < deadline, "{service} sidecar did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The sidecar's /metrics, read from inside the namespace (loopback is never intercepted).
+    fn metrics(&self, ns: &str) -> String {
+        let script = "import urllib.request as u\ntry:\n print(u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:15102/metrics', timeout=2).read().decode())\nexcept Exception:\n print('')";
+        self.exec(ns, &["python3", "-c", script])
+    }
+}
+
+fn metric(text: &str, line_start: &str) -> u64 {
+    text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn two_pods_behind_iptables_draw_client_front_end_back_end() {
+    if !is_root() {
+        eprintln!("SKIPPED: interception_e2e needs root for network namespaces and iptables (CI runs it as root)");
+        return;
+    }
+    let id = std::process::id();
+    let net = format!("10.{}.{}", 200 + (id % 50), (id / 50) % 250);
+    let (front_ip, back_ip) = (format!("{net}.1"), format!("{net}.2"));
+    let dir = std::env::temp_dir().join(format!("xray-e2e-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The proxy runs as an unprivileged UID: give it a copy of the binary it can read.
+    std::fs::copy(env!("CARGO_BIN_EXE_xray-sidecar"), dir.join("xray-sidecar")).unwrap();
+    std::fs::write(dir.join("rules.json"), support::SAMPLE_ALL).unwrap();
+    sh(&["chmod", "-R", "a+rX", dir.to_str().unwrap()]);
+    let mut lab = Lab { front: format!("xrf{id}"), back: format!("xrb{id}"), children: Vec::new(), dir };
+    let (front, back) = (lab.front.clone(), lab.back.clone());
+    let (veth_f, veth_b) = (format!("xvf{}", id % 100000), format!("xvb{}", id % 100000));
+    sh(&["ip", "netns", "add", &front]);
+    sh(&["ip", "netns", "add", &back]);
+    sh(&["ip", "link", "add", &veth_f, "netns", &front, "type", "veth", "peer", "name", &veth_b, "netns", &back]);
+    for (ns, veth, ip) in [(&front, &veth_f, &front_ip), (&back, &veth_b, &back_ip)] {
+        sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", veth]);
+        sh(&["ip", "-n", ns, "link", "set", veth, "up"]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    let services = support::repo_root().join("tests/support/netns_services.py");
+    let services = services.to_str().unwrap();
+
+    // The daemon's place: a collector in the front namespace, reached over UDP (never intercepted).
+    let collector = lab.spawn(&front, &["python3", services, "collector", &front_ip, "2000"], Stdio::piped());
+    let (tx, docs) = mpsc::channel::<String>();
+    let out = collector.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    assert_eq!(docs.recv_timeout(Duration::from_secs(10)).unwrap(), "ready");
+
+    // The back-end pod: an unmodified HTTP app, a TCP echo service, its sidecar.
+    lab.spawn(&back, &["python3", "-m", "http.server", "8080", "--bind", &back_ip], Stdio::null());
+    lab.spawn(&back, &["python3", services, "echo", &back_ip, "9000"], Stdio::null());
+    let daemon = format!("{front_ip}:2000");
+    lab.pod(&back, "back-end", &daemon);
+    lab.pod(&front, "front-end", &daemon);
+
+    // The front-end application calls the back-end's address directly.
+    let app = support::repo_root().join("tests/support/netns_front_app.py");
+    let calls = 3;
+    let result = lab.exec(&front, &["python3", app.to_str().unwrap(), &back_ip, &calls.to_string()]);
+    let result: Value = serde_json::from_str(result.trim()).unwrap();
+    assert_eq!(result["statuses"], serde_json::json!([200, 200, 200]), "{result}");
+    assert_eq!(result["tcp_echo_ok"], true, "non-HTTP TCP must pass unchanged: {result}");
+
+    let mut got: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 * calls && Instant::now() < deadline {
+        if let Ok(line) = docs.recv_timeout(Duration::from_millis(200)) {
+            got.push(serde_json::from_str(&line).unwrap());
+        }
+    }
+    support::validate(&got);
+    let fronts: Vec<&Value> = got.iter().filter(|d| d["name"] == "front-end").collect();
+    let backs: Vec<&Value> = got.iter().filter(|d| d["name"] == "back-end").collect();
+    assert_eq!((fronts.len(), backs.len()), (calls, calls), "{got:#?}");
+    for f in &fronts {
+        assert!(f.get("parent_id").is_none(), "front-end segment must have no parent: {f}");
+        let sub = &f["subsegments"][0];
+        assert_eq!(sub["namespace"], "remote");
+        assert_eq!(sub["name"], back_ip.as_str());
+        assert_eq!(sub["traced"], true);
+        let b = backs.iter().find(|b| b["parent_id"] == sub["id"]).unwrap_or_else(|| panic!("no back-end under {sub}"));
+        assert_eq!(b["trace_id"], f["trace_id"], "one shared trace id");
+        assert_eq!(b["http"]["response"]["status"], 200);
+        assert_eq!(b["annotations"]["direction"], "inbound");
+    }
+
+    // No loops: each call crossed each proxy exactly once.
+    let (fm, bm) = (lab.metrics(&front), lab.metrics(&back));
+    let out_2xx = r#"xray_sidecar_requests_total{direction="outbound",status_class="2xx"}"#;
+    let in_2xx = r#"xray_sidecar_requests_total{direction="inbound",status_class="2xx"}"#;
+    assert_eq!(metric(&fm, out_2xx), calls as u64, "{fm}");
+    assert_eq!(metric(&fm, in_2xx), 0, "{fm}");
+    assert_eq!(metric(&bm, in_2xx), calls as u64, "{bm}");
+    assert_eq!(metric(&bm, out_2xx), 0, "{bm}");
+}
