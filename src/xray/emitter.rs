@@ -1,14 +1,17 @@
 //! The emitter: a bounded queue in front of one task that writes segment documents to the daemon.
 //!
-//! Requests hand over a finished [`Segment`] with `try_send` and move on; a full queue drops and
-//! counts. JSON is produced here, into one reused buffer, so the request path never formats.
+//! Requests push a finished [`Segment`] under an uncontended lock and move on; a full queue drops
+//! and counts. The sender wakes when the queue stops being empty, lets a few milliseconds of
+//! segments gather, and sends them in one burst: one task wake-up per burst instead of one per
+//! request, and the daemon, woken by the first datagram, reads the rest without sleeping again.
+//! JSON is produced there, into one reused buffer, so the request path never formats.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::daemon::HostPort;
@@ -27,10 +30,22 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 /// Queued segments before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 8192;
 
+/// How long the first segment of a burst waits for others to join it.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Segments that wake the sender at once, without waiting for the gathering time.
+const BURST: usize = 256;
+
 /// The request path's handle: cheap to clone, never blocks.
 #[derive(Clone, Debug)]
 pub struct Emitter {
-    tx: mpsc::Sender<Segment>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Vec<Segment>>,
+    wake: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -44,17 +59,27 @@ pub struct Flush {
 impl Emitter {
     /// Starts the sender task.
     pub fn spawn(daemon: HostPort, env: Environment, metrics: Arc<Metrics>) -> (Emitter, Flush) {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let shared = Arc::new(Shared { queue: Mutex::new(Vec::with_capacity(BURST)), wake: Notify::new(), metrics });
         let (close, closed) = watch::channel(false);
-        let sender = Sender { daemon, env, metrics: metrics.clone(), buf: Vec::with_capacity(4096) };
-        let task = tokio::spawn(sender.run(rx, closed));
-        (Emitter { tx, metrics }, Flush { close, task })
+        let sender = Sender { daemon, env, shared: shared.clone(), buf: Vec::with_capacity(4096) };
+        let task = tokio::spawn(sender.run(closed));
+        (Emitter { shared }, Flush { close, task })
     }
 
     /// Queues a segment; drops and counts it when the queue is full.
     pub fn emit(&self, segment: Segment) {
-        if self.tx.try_send(segment).is_err() {
-            self.metrics.segments_dropped.fetch_add(1, Relaxed);
+        let len = {
+            let Ok(mut q) = self.shared.queue.lock() else { return };
+            if q.len() >= QUEUE_CAPACITY {
+                drop(q);
+                self.shared.metrics.segments_dropped.fetch_add(1, Relaxed);
+                return;
+            }
+            q.push(segment);
+            q.len()
+        };
+        if len == 1 || len == BURST {
+            self.shared.wake.notify_one();
         }
     }
 }
@@ -72,40 +97,56 @@ impl Flush {
 struct Sender {
     daemon: HostPort,
     env: Environment,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
     buf: Vec<u8>,
 }
 
-/// The resolved daemon and a socket of the matching family.
+/// The resolved daemon and a socket connected to it (a connected socket skips the route look-up
+/// on every send).
 struct Target {
     addr: SocketAddr,
     socket: UdpSocket,
 }
 
 impl Sender {
-    async fn run(mut self, mut rx: mpsc::Receiver<Segment>, mut closed: watch::Receiver<bool>) {
+    async fn run(mut self, mut closed: watch::Receiver<bool>) {
         let mut target = self.connect(None).await;
         let mut next_resolve = Instant::now() + RESOLVE_EVERY;
-        let mut batch = Vec::with_capacity(64);
+        let mut batch = Vec::with_capacity(BURST);
         loop {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, 64) => if n == 0 { break },
-                _ = closed.changed() => {
-                    // Take what is already queued, then stop.
-                    rx.close();
-                    while let Ok(s) = rx.try_recv() {
-                        batch.push(s);
-                    }
-                    self.send_all(&mut batch, &target).await;
-                    break;
+            let closing = tokio::select! {
+                _ = self.shared.wake.notified() => false,
+                _ = closed.changed() => true,
+            };
+            if !closing && self.queued() < BURST {
+                // Let the burst gather, unless shutdown comes first.
+                tokio::select! {
+                    _ = tokio::time::sleep(GATHER) => {}
+                    _ = closed.changed() => {}
                 }
             }
             if Instant::now() >= next_resolve {
                 target = self.connect(target).await;
                 next_resolve = Instant::now() + RESOLVE_EVERY;
             }
-            self.send_all(&mut batch, &target).await;
+            // Keep sending until the queue is empty: more may arrive while a burst goes out.
+            loop {
+                if let Ok(mut q) = self.shared.queue.lock() {
+                    std::mem::swap(&mut *q, &mut batch);
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                self.send_all(&mut batch, &target).await;
+            }
+            if closing || *closed.borrow() {
+                break;
+            }
         }
+    }
+
+    fn queued(&self) -> usize {
+        self.shared.queue.lock().map(|q| q.len()).unwrap_or(0)
     }
 
     /// Looks the daemon up, keeping the previous target when the look-up fails.
@@ -113,27 +154,33 @@ impl Sender {
         let addr = match tokio::time::timeout(Duration::from_secs(2), self.daemon.resolve()).await {
             Ok(Ok(addr)) => addr,
             Ok(Err(e)) => {
-                self.metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
+                self.shared.metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
                 tracing::debug!(daemon = %self.daemon, error = %e, "cannot resolve the daemon");
                 return previous;
             }
             Err(_) => {
-                self.metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
+                self.shared.metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
                 tracing::debug!(daemon = %self.daemon, "daemon look-up timed out");
                 return previous;
             }
         };
-        if let Some(t) = previous.filter(|t| t.addr.is_ipv4() == addr.is_ipv4()) {
-            return Some(Target { addr, socket: t.socket });
+        if let Some(t) = previous.filter(|t| t.addr == addr) {
+            return Some(t);
         }
         let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-        match UdpSocket::bind(bind).await {
-            Ok(socket) => Some(Target { addr, socket }),
+        let socket = match UdpSocket::bind(bind).await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a UDP socket for segments");
-                None
+                return None;
             }
+        };
+        if let Err(e) = socket.connect(addr).await {
+            tracing::warn!(daemon = %addr, error = %e, "cannot address the daemon");
+            return None;
         }
+        tracing::debug!(daemon = %addr, "sending segments");
+        Some(Target { addr, socket })
     }
 
     async fn send_all(&mut self, batch: &mut Vec<Segment>, target: &Option<Target>) {
@@ -145,12 +192,12 @@ impl Sender {
     async fn send(&mut self, segment: &Segment, target: &Option<Target>) {
         if !self.encode(segment) {
             if segment.subsegments.is_empty() {
-                self.metrics.segments_too_large.fetch_add(1, Relaxed);
+                self.shared.metrics.segments_too_large.fetch_add(1, Relaxed);
                 tracing::debug!(trace_id = %segment.trace_id, "segment too large for a datagram");
                 return;
             }
             // Too large whole: send the subsegments as their own documents first, as the SDKs do.
-            self.metrics.segments_split.fetch_add(1, Relaxed);
+            self.shared.metrics.segments_split.fetch_add(1, Relaxed);
             for sub in &segment.subsegments {
                 let mut sub = sub.clone();
                 sub.kind = Kind::IndependentSubsegment;
@@ -163,15 +210,15 @@ impl Sender {
             return Box::pin(self.send(&alone, target)).await;
         }
         let Some(t) = target else {
-            self.metrics.daemon_send_errors.fetch_add(1, Relaxed);
+            self.shared.metrics.daemon_send_errors.fetch_add(1, Relaxed);
             return;
         };
-        match t.socket.send_to(&self.buf, t.addr).await {
+        match t.socket.send(&self.buf).await {
             Ok(_) => {
-                self.metrics.segments_emitted.fetch_add(1, Relaxed);
+                self.shared.metrics.segments_emitted.fetch_add(1, Relaxed);
             }
             Err(e) => {
-                self.metrics.daemon_send_errors.fetch_add(1, Relaxed);
+                self.shared.metrics.daemon_send_errors.fetch_add(1, Relaxed);
                 tracing::debug!(daemon = %t.addr, error = %e, "cannot send a segment");
             }
         }
