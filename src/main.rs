@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xray-sidecar", version, about = "AWS X-Ray tracing for unmodified HTTP services")]
+#[command(
+    name = "xray-sidecar",
+    version,
+    about = "AWS X-Ray tracing for unmodified HTTP services"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,7 +21,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xray-sidecar: cannot start the runtime: {e}");
