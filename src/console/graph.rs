@@ -193,7 +193,8 @@ impl Builder {
                 self.nodes.entry(key.clone()).or_default().count(doc);
                 if doc.parent_id.is_none() {
                     self.nodes.entry(key.clone()).or_default().root = true;
-                    self.nodes.entry(NodeKey::client()).or_default();
+                    // The client node has no statistics of its own; counting gives it its time range.
+                    self.nodes.entry(NodeKey::client()).or_default().count(doc);
                     self.edges
                         .entry((NodeKey::client(), key))
                         .or_default()
