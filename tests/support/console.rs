@@ -174,25 +174,32 @@ pub fn three_tier(start: f64, status: u16, client_ip: &str) -> Vec<String> {
     let (front, call, back) = (hex(16), hex(16), hex(16));
     let back_status = if status >= 500 { status } else { 200 };
     let path = if status == 404 { "/missing" } else { "/" };
+    // The back-end's work varies by up to 20 ms; every span stays inside its caller's.
+    let j = rand::random::<f64>() * 0.02;
     let back_end = json!({
         "name": "back-end", "id": back, "trace_id": trace_id, "parent_id": call,
-        "start_time": start + 0.004, "end_time": start + 0.021, "origin": "AWS::EKS::Container",
+        "start_time": start + 0.004, "end_time": start + 0.017 + j, "origin": "AWS::EKS::Container",
         "fault": back_status >= 500,
         "http": {"request": {"method": "GET", "url": "http://back-end.default/api", "client_ip": "10.0.3.21"},
                  "response": {"status": back_status}},
         "subsegments": [{"name": "SELECT orders", "id": hex(16), "start_time": start + 0.006,
-                         "end_time": start + 0.018, "sql": {"database_type": "PostgreSQL"}}],
+                         "end_time": start + 0.010 + j / 2.0, "sql": {"database_type": "PostgreSQL"}},
+                        // A call to a service that sends no segments: an inferred node on the map.
+                        {"name": "payments.example.com", "id": hex(16), "namespace": "remote",
+                         "start_time": start + 0.011 + j / 2.0, "end_time": start + 0.015 + j,
+                         "http": {"request": {"method": "POST", "url": "https://payments.example.com/charge"},
+                                  "response": {"status": 200}}}],
     });
     let front_end = json!({
         "name": "front-end", "id": front, "trace_id": trace_id,
-        "start_time": start, "end_time": start + 0.025, "origin": "AWS::EKS::Container",
+        "start_time": start, "end_time": start + 0.021 + j, "origin": "AWS::EKS::Container",
         "fault": status >= 500, "error": (400..500).contains(&status),
         "annotations": {"direction": "inbound"},
         "http": {"request": {"method": "GET", "url": format!("http://front-end.default{path}"),
                              "client_ip": client_ip, "user_agent": "curl/8.5.0"},
                  "response": {"status": status}},
         "subsegments": [{"name": "back-end", "id": call, "namespace": "remote", "traced": true,
-                         "start_time": start + 0.002, "end_time": start + 0.023, "fault": back_status >= 500,
+                         "start_time": start + 0.002, "end_time": start + 0.019 + j, "fault": back_status >= 500,
                          "http": {"request": {"method": "GET", "url": "http://back-end.default/api"},
                                   "response": {"status": back_status}}}],
     });
