@@ -97,7 +97,7 @@ impl From<Args> for ConsoleConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     /// The UDP address is taken or not ours.
-    #[error("cannot listen for segments on udp {addr}")]
+    #[error("cannot listen for segments on udp {addr}: {source}")]
     BindUdp {
         /// The address.
         addr: SocketAddr,
@@ -106,7 +106,7 @@ pub enum ConsoleError {
         source: std::io::Error,
     },
     /// The HTTP address is taken or not ours.
-    #[error("cannot serve the console on {addr}")]
+    #[error("cannot serve the console on {addr}: {source}")]
     BindHttp {
         /// The address.
         addr: SocketAddr,
@@ -115,7 +115,7 @@ pub enum ConsoleError {
         source: std::io::Error,
     },
     /// The forward address does not resolve, or no socket could be opened for it.
-    #[error("cannot forward to {target}")]
+    #[error("cannot forward to {target}: {source}")]
     Forward {
         /// The address as given.
         target: String,
