@@ -4,7 +4,7 @@ use super::document::{Document, Kind};
 use super::stats::{Accumulator, HistogramEntry, Rates, SummaryStatistics};
 use super::store::Trace;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Rates are never computed over less than this, so a handful of requests does not read as a flood.
 const MIN_RATE_SPAN_SECONDS: f64 = 10.0;
@@ -185,6 +185,8 @@ impl Builder {
                 by_parent.entry(parent).or_default().push(seg);
             }
         }
+        // A call may arrive both nested and streamed on its own (same id): count it once.
+        let mut counted: HashSet<&str> = HashSet::new();
         for doc in all.iter().filter(in_window) {
             self.first = self.first.min(doc.start);
             self.last = self.last.max(doc.latest_end());
@@ -202,7 +204,10 @@ impl Builder {
                 }
             }
             doc.walk(&mut |call| {
-                if !call.is_remote() || call.kind != Kind::Subsegment {
+                if !call.is_remote()
+                    || call.kind != Kind::Subsegment
+                    || !counted.insert(call.id.as_str())
+                {
                     return;
                 }
                 // A call whose enclosing segment never arrived cannot be placed on the map yet.

@@ -175,3 +175,21 @@ fn peer_captures_draw_their_nodes() {
     assert_eq!(sdk.kind, "service");
     assert_eq!(sdk.summary_statistics.as_ref().map(|s| s.ok_count), Some(2));
 }
+
+#[test]
+fn a_call_sent_twice_counts_once() {
+    let lines: Vec<&str> = THREE_TIER
+        .lines()
+        .filter(|l| l.contains("1-6b05d0a0"))
+        .collect();
+    // The same remote call, streamed on its own after being sent nested in its segment.
+    let streamed = r#"{"type":"subsegment","name":"back-end","id":"7a8b9c0d1e2f3a4b","trace_id":"1-6b05d0a0-0a1b2c3d4e5f60718293a4b5","parent_id":"6f1a2b3c4d5e6f70","namespace":"remote","start_time":1795540000.110,"end_time":1795540000.150}"#;
+    let store = store_of(lines.iter().copied().chain([streamed]));
+    let graph = build(store.traces(), ALL);
+    assert_eq!(
+        edge(&graph, "front-end", "back-end")
+            .summary_statistics
+            .total_count,
+        1
+    );
+}
