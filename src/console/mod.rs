@@ -3,7 +3,18 @@
 //! It listens where the daemon does (UDP `127.0.0.1:2000`), assembles the segments it receives into
 //! traces held in memory within a bound, and serves a page (`http://127.0.0.1:2020/`) with the
 //! service map, the trace list and each trace's timeline, plus the same data as JSON shaped like the
-//! X-Ray API (`/api/service-graph`, `/api/trace-summaries`, `/api/traces/{id}`, `/api/stats`).
+//! X-Ray API:
+//!
+//! - `GET /api/service-graph?start_time=&end_time=` (epoch seconds; default the last 5 minutes):
+//!   `GetServiceGraph`'s `Services`, each node and edge with `RequestsPerMinute`,
+//!   `AverageResponseTime`, `P95ResponseTime`, `ErrorRate`, `ThrottleRate` and `FaultRate` beside
+//!   X-Ray's `SummaryStatistics`;
+//! - `GET /api/trace-summaries?status=&client_ip=&url=&service=&min_duration=&max_duration=&limit=&next_token=`:
+//!   `GetTraceSummaries`, newest first (`status` takes `500` or `5xx`; `client_ip` is a prefix;
+//!   `url` a case-insensitive part);
+//! - `GET /api/traces/{id}`: `BatchGetTraces` for one trace, with its `Summary` and `Timeline`;
+//! - `GET /api/stats`: datagrams received, malformed (and why the last one was), forwarded; traces
+//!   held and evicted.
 
 mod api;
 mod assets;
@@ -169,6 +180,21 @@ impl Console {
 /// Starts a console: binds the UDP and HTTP addresses, then receives and serves in background tasks
 /// until `shutdown` completes. Returns once both are bound, with the addresses actually bound (so
 /// port 0 works), or the error that kept it from binding. Call from within a tokio runtime.
+///
+/// ```no_run
+/// use xray_sidecar::console::{serve, ConsoleConfig};
+///
+/// # async fn example() -> Result<(), xray_sidecar::BoxError> {
+/// let config = ConsoleConfig { http: "127.0.0.1:0".parse()?, ..ConsoleConfig::default() };
+/// let console = serve(config, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await?;
+/// println!("send segments to udp {} and open {}", console.udp_addr(), console.url());
+/// console.wait().await; // returns after Ctrl-C, once both servers have stopped
+/// # Ok(())
+/// # }
+/// ```
 pub async fn serve(
     config: ConsoleConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
