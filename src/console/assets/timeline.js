@@ -9,7 +9,9 @@ window.Fmt = {
     if (seconds < 0.001) return (seconds * 1e6).toFixed(0) + " µs";
     if (seconds < 0.01) return (seconds * 1000).toFixed(1) + " ms";
     if (seconds < 1) return (seconds * 1000).toFixed(0) + " ms";
-    return seconds.toFixed(2) + " s";
+    if (seconds < 10) return seconds.toFixed(2) + " s";
+    if (seconds < 100) return seconds.toFixed(1) + " s";
+    return seconds.toFixed(0) + " s";
   },
   rate(perMinute) {
     if (!perMinute) return "0";
@@ -62,7 +64,8 @@ window.Timeline = (function () {
   function render(container, timeline, selectedId, onSelect) {
     container.innerHTML = "";
     const t0 = timeline.StartTime;
-    const span = Math.max(timeline.EndTime - t0, 1e-6);
+    // A trace of only in-progress segments has no length yet: give the axis one millisecond.
+    const span = Math.max(timeline.EndTime - t0, 0.001);
     const pct = (t) => Math.min(100, Math.max(0, ((t - t0) / span) * 100));
     const axisRow = div("tl-row axis", container);
     div("tl-name muted", axisRow, "Segment / subsegment");
@@ -81,14 +84,26 @@ window.Timeline = (function () {
       name.title = `${row.Name} (${row.Kind}, ${row.Service})`;
       const track = div("tl-track", r);
       for (const t of marks) div("tl-grid", track).style.left = pct(t0 + t) + "%";
-      const end = row.EndTime ?? timeline.EndTime;
+      // In progress: the bar runs to the end of the axis, as far as anything is known.
+      const end = row.EndTime ?? t0 + span;
       const cls = row.EndTime === undefined ? "progress" : row.Outcome;
       const bar = div(`tl-bar ${cls} ${row.Kind}`, track);
       bar.style.left = pct(row.StartTime) + "%";
       bar.style.width = Math.max(pct(end) - pct(row.StartTime), 0) + "%";
       const status = row.HttpStatus ? ` · ${row.HttpStatus}` : "";
       const label = row.EndTime === undefined ? "in progress" : Fmt.duration(row.EndTime - row.StartTime) + status;
-      div("tl-label", track, esc(label)).style.left = pct(end) + "%";
+      const tag = div("tl-label", track, esc(label));
+      // After the bar when there is room, else before it, else inside a bar that spans the axis:
+      // the label never runs off the track nor over the names.
+      if (pct(end) <= 80) {
+        tag.style.left = pct(end) + "%";
+      } else if (pct(row.StartTime) >= 20) {
+        tag.classList.add("before");
+        tag.style.right = 100 - pct(row.StartTime) + "%";
+      } else {
+        tag.classList.add("inside");
+        tag.style.right = 100 - pct(end) + "%";
+      }
       r.addEventListener("click", () => onSelect(row));
     }
   }
