@@ -84,8 +84,10 @@ impl State {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        let store = self.store().stats();
-        let max_traces = self.store().limits().max_traces;
+        let (store, max_traces) = {
+            let store = self.store();
+            (store.stats(), store.limits().max_traces)
+        };
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
             received: load(&self.received),
