@@ -1,12 +1,284 @@
 //! `xray-sidecar console`: a local stand-in for the X-Ray daemon and console.
+//!
+//! It listens where the daemon does (UDP `127.0.0.1:2000`), assembles the segments it receives into
+//! traces held in memory within a bound, and serves a page (`http://127.0.0.1:2020/`) with the
+//! service map, the trace list and each trace's timeline, plus the same data as JSON shaped like the
+//! X-Ray API:
+//!
+//! - `GET /api/service-graph?start_time=&end_time=` (epoch seconds; default the last 5 minutes):
+//!   `GetServiceGraph`'s `Services`, each node and edge with `RequestsPerMinute`,
+//!   `AverageResponseTime`, `P95ResponseTime`, `ErrorRate`, `ThrottleRate` and `FaultRate` beside
+//!   X-Ray's `SummaryStatistics`;
+//! - `GET /api/trace-summaries?status=&client_ip=&url=&service=&min_duration=&max_duration=&limit=&next_token=`:
+//!   `GetTraceSummaries`, newest first (`status` takes `500` or `5xx`; `client_ip` is a prefix;
+//!   `url` a case-insensitive part);
+//! - `GET /api/traces/{id}`: `BatchGetTraces` for one trace, with its `Summary` and `Timeline`;
+//! - `GET /api/stats`: datagrams received, malformed (and why the last one was), forwarded; traces
+//!   held and evicted.
+
+mod api;
+mod assets;
+mod datagram;
+mod document;
+mod filter;
+mod graph;
+mod query;
+mod receiver;
+mod server;
+mod state;
+mod stats;
+mod store;
+mod summary;
+#[cfg(test)]
+mod testdata;
+mod timeline;
+
+pub use state::Stats;
 
 use clap::Args as ClapArgs;
+use state::State;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
 
 /// Command-line arguments of `xray-sidecar console`.
 #[derive(Debug, Clone, ClapArgs)]
-pub struct Args {}
+pub struct Args {
+    /// UDP address to receive segment documents on, as the X-Ray daemon does.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2000")]
+    pub udp: SocketAddr,
+    /// Address of the web page and JSON API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2020")]
+    pub http: SocketAddr,
+    /// Also relay every datagram unchanged to this X-Ray daemon (`host:port`).
+    #[arg(long, value_name = "ADDR")]
+    pub forward: Option<String>,
+    /// Traces kept in memory; the oldest are evicted first.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_traces: u64,
+}
+
+/// What a console listens on and how much it keeps.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// UDP address for segment documents (port 0 picks a free one).
+    pub udp: SocketAddr,
+    /// Address of the page and API (port 0 picks a free one).
+    pub http: SocketAddr,
+    /// A daemon (`host:port`) to relay every datagram to, unchanged.
+    pub forward: Option<String>,
+    /// Traces kept; the oldest are evicted first.
+    pub max_traces: usize,
+    /// Approximate bytes of documents kept; the oldest traces are evicted beyond it.
+    pub max_bytes: usize,
+    /// Documents kept per trace; more for a full trace are refused and counted.
+    pub max_documents_per_trace: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            udp: SocketAddr::from(([127, 0, 0, 1], 2000)),
+            http: SocketAddr::from(([127, 0, 0, 1], 2020)),
+            forward: None,
+            max_traces: 10_000,
+            max_bytes: 256 * 1024 * 1024,
+            max_documents_per_trace: 1_000,
+        }
+    }
+}
+
+impl From<Args> for ConsoleConfig {
+    fn from(args: Args) -> Self {
+        Self {
+            udp: args.udp,
+            http: args.http,
+            forward: args.forward,
+            max_traces: usize::try_from(args.max_traces).unwrap_or(usize::MAX),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why a console could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// The UDP address is taken or not ours.
+    #[error("cannot listen for segments on udp {addr}: {source}")]
+    BindUdp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP address is taken or not ours.
+    #[error("cannot serve the console on {addr}: {source}")]
+    BindHttp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The forward address does not resolve, or no socket could be opened for it.
+    #[error("cannot forward to {target}: {source}")]
+    Forward {
+        /// The address as given.
+        target: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running console: its bound addresses, and a way to wait for it to stop.
+#[derive(Debug)]
+pub struct Console {
+    udp_addr: SocketAddr,
+    http_addr: SocketAddr,
+    state: Arc<State>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Console {
+    /// The UDP address segments are received on (the actual port when 0 was asked).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// The address of the page and API.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The page's URL, e.g. `http://127.0.0.1:2020/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.http_addr)
+    }
+
+    /// The counters: datagrams received, malformed, forwarded, traces held and evicted.
+    pub fn stats(&self) -> Stats {
+        self.state.stats()
+    }
+
+    /// Waits until the shutdown future given to [`serve`] has completed and both servers stopped.
+    pub async fn wait(self) {
+        for task in self.tasks {
+            // A task can only end early by panicking; the other one still stops on shutdown.
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a console task failed");
+            }
+        }
+    }
+}
+
+/// Starts a console: binds the UDP and HTTP addresses, then receives and serves in background tasks
+/// until `shutdown` completes. Returns once both are bound, with the addresses actually bound (so
+/// port 0 works), or the error that kept it from binding. Call from within a tokio runtime.
+///
+/// ```no_run
+/// use xray_sidecar::console::{serve, ConsoleConfig};
+///
+/// # async fn example() -> Result<(), xray_sidecar::BoxError> {
+/// let config = ConsoleConfig { http: "127.0.0.1:0".parse()?, ..ConsoleConfig::default() };
+/// let console = serve(config, async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await?;
+/// println!("send segments to udp {} and open {}", console.udp_addr(), console.url());
+/// console.wait().await; // returns after Ctrl-C, once both servers have stopped
+/// # Ok(())
+/// # }
+/// ```
+pub async fn serve(
+    config: ConsoleConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Console, ConsoleError> {
+    let udp = receiver::bind(config.udp).map_err(|source| ConsoleError::BindUdp {
+        addr: config.udp,
+        source,
+    })?;
+    let udp_addr = udp.local_addr().map_err(|source| ConsoleError::BindUdp {
+        addr: config.udp,
+        source,
+    })?;
+    let http = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|source| ConsoleError::BindHttp {
+            addr: config.http,
+            source,
+        })?;
+    let http_addr = http.local_addr().map_err(|source| ConsoleError::BindHttp {
+        addr: config.http,
+        source,
+    })?;
+    let forward = match &config.forward {
+        Some(target) => {
+            let f =
+                receiver::Forwarder::new(target)
+                    .await
+                    .map_err(|source| ConsoleError::Forward {
+                        target: target.clone(),
+                        source,
+                    })?;
+            info!(target = %target, addr = %f.addr(), "relaying every datagram to a daemon");
+            Some(f)
+        }
+        None => None,
+    };
+    let state = Arc::new(State::new(store::Limits {
+        max_traces: config.max_traces.max(1),
+        max_bytes: config.max_bytes,
+        max_documents_per_trace: config.max_documents_per_trace.max(1),
+    }));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let tasks = vec![
+        tokio::spawn(receiver::run(udp, forward, state.clone(), stop_rx.clone())),
+        tokio::spawn(server::run(http, state.clone(), stop_rx)),
+    ];
+    info!(udp = %udp_addr, http = %http_addr, "console listening");
+    Ok(Console {
+        udp_addr,
+        http_addr,
+        state,
+        tasks,
+    })
+}
+
+/// Completes once the shutdown flag turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
 
 /// Runs the console until Ctrl-C.
-pub async fn run(_args: Args) -> Result<(), crate::BoxError> {
-    Err("the console is not built yet".into())
+pub async fn run(args: Args) -> Result<(), crate::BoxError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let console = serve(args.into(), async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot wait for Ctrl-C; stopping");
+        }
+    })
+    .await?;
+    println!(
+        "xray-sidecar console: send segments to udp {} and open {}",
+        console.udp_addr(),
+        console.url()
+    );
+    console.wait().await;
+    Ok(())
 }

@@ -1,0 +1,183 @@
+//! The trace list's filters, parsed from query parameters and applied to trace summaries.
+
+use super::summary::TraceSummary;
+
+/// A query parameter that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad value {value:?} for `{name}`: {expected}")]
+pub struct FilterError {
+    /// The parameter.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// What would have been accepted.
+    pub expected: &'static str,
+}
+
+/// An HTTP status filter: `500` or a class such as `5xx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Exactly this status.
+    Exact(u16),
+    /// Any status starting with this digit.
+    Class(u16),
+}
+
+/// Which traces the list shows; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    /// The entry segment's HTTP status.
+    pub status: Option<StatusFilter>,
+    /// The entry segment's client IP, matched as a prefix (`10.0.3.` matches a subnet).
+    pub client_ip: Option<String>,
+    /// A part of the entry segment's URL, any case.
+    pub url: Option<String>,
+    /// The name of a service the trace went through, any case.
+    pub service: Option<String>,
+    /// Least duration, seconds.
+    pub min_duration: Option<f64>,
+    /// Greatest duration, seconds.
+    pub max_duration: Option<f64>,
+    /// Traces starting at or after this, epoch seconds.
+    pub start_time: Option<f64>,
+    /// Traces starting at or before this, epoch seconds.
+    pub end_time: Option<f64>,
+}
+
+impl Filter {
+    /// Reads the filter parameters from decoded query pairs; unknown names and empty values are ignored.
+    pub fn from_query(pairs: &[(String, String)]) -> Result<Self, FilterError> {
+        let mut filter = Self::default();
+        for (name, value) in pairs {
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            let text = || Some(value.to_owned());
+            match name.as_str() {
+                "status" => filter.status = Some(parse_status(name, value)?),
+                "client_ip" => filter.client_ip = text(),
+                "url" => filter.url = text(),
+                "service" => filter.service = text(),
+                "min_duration" => filter.min_duration = Some(parse_seconds(name, value)?),
+                "max_duration" => filter.max_duration = Some(parse_seconds(name, value)?),
+                "start_time" => filter.start_time = Some(parse_seconds(name, value)?),
+                "end_time" => filter.end_time = Some(parse_seconds(name, value)?),
+                _ => {}
+            }
+        }
+        Ok(filter)
+    }
+
+    /// True when the summary passes every set condition.
+    pub fn matches(&self, s: &TraceSummary) -> bool {
+        let http = &s.http;
+        let status_ok = match (self.status, http.http_status) {
+            (None, _) => true,
+            (Some(StatusFilter::Exact(want)), Some(got)) => want == got,
+            (Some(StatusFilter::Class(digit)), Some(got)) => got / 100 == digit,
+            (Some(_), None) => false,
+        };
+        let contains = |hay: Option<&str>, needle: &str| {
+            hay.is_some_and(|h| h.to_lowercase().contains(&needle.to_lowercase()))
+        };
+        status_ok
+            && self
+                .client_ip
+                .as_deref()
+                .is_none_or(|ip| http.client_ip.as_deref().is_some_and(|c| c.starts_with(ip)))
+            && self
+                .url
+                .as_deref()
+                .is_none_or(|u| contains(http.http_url.as_deref(), u))
+            && self.service.as_deref().is_none_or(|want| {
+                s.service_ids
+                    .iter()
+                    .any(|id| id.name.eq_ignore_ascii_case(want))
+            })
+            && self.min_duration.is_none_or(|min| s.duration >= min)
+            && self.max_duration.is_none_or(|max| s.duration <= max)
+            && self.start_time.is_none_or(|t| s.start_time >= t)
+            && self.end_time.is_none_or(|t| s.start_time <= t)
+    }
+}
+
+fn parse_status(name: &str, value: &str) -> Result<StatusFilter, FilterError> {
+    let err = || FilterError {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        expected: "a status such as 500 or a class such as 5xx",
+    };
+    let lower = value.to_ascii_lowercase();
+    if let Some(digit) = lower.strip_suffix("xx") {
+        return match digit.parse::<u16>() {
+            Ok(d @ 1..=5) => Ok(StatusFilter::Class(d)),
+            _ => Err(err()),
+        };
+    }
+    match value.parse::<u16>() {
+        Ok(s @ 100..=599) => Ok(StatusFilter::Exact(s)),
+        _ => Err(err()),
+    }
+}
+
+fn parse_seconds(name: &str, value: &str) -> Result<f64, FilterError> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| FilterError {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            expected: "a number of seconds",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_every_filter() {
+        let f = Filter::from_query(&pairs(&[
+            ("status", "5xx"),
+            ("client_ip", "10.0.3."),
+            ("url", "/api"),
+            ("service", "back-end"),
+            ("min_duration", "0.01"),
+            ("max_duration", "2"),
+            ("limit", "10"),
+            ("end_time", ""),
+        ]))
+        .expect("valid");
+        assert_eq!(f.status, Some(StatusFilter::Class(5)));
+        assert_eq!(f.client_ip.as_deref(), Some("10.0.3."));
+        assert_eq!(
+            (f.min_duration, f.max_duration, f.end_time),
+            (Some(0.01), Some(2.0), None)
+        );
+        let exact = Filter::from_query(&pairs(&[("status", "404")])).expect("valid");
+        assert_eq!(exact.status, Some(StatusFilter::Exact(404)));
+    }
+
+    #[test]
+    fn refuses_bad_values_with_the_parameter_named() {
+        for (name, value) in [
+            ("status", "oops"),
+            ("status", "9xx"),
+            ("status", "42"),
+            ("min_duration", "-1"),
+            ("max_duration", "NaN"),
+        ] {
+            let err = Filter::from_query(&pairs(&[(name, value)])).expect_err("bad value");
+            assert_eq!(err.name, name);
+            assert!(err.to_string().contains(value));
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Trace summaries for the trace list, in the shape of X-Ray's `GetTraceSummaries`.
+
+use super::document::{Document, Kind, Outcome};
+use super::filter::Filter;
+use super::store::Trace;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+
+/// The entry request's HTTP facts (X-Ray's `Http` of a trace summary).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct HttpSummary {
+    /// The URL.
+    #[serde(rename = "HttpURL", skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
+    /// The response status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// The method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<String>,
+    /// The client's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// The client's user agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// A service a trace went through (X-Ray's `ServiceId`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceId {
+    /// Its name.
+    pub name: String,
+    /// All its names.
+    pub names: Vec<String>,
+    /// Its type, as on the map.
+    #[serde(rename = "Type")]
+    pub kind: String,
+}
+
+/// One row of the trace list (X-Ray's `TraceSummary`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TraceSummary {
+    /// The trace id.
+    pub id: String,
+    /// The earliest start, epoch seconds.
+    pub start_time: f64,
+    /// From the earliest start to the latest end, seconds.
+    pub duration: f64,
+    /// The entry segment's own duration, seconds (absent while it is in progress).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_time: Option<f64>,
+    /// Some entry had a client error.
+    pub has_error: bool,
+    /// Some entry had a fault.
+    pub has_fault: bool,
+    /// Some entry was throttled.
+    pub has_throttle: bool,
+    /// Something is still in progress, or a caller's document has not arrived.
+    pub is_partial: bool,
+    /// The entry request.
+    pub http: HttpSummary,
+    /// Annotations by key, X-Ray style.
+    pub annotations: BTreeMap<String, Vec<Value>>,
+    /// The services it went through.
+    pub service_ids: Vec<ServiceId>,
+    /// The service that received the request first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<ServiceId>,
+    /// Documents received for it.
+    pub segment_count: usize,
+}
+
+/// One page of the trace list (X-Ray's `GetTraceSummaries` answer).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TraceSummaries {
+    /// The page, newest first.
+    pub trace_summaries: Vec<TraceSummary>,
+    /// Traces that matched the filter in all.
+    pub matched_count: usize,
+    /// Traces looked at.
+    pub traces_processed_count: usize,
+    /// When the list was made, epoch seconds.
+    pub approximate_time: f64,
+    /// The `next_token` for the next page, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// The service node of a segment, as the map names it.
+fn service_id(name: &str, kind: &str) -> ServiceId {
+    ServiceId {
+        name: name.to_owned(),
+        names: vec![name.to_owned()],
+        kind: kind.to_owned(),
+    }
+}
+
+/// The segment that received the request first: a parentless one, else one whose caller is missing.
+pub fn entry<'a>(docs: &[&'a Document], ids: &HashSet<&str>) -> Option<&'a Document> {
+    let segments = || docs.iter().copied().filter(|d| d.kind == Kind::Segment);
+    let earliest =
+        |it: &mut dyn Iterator<Item = &'a Document>| it.min_by(|a, b| a.start.total_cmp(&b.start));
+    earliest(&mut segments().filter(|d| d.parent_id.is_none()))
+        .or_else(|| {
+            earliest(
+                &mut segments()
+                    .filter(|d| d.parent_id.as_deref().is_some_and(|p| !ids.contains(p))),
+            )
+        })
+        .or_else(|| earliest(&mut segments()))
+}
+
+/// Summarizes one trace.
+pub fn summarize(trace: &Trace) -> TraceSummary {
+    let docs: Vec<&Document> = trace.documents.iter().map(|s| &s.document).collect();
+    let mut ids: HashSet<&str> = HashSet::new();
+    let (mut has_error, mut has_fault, mut has_throttle, mut in_progress) =
+        (false, false, false, false);
+    let mut annotations: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for doc in &docs {
+        doc.walk(&mut |d| {
+            ids.insert(d.id.as_str());
+            match d.outcome {
+                Outcome::Fault => has_fault = true,
+                Outcome::Throttle => (has_throttle, has_error) = (true, true),
+                Outcome::Error => has_error = true,
+                Outcome::Ok => {}
+            }
+            in_progress |= d.end.is_none();
+            for (key, value) in &d.annotations {
+                annotations
+                    .entry(key.clone())
+                    .or_default()
+                    .push(annotation_value(value));
+            }
+        });
+    }
+    let orphaned = docs
+        .iter()
+        .any(|d| d.parent_id.as_deref().is_some_and(|p| !ids.contains(p)));
+    let callees: HashSet<&str> = docs.iter().filter_map(|d| d.parent_id.as_deref()).collect();
+    let mut services: Vec<ServiceId> = Vec::new();
+    for doc in &docs {
+        if doc.kind == Kind::Segment {
+            services.push(service_id(
+                &doc.name,
+                doc.origin.as_deref().unwrap_or("service"),
+            ));
+        }
+        doc.walk(&mut |d| {
+            if d.is_remote() && d.kind == Kind::Subsegment && !callees.contains(d.id.as_str()) {
+                services.push(service_id(&d.name, "remote"));
+            }
+        });
+    }
+    services.sort();
+    services.dedup();
+    let entry = entry(&docs, &ids);
+    let start = trace.start();
+    TraceSummary {
+        id: trace.id.clone(),
+        start_time: start,
+        duration: (trace.end() - start).max(0.0),
+        response_time: entry.and_then(Document::duration),
+        has_error,
+        has_fault,
+        has_throttle,
+        is_partial: in_progress || orphaned,
+        http: entry.map(http_summary).unwrap_or_default(),
+        annotations,
+        service_ids: services,
+        entry_point: entry.map(|e| service_id(&e.name, e.origin.as_deref().unwrap_or("service"))),
+        segment_count: docs.len(),
+    }
+}
+
+fn http_summary(entry: &Document) -> HttpSummary {
+    let h = &entry.http;
+    HttpSummary {
+        http_url: h.url.clone(),
+        http_status: h.status,
+        http_method: h.method.clone(),
+        client_ip: h.client_ip.clone(),
+        user_agent: h.user_agent.clone(),
+    }
+}
+
+/// X-Ray's `AnnotationValue` for a scalar.
+fn annotation_value(v: &Value) -> Value {
+    let typed = match v {
+        Value::Bool(b) => json!({"BooleanValue": b}),
+        Value::Number(n) => json!({"NumberValue": n}),
+        other => json!({"StringValue": other.as_str().unwrap_or_default()}),
+    };
+    json!({"AnnotationValue": typed})
+}
+
+/// The page of matching summaries, newest first, starting after `offset` matches.
+pub fn page<'a>(
+    traces: impl IntoIterator<Item = &'a Trace>,
+    filter: &Filter,
+    offset: usize,
+    limit: usize,
+    now: f64,
+) -> TraceSummaries {
+    let mut processed = 0;
+    let mut matched: Vec<TraceSummary> = traces
+        .into_iter()
+        .inspect(|_| processed += 1)
+        .map(summarize)
+        .filter(|s| filter.matches(s))
+        .collect();
+    matched.sort_by(|a, b| {
+        b.start_time
+            .total_cmp(&a.start_time)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let matched_count = matched.len();
+    let end = offset.saturating_add(limit).min(matched_count);
+    let next_token = (end < matched_count).then(|| end.to_string());
+    let trace_summaries = matched.into_iter().skip(offset).take(limit).collect();
+    TraceSummaries {
+        trace_summaries,
+        matched_count,
+        traces_processed_count: processed,
+        approximate_time: now,
+        next_token,
+    }
+}
+
+#[cfg(test)]
+#[path = "summary_tests.rs"]
+mod tests;
