@@ -27,12 +27,7 @@ async fn trace_ids(http: std::net::SocketAddr, query: &str) -> Vec<String> {
     assert_eq!(status, 200, "{body}");
     body["TraceSummaries"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s["Id"].as_str())
-                .map(|s| s[..10].to_owned())
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|s| s["Id"].as_str()).map(|s| s[..10].to_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -50,55 +45,28 @@ async fn assembles_recorded_datagrams_into_map_list_and_timeline() {
     assert_eq!(service(&graph, "client")["Type"], "client");
     let entry = edge(&graph, "client", "front-end");
     assert_eq!(entry["SummaryStatistics"]["TotalCount"], 3);
-    assert_eq!(
-        entry["SummaryStatistics"]["FaultStatistics"]["TotalCount"],
-        1
-    );
+    assert_eq!(entry["SummaryStatistics"]["FaultStatistics"]["TotalCount"], 1);
     let call = edge(&graph, "front-end", "back-end");
     assert_eq!(call["SummaryStatistics"]["TotalCount"], 2);
     assert!(call["RequestsPerMinute"].as_f64().is_some_and(|r| r > 0.0));
-    assert!(
-        call["P95ResponseTime"]
-            .as_f64()
-            .is_some_and(|p| (p - 0.040).abs() < 1e-6)
-    );
+    assert!(call["P95ResponseTime"].as_f64().is_some_and(|p| (p - 0.040).abs() < 1e-6));
     assert_eq!(service(&graph, "back-end")["Type"], "AWS::EKS::Container");
     assert_eq!(service(&graph, "api.example.com")["Inferred"], true);
     // The default window is the last five minutes: these old fixtures are not in it.
     let (_, recent) = get(http, "/api/service-graph").await;
     assert_eq!(recent["Services"], Value::Array(vec![]));
 
-    assert_eq!(
-        trace_ids(http, "").await,
-        ["1-6b05d0a3", "1-6b05d0a2", "1-6b05d0a1", "1-6b05d0a0"]
-    );
+    assert_eq!(trace_ids(http, "").await, ["1-6b05d0a3", "1-6b05d0a2", "1-6b05d0a1", "1-6b05d0a0"]);
     assert_eq!(trace_ids(http, "status=500").await, ["1-6b05d0a1"]);
     assert_eq!(trace_ids(http, "status=4xx").await, ["1-6b05d0a2"]);
-    assert_eq!(
-        trace_ids(http, "client_ip=10.0.3.17").await,
-        ["1-6b05d0a2", "1-6b05d0a0"]
-    );
+    assert_eq!(trace_ids(http, "client_ip=10.0.3.17").await, ["1-6b05d0a2", "1-6b05d0a0"]);
     assert_eq!(trace_ids(http, "url=%2Fmissing").await, ["1-6b05d0a2"]);
-    assert_eq!(
-        trace_ids(http, "service=api.example.com").await,
-        ["1-6b05d0a2"]
-    );
-    assert_eq!(
-        trace_ids(http, "min_duration=0.055&max_duration=1").await,
-        ["1-6b05d0a0"]
-    );
-    assert_eq!(
-        trace_ids(http, "limit=1&next_token=1").await,
-        ["1-6b05d0a2"]
-    );
+    assert_eq!(trace_ids(http, "service=api.example.com").await, ["1-6b05d0a2"]);
+    assert_eq!(trace_ids(http, "min_duration=0.055&max_duration=1").await, ["1-6b05d0a0"]);
+    assert_eq!(trace_ids(http, "limit=1&next_token=1").await, ["1-6b05d0a2"]);
     let (status, bad) = get(http, "/api/trace-summaries?status=abc").await;
     assert_eq!(status, 400);
-    assert!(
-        bad["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("status")),
-        "{bad}"
-    );
+    assert!(bad["message"].as_str().is_some_and(|m| m.contains("status")), "{bad}");
 
     // The 500 trace arrived out of order (back-end, independent subsegment, front-end).
     let id = "1-6b05d0a1-1b2c3d4e5f60718293a4b5c6";
@@ -110,31 +78,17 @@ async fn assembles_recorded_datagrams_into_map_list_and_timeline() {
     assert_eq!(segments.len(), 3);
     for seg in segments {
         let text = seg["Document"].as_str().expect("Document is a JSON string");
-        assert!(
-            docs.iter().any(|d| d == text),
-            "documents come back as sent"
-        );
+        assert!(docs.iter().any(|d| d == text), "documents come back as sent");
     }
     let rows: Vec<(String, u64)> = trace["Timeline"]["Rows"]
         .as_array()
         .expect("rows")
         .iter()
-        .map(|r| {
-            (
-                r["Name"].as_str().unwrap_or_default().to_owned(),
-                r["Depth"].as_u64().unwrap_or(99),
-            )
-        })
+        .map(|r| (r["Name"].as_str().unwrap_or_default().to_owned(), r["Depth"].as_u64().unwrap_or(99)))
         .collect();
-    let expected =
-        [("front-end", 0), ("back-end", 1), ("back-end", 2)].map(|(n, d)| (n.to_owned(), d));
+    let expected = [("front-end", 0), ("back-end", 1), ("back-end", 2)].map(|(n, d)| (n.to_owned(), d));
     assert_eq!(rows, expected);
-    assert_eq!(
-        get(http, "/api/traces/1-00000000-000000000000000000000000")
-            .await
-            .0,
-        404
-    );
+    assert_eq!(get(http, "/api/traces/1-00000000-000000000000000000000000").await.0, 404);
 }
 
 #[tokio::test]
@@ -146,34 +100,16 @@ async fn peer_captures_from_envoy_and_the_python_sdk() {
     send_documents(udp, &docs).await;
     wait_for_stats(http, |s| s["Accepted"] == docs.len()).await;
     let (_, graph) = get(http, "/api/service-graph?start_time=0").await;
-    assert_eq!(
-        service(&graph, "frontend")["SummaryStatistics"]["TotalCount"],
-        4
-    );
-    assert_eq!(
-        service(&graph, "sdk-backend")["SummaryStatistics"]["OkCount"],
-        2
-    );
-    assert_eq!(
-        edge(&graph, "client", "frontend")["SummaryStatistics"]["TotalCount"],
-        1
-    );
+    assert_eq!(service(&graph, "frontend")["SummaryStatistics"]["TotalCount"], 4);
+    assert_eq!(service(&graph, "sdk-backend")["SummaryStatistics"]["OkCount"], 2);
+    assert_eq!(edge(&graph, "client", "frontend")["SummaryStatistics"]["TotalCount"], 1);
     let (_, list) = get(http, "/api/trace-summaries").await;
     // Envoy and the SDK both used the curl-given trace id: one partial trace of four segments.
     let shared = list["TraceSummaries"]
         .as_array()
-        .and_then(|a| {
-            a.iter()
-                .find(|s| s["Id"] == "1-5759e988-bd862e3fe1be46a994272793")
-        })
+        .and_then(|a| a.iter().find(|s| s["Id"] == "1-5759e988-bd862e3fe1be46a994272793"))
         .expect("shared trace");
-    assert_eq!(
-        (
-            shared["SegmentCount"].as_u64(),
-            shared["IsPartial"].as_bool()
-        ),
-        (Some(4), Some(true))
-    );
+    assert_eq!((shared["SegmentCount"].as_u64(), shared["IsPartial"].as_bool()), (Some(4), Some(true)));
     assert_eq!(list["MatchedCount"], 3);
 }
 
@@ -183,13 +119,7 @@ async fn live_traffic_shows_in_the_default_window() {
     let (udp, http) = (running.console.udp_addr(), running.console.http_addr());
     let start_at = now() - 30.0;
     let docs: Vec<String> = (0..30)
-        .flat_map(|i| {
-            three_tier(
-                start_at + f64::from(i),
-                if i % 10 == 9 { 500 } else { 200 },
-                "10.0.3.17",
-            )
-        })
+        .flat_map(|i| three_tier(start_at + f64::from(i), if i % 10 == 9 { 500 } else { 200 }, "10.0.3.17"))
         .collect();
     send_documents(udp, &docs).await;
     wait_for_stats(http, |s| s["Accepted"] == docs.len()).await;
@@ -207,28 +137,16 @@ async fn serves_the_embedded_page() {
     let running = start(loopback_config()).await;
     let http = running.console.http_addr();
     let (status, content_type, body) = get_raw(http, "/").await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (200, "text/html; charset=utf-8")
-    );
+    assert_eq!((status, content_type.as_str()), (200, "text/html; charset=utf-8"));
     let page = String::from_utf8_lossy(&body);
     assert!(page.contains("id=\"map-svg\"") && page.contains("/app.js"));
-    assert!(
-        !page.contains("http://") && !page.contains("https://"),
-        "no network fetches"
-    );
-    for (path, kind) in [
-        ("/app.js", "javascript"),
-        ("/map.js", "javascript"),
-        ("/timeline.js", "javascript"),
-        ("/style.css", "css"),
-    ] {
+    assert!(!page.contains("http://") && !page.contains("https://"), "no network fetches");
+    for (path, kind) in
+        [("/app.js", "javascript"), ("/map.js", "javascript"), ("/timeline.js", "javascript"), ("/style.css", "css")]
+    {
         let (status, content_type, body) = get_raw(http, path).await;
         assert_eq!(status, 200, "{path}");
-        assert!(
-            content_type.contains(kind) && !body.is_empty(),
-            "{path}: {content_type}"
-        );
+        assert!(content_type.contains(kind) && !body.is_empty(), "{path}: {content_type}");
     }
     assert_eq!(get(http, "/nope").await.0, 404);
     assert_eq!(get(http, "/api/service-graph?start_time=soon").await.0, 400);
@@ -236,9 +154,7 @@ async fn serves_the_embedded_page() {
 
 #[tokio::test]
 async fn forwards_every_datagram_unchanged() {
-    let daemon = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("daemon socket");
+    let daemon = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("daemon socket");
     let mut config = loopback_config();
     config.forward = Some(daemon.local_addr().expect("addr").to_string());
     let running = start(config).await;
@@ -255,10 +171,7 @@ async fn forwards_every_datagram_unchanged() {
         assert_eq!(&buf[..len], expected);
     }
     let stats = wait_for_stats(running.console.http_addr(), |s| s["Forwarded"] == 2).await;
-    assert_eq!(
-        (stats["Accepted"].as_u64(), stats["Malformed"].as_u64()),
-        (Some(1), Some(1))
-    );
+    assert_eq!((stats["Accepted"].as_u64(), stats["Malformed"].as_u64()), (Some(1), Some(1)));
 }
 
 #[tokio::test]
@@ -267,11 +180,6 @@ async fn stops_when_the_shutdown_future_completes() {
     let http = running.console.http_addr();
     assert_eq!(get(http, "/api/stats").await.0, 200);
     let _ = running.stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), running.console.wait())
-        .await
-        .expect("stops within 10 s");
-    assert!(
-        tokio::net::TcpStream::connect(http).await.is_err(),
-        "the listener is closed"
-    );
+    tokio::time::timeout(Duration::from_secs(10), running.console.wait()).await.expect("stops within 10 s");
+    assert!(tokio::net::TcpStream::connect(http).await.is_err(), "the listener is closed");
 }

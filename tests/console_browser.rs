@@ -16,10 +16,7 @@ fn chromium() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,10 +29,7 @@ async fn page_shows_map_filtered_list_and_timeline() {
             "{} is missing: run scripts/setup (it installs Debian's chromium)",
             browser.display()
         );
-        eprintln!(
-            "skipping: {} is missing and only root can install it",
-            browser.display()
-        );
+        eprintln!("skipping: {} is missing and only root can install it", browser.display());
         return;
     }
     let running = start(loopback_config()).await;
@@ -85,22 +79,11 @@ async fn page_shows_map_filtered_list_and_timeline() {
     .expect("the browser script's output");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the browser check failed:\n{stdout}\n{stderr}"
-    );
+    assert!(output.status.success(), "the browser check failed:\n{stdout}\n{stderr}");
     println!("{stdout}");
-    for shot in [
-        "console-map.png",
-        "console-traces-500.png",
-        "console-timeline.png",
-    ] {
+    for shot in ["console-map.png", "console-traces-500.png", "console-timeline.png"] {
         let path = repo_root().join("tests/artifacts").join(shot);
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        assert!(
-            size > 10_000,
-            "{} should be a real screenshot ({size} bytes)",
-            path.display()
-        );
+        assert!(size > 10_000, "{} should be a real screenshot ({size} bytes)", path.display());
     }
 }

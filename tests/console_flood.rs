@@ -63,18 +63,8 @@ async fn a_flood_of_traces_stays_within_max_traces() {
     let (_, list) = get(http, "/api/trace-summaries?limit=1000").await;
     assert_eq!(list["MatchedCount"], 100);
     let newest = format!("1-6b05d0a0-{:024x}", sent - 1);
-    assert_eq!(
-        list["TraceSummaries"][0]["Id"],
-        newest.as_str(),
-        "the newest trace is kept"
-    );
-    assert_eq!(
-        get(http, "/api/traces/1-6b05d0a0-000000000000000000000000")
-            .await
-            .0,
-        404,
-        "the oldest is gone"
-    );
+    assert_eq!(list["TraceSummaries"][0]["Id"], newest.as_str(), "the newest trace is kept");
+    assert_eq!(get(http, "/api/traces/1-6b05d0a0-000000000000000000000000").await.0, 404, "the oldest is gone");
     let (_, graph) = get(http, "/api/service-graph?start_time=0").await;
     assert!(graph["Services"].as_array().is_some_and(|s| !s.is_empty()));
 }
@@ -94,11 +84,5 @@ async fn one_trace_cannot_grow_without_bound() {
         .collect();
     send_documents(udp, &docs).await;
     let stats = wait_for_stats(http, |s| s["Received"] == 200).await;
-    assert_eq!(
-        (
-            stats["Documents"].as_u64(),
-            stats["RefusedDocuments"].as_u64()
-        ),
-        (Some(50), Some(150))
-    );
+    assert_eq!((stats["Documents"].as_u64(), stats["RefusedDocuments"].as_u64()), (Some(50), Some(150)));
 }

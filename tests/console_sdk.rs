@@ -11,10 +11,7 @@ async fn python_sdk_segments_show_as_a_trace() {
     let (udp, http) = (running.console.udp_addr(), running.console.http_addr());
     let script = repo_root().join("tests/fixtures/console/sdk_client.py");
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(&script)
-            .arg(udp.to_string())
-            .output()
+        std::process::Command::new("python3").arg(&script).arg(udp.to_string()).output()
     })
     .await
     .expect("the script's task")
@@ -36,28 +33,15 @@ async fn python_sdk_segments_show_as_a_trace() {
         .as_array()
         .expect("rows")
         .iter()
-        .map(|r| {
-            (
-                r["Name"].as_str().unwrap_or_default().to_owned(),
-                r["Depth"].as_u64().unwrap_or(99),
-            )
-        })
+        .map(|r| (r["Name"].as_str().unwrap_or_default().to_owned(), r["Depth"].as_u64().unwrap_or(99)))
         .collect();
-    let expected = [
-        ("sdk-front-end", 0),
-        ("sdk-back-end", 1),
-        ("sdk-back-end", 2),
-        ("reserve-stock", 3),
-    ];
+    let expected = [("sdk-front-end", 0), ("sdk-back-end", 1), ("sdk-back-end", 2), ("reserve-stock", 3)];
     assert_eq!(rows, expected.map(|(n, d)| (n.to_owned(), d)));
     let summary = &trace["Summary"];
     assert_eq!(summary["Http"]["HttpStatus"], 502);
     assert_eq!(summary["Http"]["ClientIp"], "10.0.9.9");
     assert_eq!(summary["HasFault"], true);
-    assert_eq!(
-        summary["Annotations"]["order_id"][0]["AnnotationValue"]["StringValue"],
-        "A-1001"
-    );
+    assert_eq!(summary["Annotations"]["order_id"][0]["AnnotationValue"]["StringValue"], "A-1001");
 
     let (_, list) = get(http, "/api/trace-summaries?client_ip=10.0.9.9&status=502").await;
     assert_eq!(list["TraceSummaries"][0]["Id"], trace_id.as_str());
@@ -71,20 +55,11 @@ async fn python_sdk_segments_show_as_a_trace() {
             .map(|s| s["ReferenceId"].clone())
             .unwrap_or_else(|| panic!("no node {name}: {graph}"))
     };
-    let front = services
-        .iter()
-        .find(|s| s["Name"] == "sdk-front-end")
-        .expect("front-end node");
+    let front = services.iter().find(|s| s["Name"] == "sdk-front-end").expect("front-end node");
     let call = &front["Edges"][0];
     assert_eq!(call["ReferenceId"], id_of("sdk-back-end"));
-    assert_eq!(
-        call["SummaryStatistics"]["FaultStatistics"]["TotalCount"],
-        1
-    );
-    let client = services
-        .iter()
-        .find(|s| s["Name"] == "client")
-        .expect("client node");
+    assert_eq!(call["SummaryStatistics"]["FaultStatistics"]["TotalCount"], 1);
+    let client = services.iter().find(|s| s["Name"] == "client").expect("client node");
     assert_eq!(client["Edges"][0]["ReferenceId"], id_of("sdk-front-end"));
 }
 
@@ -99,20 +74,12 @@ async fn node_sdk_streamed_subsegment_joins_its_trace() {
         dir.display()
     );
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg("sdk_client.js")
-            .arg(udp.to_string())
-            .current_dir(&dir)
-            .output()
+        std::process::Command::new("node").arg("sdk_client.js").arg(udp.to_string()).current_dir(&dir).output()
     })
     .await
     .expect("the script's task")
     .expect("node runs");
-    assert!(
-        out.status.success(),
-        "the SDK script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "the SDK script failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let trace_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     wait_for_stats(http, |s| s["Accepted"] == 3).await;
 
@@ -127,39 +94,23 @@ async fn node_sdk_streamed_subsegment_joins_its_trace() {
         .iter()
         .map(|r| {
             let text = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
-            (
-                text("Name"),
-                text("Kind"),
-                r["Depth"].as_u64().unwrap_or(99),
-            )
+            (text("Name"), text("Kind"), r["Depth"].as_u64().unwrap_or(99))
         })
         .collect();
-    let expected = [
-        ("node-front-end", "segment", 0),
-        ("node-back-end", "subsegment", 1),
-        ("node-back-end", "segment", 2),
-    ];
-    assert_eq!(
-        rows,
-        expected.map(|(n, k, d)| (n.to_owned(), k.to_owned(), d))
-    );
+    let expected =
+        [("node-front-end", "segment", 0), ("node-back-end", "subsegment", 1), ("node-back-end", "segment", 2)];
+    assert_eq!(rows, expected.map(|(n, k, d)| (n.to_owned(), k.to_owned(), d)));
     assert_eq!(trace["Summary"]["IsPartial"], false);
     assert_eq!(trace["Summary"]["Http"]["HttpStatus"], 404);
 
     let (_, graph) = get(http, "/api/service-graph").await;
     let services = graph["Services"].as_array().expect("services");
-    let front = services
-        .iter()
-        .find(|s| s["Name"] == "node-front-end")
-        .expect("front-end node");
+    let front = services.iter().find(|s| s["Name"] == "node-front-end").expect("front-end node");
     let back = services
         .iter()
         .find(|s| s["Name"] == "node-back-end" && s["Inferred"] == false)
         .expect("back-end's own node, not an inferred one");
     assert_eq!(front["Edges"][0]["ReferenceId"], back["ReferenceId"]);
-    assert_eq!(
-        front["Edges"][0]["SummaryStatistics"]["ErrorStatistics"]["TotalCount"],
-        1
-    );
+    assert_eq!(front["Edges"][0]["SummaryStatistics"]["ErrorStatistics"]["TotalCount"], 1);
     assert_eq!(services.len(), 3, "client, front-end, back-end: {graph}");
 }

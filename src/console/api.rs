@@ -29,11 +29,7 @@ pub fn handle<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
     let pairs = query::pairs(req.uri().query().unwrap_or(""));
     let path = req.uri().path();
     if let Some(asset) = assets::find(path) {
-        return respond(
-            StatusCode::OK,
-            asset.content_type,
-            Bytes::from_static(asset.body),
-        );
+        return respond(StatusCode::OK, asset.content_type, Bytes::from_static(asset.body));
     }
     match path {
         "/api/service-graph" => service_graph(state, &pairs),
@@ -73,9 +69,7 @@ fn trace_summaries(state: &State, pairs: &[(String, String)]) -> Response<Full<B
         Ok(p) => p,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    let limit = limit
-        .map_or(DEFAULT_PAGE, |l| l as usize)
-        .clamp(1, MAX_PAGE);
+    let limit = limit.map_or(DEFAULT_PAGE, |l| l as usize).clamp(1, MAX_PAGE);
     let offset = offset.map_or(0, |o| o as usize);
     let store = state.store();
     let page = summary::page(store.traces(), &filter, offset, limit, now());
@@ -92,11 +86,7 @@ fn trace(state: &State, id: &str) -> Response<Full<Bytes>> {
                           "Traces": [], "UnprocessedTraceIds": [id]});
         return json_response(StatusCode::NOT_FOUND, &body);
     };
-    let segments: Vec<_> = trace
-        .documents
-        .iter()
-        .map(|d| json!({"Id": d.document.id, "Document": d.text}))
-        .collect();
+    let segments: Vec<_> = trace.documents.iter().map(|d| json!({"Id": d.document.id, "Document": d.text})).collect();
     let summary = summary::summarize(trace);
     let body = json!({
         "Traces": [{
@@ -115,34 +105,23 @@ fn trace(state: &State, id: &str) -> Response<Full<Bytes>> {
 
 /// A non-negative number parameter, or the message saying it is not one.
 fn number(pairs: &[(String, String)], name: &str) -> Result<Option<f64>, String> {
-    let Some((_, value)) = pairs
-        .iter()
-        .rev()
-        .find(|(n, v)| n == name && !v.trim().is_empty())
-    else {
+    let Some((_, value)) = pairs.iter().rev().find(|(n, v)| n == name && !v.trim().is_empty()) else {
         return Ok(None);
     };
     match value.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(Some(v)),
-        _ => Err(format!(
-            "bad value {value:?} for `{name}`: expected a number"
-        )),
+        _ => Err(format!("bad value {value:?} for `{name}`: expected a number")),
     }
 }
 
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
     match serde_json::to_vec(body) {
         Ok(bytes) => respond(status, "application/json", Bytes::from(bytes)),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot encode the answer: {e}"),
-        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the answer: {e}")),
     }
 }
 

@@ -37,10 +37,7 @@ pub struct Received {
 
 /// Parses one datagram the way the daemon does: header line, then one JSON document.
 pub fn parse(datagram: &[u8]) -> Result<Received, DatagramError> {
-    let newline = datagram
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or(DatagramError::NoHeader)?;
+    let newline = datagram.iter().position(|&b| b == b'\n').ok_or(DatagramError::NoHeader)?;
     let (header, body) = (&datagram[..newline], &datagram[newline + 1..]);
     let header: Value = serde_json::from_slice(header).map_err(|_| DatagramError::BadHeader)?;
     let header_ok = header.get("format").and_then(Value::as_str) == Some("json")
@@ -48,18 +45,13 @@ pub fn parse(datagram: &[u8]) -> Result<Received, DatagramError> {
     if !header_ok {
         return Err(DatagramError::BadHeader);
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| DatagramError::NotUtf8)?
-        .trim();
+    let text = std::str::from_utf8(body).map_err(|_| DatagramError::NotUtf8)?.trim();
     if text.is_empty() {
         return Err(DatagramError::EmptyBody);
     }
     let value: Value = serde_json::from_str(text).map_err(DatagramError::Json)?;
     let document = Document::parse(&value).map_err(DatagramError::Document)?;
-    Ok(Received {
-        text: text.to_owned(),
-        document,
-    })
+    Ok(Received { text: text.to_owned(), document })
 }
 
 #[cfg(test)]
@@ -86,18 +78,9 @@ mod tests {
             (b"{\"format\": \"xml\", \"version\": 1}\n{}", "bad header"),
             (b"{\"format\": \"json\", \"version\": 2}\n{}", "bad header"),
             (b"garbage\n{}", "bad header"),
-            (
-                b"{\"format\": \"json\", \"version\": 1}\n  \n",
-                "empty document",
-            ),
-            (
-                b"{\"format\": \"json\", \"version\": 1}\n{\"name\":",
-                "not json",
-            ),
-            (
-                b"{\"format\": \"json\", \"version\": 1}\n\xff\xfe",
-                "not utf-8",
-            ),
+            (b"{\"format\": \"json\", \"version\": 1}\n  \n", "empty document"),
+            (b"{\"format\": \"json\", \"version\": 1}\n{\"name\":", "not json"),
+            (b"{\"format\": \"json\", \"version\": 1}\n\xff\xfe", "not utf-8"),
         ];
         for (datagram, expected) in cases {
             let err = parse(datagram).expect_err("malformed").to_string();

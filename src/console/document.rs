@@ -102,11 +102,7 @@ impl Document {
     }
 
     /// Parses one entry; nested subsegments get `parent_id` = the enclosing entry's id.
-    fn parse_entry(
-        obj: &Map<String, Value>,
-        kind: Kind,
-        trace_id: String,
-    ) -> Result<Self, DocumentError> {
+    fn parse_entry(obj: &Map<String, Value>, kind: Kind, trace_id: String) -> Result<Self, DocumentError> {
         let id = bounded_str(obj, "id", MAX_ID_LEN)?;
         let name = bounded_str(obj, "name", MAX_NAME_LEN)?;
         let start = obj
@@ -119,9 +115,7 @@ impl Document {
             None
         } else {
             // A missing end time is shown as in progress rather than refused: the console is lenient.
-            obj.get("end_time")
-                .and_then(Value::as_f64)
-                .filter(|t| t.is_finite() && *t >= start)
+            obj.get("end_time").and_then(Value::as_f64).filter(|t| t.is_finite() && *t >= start)
         };
         let parent_id = optional_str(obj, "parent_id", MAX_ID_LEN);
         let http = parse_http(obj.get("http"));
@@ -170,10 +164,7 @@ impl Document {
 
     /// The latest end among this entry and its nested subsegments (start when all are in progress).
     pub fn latest_end(&self) -> f64 {
-        self.subsegments
-            .iter()
-            .map(Document::latest_end)
-            .fold(self.end.unwrap_or(self.start), f64::max)
+        self.subsegments.iter().map(Document::latest_end).fold(self.end.unwrap_or(self.start), f64::max)
     }
 
     /// Visits this entry and every nested subsegment, depth first.
@@ -200,9 +191,7 @@ fn outcome(error: bool, throttle: bool, fault: bool, status: Option<u16>) -> Out
 }
 
 fn parse_http(http: Option<&Value>) -> Http {
-    let request = http
-        .and_then(|h| h.get("request"))
-        .and_then(Value::as_object);
+    let request = http.and_then(|h| h.get("request")).and_then(Value::as_object);
     let response = http.and_then(|h| h.get("response"));
     let req = |k: &str| request.and_then(|r| optional_str(r, k, 2048));
     Http {
@@ -210,10 +199,7 @@ fn parse_http(http: Option<&Value>) -> Http {
         url: req("url"),
         client_ip: req("client_ip"),
         user_agent: req("user_agent"),
-        status: response
-            .and_then(|r| r.get("status"))
-            .and_then(Value::as_u64)
-            .and_then(|s| u16::try_from(s).ok()),
+        status: response.and_then(|r| r.get("status")).and_then(Value::as_u64).and_then(|s| u16::try_from(s).ok()),
     }
 }
 
@@ -228,11 +214,7 @@ fn parse_annotations(annotations: Option<&Value>) -> Vec<(String, Value)> {
         .collect()
 }
 
-fn bounded_str(
-    obj: &Map<String, Value>,
-    key: &'static str,
-    max: usize,
-) -> Result<String, DocumentError> {
+fn bounded_str(obj: &Map<String, Value>, key: &'static str, max: usize) -> Result<String, DocumentError> {
     match obj.get(key).and_then(Value::as_str) {
         Some(s) if !s.is_empty() && s.len() <= max => Ok(s.to_owned()),
         _ => Err(DocumentError::Field(key)),
@@ -240,10 +222,7 @@ fn bounded_str(
 }
 
 fn optional_str(obj: &Map<String, Value>, key: &str, max: usize) -> Option<String> {
-    obj.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && s.len() <= max)
-        .map(str::to_owned)
+    obj.get(key).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= max).map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -267,11 +246,7 @@ mod tests {
         assert_eq!(doc.kind, Kind::Segment);
         assert_eq!(doc.http.client_ip.as_deref(), Some("10.0.0.7"));
         assert_eq!(doc.outcome, Outcome::Ok);
-        assert_eq!(
-            doc.subsegments.len(),
-            1,
-            "the broken nested entry is left out"
-        );
+        assert_eq!(doc.subsegments.len(), 1, "the broken nested entry is left out");
         let sub = &doc.subsegments[0];
         assert!(sub.is_remote());
         assert_eq!(sub.parent_id.as_deref(), Some("70de5b6f19ff9a0a"));

@@ -78,23 +78,15 @@ impl Filter {
             (Some(StatusFilter::Class(digit)), Some(got)) => got / 100 == digit,
             (Some(_), None) => false,
         };
-        let contains = |hay: Option<&str>, needle: &str| {
-            hay.is_some_and(|h| h.to_lowercase().contains(&needle.to_lowercase()))
-        };
+        let contains =
+            |hay: Option<&str>, needle: &str| hay.is_some_and(|h| h.to_lowercase().contains(&needle.to_lowercase()));
         status_ok
+            && self.client_ip.as_deref().is_none_or(|ip| http.client_ip.as_deref().is_some_and(|c| c.starts_with(ip)))
+            && self.url.as_deref().is_none_or(|u| contains(http.http_url.as_deref(), u))
             && self
-                .client_ip
+                .service
                 .as_deref()
-                .is_none_or(|ip| http.client_ip.as_deref().is_some_and(|c| c.starts_with(ip)))
-            && self
-                .url
-                .as_deref()
-                .is_none_or(|u| contains(http.http_url.as_deref(), u))
-            && self.service.as_deref().is_none_or(|want| {
-                s.service_ids
-                    .iter()
-                    .any(|id| id.name.eq_ignore_ascii_case(want))
-            })
+                .is_none_or(|want| s.service_ids.iter().any(|id| id.name.eq_ignore_ascii_case(want)))
             && self.min_duration.is_none_or(|min| s.duration >= min)
             && self.max_duration.is_none_or(|max| s.duration <= max)
             && self.start_time.is_none_or(|t| s.start_time >= t)
@@ -122,15 +114,11 @@ fn parse_status(name: &str, value: &str) -> Result<StatusFilter, FilterError> {
 }
 
 fn parse_seconds(name: &str, value: &str) -> Result<f64, FilterError> {
-    value
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .ok_or_else(|| FilterError {
-            name: name.to_owned(),
-            value: value.to_owned(),
-            expected: "a number of seconds",
-        })
+    value.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| FilterError {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        expected: "a number of seconds",
+    })
 }
 
 #[cfg(test)]
@@ -138,9 +126,7 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -158,23 +144,16 @@ mod tests {
         .expect("valid");
         assert_eq!(f.status, Some(StatusFilter::Class(5)));
         assert_eq!(f.client_ip.as_deref(), Some("10.0.3."));
-        assert_eq!(
-            (f.min_duration, f.max_duration, f.end_time),
-            (Some(0.01), Some(2.0), None)
-        );
+        assert_eq!((f.min_duration, f.max_duration, f.end_time), (Some(0.01), Some(2.0), None));
         let exact = Filter::from_query(&pairs(&[("status", "404")])).expect("valid");
         assert_eq!(exact.status, Some(StatusFilter::Exact(404)));
     }
 
     #[test]
     fn refuses_bad_values_with_the_parameter_named() {
-        for (name, value) in [
-            ("status", "oops"),
-            ("status", "9xx"),
-            ("status", "42"),
-            ("min_duration", "-1"),
-            ("max_duration", "NaN"),
-        ] {
+        for (name, value) in
+            [("status", "oops"), ("status", "9xx"), ("status", "42"), ("min_duration", "-1"), ("max_duration", "NaN")]
+        {
             let err = Filter::from_query(&pairs(&[(name, value)])).expect_err("bad value");
             assert_eq!(err.name, name);
             assert!(err.to_string().contains(value));

@@ -100,20 +100,12 @@ struct NodeKey {
 
 impl NodeKey {
     fn client() -> Self {
-        Self {
-            rank: 0,
-            name: "client".into(),
-            kind: "client".into(),
-        }
+        Self { rank: 0, name: "client".into(), kind: "client".into() }
     }
 
     fn service(segment: &Document) -> Self {
         let kind = segment.origin.clone().unwrap_or_else(|| "service".into());
-        Self {
-            rank: 1,
-            name: segment.name.clone(),
-            kind,
-        }
+        Self { rank: 1, name: segment.name.clone(), kind }
     }
 
     fn inferred(call: &Document) -> Self {
@@ -121,11 +113,7 @@ impl NodeKey {
             Some("aws") => format!("AWS::{}", call.name),
             _ => "remote".into(),
         };
-        Self {
-            rank: 2,
-            name: call.name.clone(),
-            kind,
-        }
+        Self { rank: 2, name: call.name.clone(), kind }
     }
 }
 
@@ -160,11 +148,7 @@ struct Builder {
 
 /// Builds the map from the documents of `traces` that start inside `window`.
 pub fn build<'a>(traces: impl IntoIterator<Item = &'a Trace>, window: Window) -> ServiceGraph {
-    let mut b = Builder {
-        first: f64::INFINITY,
-        last: f64::NEG_INFINITY,
-        ..Builder::default()
-    };
+    let mut b = Builder { first: f64::INFINITY, last: f64::NEG_INFINITY, ..Builder::default() };
     for trace in traces {
         let all: Vec<&Document> = trace.documents.iter().map(|s| &s.document).collect();
         b.add_trace(&all, window);
@@ -197,17 +181,11 @@ impl Builder {
                     self.nodes.entry(key.clone()).or_default().root = true;
                     // The client node has no statistics of its own; counting gives it its time range.
                     self.nodes.entry(NodeKey::client()).or_default().count(doc);
-                    self.edges
-                        .entry((NodeKey::client(), key))
-                        .or_default()
-                        .count(doc);
+                    self.edges.entry((NodeKey::client(), key)).or_default().count(doc);
                 }
             }
             doc.walk(&mut |call| {
-                if !call.is_remote()
-                    || call.kind != Kind::Subsegment
-                    || !counted.insert(call.id.as_str())
-                {
+                if !call.is_remote() || call.kind != Kind::Subsegment || !counted.insert(call.id.as_str()) {
                     return;
                 }
                 // A call whose enclosing segment never arrived cannot be placed on the map yet.
@@ -224,10 +202,7 @@ impl Builder {
                     None => {
                         let inferred = NodeKey::inferred(call);
                         self.nodes.entry(inferred.clone()).or_default().count(call);
-                        self.edges
-                            .entry((owner.clone(), inferred))
-                            .or_default()
-                            .count(call);
+                        self.edges.entry((owner.clone(), inferred)).or_default().count(call);
                     }
                 }
             });
@@ -235,14 +210,9 @@ impl Builder {
     }
 
     fn finish(self, window: Window) -> ServiceGraph {
-        let span = if self.first.is_finite() {
-            window.end.min(self.last) - window.start.max(self.first)
-        } else {
-            0.0
-        };
+        let span = if self.first.is_finite() { window.end.min(self.last) - window.start.max(self.first) } else { 0.0 };
         let span = span.max(MIN_RATE_SPAN_SECONDS);
-        let ids: HashMap<&NodeKey, usize> =
-            self.nodes.keys().enumerate().map(|(i, k)| (k, i)).collect();
+        let ids: HashMap<&NodeKey, usize> = self.nodes.keys().enumerate().map(|(i, k)| (k, i)).collect();
         let mut services: Vec<Service> = self
             .nodes
             .iter()
@@ -282,12 +252,7 @@ impl Builder {
                 rates: tally.stats.rates(span),
             });
         }
-        ServiceGraph {
-            start_time: window.start,
-            end_time: window.end,
-            services,
-            contains_old_group_versions: false,
-        }
+        ServiceGraph { start_time: window.start, end_time: window.end, services, contains_old_group_versions: false }
     }
 }
 
@@ -302,11 +267,7 @@ fn owners<'a>(all: &[&'a Document]) -> HashMap<&'a str, NodeKey> {
         });
     }
     // Each pass places the subsegments whose parent is placed; a chain needs one pass per link.
-    let mut pending: Vec<&Document> = all
-        .iter()
-        .copied()
-        .filter(|d| d.kind == Kind::Subsegment)
-        .collect();
+    let mut pending: Vec<&Document> = all.iter().copied().filter(|d| d.kind == Kind::Subsegment).collect();
     while !pending.is_empty() {
         let before = pending.len();
         pending.retain(|sub| {

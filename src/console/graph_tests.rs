@@ -3,17 +3,10 @@
 use super::*;
 use crate::console::testdata::{THREE_TIER, peer, store_of};
 
-const ALL: Window = Window {
-    start: 0.0,
-    end: f64::MAX,
-};
+const ALL: Window = Window { start: 0.0, end: f64::MAX };
 
 fn node<'a>(graph: &'a ServiceGraph, name: &str) -> &'a Service {
-    graph
-        .services
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no node {name}: {:?}", names(graph)))
+    graph.services.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no node {name}: {:?}", names(graph)))
 }
 
 fn names(graph: &ServiceGraph) -> Vec<&str> {
@@ -33,10 +26,7 @@ fn edge<'a>(graph: &'a ServiceGraph, from: &str, to: &str) -> &'a Edge {
 fn draws_client_front_end_back_end() {
     let store = store_of(THREE_TIER.lines());
     let graph = build(store.traces(), ALL);
-    assert_eq!(
-        names(&graph),
-        ["client", "back-end", "front-end", "api.example.com"]
-    );
+    assert_eq!(names(&graph), ["client", "back-end", "front-end", "api.example.com"]);
 
     let client = node(&graph, "client");
     assert_eq!(client.kind, "client");
@@ -57,28 +47,16 @@ fn draws_client_front_end_back_end() {
 
     let back_end = node(&graph, "back-end");
     assert_eq!(back_end.kind, "AWS::EKS::Container");
-    assert!(
-        !back_end.root,
-        "the back-end is only called by the front-end"
-    );
+    assert!(!back_end.root, "the back-end is only called by the front-end");
     assert!(back_end.edges.is_empty());
     let stats = back_end.summary_statistics.as_ref().expect("service stats");
     // Three back-end segments arrived; the in-progress one has no response time yet.
-    assert_eq!(
-        (stats.total_count, stats.fault_statistics.total_count),
-        (2, 1)
-    );
+    assert_eq!((stats.total_count, stats.fault_statistics.total_count), (2, 1));
 
     let inferred = node(&graph, "api.example.com");
     assert!(inferred.inferred);
     assert_eq!(inferred.kind, "remote");
-    assert_eq!(
-        edge(&graph, "front-end", "api.example.com")
-            .summary_statistics
-            .error_statistics
-            .total_count,
-        1
-    );
+    assert_eq!(edge(&graph, "front-end", "api.example.com").summary_statistics.error_statistics.total_count, 1);
 }
 
 #[test]
@@ -93,60 +71,35 @@ fn rates_use_the_time_span_of_the_requests() {
     let store = store_of(THREE_TIER.lines());
     let graph = build(store.traces(), ALL);
     // Traces span 1795540000.100 .. 1795540003.110; below ten seconds the span counts as ten.
-    let rpm = edge(&graph, "client", "front-end")
-        .rates
-        .requests_per_minute;
+    let rpm = edge(&graph, "client", "front-end").rates.requests_per_minute;
     assert!((rpm - 18.0).abs() < 1e-9, "{rpm}");
 }
 
 #[test]
 fn window_leaves_out_older_documents() {
     let store = store_of(THREE_TIER.lines());
-    let window = Window {
-        start: 1795540001.0,
-        end: 1795540001.9,
-    };
+    let window = Window { start: 1795540001.0, end: 1795540001.9 };
     let graph = build(store.traces(), window);
-    assert_eq!(
-        edge(&graph, "client", "front-end")
-            .summary_statistics
-            .total_count,
-        1
-    );
+    assert_eq!(edge(&graph, "client", "front-end").summary_statistics.total_count, 1);
     assert!(graph.services.iter().all(|s| s.name != "api.example.com"));
 }
 
 #[test]
 fn independent_subsegment_before_its_segment_waits_for_it() {
-    let lines: Vec<&str> = THREE_TIER
-        .lines()
-        .filter(|l| l.contains("1-6b05d0a1"))
-        .collect();
+    let lines: Vec<&str> = THREE_TIER.lines().filter(|l| l.contains("1-6b05d0a1")).collect();
     // Without the front-end segment the call has no known caller: no edge, the back-end still shows.
-    let partial = store_of(
-        lines
-            .iter()
-            .copied()
-            .filter(|l| !l.contains("\"name\":\"front-end\"")),
-    );
+    let partial = store_of(lines.iter().copied().filter(|l| !l.contains("\"name\":\"front-end\"")));
     let graph = build(partial.traces(), ALL);
     assert_eq!(names(&graph), ["back-end"]);
     let whole = store_of(lines.iter().copied());
     let graph = build(whole.traces(), ALL);
-    assert_eq!(
-        edge(&graph, "front-end", "back-end")
-            .summary_statistics
-            .total_count,
-        1
-    );
+    assert_eq!(edge(&graph, "front-end", "back-end").summary_statistics.total_count, 1);
 }
 
 #[test]
 fn peer_captures_draw_their_nodes() {
-    let (Some(envoy), Some(python)) = (
-        peer("envoy-1.40-ingress.jsonl"),
-        peer("aws-xray-sdk-python-2.15-flask.jsonl"),
-    ) else {
+    let (Some(envoy), Some(python)) = (peer("envoy-1.40-ingress.jsonl"), peer("aws-xray-sdk-python-2.15-flask.jsonl"))
+    else {
         panic!("../shared/xray/peers is missing beside the repository");
     };
     let store = store_of(envoy.lines().chain(python.lines()));
@@ -154,23 +107,10 @@ fn peer_captures_draw_their_nodes() {
     let frontend = node(&graph, "frontend");
     assert_eq!(frontend.kind, "AWS::EKS::Container");
     let stats = frontend.summary_statistics.as_ref().expect("stats");
-    assert_eq!(
-        (stats.total_count, stats.error_statistics.total_count),
-        (4, 1)
-    );
+    assert_eq!((stats.total_count, stats.error_statistics.total_count), (4, 1));
     // Only the requests without a caller (no parent_id) come from the client node.
-    assert_eq!(
-        edge(&graph, "client", "frontend")
-            .summary_statistics
-            .total_count,
-        1
-    );
-    assert_eq!(
-        edge(&graph, "client", "sdk-backend")
-            .summary_statistics
-            .total_count,
-        1
-    );
+    assert_eq!(edge(&graph, "client", "frontend").summary_statistics.total_count, 1);
+    assert_eq!(edge(&graph, "client", "sdk-backend").summary_statistics.total_count, 1);
     let sdk = node(&graph, "sdk-backend");
     assert_eq!(sdk.kind, "service");
     assert_eq!(sdk.summary_statistics.as_ref().map(|s| s.ok_count), Some(2));
@@ -178,18 +118,10 @@ fn peer_captures_draw_their_nodes() {
 
 #[test]
 fn a_call_sent_twice_counts_once() {
-    let lines: Vec<&str> = THREE_TIER
-        .lines()
-        .filter(|l| l.contains("1-6b05d0a0"))
-        .collect();
+    let lines: Vec<&str> = THREE_TIER.lines().filter(|l| l.contains("1-6b05d0a0")).collect();
     // The same remote call, streamed on its own after being sent nested in its segment.
     let streamed = r#"{"type":"subsegment","name":"back-end","id":"7a8b9c0d1e2f3a4b","trace_id":"1-6b05d0a0-0a1b2c3d4e5f60718293a4b5","parent_id":"6f1a2b3c4d5e6f70","namespace":"remote","start_time":1795540000.110,"end_time":1795540000.150}"#;
     let store = store_of(lines.iter().copied().chain([streamed]));
     let graph = build(store.traces(), ALL);
-    assert_eq!(
-        edge(&graph, "front-end", "back-end")
-            .summary_statistics
-            .total_count,
-        1
-    );
+    assert_eq!(edge(&graph, "front-end", "back-end").summary_statistics.total_count, 1);
 }

@@ -199,33 +199,17 @@ pub async fn serve(
     config: ConsoleConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Console, ConsoleError> {
-    let udp = receiver::bind(config.udp).map_err(|source| ConsoleError::BindUdp {
-        addr: config.udp,
-        source,
-    })?;
-    let udp_addr = udp.local_addr().map_err(|source| ConsoleError::BindUdp {
-        addr: config.udp,
-        source,
-    })?;
+    let udp = receiver::bind(config.udp).map_err(|source| ConsoleError::BindUdp { addr: config.udp, source })?;
+    let udp_addr = udp.local_addr().map_err(|source| ConsoleError::BindUdp { addr: config.udp, source })?;
     let http = tokio::net::TcpListener::bind(config.http)
         .await
-        .map_err(|source| ConsoleError::BindHttp {
-            addr: config.http,
-            source,
-        })?;
-    let http_addr = http.local_addr().map_err(|source| ConsoleError::BindHttp {
-        addr: config.http,
-        source,
-    })?;
+        .map_err(|source| ConsoleError::BindHttp { addr: config.http, source })?;
+    let http_addr = http.local_addr().map_err(|source| ConsoleError::BindHttp { addr: config.http, source })?;
     let forward = match &config.forward {
         Some(target) => {
-            let f =
-                receiver::Forwarder::new(target)
-                    .await
-                    .map_err(|source| ConsoleError::Forward {
-                        target: target.clone(),
-                        source,
-                    })?;
+            let f = receiver::Forwarder::new(target)
+                .await
+                .map_err(|source| ConsoleError::Forward { target: target.clone(), source })?;
             info!(target = %target, addr = %f.addr(), "relaying every datagram to a daemon");
             Some(f)
         }
@@ -246,12 +230,7 @@ pub async fn serve(
         tokio::spawn(server::run(http, state.clone(), stop_rx)),
     ];
     info!(udp = %udp_addr, http = %http_addr, "console listening");
-    Ok(Console {
-        udp_addr,
-        http_addr,
-        state,
-        tasks,
-    })
+    Ok(Console { udp_addr, http_addr, state, tasks })
 }
 
 /// Completes once the shutdown flag turns true (or its sender is gone).
@@ -274,11 +253,7 @@ pub async fn run(args: Args) -> Result<(), crate::BoxError> {
         }
     })
     .await?;
-    println!(
-        "xray-sidecar console: send segments to udp {} and open {}",
-        console.udp_addr(),
-        console.url()
-    );
+    println!("xray-sidecar console: send segments to udp {} and open {}", console.udp_addr(), console.url());
     console.wait().await;
     Ok(())
 }

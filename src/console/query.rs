@@ -21,9 +21,7 @@ fn decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => {
                         out.push(b);
@@ -45,8 +43,7 @@ mod tests {
 
     #[test]
     fn decodes_pairs() {
-        let got =
-            pairs("status=5xx&url=%2Fapi%3Fx&client_ip=10.0.3.1&service=back+end&flag&bad=%zz%4");
+        let got = pairs("status=5xx&url=%2Fapi%3Fx&client_ip=10.0.3.1&service=back+end&flag&bad=%zz%4");
         let want = [
             ("status", "5xx"),
             ("url", "/api?x"),
@@ -55,14 +52,8 @@ mod tests {
             ("flag", ""),
             ("bad", "%zz%4"),
         ];
-        let want: Vec<(String, String)> = want
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         assert_eq!(got, want);
-        assert_eq!(
-            pairs("x=%C3%A9%FF"),
-            [("x".to_string(), "é\u{fffd}".to_string())]
-        );
+        assert_eq!(pairs("x=%C3%A9%FF"), [("x".to_string(), "é\u{fffd}".to_string())]);
     }
 }

@@ -43,17 +43,9 @@ impl Forwarder {
     /// Resolves `target` (`host:port`) and opens a socket to send to it.
     pub async fn new(target: &str) -> io::Result<Self> {
         let addr = resolve(target).await?;
-        let local: SocketAddr = if addr.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
+        let local: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         let socket = UdpSocket::bind(local).await?;
-        Ok(Self {
-            socket,
-            target: target.to_owned(),
-            addr,
-        })
+        Ok(Self { socket, target: target.to_owned(), addr })
     }
 
     /// The address datagrams go to.
@@ -77,12 +69,7 @@ async fn resolve(target: &str) -> io::Result<SocketAddr> {
     tokio::net::lookup_host(target)
         .await?
         .next()
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{target} resolves to no address"),
-            )
-        })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{target} resolves to no address")))
 }
 
 /// Receives datagrams until `shutdown` turns true.

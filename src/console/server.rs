@@ -38,9 +38,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, mut shutdown: watch::
             let resp = api::handle(&state, &req);
             async move { Ok::<_, Infallible>(resp) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

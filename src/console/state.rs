@@ -68,18 +68,13 @@ impl State {
 
     /// The store, locked; a panic elsewhere while holding it leaves consistent data, so poison is ignored.
     pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Counts a malformed datagram and remembers why.
     pub fn count_malformed(&self, reason: String) {
         self.malformed.fetch_add(1, Ordering::Relaxed);
-        *self
-            .last_malformed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        *self.last_malformed.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
 
     /// A snapshot of the counters.
@@ -93,11 +88,7 @@ impl State {
             received: load(&self.received),
             accepted: load(&self.accepted),
             malformed: load(&self.malformed),
-            last_malformed_reason: self
-                .last_malformed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_malformed_reason: self.last_malformed.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             forwarded: load(&self.forwarded),
             forward_errors: load(&self.forward_errors),
             traces: store.traces,

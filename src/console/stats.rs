@@ -108,10 +108,7 @@ impl Accumulator {
                 other_count: self.error,
                 total_count: self.error + self.throttle,
             },
-            fault_statistics: FaultStatistics {
-                other_count: self.fault,
-                total_count: self.fault,
-            },
+            fault_statistics: FaultStatistics { other_count: self.fault, total_count: self.fault },
             total_count: self.total(),
             total_response_time: self.total_response_time,
         }
@@ -135,11 +132,7 @@ impl Accumulator {
     pub fn rates(&self, span_seconds: f64) -> Rates {
         let total = self.total();
         let share = |n: u64| {
-            if total == 0 {
-                0.0
-            } else {
-                n as f64 / total as f64
-            }
+            if total == 0 { 0.0 } else { n as f64 / total as f64 }
         };
         let sorted = self.sorted();
         // Nearest-rank percentile: the smallest value with at least 95% of requests at or below it.
@@ -149,11 +142,7 @@ impl Accumulator {
         };
         Rates {
             requests_per_minute: total as f64 * 60.0 / span_seconds.max(1.0),
-            average_response_time: if total == 0 {
-                0.0
-            } else {
-                self.total_response_time / total as f64
-            },
+            average_response_time: if total == 0 { 0.0 } else { self.total_response_time / total as f64 },
             p95_response_time: p95,
             error_rate: share(self.error + self.throttle),
             throttle_rate: share(self.throttle),

@@ -36,18 +36,12 @@ pub struct Trace {
 impl Trace {
     /// The earliest start among its documents.
     pub fn start(&self) -> f64 {
-        self.documents
-            .iter()
-            .map(|d| d.document.start)
-            .fold(f64::INFINITY, f64::min)
+        self.documents.iter().map(|d| d.document.start).fold(f64::INFINITY, f64::min)
     }
 
     /// The latest end (or start, while in progress) among its documents and their subsegments.
     pub fn end(&self) -> f64 {
-        self.documents
-            .iter()
-            .map(|d| d.document.latest_end())
-            .fold(f64::NEG_INFINITY, f64::max)
+        self.documents.iter().map(|d| d.document.latest_end()).fold(f64::NEG_INFINITY, f64::max)
     }
 }
 
@@ -94,12 +88,7 @@ fn cost(text: &str) -> usize {
 impl Store {
     /// An empty store with these limits.
     pub fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            traces: HashMap::new(),
-            order: VecDeque::new(),
-            stats: StoreStats::default(),
-        }
+        Self { limits, traces: HashMap::new(), order: VecDeque::new(), stats: StoreStats::default() }
     }
 
     /// Adds a document to its trace, then evicts the oldest traces beyond the limits.
@@ -111,22 +100,13 @@ impl Store {
             None => {
                 self.order.push_back(trace_id.clone());
                 self.stats.traces += 1;
-                let trace = Trace {
-                    id: trace_id.clone(),
-                    documents: Vec::new(),
-                };
+                let trace = Trace { id: trace_id.clone(), documents: Vec::new() };
                 self.traces.entry(trace_id.clone()).or_insert(trace)
             }
         };
-        let stored = Stored {
-            text: received.text,
-            document: received.document,
-        };
+        let stored = Stored { text: received.text, document: received.document };
         let full = trace.documents.len() >= self.limits.max_documents_per_trace;
-        let existing = trace
-            .documents
-            .iter_mut()
-            .find(|d| d.document.id == stored.document.id);
+        let existing = trace.documents.iter_mut().find(|d| d.document.id == stored.document.id);
         let outcome = match existing {
             Some(old) => {
                 self.stats.bytes = self.stats.bytes - cost(&old.text) + new_cost;
@@ -204,25 +184,15 @@ mod tests {
     }
 
     fn limits(max_traces: usize) -> Limits {
-        Limits {
-            max_traces,
-            max_bytes: usize::MAX,
-            max_documents_per_trace: 3,
-        }
+        Limits { max_traces, max_bytes: usize::MAX, max_documents_per_trace: 3 }
     }
 
     #[test]
     fn groups_by_trace_and_replaces_resent_ids() {
         let mut store = Store::new(limits(10));
-        assert_eq!(
-            store.insert(received("t1", "a", ",\"in_progress\":true")),
-            Inserted::Added
-        );
+        assert_eq!(store.insert(received("t1", "a", ",\"in_progress\":true")), Inserted::Added);
         assert_eq!(store.insert(received("t1", "b", "")), Inserted::Added);
-        assert_eq!(
-            store.insert(received("t1", "a", ",\"end_time\":2.0")),
-            Inserted::Replaced
-        );
+        assert_eq!(store.insert(received("t1", "a", ",\"end_time\":2.0")), Inserted::Replaced);
         let trace = store.get("t1").expect("stored");
         assert_eq!(trace.documents.len(), 2);
         assert_eq!(trace.documents[0].document.end, Some(2.0));
@@ -237,25 +207,15 @@ mod tests {
         store.insert(received("t2", "a", ""));
         store.insert(received("t1", "b", ""));
         store.insert(received("t3", "a", ""));
-        assert!(
-            store.get("t1").is_none(),
-            "t1 arrived first, so it goes first"
-        );
+        assert!(store.get("t1").is_none(), "t1 arrived first, so it goes first");
         assert!(store.get("t2").is_some() && store.get("t3").is_some());
         let stats = store.stats();
-        assert_eq!(
-            (stats.traces, stats.documents, stats.evicted_traces),
-            (2, 2, 1)
-        );
+        assert_eq!((stats.traces, stats.documents, stats.evicted_traces), (2, 2, 1));
     }
 
     #[test]
     fn byte_budget_and_per_trace_cap_bound_memory() {
-        let mut store = Store::new(Limits {
-            max_traces: 1000,
-            max_bytes: 2000,
-            max_documents_per_trace: 3,
-        });
+        let mut store = Store::new(Limits { max_traces: 1000, max_bytes: 2000, max_documents_per_trace: 3 });
         for i in 0..100 {
             store.insert(received(&format!("t{i}"), "a", ""));
         }

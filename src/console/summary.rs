@@ -94,25 +94,15 @@ pub struct TraceSummaries {
 
 /// The service node of a segment, as the map names it.
 fn service_id(name: &str, kind: &str) -> ServiceId {
-    ServiceId {
-        name: name.to_owned(),
-        names: vec![name.to_owned()],
-        kind: kind.to_owned(),
-    }
+    ServiceId { name: name.to_owned(), names: vec![name.to_owned()], kind: kind.to_owned() }
 }
 
 /// The segment that received the request first: a parentless one, else one whose caller is missing.
 pub fn entry<'a>(docs: &[&'a Document], ids: &HashSet<&str>) -> Option<&'a Document> {
     let segments = || docs.iter().copied().filter(|d| d.kind == Kind::Segment);
-    let earliest =
-        |it: &mut dyn Iterator<Item = &'a Document>| it.min_by(|a, b| a.start.total_cmp(&b.start));
+    let earliest = |it: &mut dyn Iterator<Item = &'a Document>| it.min_by(|a, b| a.start.total_cmp(&b.start));
     earliest(&mut segments().filter(|d| d.parent_id.is_none()))
-        .or_else(|| {
-            earliest(
-                &mut segments()
-                    .filter(|d| d.parent_id.as_deref().is_some_and(|p| !ids.contains(p))),
-            )
-        })
+        .or_else(|| earliest(&mut segments().filter(|d| d.parent_id.as_deref().is_some_and(|p| !ids.contains(p)))))
         .or_else(|| earliest(&mut segments()))
 }
 
@@ -120,8 +110,7 @@ pub fn entry<'a>(docs: &[&'a Document], ids: &HashSet<&str>) -> Option<&'a Docum
 pub fn summarize(trace: &Trace) -> TraceSummary {
     let docs: Vec<&Document> = trace.documents.iter().map(|s| &s.document).collect();
     let mut ids: HashSet<&str> = HashSet::new();
-    let (mut has_error, mut has_fault, mut has_throttle, mut in_progress) =
-        (false, false, false, false);
+    let (mut has_error, mut has_fault, mut has_throttle, mut in_progress) = (false, false, false, false);
     let mut annotations: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for doc in &docs {
         doc.walk(&mut |d| {
@@ -134,24 +123,16 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
             }
             in_progress |= d.end.is_none();
             for (key, value) in &d.annotations {
-                annotations
-                    .entry(key.clone())
-                    .or_default()
-                    .push(annotation_value(value));
+                annotations.entry(key.clone()).or_default().push(annotation_value(value));
             }
         });
     }
-    let orphaned = docs
-        .iter()
-        .any(|d| d.parent_id.as_deref().is_some_and(|p| !ids.contains(p)));
+    let orphaned = docs.iter().any(|d| d.parent_id.as_deref().is_some_and(|p| !ids.contains(p)));
     let callees: HashSet<&str> = docs.iter().filter_map(|d| d.parent_id.as_deref()).collect();
     let mut services: Vec<ServiceId> = Vec::new();
     for doc in &docs {
         if doc.kind == Kind::Segment {
-            services.push(service_id(
-                &doc.name,
-                doc.origin.as_deref().unwrap_or("service"),
-            ));
+            services.push(service_id(&doc.name, doc.origin.as_deref().unwrap_or("service")));
         }
         doc.walk(&mut |d| {
             if d.is_remote() && d.kind == Kind::Subsegment && !callees.contains(d.id.as_str()) {
@@ -210,17 +191,9 @@ pub fn page<'a>(
     now: f64,
 ) -> TraceSummaries {
     let mut processed = 0;
-    let mut matched: Vec<TraceSummary> = traces
-        .into_iter()
-        .inspect(|_| processed += 1)
-        .map(summarize)
-        .filter(|s| filter.matches(s))
-        .collect();
-    matched.sort_by(|a, b| {
-        b.start_time
-            .total_cmp(&a.start_time)
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    let mut matched: Vec<TraceSummary> =
+        traces.into_iter().inspect(|_| processed += 1).map(summarize).filter(|s| filter.matches(s)).collect();
+    matched.sort_by(|a, b| b.start_time.total_cmp(&a.start_time).then_with(|| a.id.cmp(&b.id)));
     let matched_count = matched.len();
     let end = offset.saturating_add(limit).min(matched_count);
     let next_token = (end < matched_count).then(|| end.to_string());

@@ -14,34 +14,20 @@ fn by_id(summaries: &TraceSummaries, prefix: &str) -> TraceSummary {
 }
 
 fn ids(summaries: &TraceSummaries) -> Vec<&str> {
-    summaries
-        .trace_summaries
-        .iter()
-        .map(|s| &s.id[..10])
-        .collect()
+    summaries.trace_summaries.iter().map(|s| &s.id[..10]).collect()
 }
 
 #[test]
 fn summarizes_the_entry_request() {
     let store = store_of(THREE_TIER.lines());
     let all = page(store.traces(), &Filter::default(), 0, 100, 0.0);
-    assert_eq!(
-        ids(&all),
-        ["1-6b05d0a3", "1-6b05d0a2", "1-6b05d0a1", "1-6b05d0a0"],
-        "newest first"
-    );
+    assert_eq!(ids(&all), ["1-6b05d0a3", "1-6b05d0a2", "1-6b05d0a1", "1-6b05d0a0"], "newest first");
 
     let ok = by_id(&all, "1-6b05d0a0");
     assert_eq!(ok.http.http_status, Some(200));
     assert_eq!(ok.http.client_ip.as_deref(), Some("10.0.3.17"));
-    assert_eq!(
-        ok.entry_point.as_ref().map(|e| e.name.as_str()),
-        Some("front-end")
-    );
-    assert!(
-        (ok.duration - 0.060).abs() < 1e-6
-            && (ok.response_time.unwrap_or(0.0) - 0.060).abs() < 1e-6
-    );
+    assert_eq!(ok.entry_point.as_ref().map(|e| e.name.as_str()), Some("front-end"));
+    assert!((ok.duration - 0.060).abs() < 1e-6 && (ok.response_time.unwrap_or(0.0) - 0.060).abs() < 1e-6);
     assert!(!ok.has_error && !ok.has_fault && !ok.is_partial);
     assert_eq!(ok.annotations.len(), 1);
     let names: Vec<&str> = ok.service_ids.iter().map(|s| s.name.as_str()).collect();
@@ -55,12 +41,7 @@ fn summarizes_the_entry_request() {
 
     let inferred = by_id(&all, "1-6b05d0a2");
     assert!(inferred.has_error);
-    assert!(
-        inferred
-            .service_ids
-            .iter()
-            .any(|s| s.name == "api.example.com" && s.kind == "remote")
-    );
+    assert!(inferred.service_ids.iter().any(|s| s.name == "api.example.com" && s.kind == "remote"));
 
     // Only an in-progress back-end whose caller never came: partial, entered at the back-end.
     let partial = by_id(&all, "1-6b05d0a3");
@@ -72,62 +53,15 @@ fn summarizes_the_entry_request() {
 #[test]
 fn filters_narrow_the_list() {
     let store = store_of(THREE_TIER.lines());
-    let list = |f: Filter| {
-        ids(&page(store.traces(), &f, 0, 100, 0.0))
-            .into_iter()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        list(Filter {
-            status: Some(StatusFilter::Exact(500)),
-            ..Filter::default()
-        }),
-        ["1-6b05d0a1"]
-    );
-    assert_eq!(
-        list(Filter {
-            status: Some(StatusFilter::Class(4)),
-            ..Filter::default()
-        }),
-        ["1-6b05d0a2"]
-    );
-    assert_eq!(
-        list(Filter {
-            client_ip: Some("10.0.3.17".into()),
-            ..Filter::default()
-        }),
-        ["1-6b05d0a2", "1-6b05d0a0"]
-    );
-    assert_eq!(
-        list(Filter {
-            url: Some("MISSING".into()),
-            ..Filter::default()
-        }),
-        ["1-6b05d0a2"]
-    );
-    assert_eq!(
-        list(Filter {
-            service: Some("api.example.com".into()),
-            ..Filter::default()
-        }),
-        ["1-6b05d0a2"]
-    );
-    assert_eq!(
-        list(Filter {
-            min_duration: Some(0.055),
-            ..Filter::default()
-        }),
-        ["1-6b05d0a0"]
-    );
-    assert_eq!(
-        list(Filter {
-            max_duration: Some(0.035),
-            ..Filter::default()
-        })
-        .len(),
-        2
-    );
+    let list =
+        |f: Filter| ids(&page(store.traces(), &f, 0, 100, 0.0)).into_iter().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(list(Filter { status: Some(StatusFilter::Exact(500)), ..Filter::default() }), ["1-6b05d0a1"]);
+    assert_eq!(list(Filter { status: Some(StatusFilter::Class(4)), ..Filter::default() }), ["1-6b05d0a2"]);
+    assert_eq!(list(Filter { client_ip: Some("10.0.3.17".into()), ..Filter::default() }), ["1-6b05d0a2", "1-6b05d0a0"]);
+    assert_eq!(list(Filter { url: Some("MISSING".into()), ..Filter::default() }), ["1-6b05d0a2"]);
+    assert_eq!(list(Filter { service: Some("api.example.com".into()), ..Filter::default() }), ["1-6b05d0a2"]);
+    assert_eq!(list(Filter { min_duration: Some(0.055), ..Filter::default() }), ["1-6b05d0a0"]);
+    assert_eq!(list(Filter { max_duration: Some(0.035), ..Filter::default() }).len(), 2);
 }
 
 #[test]
@@ -143,8 +77,7 @@ fn pages_with_a_next_token() {
 
 #[test]
 fn peer_captures_summarize() {
-    let envoy =
-        peer("envoy-1.40-ingress.jsonl").expect("../shared/xray/peers beside the repository");
+    let envoy = peer("envoy-1.40-ingress.jsonl").expect("../shared/xray/peers beside the repository");
     let store = store_of(envoy.lines());
     let all = page(store.traces(), &Filter::default(), 0, 100, 0.0);
     assert_eq!(all.matched_count, 2);

@@ -9,19 +9,13 @@ pub const THREE_TIER: &str = include_str!("../../tests/fixtures/console/three-ti
 
 /// A peer capture from `../shared/xray/peers/`, or `None` when `shared/` is not beside the repo.
 pub fn peer(file: &str) -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/xray/peers")
-        .join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/xray/peers").join(file);
     std::fs::read_to_string(path).ok()
 }
 
 /// A roomy store holding `lines` (one document each), sent in the given order.
 pub fn store_of<'a>(lines: impl IntoIterator<Item = &'a str>) -> Store {
-    let mut store = Store::new(Limits {
-        max_traces: 1000,
-        max_bytes: 1 << 26,
-        max_documents_per_trace: 100,
-    });
+    let mut store = Store::new(Limits { max_traces: 1000, max_bytes: 1 << 26, max_documents_per_trace: 100 });
     for line in lines.into_iter().filter(|l| !l.trim().is_empty()) {
         let datagram = format!("{{\"format\": \"json\", \"version\": 1}}\n{line}");
         match datagram::parse(datagram.as_bytes()) {

@@ -68,11 +68,7 @@ pub fn build(trace: &Trace) -> Timeline {
     for stored in &trace.documents {
         stored.document.walk(&mut |d| nodes.push(d));
     }
-    let raw: Vec<Value> = trace
-        .documents
-        .iter()
-        .filter_map(|s| serde_json::from_str(&s.text).ok())
-        .collect();
+    let raw: Vec<Value> = trace.documents.iter().filter_map(|s| serde_json::from_str(&s.text).ok()).collect();
     let mut details: HashMap<&str, &Map<String, Value>> = HashMap::new();
     for value in &raw {
         collect_details(value, &mut details);
@@ -96,10 +92,7 @@ pub fn build(trace: &Trace) -> Timeline {
     let mut rows = Vec::with_capacity(nodes.len());
     let mut visited = vec![false; nodes.len()];
     // Entries caught in a parent loop are never reached from a root: start from them too.
-    let mut starts: Vec<(usize, bool)> = roots
-        .iter()
-        .map(|&r| (r, nodes[r].parent_id.is_some()))
-        .collect();
+    let mut starts: Vec<(usize, bool)> = roots.iter().map(|&r| (r, nodes[r].parent_id.is_some())).collect();
     let mut next_start = 0;
     loop {
         while let Some(&(root, missing)) = starts.get(next_start) {
@@ -115,11 +108,7 @@ pub fn build(trace: &Trace) -> Timeline {
                 }
                 visited[i] = true;
                 let n = nodes[i];
-                let service = if n.kind == Kind::Segment || service.is_empty() {
-                    n.name.clone()
-                } else {
-                    service
-                };
+                let service = if n.kind == Kind::Segment || service.is_empty() { n.name.clone() } else { service };
                 for &c in children[i].iter().rev() {
                     stack.push((c, depth + 1, service.clone(), false));
                 }
@@ -131,20 +120,10 @@ pub fn build(trace: &Trace) -> Timeline {
             None => break,
         }
     }
-    Timeline {
-        start_time: trace.start(),
-        end_time: trace.end(),
-        rows,
-    }
+    Timeline { start_time: trace.start(), end_time: trace.end(), rows }
 }
 
-fn row(
-    n: &Document,
-    depth: usize,
-    service: String,
-    missing: bool,
-    raw: Option<&&Map<String, Value>>,
-) -> Row {
+fn row(n: &Document, depth: usize, service: String, missing: bool, raw: Option<&&Map<String, Value>>) -> Row {
     let details = raw
         .map(|m| {
             let mut m = (*m).clone();
@@ -157,11 +136,7 @@ fn row(
         name: n.name.clone(),
         parent_id: n.parent_id.clone(),
         depth,
-        kind: if n.kind == Kind::Segment {
-            "segment"
-        } else {
-            "subsegment"
-        },
+        kind: if n.kind == Kind::Segment { "segment" } else { "subsegment" },
         service,
         start_time: n.start,
         end_time: n.end,
@@ -179,12 +154,7 @@ fn collect_details<'a>(value: &'a Value, out: &mut HashMap<&'a str, &'a Map<Stri
     if let Some(id) = obj.get("id").and_then(Value::as_str) {
         out.entry(id).or_insert(obj);
     }
-    for sub in obj
-        .get("subsegments")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for sub in obj.get("subsegments").and_then(Value::as_array).into_iter().flatten() {
         collect_details(sub, out);
     }
 }

@@ -48,10 +48,7 @@ pub fn datagram(document: &str) -> Vec<u8> {
 pub async fn send_documents<S: AsRef<str>>(addr: SocketAddr, documents: &[S]) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("udp socket");
     for (i, doc) in documents.iter().enumerate() {
-        socket
-            .send_to(&datagram(doc.as_ref()), addr)
-            .await
-            .expect("udp send");
+        socket.send_to(&datagram(doc.as_ref()), addr).await.expect("udp send");
         if i % 64 == 63 {
             // Let the receiver keep up, as real emitters spread their datagrams.
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -83,12 +80,8 @@ pub async fn get_raw(addr: SocketAddr, path: &str) -> (u16, String, Bytes) {
         .expect("answer within 20 s")
         .expect("http request");
     let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type =
+        resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, content_type, body)
 }
@@ -101,10 +94,7 @@ pub async fn wait_for_stats(addr: SocketAddr, done: impl Fn(&Value) -> bool) -> 
         if done(&stats) {
             return stats;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stats never got there: {stats}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "stats never got there: {stats}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -133,38 +123,24 @@ pub fn repo_root() -> PathBuf {
 pub fn fixture_documents(name: &str) -> Vec<String> {
     let path = repo_root().join("tests/fixtures/console").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
+    text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
 }
 
 /// The documents of a peer capture in `../shared/xray/peers/`.
 pub fn peer_documents(name: &str) -> Vec<String> {
     let path = repo_root().join("../shared/xray/peers").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{} (shared/ must be beside the repository): {e}",
-            path.display()
-        )
-    });
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} (shared/ must be beside the repository): {e}", path.display()));
+    text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
 }
 
 /// Now, epoch seconds.
 pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn hex(n: usize) -> String {
-    (0..n)
-        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
-        .collect()
+    (0..n).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect()
 }
 
 /// The documents of one client → front-end → back-end request starting at `start`, answered with
