@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod console;
+pub mod demo;
 pub mod init;
 pub mod metrics;
 pub mod proxy;

@@ -19,6 +19,8 @@ enum Command {
     Proxy(Box<ProxyArgs>),
     /// Install the iptables rules that send the pod's traffic through the proxy (init container).
     Init(xray_sidecar::init::InitArgs),
+    /// Run the whole lab on this machine: console, front-end and back-end apps, a sidecar for each.
+    Demo(xray_sidecar::demo::Args),
     /// Run the local X-Ray console: receives segments like the daemon and shows the service map.
     Console(xray_sidecar::console::Args),
 }
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Proxy(args) => run_proxy(&args).await,
             Command::Console(args) => xray_sidecar::console::run(args).await,
+            Command::Demo(args) => xray_sidecar::demo::run(args).await,
             Command::Init(_) => Ok(()),
         }
     });

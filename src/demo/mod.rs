@@ -1,0 +1,162 @@
+//! `xray-sidecar demo`: the whole lab on one machine, in one process, on loopback only: the console,
+//! a back-end, a front-end that calls it, a sidecar in front of each, and a client calling the
+//! front-end at a steady rate.
+
+mod apps;
+
+use clap::{Args as ClapArgs, Parser};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::config::ProxyArgs;
+use crate::proxy::Proxy;
+
+/// Command-line arguments of `xray-sidecar demo`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Args {
+    /// Client calls to the front-end per second.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Where the console's page is served.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2020")]
+    pub http: SocketAddr,
+
+    /// Where the console receives segments (the X-Ray daemon's place).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2000")]
+    pub udp: SocketAddr,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1000.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a rate between 0 and 1000 calls a second")),
+    }
+}
+
+#[derive(Parser)]
+struct ProxyCommand {
+    #[command(flatten)]
+    args: ProxyArgs,
+}
+
+/// Builds a sidecar's configuration the way its command line would.
+fn sidecar(
+    service: &str,
+    upstream: SocketAddr,
+    daemon: SocketAddr,
+    rules: &str,
+    outbound: bool,
+) -> Result<ProxyArgs, crate::BoxError> {
+    let mut argv = vec![
+        "proxy".to_owned(),
+        "--listen=127.0.0.1:0".to_owned(),
+        format!("--upstream=http://{upstream}"),
+        format!("--service-name={service}"),
+        format!("--daemon-address={daemon}"),
+        format!("--sampling-rules={rules}"),
+    ];
+    if outbound {
+        argv.push("--outbound-listen=127.0.0.1:0".to_owned());
+    }
+    Ok(ProxyCommand::try_parse_from(argv)?.args)
+}
+
+/// The client's walk through the shop: mostly fine, now and then a failure of each kind.
+fn path_for(call: u64) -> &'static str {
+    match call {
+        n if n % 13 == 12 => "/busy",
+        n if n % 11 == 10 => "/missing",
+        n if n % 7 == 6 => "/checkout",
+        n if n % 2 == 0 => "/",
+        _ => "/products",
+    }
+}
+
+/// Client addresses the demo's traffic appears to come from, so the trace list has some to filter.
+const CLIENTS: [&str; 3] = ["203.0.113.10", "203.0.113.24", "198.51.100.7"];
+
+/// Runs the lab until Ctrl-C.
+pub async fn run(args: Args) -> Result<(), crate::BoxError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut console_stop = stopped.clone();
+    let console = crate::console::serve(
+        crate::console::ConsoleConfig { udp: args.udp, http: args.http, ..Default::default() },
+        async move { crate::proxy::server::stopped(&mut console_stop).await },
+    )
+    .await?;
+    let daemon = console.udp_addr();
+    // Every call is recorded, so the map fills at any rate.
+    let rules = std::env::temp_dir().join(format!("xray-sidecar-demo-{}.json", std::process::id()));
+    std::fs::write(&rules, r#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#)?;
+    let rules = rules.to_string_lossy().into_owned();
+
+    let back_app = apps::serve(|req| apps::back_end(req)).await?;
+    let back = Proxy::start(&sidecar("back-end", back_app, daemon, &rules, false)?).await?;
+    let back_addr = back.inbound;
+    // The front-end app needs its sidecar's outbound address, which exists once the sidecar (which
+    // needs the app's address) has started.
+    let outbound = Arc::new(OnceLock::new());
+    let app_outbound = outbound.clone();
+    let front_app = apps::serve(move |req| {
+        let proxy = app_outbound.get().copied();
+        async move {
+            match proxy {
+                Some(proxy) => apps::front_end(req, proxy, back_addr).await,
+                None => apps::unavailable(),
+            }
+        }
+    })
+    .await?;
+    let front = Proxy::start(&sidecar("front-end", front_app, daemon, &rules, true)?).await?;
+    if let Some(addr) = front.outbound {
+        let _ = outbound.set(addr);
+    }
+    println!("xray-sidecar demo: open {} (Ctrl-C stops)", console.url());
+    println!("  client -> front-end sidecar {} -> front-end app {front_app}", front.inbound);
+    println!(
+        "  front-end app -> front-end sidecar (outbound) {} -> back-end sidecar {} -> back-end app {back_app}",
+        front.outbound.map(|a| a.to_string()).unwrap_or_default(),
+        back.inbound
+    );
+    println!("  {} call(s) a second; segments to udp {daemon}", args.rate);
+
+    let client = tokio::spawn(client_loop(front.inbound, args.rate, stopped.clone()));
+    let _ = tokio::signal::ctrl_c().await;
+    println!("stopping");
+    let _ = stop.send(true);
+    let _ = client.await;
+    front.shutdown().await;
+    back.shutdown().await;
+    console.wait().await;
+    let _ = std::fs::remove_file(&rules);
+    Ok(())
+}
+
+/// Calls the front-end at `rate` a second until stopped.
+async fn client_loop(front: SocketAddr, rate: f64, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::proxy::server::stopped(&mut stop) => return,
+        }
+        let req = http::Request::get(format!("http://{front}{}", path_for(n)))
+            .header("x-forwarded-for", CLIENTS[(n % CLIENTS.len() as u64) as usize])
+            .header("user-agent", "demo-client/1.0")
+            .body(http_body_util::Empty::new());
+        n += 1;
+        let Ok(req) = req else { continue };
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.request(req).await {
+                tracing::warn!(error = %e, "demo client call failed");
+            }
+        });
+    }
+}
