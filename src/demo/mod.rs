@@ -92,7 +92,7 @@ pub async fn run(args: Args) -> Result<(), crate::BoxError> {
     std::fs::write(&rules, r#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#)?;
     let rules = rules.to_string_lossy().into_owned();
 
-    let back_app = apps::serve(|req| apps::back_end(req)).await?;
+    let back_app = apps::serve(apps::back_end).await?;
     let back = Proxy::start(&sidecar("back-end", back_app, daemon, &rules, false)?).await?;
     let back_addr = back.inbound;
     // The front-end app needs its sidecar's outbound address, which exists once the sidecar (which
