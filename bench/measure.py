@@ -7,6 +7,7 @@ Memory is VmRSS from /proc/PID/status, summed the same way.
 
 import json
 import os
+import resource
 import platform
 import subprocess
 import time
@@ -56,9 +57,9 @@ def wrk_requests(out: Path) -> int:
 def oha(url: str, args, out: Path) -> dict:
     """Open loop: a fixed request rate; latency counted from when each request was due."""
     argv = [*pin(args.load_cpus), args.oha, "--no-tui", "--output-format", "json", "-w",
-            "-z", f"{args.duration}s", "-q", str(args.rate), "--latency-correction",
+            "-z", f"{args.open_duration}s", "-q", str(args.rate), "--latency-correction",
             "-c", str(args.connections), url]
-    stdout = _run(argv, out.with_suffix(".txt"), args.duration + 60)
+    stdout = _run(argv, out.with_suffix(".txt"), args.open_duration + 60)
     start = stdout.find("{")
     if start < 0:
         raise SystemExit(f"bench: no JSON in oha's output; see {out.with_suffix('.txt')}")
@@ -74,7 +75,7 @@ def oha(url: str, args, out: Path) -> dict:
         return None if v is None else v * 1e6
 
     ok = codes.get("200", 0)
-    secs = float(summary.get("total") or args.duration)
+    secs = float(summary.get("total") or args.open_duration)
     return {
         "requests": sum(codes.values()),
         "ok": ok,
@@ -88,6 +89,42 @@ def oha(url: str, args, out: Path) -> dict:
         "p99.9_us": us("p99.9"),
         "max_us": (summary.get("slowest") or 0) * 1e6,
     }
+
+
+SYSCALLS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait",
+            "syscalls:sys_enter_sendto", "syscalls:sys_enter_sendmmsg")
+
+
+def syscalls(pid: int, url: str, args, seconds: int, out: Path) -> dict | None:
+    """System calls per request of `pid` (and its children) under closed-loop load, counted by
+    `perf stat` on the syscall tracepoints: exact counts, not samples, so not disturbed by other
+    load on the machine. None when perf or the tracepoints are not available."""
+    pids = ",".join(str(p) for p in _tree(pid))
+    wrk_argv = [*pin(args.load_cpus), args.wrk, "-t1", f"-c{args.connections}", f"-d{seconds}s",
+                "-s", str(BENCH / "wrk-report.lua"), url]
+    argv = ["perf", "stat", "-x", ",", "-e", ",".join(SYSCALLS), "-p", pids, "--", *wrk_argv]
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out.write_text(f"$ {' '.join(argv)}\n{p.stdout}\n--- stderr ---\n{p.stderr}")
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if p.returncode != 0 or line is None:
+        return None
+    requests = json.loads(line[len("WRK_JSON "):])["requests"]
+    counts = {}
+    for ln in p.stderr.splitlines():
+        parts = ln.split(",")
+        if len(parts) > 2 and parts[2] in SYSCALLS:
+            try:
+                counts[parts[2].split(":")[1].replace("sys_enter_", "")] = int(parts[0])
+            except ValueError:
+                return None  # "<not supported>" or "<not counted>"
+    if "sys_enter" not in counts or not requests:
+        return None
+    per = {k: v / requests for k, v in counts.items()}
+    per["all"] = per.pop("sys_enter")
+    return per
 
 
 def pin(cpus: str | None) -> list[str]:
@@ -136,6 +173,110 @@ def cpu_delta(before: dict, after: dict, requests: int) -> dict:
     }
 
 
+def combine(runs: list[dict]) -> dict:
+    """The closed-loop runs of one configuration together: the median req/s, and CPU per request
+    over all of them."""
+    rps = sorted(r["rps"] for r in runs)
+    n = len(rps)
+    median = rps[n // 2] if n % 2 else (rps[n // 2 - 1] + rps[n // 2]) / 2
+    requests = sum(r["requests"] for r in runs)
+    cpu_s = sum(r["cpu_s"] for r in runs)
+    return {
+        "runs": n,
+        "rps": median,
+        "rps_min": rps[0],
+        "rps_max": rps[-1],
+        "requests": requests,
+        "seconds": sum(r["seconds"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+        "error_detail": [r["error_detail"] for r in runs if r["errors"]],
+        "cpu_s": cpu_s,
+        "cpu_us_per_req": cpu_s * 1e6 / requests if requests else None,
+        "busy": sum(r["busy"] for r in runs) / n,
+        "foreign_cores": max(r.get("foreign_cores", 0.0) for r in runs),
+        "steal": sum(r["steal"] for r in runs) / n,
+    }
+
+
+def steal(cpus: str | None) -> tuple[int, int]:
+    """(steal, total) jiffies of the given CPUs ("1", "0-1", "0,1"), or of all when None."""
+    wanted = None
+    if cpus:
+        wanted = set()
+        for part in cpus.split(","):
+            lo, _, hi = part.partition("-")
+            wanted.update(range(int(lo), int(hi or lo) + 1))
+    st = tot = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            name, *vals = line.split()
+            if wanted is None and name != "cpu":
+                continue
+            if wanted is not None and (name == "cpu" or int(name[3:]) not in wanted):
+                continue
+            nums = [int(v) for v in vals[:8]]
+            st += nums[7]
+            tot += sum(nums)
+    return st, tot
+
+
+def steal_share(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """Share of the CPUs' time the hypervisor gave to others between two readings."""
+    total = b[1] - a[1]
+    return (b[0] - a[0]) / total if total > 0 else 0.0
+
+
+def _busy_jiffies() -> int:
+    """user + nice + system of all CPUs (irq and softirq time is not charged to processes either)."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:4]]
+    return sum(vals)
+
+
+def activity(pids: list[int]) -> dict:
+    """A reading for `foreign_cores`: the machine's busy time, and ours."""
+    ours = 0
+    for pid in pids:
+        for p in _tree(pid):
+            try:
+                ours += _ticks(p)
+            except (OSError, ValueError, IndexError):
+                pass
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {"busy": _busy_jiffies(), "ours": ours,
+            "reaped": ch.ru_utime + ch.ru_stime + me.ru_utime + me.ru_stime,
+            "t": time.monotonic()}
+
+
+def foreign_cores(a: dict, b: dict) -> float:
+    """CPU used by processes that are not the benchmark's, in cores, between two readings.
+
+    The benchmark's own: its servers (`pids` and their children), the load generators (finished
+    children of this script, counted by RUSAGE_CHILDREN) and this script.
+    """
+    wall = b["t"] - a["t"]
+    if wall <= 0:
+        return 0.0
+    busy = (b["busy"] - a["busy"]) / TICKS
+    ours = (b["ours"] - a["ours"]) / TICKS + (b["reaped"] - a["reaped"])
+    return max(0.0, busy - ours) / wall
+
+
+def wait_quiet(pids: list[int], limit: float, max_wait: float) -> float:
+    """Waits (at most `max_wait` s) until other processes use under `limit` cores over 1 s;
+    returns the last reading."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        a = activity(pids)
+        time.sleep(1.0)
+        f = foreign_cores(a, activity(pids))
+        if f < limit or time.monotonic() >= deadline:
+            return f
+
+
 def _status_kb(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -180,6 +321,9 @@ def machine(args) -> dict:
         "load_cpus": args.load_cpus,
         "connections": args.connections,
         "duration_s": args.duration,
+        "rounds": args.rounds,
+        "quiet_limit": args.quiet_limit,
+        "open_duration_s": args.open_duration,
         "warmup_s": args.warmup,
         "rate": args.rate,
         "versions": {

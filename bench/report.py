@@ -21,7 +21,7 @@ def one_line(r: dict) -> str:
     s += f"; at {o['rps']:.0f}/s p50 {_f(o['p50_us'])} us p99 {_f(o['p99_us'])} us"
     s += f"; RSS {m['rss_mb']:.1f} MB"
     if r.get("traced"):
-        s += f"; segments {r['sink'].get('datagrams')} / {r['requests_sent']} requests"
+        s += f"; {r['open']['requests']} requests"
     return s
 
 
@@ -71,6 +71,10 @@ def warnings(results: list[dict], meta: dict) -> list[str]:
             out.append(f"{name}: oha saw {o['errors']} errors and {o['requests'] - o['ok']} non-200")
         if o["rps"] < 0.95 * meta["rate"]:
             out.append(f"{name}: oha reached {o['rps']:.0f}/s of the {meta['rate']}/s asked")
+        for what, v in (("closed", c.get("foreign_cores", 0.0)), ("open", o.get("foreign_cores", 0.0))):
+            if v > 2 * meta["quiet_limit"]:
+                out.append(f"{name}: other processes used {v:.2f} cores during a {what}-loop run "
+                           "(the machine was not quiet): its figures are disturbed")
         if r["measured"] == "proxy" and c["busy"] < 0.9:
             out.append(f"{name}: the proxy was only {c['busy']:.0%} busy in the closed loop: "
                        "its req/s is bounded by the load side, not by the proxy")
@@ -98,13 +102,14 @@ def markdown(s: dict) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}. Proxy under test on CPU "
         f"{m['proxy_cpus'] or 'any'}; wrk/oha, upstream and UDP sink on CPU {m['load_cpus'] or 'any'}.",
-        f"Closed loop: `wrk -t1 -c{m['connections']} -d{m['duration_s']}s` after {m['warmup_s']} s "
-        f"warm-up. Open loop: `oha -q {m['rate']} --latency-correction -c{m['connections']} "
-        f"-z {m['duration_s']}s`.",
+        f"Closed loop: `wrk -t1 -c{m['connections']} -d{m['duration_s']}s`, {m['rounds']} runs per "
+        f"configuration in alternating rounds, after {m['warmup_s']} s warm-up; req/s is their "
+        f"median (min-max in brackets). Open loop: `oha -q {m['rate']} --latency-correction "
+        f"-c{m['connections']} -z {m['open_duration_s']}s`.",
         "",
         "| configuration | req/s | proxy busy | CPU us/req | req/s per core | p50 us | p90 us | p99 us | p99.9 us "
-        "| CPU us/req @rate | RSS MB | segments / requests |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU us/req @rate | RSS MB | syscalls/req | segments / requests |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in s["results"]:
         c, o, mem = r["closed"], r["open"], r["memory"]
@@ -112,17 +117,21 @@ def markdown(s: dict) -> str:
         seg = (f"{r['sink'].get('datagrams')} / {r['requests_sent']}" if r.get("traced")
                else str(r["sink"].get("datagrams", "-")))
         lines.append(
-            f"| {r['label']}{' (upstream)' if direct else ''} | {c['rps']:.0f} | {c['busy']:.0%} "
+            f"| {r['label']}{' (upstream)' if direct else ''} "
+            f"| {c['rps']:.0f} ({c['rps_min']:.0f}-{c['rps_max']:.0f}) | {c['busy']:.0%} "
             f"| {_f(c['cpu_us_per_req'], '{:.1f}')} "
             f"| {_f(1e6 / c['cpu_us_per_req'] if c['cpu_us_per_req'] else None)} | {_f(o['p50_us'])} | {_f(o['p90_us'])} "
             f"| {_f(o['p99_us'])} | {_f(o['p99.9_us'])} | {_f(o['cpu_us_per_req'], '{:.1f}')} "
-            f"| {mem['rss_mb']:.1f} | {seg} |")
+            f"| {mem['rss_mb']:.1f} | {_f((r.get('syscalls') or {}).get('all'), '{:.2f}')} "
+            f"| {seg} |")
     lines += ["", "req/s: closed loop (wrk). busy: the proxy's CPU time / wall time during it. "
               "req/s per core: 1 / CPU per request, what the proxy would do with a whole core. "
               "p50..p99.9: open loop at the fixed rate, corrected for coordinated omission. "
               "For direct, busy / CPU / RSS are the upstream's (nginx, master + worker); for "
               "nginx they are master + worker. Segments may exceed requests by up to the "
-              "connections in flight when each wrk run stops (wrk does not count those).", "", "### Against the targets", "",
+              "connections in flight when each wrk run stops (wrk does not count those). "
+              "syscalls/req: all system calls of the measured process per request, counted by "
+              "perf stat during a separate 2 s wrk run.", "", "### Against the targets", "",
               "| what | value | target | met |", "|---|---:|---:|:---:|"]
     for v in s["targets"].values():
         val = v["value"]
