@@ -198,6 +198,31 @@ def combine(runs: list[dict]) -> dict:
     }
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def combine_open(runs: list[dict]) -> dict:
+    """The open-loop runs of one configuration: the median of each percentile over the runs, the
+    CPU per request over all of them."""
+    out = {"runs": len(runs)}
+    for k in ("p50_us", "p90_us", "p99_us", "p99.9_us", "rps"):
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        out[k] = _median(vals) if vals else None
+    for k in ("p50_us", "p99_us"):
+        vals = [r[k] for r in runs if r.get(k) is not None]
+        out[k + "_range"] = [min(vals), max(vals)] if vals else None
+    for k in ("requests", "ok", "errors", "seconds", "cpu_s"):
+        out[k] = sum(r[k] for r in runs)
+    out["max_us"] = max(r["max_us"] for r in runs)
+    out["cpu_us_per_req"] = out["cpu_s"] * 1e6 / out["requests"] if out["requests"] else None
+    out["foreign_cores"] = max(r.get("foreign_cores", 0.0) for r in runs)
+    out["error_detail"] = [r["error_detail"] for r in runs if r["errors"]]
+    return out
+
+
 def steal(cpus: str | None) -> tuple[int, int]:
     """(steal, total) jiffies of the given CPUs ("1", "0-1", "0,1"), or of all when None."""
     wanted = None
@@ -324,6 +349,7 @@ def machine(args) -> dict:
         "rounds": args.rounds,
         "quiet_limit": args.quiet_limit,
         "open_duration_s": args.open_duration,
+        "open_rounds": args.open_rounds,
         "warmup_s": args.warmup,
         "rate": args.rate,
         "versions": {

@@ -45,6 +45,11 @@ def summarise(results: list[dict], meta: dict) -> dict:
         ratios["tracing_cpu_us_open"] = sc["open"]["cpu_us_per_req"] - off["open"]["cpu_us_per_req"]
     if sc:
         ratios["rss_mb"] = sc["memory"]["rss_mb"]
+    # The same comparisons per proxy core (1 / CPU per request): what each would do alone on a core.
+    for k, other in (("nginx", ng), ("envoy", ev)):
+        if sc and other:
+            ratios[f"per_core_vs_{k}"] = (other["closed"]["cpu_us_per_req"]
+                                          / sc["closed"]["cpu_us_per_req"])
     # The other proxies' added latency, for context.
     for k in ("sidecar_off", "nginx", "envoy"):
         if by.get(k) and d:
@@ -69,7 +74,7 @@ def warnings(results: list[dict], meta: dict) -> list[str]:
             out.append(f"{name}: wrk saw {c['errors']} errors {c['error_detail']}")
         if o["errors"] or o["ok"] != o["requests"]:
             out.append(f"{name}: oha saw {o['errors']} errors and {o['requests'] - o['ok']} non-200")
-        if o["rps"] < 0.95 * meta["rate"]:
+        if o["rps"] is not None and o["rps"] < 0.95 * meta["rate"]:
             out.append(f"{name}: oha reached {o['rps']:.0f}/s of the {meta['rate']}/s asked")
         for what, v in (("closed", c.get("foreign_cores", 0.0)), ("open", o.get("foreign_cores", 0.0))):
             if v > 2 * meta["quiet_limit"]:
@@ -105,7 +110,8 @@ def markdown(s: dict) -> str:
         f"Closed loop: `wrk -t1 -c{m['connections']} -d{m['duration_s']}s`, {m['rounds']} runs per "
         f"configuration in alternating rounds, after {m['warmup_s']} s warm-up; req/s is their "
         f"median (min-max in brackets). Open loop: `oha -q {m['rate']} --latency-correction "
-        f"-c{m['connections']} -z {m['open_duration_s']}s`.",
+        f"-c{m['connections']} -z {m['open_duration_s']}s`, {m['open_rounds']} runs per "
+        f"configuration in alternating rounds; each percentile is the median over the runs.",
         "",
         "| configuration | req/s | proxy busy | CPU us/req | req/s per core | p50 us | p90 us | p99 us | p99.9 us "
         "| CPU us/req @rate | RSS MB | syscalls/req | segments / requests |",
@@ -138,6 +144,10 @@ def markdown(s: dict) -> str:
         lines.append(f"| {v['what']} | {val:.2f} | {v['target']} | {'yes' if v['met'] else 'NO'} |")
     r = s["ratios"]
     extra = []
+    for k, label in (("nginx", "nginx"), ("envoy", "Envoy + X-Ray")):
+        if f"per_core_vs_{k}" in r:
+            extra.append(f"per proxy core (1 / CPU per request), sidecar (100 %) / {label}: "
+                         f"{r['per_core_vs_' + k]:.2f}")
     if "tracing_cpu_us_open" in r:
         extra.append(f"tracing CPU per request at the fixed rate: {r['tracing_cpu_us_open']:.1f} us")
     for k, label in (("sidecar_off", "sidecar, tracing off"), ("nginx", "nginx"),
