@@ -1,6 +1,120 @@
-//! `xray-injector`: the mutating admission webhook (filled in by its own issue).
+//! `xray-injector`: the mutating admission webhook that adds xray-sidecar to pods that opt in, and
+//! its helpers `inject` and `certs`.
 
-fn main() {
-    eprintln!("xray-injector: not built yet");
-    std::process::exit(2);
+mod certs;
+mod config;
+mod inject_cmd;
+mod metrics;
+mod mutate;
+mod review;
+mod server;
+mod tls;
+mod yaml;
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The error type used where a failure only needs reporting.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(name = "xray-injector", version, about = "Adds the xray-sidecar proxy to Kubernetes pods that opt in")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the admission webhook over HTTPS.
+    Serve(ServeArgs),
+    /// Print manifests with the sidecar added (Pods and workload pod templates).
+    Inject(inject_cmd::InjectArgs),
+    /// Write a CA, a serving certificate and the webhook configuration with its caBundle.
+    Certs(certs::CertsArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address of the HTTPS listener.
+    #[arg(long, env = "XRAY_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Serving certificate (PEM chain); reloaded when it changes.
+    #[arg(long, env = "XRAY_INJECTOR_TLS_CERT_FILE", default_value = "/etc/xray-injector/tls/tls.crt")]
+    tls_cert_file: PathBuf,
+    /// Serving key (PEM); reloaded when it changes.
+    #[arg(long, env = "XRAY_INJECTOR_TLS_KEY_FILE", default_value = "/etc/xray-injector/tls/tls.key")]
+    tls_key_file: PathBuf,
+    /// How often the certificate files are checked for changes, in seconds.
+    #[arg(long, env = "XRAY_INJECTOR_CERT_RELOAD_SECONDS", default_value_t = 10)]
+    cert_reload_seconds: u64,
+    /// What to inject.
+    #[command(flatten)]
+    config: config::InjectConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .compact()
+        .init();
+    let result = match cli.command {
+        Command::Inject(args) => inject_cmd::run(&args),
+        Command::Certs(args) => certs::run(&args),
+        Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(serve(args)),
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xray-injector: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    let store = Arc::new(
+        tls::CertStore::open(&args.tls_cert_file, &args.tls_key_file)
+            .map_err(|e| format!("--tls-cert-file/--tls-key-file: {e}"))?,
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(store.clone().server_config()?));
+    tokio::spawn(store.watch(Duration::from_secs(args.cert_reload_seconds.max(1))));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: cannot listen: {e}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "xray-injector serving");
+    let shared = Arc::new(server::Shared { config: args.config, metrics: metrics::Metrics::default() });
+    tokio::select! {
+        _ = server::serve(listener, acceptor, shared) => {}
+        _ = shutdown() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,0 +1,102 @@
+//! `xray-injector certs`: a CA and a serving certificate for clusters without cert-manager, and the
+//! webhook configuration patched with the CA bundle, ready for `kubectl apply`.
+
+use base64::Engine;
+use clap::Args;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Command-line arguments of `xray-injector certs`.
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// The injector's Service name.
+    #[arg(long, default_value = "xray-injector")]
+    pub service: String,
+    /// The injector's namespace.
+    #[arg(long, default_value = "xray-sidecar")]
+    pub namespace: String,
+    /// Where `ca.crt`, `tls.crt` and `tls.key` are written.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+    /// A MutatingWebhookConfiguration manifest to write again, as `webhook.yaml` in the output
+    /// folder, with `caBundle` set on every webhook.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_config: Option<PathBuf>,
+}
+
+/// The generated PEM files.
+#[derive(Debug)]
+pub struct Generated {
+    /// The CA certificate.
+    pub ca: String,
+    /// The serving certificate.
+    pub cert: String,
+    /// The serving key.
+    pub key: String,
+}
+
+/// Creates a CA and a certificate for the Service's DNS names, signed by it.
+pub fn generate(service: &str, namespace: &str) -> Result<Generated, rcgen::Error> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "xray-injector CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let names = vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+        format!("{service}.{namespace}"),
+        service.to_owned(),
+    ];
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name.push(DnType::CommonName, format!("{service}.{namespace}.svc"));
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+    Ok(Generated { ca: ca.pem(), cert: cert.pem(), key: key.serialize_pem() })
+}
+
+/// Sets `caBundle` on every webhook of every MutatingWebhookConfiguration in `docs`.
+pub fn patch_ca_bundle(docs: &mut [Value], ca_pem: &str) -> usize {
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let mut n = 0;
+    for doc in docs.iter_mut().filter(|d| d["kind"] == "MutatingWebhookConfiguration") {
+        if let Some(hooks) = doc.get_mut("webhooks").and_then(Value::as_array_mut) {
+            for hook in hooks {
+                if let Some(cc) = hook.get_mut("clientConfig").and_then(Value::as_object_mut) {
+                    cc.insert("caBundle".into(), Value::String(bundle.clone()));
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Runs the command.
+pub fn run(args: &CertsArgs) -> Result<(), crate::BoxError> {
+    let g = generate(&args.service, &args.namespace)?;
+    std::fs::create_dir_all(&args.out_dir).map_err(|e| format!("cannot create {}: {e}", args.out_dir.display()))?;
+    write(&args.out_dir.join("ca.crt"), &g.ca)?;
+    write(&args.out_dir.join("tls.crt"), &g.cert)?;
+    write(&args.out_dir.join("tls.key"), &g.key)?;
+    if let Some(file) = &args.webhook_config {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let mut docs = crate::yaml::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        if patch_ca_bundle(&mut docs, &g.ca) == 0 {
+            return Err(format!("{}: no MutatingWebhookConfiguration with webhooks found", file.display()).into());
+        }
+        write(&args.out_dir.join("webhook.yaml"), &crate::yaml::render(&docs)?)?;
+    }
+    eprintln!(
+        "wrote ca.crt, tls.crt, tls.key{} to {}",
+        if args.webhook_config.is_some() { " and webhook.yaml" } else { "" },
+        args.out_dir.display()
+    );
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), crate::BoxError> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+}

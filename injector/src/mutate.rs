@@ -1,0 +1,332 @@
+//! The mutation itself, pure: a pod as received (JSON) in; whether to inject, and the mutated pod and
+//! its JSON Patch, out. Everything the injector does not add is left exactly as it came.
+
+use serde_json::{Map, Value, json};
+
+use crate::config::InjectConfig;
+
+/// Annotation and label keys.
+pub mod keys {
+    /// `"true"` opts a pod in, `"false"` out (always wins).
+    pub const INJECT: &str = "xray-sidecar.io/inject";
+    /// The X-Ray service name.
+    pub const SERVICE_NAME: &str = "xray-sidecar.io/service-name";
+    /// A ConfigMap holding `sampling-rules.json`.
+    pub const SAMPLING_RULES: &str = "xray-sidecar.io/sampling-rules";
+    /// Inbound ports never intercepted.
+    pub const EXCLUDE_INBOUND_PORTS: &str = "xray-sidecar.io/exclude-inbound-ports";
+    /// Outbound ports never intercepted.
+    pub const EXCLUDE_OUTBOUND_PORTS: &str = "xray-sidecar.io/exclude-outbound-ports";
+    /// Outbound CIDRs never intercepted.
+    pub const EXCLUDE_OUTBOUND_CIDRS: &str = "xray-sidecar.io/exclude-outbound-cidrs";
+    /// The application's ports: only these are intercepted inbound.
+    pub const APP_PORTS: &str = "xray-sidecar.io/app-ports";
+    /// Written by the injector: what it added.
+    pub const STATUS: &str = "xray-sidecar.io/status";
+}
+
+/// The proxy container's name.
+pub const PROXY: &str = "xray-sidecar";
+/// The iptables init container's name.
+pub const INIT: &str = "xray-sidecar-init";
+const SAMPLING_VOLUME: &str = "xray-sidecar-sampling";
+const SAMPLING_DIR: &str = "/etc/xray-sidecar/sampling";
+const INBOUND_PORT: u16 = 15100;
+const OUTBOUND_PORT: u16 = 15101;
+const ADMIN_PORT: u16 = 15102;
+
+/// Why a pod is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// The pod's annotation says `"false"`.
+    OptedOut,
+    /// Neither the pod nor its namespace asked for injection.
+    NotOptedIn,
+    /// Host-network pods share the node's network: intercepting them would intercept the node.
+    HostNetwork,
+    /// A namespace the injector never touches.
+    SystemNamespace,
+    /// The pod already has the sidecar.
+    AlreadyInjected,
+    /// An annotation could not be used; injecting with it ignored could intercept what the
+    /// operator meant to exclude.
+    InvalidAnnotation(String),
+}
+
+impl Skip {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Skip::OptedOut => "opted_out",
+            Skip::NotOptedIn => "not_opted_in",
+            Skip::HostNetwork => "host_network",
+            Skip::SystemNamespace => "system_namespace",
+            Skip::AlreadyInjected => "already_injected",
+            Skip::InvalidAnnotation(_) => "invalid_annotation",
+        }
+    }
+
+    /// What the response warning says.
+    pub fn message(&self) -> String {
+        match self {
+            Skip::OptedOut => format!("xray-sidecar not injected: {} is \"false\"", keys::INJECT),
+            Skip::NotOptedIn => "xray-sidecar not injected: the pod and its namespace did not opt in".into(),
+            Skip::HostNetwork => "xray-sidecar not injected: hostNetwork pods are never injected".into(),
+            Skip::SystemNamespace => "xray-sidecar not injected: system namespace".into(),
+            Skip::AlreadyInjected => "xray-sidecar not injected: already injected".into(),
+            Skip::InvalidAnnotation(why) => format!("xray-sidecar not injected: {why}"),
+        }
+    }
+}
+
+/// The decision for one pod.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The mutated pod and the patch that turns the original into it.
+    Inject {
+        /// The pod with the sidecar.
+        pod: Value,
+        /// RFC 6902 operations against the pod as received.
+        patch: json_patch::Patch,
+    },
+    /// Left alone, and why.
+    Skip(Skip),
+}
+
+/// What the caller knows beyond the pod itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// The pod's namespace (an AdmissionRequest carries it even when the pod does not).
+    pub namespace: &'a str,
+    /// Whether the namespace is labelled for injection.
+    pub namespace_opted_in: bool,
+    /// A name to fall back on for the service (e.g. the workload of a pod template).
+    pub workload: Option<&'a str>,
+}
+
+/// Decides and, when injecting, mutates. Never fails: a pod it cannot read is skipped by the caller.
+pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
+    let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).and_then(Value::as_str).map(str::trim);
+    match annotation(keys::INJECT) {
+        Some(v) if v.eq_ignore_ascii_case("false") => return Outcome::Skip(Skip::OptedOut),
+        Some(v) if v.eq_ignore_ascii_case("true") => {}
+        _ if ctx.namespace_opted_in => {}
+        _ => return Outcome::Skip(Skip::NotOptedIn),
+    }
+    if cfg.is_system(ctx.namespace) {
+        return Outcome::Skip(Skip::SystemNamespace);
+    }
+    if pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true) {
+        return Outcome::Skip(Skip::HostNetwork);
+    }
+    if annotation(keys::STATUS).is_some() || has_container(pod, PROXY) || has_container(pod, INIT) {
+        return Outcome::Skip(Skip::AlreadyInjected);
+    }
+    let mut init_args = vec![
+        "init".to_owned(),
+        "--proxy-uid".into(),
+        cfg.proxy_uid.to_string(),
+        "--inbound-port".into(),
+        INBOUND_PORT.to_string(),
+        "--outbound-port".into(),
+        OUTBOUND_PORT.to_string(),
+        "--admin-port".into(),
+        ADMIN_PORT.to_string(),
+    ];
+    for (key, flag, check) in [
+        (keys::EXCLUDE_INBOUND_PORTS, "--exclude-inbound-ports", check_ports as fn(&str) -> Result<(), String>),
+        (keys::EXCLUDE_OUTBOUND_PORTS, "--exclude-outbound-ports", check_ports),
+        (keys::EXCLUDE_OUTBOUND_CIDRS, "--exclude-outbound-cidrs", check_cidrs),
+        (keys::APP_PORTS, "--include-inbound-ports", check_ports),
+    ] {
+        if let Some(v) = annotation(key).filter(|v| !v.is_empty()) {
+            if let Err(why) = check(v) {
+                return Outcome::Skip(Skip::InvalidAnnotation(format!("{key}: {why}")));
+            }
+            init_args.push(flag.into());
+            init_args.push(v.replace(' ', ""));
+        }
+    }
+    let sampling = annotation(keys::SAMPLING_RULES).filter(|v| !v.is_empty());
+    if let Some(name) = sampling {
+        if !is_dns_name(name) {
+            return Outcome::Skip(Skip::InvalidAnnotation(format!(
+                "{}: `{name}` is not a ConfigMap name",
+                keys::SAMPLING_RULES
+            )));
+        }
+    }
+
+    let service = service_name(pod, annotation(keys::SERVICE_NAME), ctx.workload);
+    let mut proxy = proxy_container(cfg, &service, sampling.is_some());
+    let init = init_container(cfg, init_args);
+    let mut new = pod.clone();
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Outcome::Skip(Skip::InvalidAnnotation("the pod has no spec".into()));
+    };
+    let mut status =
+        json!({"version": env!("CARGO_PKG_VERSION"), "initContainers": [INIT], "containers": [], "volumes": []});
+    if cfg.legacy_sidecar {
+        prepend(spec, "initContainers", vec![init]);
+        prepend(spec, "containers", vec![proxy]);
+        status["containers"] = json!([PROXY]);
+    } else {
+        // A native sidecar: started, and probed ready, before the application's own init
+        // containers and containers; stopped after them, so Jobs still complete.
+        proxy["restartPolicy"] = json!("Always");
+        prepend(spec, "initContainers", vec![init, proxy]);
+        status["initContainers"] = json!([INIT, PROXY]);
+    }
+    if let Some(name) = sampling {
+        let volume = json!({"name": SAMPLING_VOLUME, "configMap": {"name": name}});
+        if let Some(volumes) = spec.entry("volumes").or_insert_with(|| json!([])).as_array_mut() {
+            volumes.push(volume);
+        }
+        status["volumes"] = json!([SAMPLING_VOLUME]);
+    }
+    let meta = new.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+    if let Some(meta) = meta.and_then(Value::as_object_mut) {
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(keys::STATUS.into(), Value::String(status.to_string()));
+        }
+    }
+    let patch = json_patch::diff(pod, &new);
+    Outcome::Inject { pod: new, patch }
+}
+
+fn has_container(pod: &Value, name: &str) -> bool {
+    ["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .any(|p| pod.pointer(p).and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| c["name"] == name)))
+}
+
+fn prepend(spec: &mut Map<String, Value>, key: &str, mut items: Vec<Value>) {
+    let existing = spec.remove(key).and_then(|v| match v {
+        Value::Array(a) => Some(a),
+        _ => None,
+    });
+    items.extend(existing.unwrap_or_default());
+    spec.insert(key.into(), Value::Array(items));
+}
+
+/// The annotation, else `app.kubernetes.io/name` or `app`, else the owner (a ReplicaSet's name
+/// without its pod-template hash, i.e. the Deployment's), else the workload or the pod's name.
+pub fn service_name(pod: &Value, annotation: Option<&str>, workload: Option<&str>) -> String {
+    let label = |k: &str| pod.pointer("/metadata/labels").and_then(|l| l.get(k)).and_then(Value::as_str);
+    if let Some(n) =
+        annotation.filter(|n| !n.is_empty()).or_else(|| label("app.kubernetes.io/name")).or_else(|| label("app"))
+    {
+        return n.to_owned();
+    }
+    if let Some(owner) = pod.pointer("/metadata/ownerReferences/0/name").and_then(Value::as_str) {
+        let hash = label("pod-template-hash").map(|h| format!("-{h}"));
+        return hash.and_then(|h| owner.strip_suffix(&h)).unwrap_or(owner).to_owned();
+    }
+    workload
+        .or_else(|| pod.pointer("/metadata/name").and_then(Value::as_str))
+        .or_else(|| pod.pointer("/metadata/generateName").and_then(Value::as_str).map(|g| g.trim_end_matches('-')))
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool) -> Value {
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let value = |name: &str, v: &str| json!({"name": name, "value": v});
+    let mut env = vec![
+        value("XRAY_SIDECAR_LISTEN", &format!("0.0.0.0:{INBOUND_PORT}")),
+        value("XRAY_SIDECAR_OUTBOUND_LISTEN", &format!("127.0.0.1:{OUTBOUND_PORT}")),
+        value("XRAY_SIDECAR_ADMIN_LISTEN", &format!("0.0.0.0:{ADMIN_PORT}")),
+        value("AWS_XRAY_TRACING_NAME", service),
+        value("AWS_XRAY_DAEMON_ADDRESS", &cfg.daemon_address),
+        field("XRAY_SIDECAR_POD_NAME", "metadata.name"),
+        field("XRAY_SIDECAR_POD_NAMESPACE", "metadata.namespace"),
+        field("XRAY_SIDECAR_NODE_NAME", "spec.nodeName"),
+    ];
+    if let Some(cluster) = &cfg.cluster_name {
+        env.push(value("XRAY_SIDECAR_CLUSTER_NAME", cluster));
+    }
+    if sampling {
+        env.push(value("XRAY_SIDECAR_SAMPLING_RULES", &format!("{SAMPLING_DIR}/sampling-rules.json")));
+    }
+    let probe = |path: &str, period: u32, failures: u32| json!({"httpGet": {"path": path, "port": ADMIN_PORT}, "periodSeconds": period, "failureThreshold": failures});
+    let mut c = json!({
+        "name": PROXY,
+        "image": cfg.sidecar_image,
+        "args": ["proxy", "--transparent"],
+        "env": env,
+        "ports": [
+            {"name": "xray-inbound", "containerPort": INBOUND_PORT, "protocol": "TCP"},
+            {"name": "xray-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}
+        ],
+        "resources": {
+            "requests": {"cpu": cfg.proxy_cpu_request, "memory": cfg.proxy_memory_request},
+            "limits": {"cpu": cfg.proxy_cpu_limit, "memory": cfg.proxy_memory_limit}
+        },
+        "startupProbe": probe("/ready", 1, 30),
+        "readinessProbe": probe("/ready", 5, 3),
+        "livenessProbe": probe("/live", 10, 3),
+        "securityContext": {
+            "runAsUser": cfg.proxy_uid,
+            "runAsGroup": cfg.proxy_uid,
+            "runAsNonRoot": true,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        }
+    });
+    if sampling {
+        c["volumeMounts"] = json!([{"name": SAMPLING_VOLUME, "mountPath": SAMPLING_DIR, "readOnly": true}]);
+    }
+    c
+}
+
+fn init_container(cfg: &InjectConfig, args: Vec<String>) -> Value {
+    json!({
+        "name": INIT,
+        "image": cfg.sidecar_image,
+        "args": args,
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}
+        }
+    })
+}
+
+fn check_ports(v: &str) -> Result<(), String> {
+    for p in v.split(',').map(str::trim) {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => {}
+            _ => return Err(format!("`{p}` is not a port")),
+        }
+    }
+    Ok(())
+}
+
+fn check_cidrs(v: &str) -> Result<(), String> {
+    for c in v.split(',').map(str::trim) {
+        let (addr, prefix) = c.split_once('/').unwrap_or((c, ""));
+        let ip: std::net::IpAddr = addr.parse().map_err(|_| format!("`{c}` is not a CIDR"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if !prefix.is_empty() && prefix.parse::<u8>().ok().filter(|p| *p <= max).is_none() {
+            return Err(format!("`{c}` has a bad prefix length"));
+        }
+    }
+    Ok(())
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+#[path = "mutate_tests.rs"]
+mod tests;

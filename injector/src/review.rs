@@ -1,0 +1,85 @@
+//! AdmissionReview transport: parse what the API server sent, run the pure mutation, answer.
+//! A body that is not an AdmissionReview is a 400; a review whose pod cannot be read is allowed
+//! unchanged with a warning, because tracing must never block a workload.
+
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use serde_json::Value;
+
+use crate::config::InjectConfig;
+use crate::mutate::{self, Context, Outcome};
+
+/// What happened to one review, for metrics and logs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Result {
+    /// The sidecar was added.
+    Injected,
+    /// Left alone for this reason (a metric label).
+    Skipped(&'static str),
+    /// The pod could not be read or patched; allowed unchanged.
+    Error,
+}
+
+/// Answers one AdmissionReview body: the response body, or the reason it is a bad request.
+pub fn answer(
+    body: &[u8],
+    namespace_opted_in: bool,
+    cfg: &InjectConfig,
+) -> std::result::Result<(Vec<u8>, Result), String> {
+    // The patch must be computed against the pod exactly as sent, unknown fields included, so the
+    // object is taken from the raw JSON rather than from the typed request.
+    let raw: Value =
+        serde_json::from_slice(body).map_err(|e| format!("not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
+    let uid = match (raw["kind"].as_str(), raw.pointer("/request/uid").and_then(Value::as_str)) {
+        (Some("AdmissionReview"), Some(uid)) => uid.to_owned(),
+        _ => return Err("not an admission.k8s.io/v1 AdmissionReview with a request and its uid".into()),
+    };
+    let request: AdmissionRequest<DynamicObject> = match serde_json::from_value::<AdmissionReview<DynamicObject>>(
+        raw.clone(),
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.try_into().map_err(|e: kube_core::admission::ConvertAdmissionReviewError| e.to_string()))
+    {
+        Ok(r) => r,
+        // A review we cannot fully read still gets an answer that lets the pod through.
+        Err(e) => {
+            let answer = serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": uid, "allowed": true, "warnings": [format!("xray-sidecar not injected: the request holds no readable pod: {e}")]}
+            });
+            return Ok((answer.to_string().into_bytes(), Result::Error));
+        }
+    };
+    let pod = raw.pointer("/request/object").filter(|o| o.is_object());
+    let mut response = AdmissionResponse::from(&request);
+    let outcome = match pod {
+        Some(pod) if request.kind.kind == "Pod" => {
+            let namespace = request.namespace.as_deref().unwrap_or("default");
+            let ctx = Context { namespace, namespace_opted_in, workload: None };
+            match mutate::mutate(pod, ctx, cfg) {
+                Outcome::Inject { patch, .. } => match response.clone().with_patch(patch) {
+                    Ok(r) => {
+                        response = r;
+                        Result::Injected
+                    }
+                    Err(e) => {
+                        response.warnings =
+                            Some(vec![format!("xray-sidecar not injected: cannot encode the patch: {e}")]);
+                        Result::Error
+                    }
+                },
+                Outcome::Skip(skip) => {
+                    response.warnings = Some(vec![skip.message()]);
+                    Result::Skipped(skip.label())
+                }
+            }
+        }
+        _ => {
+            response.warnings = Some(vec!["xray-sidecar not injected: the request holds no readable pod".into()]);
+            Result::Error
+        }
+    };
+    let body = serde_json::to_vec(&response.into_review()).map_err(|e| format!("cannot encode the response: {e}"))?;
+    Ok((body, outcome))
+}

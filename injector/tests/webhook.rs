@@ -1,0 +1,305 @@
+//! The webhook black-box: the real binary over TLS on loopback, real AdmissionReview documents, the
+//! returned JSON Patch applied to the pod, the result validated against Kubernetes' schema, and the
+//! certificate rotated under a running server.
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_xray-injector");
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
+}
+
+fn certs(dir: &Path) {
+    let out = Command::new(BIN).args(["certs", "--out-dir", dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(tag: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("xray-injector-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    certs(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cert-reload-seconds", "1"])
+        .arg("--tls-cert-file")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.join("tls.key"))
+        .args(["--cluster-name", "demo"])
+        .env_remove("POD_NAMESPACE")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "xray-injector did not start");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    Server { child, port, dir }
+}
+
+/// A real HTTPS request trusting the CA in `dir`: the status, the body, and the served certificate.
+async fn post(server: &Server, path: &str, body: Vec<u8>) -> (u16, Vec<u8>, Vec<u8>) {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    // Every CA the test has made (rotation writes a new one beside the old).
+    for f in
+        std::fs::read_dir(&server.dir).unwrap().flatten().filter(|f| f.file_name().to_string_lossy().starts_with("ca"))
+    {
+        let ca = std::fs::read(f.path()).unwrap();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("xray-injector.xray-sidecar.svc").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(path)
+        .header("host", "xray-injector.xray-sidecar.svc")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.into_body().collect().await.unwrap().to_bytes().to_vec(), served)
+}
+
+/// Posts a review and returns the response part of the answer.
+async fn review(server: &Server, path: &str, name: &str) -> (Value, Value) {
+    let body = fixture(name);
+    let (status, out, _) = post(server, path, body.clone()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
+    let answer: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(answer["kind"], "AdmissionReview");
+    let sent: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["uid"], sent["request"]["uid"]);
+    assert_eq!(answer["response"]["allowed"], true, "tracing never blocks a pod: {answer}");
+    (sent["request"]["object"].clone(), answer["response"].clone())
+}
+
+/// Applies the response's base64 JSON Patch to the pod.
+fn apply(pod: &Value, response: &Value) -> Value {
+    use base64::Engine;
+    assert_eq!(response["patchType"], "JSONPatch");
+    // The API server takes the patch's bytes as a base64 string or as an array of byte values.
+    let raw = match &response["patch"] {
+        Value::String(b64) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
+        Value::Array(bytes) => bytes.iter().map(|b| b.as_u64().unwrap() as u8).collect(),
+        other => panic!("no patch in {response}: {other}"),
+    };
+    let patch: json_patch::Patch = serde_json::from_slice(&raw).unwrap();
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    out
+}
+
+fn names(pod: &Value, list: &str) -> Vec<String> {
+    pod["spec"][list]
+        .as_array()
+        .map(|a| a.iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Validates pods against the Kubernetes schema (strict: no unknown or misspelled fields).
+fn validate(pods: &[Value]) {
+    let dir = std::env::temp_dir().join(format!("xray-injector-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        let mut p = p.clone();
+        // The fixtures carry a made-up field to prove unknown fields survive; the schema knows it not.
+        p["spec"].as_object_mut().unwrap().remove("futureField");
+        p["metadata"]["name"] = json!(format!("pod-{i}"));
+        let f = dir.join(format!("pod-{i}.json"));
+        std::fs::write(&f, p.to_string()).unwrap();
+        files.push(f);
+    }
+    let out = Command::new("kubernetes-validate").arg("--strict").args(&files).output().unwrap_or_else(|e| {
+        panic!("kubernetes-validate is not installed ({e}): run scripts/setup (pip install -r tests/requirements.txt)")
+    });
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && !text.contains("ERROR"), "schema validation failed:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn reviews_are_answered_and_patches_apply() {
+    let server = start("reviews");
+    let mut injected = Vec::new();
+
+    // A plain pod that opted in: a native sidecar after the iptables init container.
+    let (pod, res) = review(&server, "/mutate", "review-plain-pod.json").await;
+    let out = apply(&pod, &res);
+    assert_eq!(names(&out, "initContainers"), ["xray-sidecar-init", "xray-sidecar"]);
+    assert_eq!(names(&out, "containers"), ["app"]);
+    let proxy = &out["spec"]["initContainers"][1];
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert_eq!(proxy["securityContext"]["runAsUser"], 2500);
+    assert_eq!(proxy["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(proxy["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(proxy["startupProbe"]["httpGet"]["port"], 15102);
+    let env: Vec<(String, Value)> =
+        proxy["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_owned(), e.clone())).collect();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no {k}"));
+    assert_eq!(get("AWS_XRAY_TRACING_NAME")["value"], "checkout");
+    assert_eq!(get("AWS_XRAY_DAEMON_ADDRESS")["value"], "xray-service.default:2000");
+    assert_eq!(get("XRAY_SIDECAR_CLUSTER_NAME")["value"], "demo");
+    assert_eq!(get("XRAY_SIDECAR_POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    let init = &out["spec"]["initContainers"][0];
+    assert_eq!(init["securityContext"]["capabilities"]["add"], json!(["NET_ADMIN", "NET_RAW"]));
+    assert_eq!(init["args"][0], "init");
+    // What the injector does not know survives untouched.
+    assert_eq!(out["spec"]["futureField"], json!({"unknownToTheInjector": true}));
+    assert_eq!(out["metadata"]["annotations"]["example.com/owner"], "team-a");
+    assert!(out["metadata"]["annotations"]["xray-sidecar.io/status"].as_str().unwrap().contains("xray-sidecar-init"));
+    injected.push(out.clone());
+
+    // Existing init containers run after the proxy; annotations reach the init and proxy (dry run alike).
+    let (pod, res) = review(&server, "/mutate", "review-init-containers.json").await;
+    let out = apply(&pod, &res);
+    assert_eq!(names(&out, "initContainers"), ["xray-sidecar-init", "xray-sidecar", "migrate"]);
+    let args: Vec<&str> =
+        out["spec"]["initContainers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.windows(2).any(|w| w == ["--exclude-outbound-ports", "5432,6379"]), "{args:?}");
+    let proxy = &out["spec"]["initContainers"][1];
+    assert!(proxy["env"].to_string().contains("checkout-api"));
+    assert!(proxy["env"].to_string().contains("XRAY_SIDECAR_SAMPLING_RULES"));
+    assert_eq!(out["spec"]["volumes"][0]["configMap"]["name"], "checkout-sampling");
+    injected.push(out);
+
+    // Skips, each with a warning and no patch.
+    for (fixture, path, why) in [
+        ("review-host-network.json", "/mutate", "hostNetwork"),
+        ("review-opted-out.json", "/mutate?namespace=enabled", "\"false\""),
+        ("review-already-injected.json", "/mutate", "already injected"),
+        ("review-namespace-label.json", "/mutate", "did not opt in"),
+    ] {
+        let (_, res) = review(&server, path, fixture).await;
+        assert!(res.get("patch").is_none_or(Value::is_null), "{fixture}: {res}");
+        assert!(res["warnings"][0].as_str().unwrap().contains(why), "{fixture}: {res}");
+    }
+
+    // The same pod without an annotation, in a namespace labelled for injection.
+    let (pod, res) = review(&server, "/mutate?namespace=enabled", "review-namespace-label.json").await;
+    let out = apply(&pod, &res);
+    assert_eq!(names(&out, "initContainers"), ["xray-sidecar-init", "xray-sidecar"]);
+    injected.push(out.clone());
+
+    // Injecting the injected pod again changes nothing.
+    let mut again: Value = serde_json::from_slice(&fixture("review-plain-pod.json")).unwrap();
+    again["request"]["object"] = out;
+    let (status, body, _) = post(&server, "/mutate", again.to_string().into_bytes()).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert!(answer["response"].get("patch").is_none_or(Value::is_null));
+
+    // A body that is not an AdmissionReview.
+    let (status, body, _) = post(&server, "/mutate", fixture("review-malformed.json")).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("AdmissionReview"));
+    // A review whose object is not a readable pod is allowed, with a warning.
+    let mut odd: Value = serde_json::from_slice(&fixture("review-plain-pod.json")).unwrap();
+    odd["request"]["object"] = json!("not a pod");
+    let (status, body, _) = post(&server, "/mutate", odd.to_string().into_bytes()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"]["warnings"][0].as_str().unwrap().contains("no readable pod"));
+
+    let (status, metrics, _) = post_get(&server, "/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("xray_injector_injected_total 3"), "{metrics}");
+    assert!(metrics.contains("xray_injector_skipped_total{reason=\"host_network\"} 1"), "{metrics}");
+    assert!(metrics.contains("xray_injector_errors_total 2"), "{metrics}");
+
+    validate(&injected);
+}
+
+async fn post_get(server: &Server, path: &str) -> (u16, Vec<u8>, Vec<u8>) {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    // Every CA the test has made (rotation writes a new one beside the old).
+    for f in
+        std::fs::read_dir(&server.dir).unwrap().flatten().filter(|f| f.file_name().to_string_lossy().starts_with("ca"))
+    {
+        let ca = std::fs::read(f.path()).unwrap();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("xray-injector.xray-sidecar.svc").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header("host", "x").body(Full::new(Bytes::new())).unwrap();
+    let res = send.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.into_body().collect().await.unwrap().to_bytes().to_vec(), served)
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let server = start("rotate");
+    let (status, _, first) = post_get(&server, "/healthz").await;
+    assert_eq!(status, 200);
+    // A broken file never replaces the good certificate.
+    std::fs::write(server.dir.join("tls.crt"), "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, _, still) = post_get(&server, "/healthz").await;
+    assert_eq!(still, first);
+    // A new CA and certificate are picked up.
+    std::fs::rename(server.dir.join("ca.crt"), server.dir.join("ca-before.crt")).unwrap();
+    certs(&server.dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, now) = post_get(&server, "/healthz").await;
+        assert_eq!(status, 200);
+        if now != first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rotated certificate was not served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
