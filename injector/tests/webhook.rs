@@ -62,8 +62,9 @@ fn start(tag: &str) -> Server {
     Server { child, port, dir }
 }
 
-/// A real HTTPS request trusting the CA in `dir`: the status, the body, and the served certificate.
-async fn post(server: &Server, path: &str, body: Vec<u8>) -> (u16, Vec<u8>, Vec<u8>) {
+/// A real HTTPS request trusting every CA in the server's folder: the status, the body, and the
+/// certificate the server presented.
+async fn request(server: &Server, method: http::Method, path: &str, body: Vec<u8>) -> (u16, Vec<u8>, Vec<u8>) {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     // Every CA the test has made (rotation writes a new one beside the old).
@@ -87,7 +88,9 @@ async fn post(server: &Server, path: &str, body: Vec<u8>) -> (u16, Vec<u8>, Vec<
     let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
-    let req = http::Request::post(path)
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "xray-injector.xray-sidecar.svc")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
@@ -95,6 +98,14 @@ async fn post(server: &Server, path: &str, body: Vec<u8>) -> (u16, Vec<u8>, Vec<
     let res = send.send_request(req).await.unwrap();
     let status = res.status().as_u16();
     (status, res.into_body().collect().await.unwrap().to_bytes().to_vec(), served)
+}
+
+async fn post(server: &Server, path: &str, body: Vec<u8>) -> (u16, Vec<u8>, Vec<u8>) {
+    request(server, http::Method::POST, path, body).await
+}
+
+async fn fetch(server: &Server, path: &str) -> (u16, Vec<u8>, Vec<u8>) {
+    request(server, http::Method::GET, path, Vec::new()).await
 }
 
 /// Posts a review and returns the response part of the answer.
@@ -239,7 +250,7 @@ async fn reviews_are_answered_and_patches_apply() {
     assert_eq!(answer["response"]["allowed"], true);
     assert!(answer["response"]["warnings"][0].as_str().unwrap().contains("no readable pod"));
 
-    let (status, metrics, _) = post_get(&server, "/metrics").await;
+    let (status, metrics, _) = fetch(&server, "/metrics").await;
     assert_eq!(status, 200);
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("xray_injector_injected_total 3"), "{metrics}");
@@ -249,52 +260,22 @@ async fn reviews_are_answered_and_patches_apply() {
     validate(&injected);
 }
 
-async fn post_get(server: &Server, path: &str) -> (u16, Vec<u8>, Vec<u8>) {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    // Every CA the test has made (rotation writes a new one beside the old).
-    for f in
-        std::fs::read_dir(&server.dir).unwrap().flatten().filter(|f| f.file_name().to_string_lossy().starts_with("ca"))
-    {
-        let ca = std::fs::read(f.path()).unwrap();
-        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-            roots.add(c.unwrap()).unwrap();
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("xray-injector.xray-sidecar.svc").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
-    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(path).header("host", "x").body(Full::new(Bytes::new())).unwrap();
-    let res = send.send_request(req).await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.into_body().collect().await.unwrap().to_bytes().to_vec(), served)
-}
-
 #[tokio::test]
 async fn a_rotated_certificate_is_served_without_a_restart() {
     let server = start("rotate");
-    let (status, _, first) = post_get(&server, "/healthz").await;
+    let (status, _, first) = fetch(&server, "/healthz").await;
     assert_eq!(status, 200);
     // A broken file never replaces the good certificate.
     std::fs::write(server.dir.join("tls.crt"), "not a certificate").unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, _, still) = post_get(&server, "/healthz").await;
+    let (_, _, still) = fetch(&server, "/healthz").await;
     assert_eq!(still, first);
     // A new CA and certificate are picked up.
     std::fs::rename(server.dir.join("ca.crt"), server.dir.join("ca-before.crt")).unwrap();
     certs(&server.dir);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _, now) = post_get(&server, "/healthz").await;
+        let (status, _, now) = fetch(&server, "/healthz").await;
         assert_eq!(status, 200);
         if now != first {
             break;
