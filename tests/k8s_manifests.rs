@@ -60,7 +60,9 @@ fn validate(name: &str, docs: &[&Value]) {
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {kind}/{name}"))
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name}"))
 }
 
 const CERT_MANAGER: &str = "cert-manager.io/v1";
@@ -68,8 +70,10 @@ const CERT_MANAGER: &str = "cert-manager.io/v1";
 #[test]
 fn everything_renders_and_validates() {
     let plain = docs(&run("kubectl", &["kustomize", "k8s/"], None));
-    let kinds: Vec<String> =
-        plain.iter().map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap())).collect();
+    let kinds: Vec<String> = plain
+        .iter()
+        .map(|d| format!("{}/{}", d["kind"].as_str().unwrap(), d["metadata"]["name"].as_str().unwrap()))
+        .collect();
     for want in [
         "ServiceAccount/xray-daemon",
         "DaemonSet/xray-daemon",
@@ -153,7 +157,8 @@ fn the_lab_validates_after_injection() {
         let injected = docs(&out);
         let deploy = injected.iter().find(|d| d["kind"] == "Deployment").unwrap();
         let spec = &deploy["spec"]["template"]["spec"];
-        let init: Vec<&str> = spec["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let init: Vec<&str> =
+            spec["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(init, ["xray-sidecar-init", "xray-sidecar"], "{file}");
         let name = deploy["metadata"]["name"].as_str().unwrap();
         assert!(spec["initContainers"][1]["env"].to_string().contains(&format!("\"{name}\"")), "{file}");

@@ -150,3 +150,18 @@ fn call_via_host(proxy: std::net::SocketAddr, url: &str, real: std::net::SocketA
     let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, out)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_addressed_to_the_proxy_itself_is_refused_not_looped() {
+    let daemon = Daemon::start().await;
+    let sc = outbound_sidecar(&daemon);
+    let own = sc.outbound.unwrap();
+    // Called as if it were the server (no absolute URI): the Host names the proxy.
+    let (status, _, body) = support::http_get(&format!("http://{own}/"), &[]).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("cannot be forwarded"), "{body}");
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["subsegments"][0]["cause"]["exceptions"][0]["type"], "NoRoute");
+    let m = sc.metrics().await;
+    assert!(m.contains(r#"xray_sidecar_requests_total{direction="outbound",status_class="5xx"} 1"#), "{m}");
+}

@@ -45,7 +45,10 @@ impl Outbound {
                 orig_dst::authority(dst)
             }
         };
-        let forward = Forward::new(self.upstream.clone(), authority, None);
+        let mut forward = Forward::new(self.upstream.clone(), authority, None);
+        if let Some(own) = local {
+            forward = forward.refusing_loops_to(own);
+        }
         let service = Trace::new(forward, self.tracer.clone(), peer.ip(), Direction::Outbound);
         http.serve(stream, peer, service).await;
     }
