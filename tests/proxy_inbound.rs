@@ -332,3 +332,17 @@ async fn our_datagram_header_is_byte_for_byte_the_daemons() {
     let n = tokio::time::timeout(Duration::from_secs(5), daemon.socket.recv(&mut buf)).await.unwrap().unwrap();
     assert!(buf[..n].starts_with(b"{\"format\": \"json\", \"version\": 1}\n{"));
 }
+
+#[tokio::test]
+async fn in_a_pod_segments_carry_the_eks_origin_and_namespace() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let extra = ["--cluster-name", "demo", "--pod-name", "front-end-7d4b9-x2x", "--pod-namespace", "shop"];
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &extra);
+    http_get(&sc.url("/"), &[]).await;
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["origin"], "AWS::EKS::Container");
+    assert_eq!(doc["aws"]["eks"]["cluster_name"], "demo");
+    assert_eq!(doc["aws"]["eks"]["pod"], "front-end-7d4b9-x2x");
+    assert_eq!(doc["annotations"]["k8s_namespace"], "shop");
+    assert_eq!(doc["annotations"]["direction"], "inbound");
+}
