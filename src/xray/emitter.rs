@@ -33,9 +33,6 @@ pub const QUEUE_CAPACITY: usize = 8192;
 /// How long the first segment of a burst waits for others to join it.
 const GATHER: Duration = Duration::from_millis(5);
 
-/// Datagrams sent between two chances for requests on the same thread to run.
-const YIELD_EVERY: usize = 8;
-
 /// Segments that wake the sender at once, without waiting for the gathering time.
 const BURST: usize = 256;
 
@@ -187,12 +184,7 @@ impl Sender {
     }
 
     async fn send_all(&mut self, batch: &mut Vec<Segment>, target: &Option<Target>) {
-        for (i, segment) in batch.drain(..).enumerate() {
-            // With one worker thread the requests wait while a burst goes out: let them in every
-            // few datagrams, so a burst costs them tens of microseconds, not a millisecond.
-            if i % YIELD_EVERY == YIELD_EVERY - 1 {
-                tokio::task::yield_now().await;
-            }
+        for segment in batch.drain(..) {
             self.send(&segment, target).await;
         }
     }
