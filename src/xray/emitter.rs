@@ -27,8 +27,10 @@ pub const MAX_DATAGRAM: usize = 63 * 1024;
 /// How often a daemon host name is looked up again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
-/// Queued segments before new ones are dropped.
-pub const QUEUE_CAPACITY: usize = 8192;
+/// Queued segments before new ones are dropped. A queued segment keeps the few header bytes it
+/// shares with its request's read buffer alive, so the bound is on memory as much as on count;
+/// it holds several bursts, and a full queue means the daemon link cannot keep up anyway.
+pub const QUEUE_CAPACITY: usize = 2048;
 
 /// How long the first segment of a burst waits for others to join it.
 const GATHER: Duration = Duration::from_millis(5);
