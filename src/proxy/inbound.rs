@@ -6,13 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
-use super::detect::{self, Protocol};
 use super::forward::{Forward, Upstream};
 use super::server::HttpServer;
-use super::trace::{self, Started, Trace, Tracer};
+use super::trace::{self, Begun, Started, Trace, Tracer};
 use super::{Interception, opaque, orig_dst};
 use crate::xray::header::TRACE_HEADER;
-use crate::xray::id::{SegmentId, TraceId};
+use crate::xray::id::SegmentId;
 use crate::xray::segment::{Direction, Kind, Segment};
 
 /// Where inbound requests go.
@@ -50,9 +49,7 @@ impl Inbound {
                         return;
                     }
                 };
-                if self.interception.skips(dst.port())
-                    || detect::detect(&stream, self.interception.detect_timeout).await == Protocol::Opaque
-                {
+                if !self.interception.is_http(&stream, dst).await {
                     drop(http);
                     return opaque::tunnel(stream, dst, self.interception.connect_timeout).await;
                 }
@@ -71,11 +68,7 @@ impl Inbound {
 /// Starts the record of a request the application receives: continues the caller's trace or starts
 /// one, decides sampling, and tells the application our segment is its parent.
 pub fn start<B>(tracer: &Tracer, peer: IpAddr, req: &mut Request<B>) -> Started {
-    let wall = trace::wall_clock();
-    let incoming = trace::read_header(tracer, req.headers());
-    let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
-    let host = trace::host(req);
-    let sampled = trace::decide(tracer, incoming.sampled, host.as_ref(), req, wall.as_secs());
+    let Begun { wall, incoming, root, host, sampled } = trace::begin(tracer, req);
     let id = SegmentId::new();
     let segment = sampled.then(|| {
         let (client_ip, xff) = match trace::forwarded_for(req.headers()) {

@@ -164,9 +164,11 @@ pub struct Interception {
 }
 
 impl Interception {
-    /// Whether connections to `port` skip detection and go straight through.
-    pub fn skips(&self, port: u16) -> bool {
-        self.skip_ports.contains(&port)
+    /// Whether a redirected connection to `dst` is HTTP to trace, rather than bytes to pass through:
+    /// ports that skip detection never are, the rest are peeked at.
+    pub async fn is_http(&self, stream: &tokio::net::TcpStream, dst: SocketAddr) -> bool {
+        !self.skip_ports.contains(&dst.port())
+            && detect::detect(stream, self.detect_timeout).await != detect::Protocol::Opaque
     }
 }
 

@@ -6,13 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
-use super::detect::{self, Protocol};
 use super::forward::{Forward, Upstream};
 use super::server::HttpServer;
-use super::trace::{self, Started, Trace, Tracer};
+use super::trace::{self, Begun, Started, Trace, Tracer};
 use super::{Interception, opaque, orig_dst};
 use crate::xray::header::TRACE_HEADER;
-use crate::xray::id::{SegmentId, TraceId};
+use crate::xray::id::SegmentId;
 use crate::xray::segment::{Direction, Kind, Segment, sanitize_name};
 
 /// What every outbound connection needs.
@@ -36,9 +35,7 @@ impl Outbound {
         let authority = match redirected {
             None => None,
             Some(dst) => {
-                if self.interception.skips(dst.port())
-                    || detect::detect(&stream, self.interception.detect_timeout).await == Protocol::Opaque
-                {
+                if !self.interception.is_http(&stream, dst).await {
                     drop(http);
                     return opaque::tunnel(stream, dst, self.interception.connect_timeout).await;
                 }
@@ -61,11 +58,7 @@ impl Outbound {
 /// a trace: a segment for this service holding the remote subsegment. Either way the callee is told
 /// the subsegment is its parent, which is what joins the two nodes with an edge.
 pub fn start<B>(tracer: &Tracer, req: &mut Request<B>) -> Started {
-    let wall = trace::wall_clock();
-    let incoming = trace::read_header(tracer, req.headers());
-    let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
-    let host = trace::host(req);
-    let sampled = trace::decide(tracer, incoming.sampled, host.as_ref(), req, wall.as_secs());
+    let Begun { wall, incoming, root, host, sampled } = trace::begin(tracer, req);
     let sub_id = SegmentId::new();
     let segment = sampled.then(|| {
         let name = host.as_ref().and_then(|h| h.to_str().ok()).map_or_else(|| "unknown".to_owned(), destination_name);

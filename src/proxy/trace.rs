@@ -84,6 +84,31 @@ where
     }
 }
 
+/// What starting the record of a request, inbound or outbound, works out first.
+#[derive(Debug)]
+pub struct Begun {
+    /// Epoch time now.
+    pub wall: std::time::Duration,
+    /// The caller's header, as far as it could be used.
+    pub incoming: TraceHeader,
+    /// The caller's trace, or a new one.
+    pub root: TraceId,
+    /// The host the request is for.
+    pub host: Option<HeaderValue>,
+    /// The sampling decision.
+    pub sampled: bool,
+}
+
+/// Reads the header, picks the trace and makes the sampling decision.
+pub fn begin<B>(tracer: &Tracer, req: &Request<B>) -> Begun {
+    let wall = wall_clock();
+    let incoming = read_header(tracer, req.headers());
+    let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
+    let host = host(req);
+    let sampled = decide(tracer, incoming.sampled, host.as_ref(), req, wall.as_secs());
+    Begun { wall, incoming, root, host, sampled }
+}
+
 /// Reads the caller's trace header, counting and logging one that cannot be used as it came.
 pub fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
     let Some(v) = headers.get(&TRACE_HEADER) else {
