@@ -11,6 +11,7 @@ pub mod demo;
 pub mod init;
 pub mod metrics;
 pub mod proxy;
+pub mod signal;
 pub mod xray;
 
 /// The error type used where a failure only needs to be reported, not matched on.

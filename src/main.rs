@@ -73,26 +73,10 @@ fn main() -> ExitCode {
 
 async fn run_proxy(args: &ProxyArgs) -> Result<(), xray_sidecar::BoxError> {
     let proxy = Proxy::start(args).await?;
-    stop_signal().await;
+    xray_sidecar::signal::terminated().await;
     tracing::info!(grace = ?args.shutdown_grace, "shutting down");
     proxy.shutdown().await;
     Ok(())
-}
-
-/// SIGTERM (Kubernetes) or SIGINT (a terminal).
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn fail(message: &str) -> ExitCode {

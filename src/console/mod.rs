@@ -238,21 +238,10 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Runs the console until Ctrl-C.
+/// Runs the console until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> Result<(), crate::BoxError> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-    let console = serve(args.into(), async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot wait for Ctrl-C; stopping");
-        }
-    })
-    .await?;
+    // Logging is set up by the binary; the console only needs its stop signal.
+    let console = serve(args.into(), crate::signal::terminated()).await?;
     println!("xray-sidecar console: send segments to udp {} and open {}", console.udp_addr(), console.url());
     console.wait().await;
     Ok(())

@@ -77,7 +77,7 @@ fn path_for(call: u64) -> &'static str {
 /// Client addresses the demo's traffic appears to come from, so the trace list has some to filter.
 const CLIENTS: [&str; 3] = ["203.0.113.10", "203.0.113.24", "198.51.100.7"];
 
-/// Runs the lab until Ctrl-C.
+/// Runs the lab until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> Result<(), crate::BoxError> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut console_stop = stopped.clone();
@@ -123,7 +123,7 @@ pub async fn run(args: Args) -> Result<(), crate::BoxError> {
     println!("  {} call(s) a second; segments to udp {daemon}", args.rate);
 
     let client = tokio::spawn(client_loop(front.inbound, args.rate, stopped.clone()));
-    let _ = tokio::signal::ctrl_c().await;
+    crate::signal::terminated().await;
     println!("stopping");
     let _ = stop.send(true);
     let _ = client.await;
