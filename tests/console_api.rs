@@ -80,12 +80,7 @@ async fn assembles_recorded_datagrams_into_map_list_and_timeline() {
         let text = seg["Document"].as_str().expect("Document is a JSON string");
         assert!(docs.iter().any(|d| d == text), "documents come back as sent");
     }
-    let rows: Vec<(String, u64)> = trace["Timeline"]["Rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| (r["Name"].as_str().unwrap_or_default().to_owned(), r["Depth"].as_u64().unwrap_or(99)))
-        .collect();
+    let rows = timeline_rows(trace);
     let expected = [("front-end", 0), ("back-end", 1), ("back-end", 2)].map(|(n, d)| (n.to_owned(), d));
     assert_eq!(rows, expected);
     assert_eq!(get(http, "/api/traces/1-00000000-000000000000000000000000").await.0, 404);

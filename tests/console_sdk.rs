@@ -29,12 +29,7 @@ async fn python_sdk_segments_show_as_a_trace() {
     assert_eq!(status, 200, "{body}");
     let trace = &body["Traces"][0];
     assert_eq!(trace["Segments"].as_array().map(Vec::len), Some(2));
-    let rows: Vec<(String, u64)> = trace["Timeline"]["Rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| (r["Name"].as_str().unwrap_or_default().to_owned(), r["Depth"].as_u64().unwrap_or(99)))
-        .collect();
+    let rows = timeline_rows(trace);
     let expected = [("sdk-front-end", 0), ("sdk-back-end", 1), ("sdk-back-end", 2), ("reserve-stock", 3)];
     assert_eq!(rows, expected.map(|(n, d)| (n.to_owned(), d)));
     let summary = &trace["Summary"];

@@ -115,6 +115,16 @@ pub async fn wait_until_quiet(addr: SocketAddr) -> Value {
 }
 
 /// The repository root.
+/// A trace's timeline as (name, depth) rows, from `/api/traces/{id}`.
+pub fn timeline_rows(trace: &Value) -> Vec<(String, u64)> {
+    trace["Timeline"]["Rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["Name"].as_str().unwrap_or_default().to_owned(), r["Depth"].as_u64().unwrap_or(99)))
+        .collect()
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
