@@ -354,3 +354,23 @@ async fn in_a_pod_segments_carry_the_eks_origin_and_namespace() {
     assert_eq!(doc["annotations"]["k8s_namespace"], "shop");
     assert_eq!(doc["annotations"]["direction"], "inbound");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_response_is_recorded_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    {
+        let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+        s.write_all(b"GET /slow/1500 HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["annotations"]["client_aborted"], true, "{doc}");
+    assert_eq!(doc["cause"]["exceptions"][0]["type"], "ClientAborted");
+    assert!(doc["http"].get("response").is_none(), "no response was sent: {doc}");
+    let (start, end) = (doc["start_time"].as_f64().unwrap(), doc["end_time"].as_f64().unwrap());
+    assert!(end - start < 1.0, "the segment ends when the client left, not when the upstream answered");
+    let m = sc.metrics().await;
+    assert!(m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="none"} 1"#), "{m}");
+}

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body::Body;
 use http_body_util::{Either, Full};
-use pin_project::pin_project;
+use pin_project::{pin_project, pinned_drop};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -79,7 +79,7 @@ where
             (Some(_), Direction::Inbound) => Some(super::inbound::start(&self.tracer, self.peer, &mut req)),
             (Some(_), Direction::Outbound) => Some(super::outbound::start(&self.tracer, &mut req)),
         };
-        let finish = Finish { tracer: self.tracer.clone(), start, direction: self.direction, status: 0, trace };
+        let finish = Finish { tracer: self.tracer.clone(), start, direction: self.direction, status: None, trace };
         ResponseFuture { inner: self.inner.call(req), finish: Some(finish) }
     }
 }
@@ -208,18 +208,13 @@ pub struct Finish {
     tracer: Arc<Tracer>,
     start: Instant,
     direction: Direction,
-    status: u16,
+    /// The response status, once the head is known.
+    status: Option<u16>,
     trace: Option<Started>,
 }
 
 impl OnEnd for Finish {
     fn on_end(self, bytes: u64, end: End) {
-        let elapsed = self.start.elapsed();
-        self.tracer.metrics.record_request(self.direction, Some(self.status), elapsed);
-        let (Some(emitter), Some(Started { segment: Some(mut seg), .. })) = (&self.tracer.emitter, self.trace) else {
-            return;
-        };
-        let end_time = seg.start_time + elapsed.as_secs_f64();
         let failure = match end {
             End::Complete => None,
             End::Failed(why) => Some(Failure {
@@ -237,9 +232,25 @@ impl OnEnd for Finish {
                 client_aborted: true,
             }),
         };
+        self.close(Some(bytes), failure);
+    }
+}
+
+impl Finish {
+    /// Counts the request and emits its record: the one place a traced exchange ends, whether its
+    /// body ended or it never got a response.
+    fn close(self, bytes: Option<u64>, failure: Option<Failure>) {
+        let elapsed = self.start.elapsed();
+        self.tracer.metrics.record_request(self.direction, self.status, elapsed);
+        let (Some(emitter), Some(Started { segment: Some(mut seg), .. })) = (&self.tracer.emitter, self.trace) else {
+            return;
+        };
+        let end_time = seg.start_time + elapsed.as_secs_f64();
         seg.for_each_mut(|s| {
             s.end_time = end_time;
-            s.http.content_length.get_or_insert(bytes);
+            if let Some(bytes) = bytes {
+                s.http.content_length.get_or_insert(bytes);
+            }
             if let Some(f) = &failure {
                 // A proxy failure recorded at the response head says more than what followed it.
                 s.failure.get_or_insert_with(|| f.clone());
@@ -247,14 +258,36 @@ impl OnEnd for Finish {
         });
         emitter.emit(*seg);
     }
+
+    /// The client went away while the upstream was still to answer.
+    fn abandoned(self) {
+        let failure = Failure {
+            kind: "ClientAborted",
+            message: "client went away before the response began".into(),
+            remote: false,
+            fault: false,
+            client_aborted: true,
+        };
+        self.close(None, Some(failure));
+    }
 }
 
-/// Waits for the upstream, then sets up the response body that finishes the record.
-#[pin_project]
+/// Waits for the upstream, then sets up the response body that finishes the record; dropped
+/// before that (the client left), it finishes the record itself.
+#[pin_project(PinnedDrop)]
 pub struct ResponseFuture<F> {
     #[pin]
     inner: F,
     finish: Option<Finish>,
+}
+
+#[pinned_drop]
+impl<F> PinnedDrop for ResponseFuture<F> {
+    fn drop(self: Pin<&mut Self>) {
+        if let Some(finish) = self.project().finish.take() {
+            finish.abandoned();
+        }
+    }
 }
 
 impl<F, RB> Future for ResponseFuture<F>
@@ -287,7 +320,7 @@ where
             }
         };
         let (mut parts, body) = res.into_parts();
-        finish.status = parts.status.as_u16();
+        finish.status = Some(parts.status.as_u16());
         if let Some(t) = finish.trace.as_mut() {
             // A downstream that answers with a trace header records its own segment.
             let traced = parts.headers.contains_key(&TRACE_HEADER);
@@ -297,7 +330,7 @@ where
             if let Some(seg) = t.segment.as_mut() {
                 let (status, length) = (finish.status, content_length(&parts.headers));
                 seg.for_each_mut(|s| {
-                    s.http.status = Some(status);
+                    s.http.status = status;
                     s.http.content_length = length;
                     s.traced = traced && s.kind != Kind::Segment;
                 });
