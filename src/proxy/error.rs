@@ -5,6 +5,7 @@ use http::{Response, StatusCode, header};
 use http_body_util::Full;
 use std::io;
 
+use super::guard::Refusal;
 use crate::metrics::UpstreamError;
 use crate::xray::segment::Failure;
 
@@ -43,6 +44,12 @@ pub enum ErrorKind {
     /// The request cannot be forwarded (e.g. no destination known).
     #[error("request cannot be forwarded")]
     NoRoute,
+    /// The destination is the proxy itself: forwarding would loop.
+    #[error("loop detected: the destination is this proxy")]
+    Loop,
+    /// The destination is one the proxy never forwards to (link-local, instance metadata).
+    #[error("destination not allowed through this proxy")]
+    Forbidden,
 }
 
 impl ProxyError {
@@ -53,7 +60,9 @@ impl ProxyError {
 
     /// Classifies an error from the upstream client by what its sources say.
     pub fn from_client(e: hyper_util::client::legacy::Error) -> Self {
-        let kind = if e.is_connect() {
+        let kind = if let Some(r) = find::<Refusal>(&e) {
+            r.kind()
+        } else if e.is_connect() {
             match io_kind(&e) {
                 Some(io::ErrorKind::ConnectionRefused) => ErrorKind::ConnectRefused,
                 Some(io::ErrorKind::TimedOut) => ErrorKind::ConnectTimeout,
@@ -77,6 +86,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self.kind {
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Loop => StatusCode::LOOP_DETECTED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -84,7 +95,11 @@ impl ProxyError {
     /// The counter this failure is reported under.
     pub fn metric(&self) -> UpstreamError {
         match self.kind {
-            ErrorKind::ConnectRefused | ErrorKind::ConnectFailed | ErrorKind::NoRoute => UpstreamError::Connect,
+            ErrorKind::ConnectRefused
+            | ErrorKind::ConnectFailed
+            | ErrorKind::NoRoute
+            | ErrorKind::Loop
+            | ErrorKind::Forbidden => UpstreamError::Connect,
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
             ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
         }
@@ -100,12 +115,16 @@ impl ProxyError {
             ErrorKind::Reset => "ConnectionReset",
             ErrorKind::Protocol => "ProtocolError",
             ErrorKind::NoRoute => "NoRoute",
+            ErrorKind::Loop => "LoopDetected",
+            ErrorKind::Forbidden => "ForbiddenDestination",
         };
         let message = match &self.source {
             Some(s) => format!("{}: {}", self.kind, innermost(s.as_ref())),
             None => self.kind.to_string(),
         };
-        Failure { kind, message: message.into(), remote: true, fault: true, client_aborted: false }
+        // A refused destination is the caller's mistake, not the upstream's fault.
+        let refused = matches!(self.kind, ErrorKind::Forbidden);
+        Failure { kind, message: message.into(), remote: !refused, fault: !refused, client_aborted: false }
     }
 
     /// The short plain-text answer the client gets instead of the upstream's.

@@ -4,6 +4,7 @@ pub mod body;
 pub mod detect;
 pub mod error;
 pub mod forward;
+pub mod guard;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
@@ -25,6 +26,7 @@ use crate::xray::emitter::Emitter;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::sanitize_name;
 use forward::{Upstream, UpstreamSettings};
+use guard::OwnListeners;
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
 use server::ServerSettings;
@@ -66,12 +68,6 @@ impl Proxy {
             emitter,
             metrics: metrics.clone(),
         });
-        let upstream = Upstream::new(&UpstreamSettings {
-            connect_timeout: args.connect_timeout,
-            response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
-            idle_timeout: args.idle_timeout,
-            max_header_size: args.max_header_size,
-        });
         let destination = match (&args.upstream, args.transparent) {
             (Some(a), false) => Destination::Fixed(a.clone()),
             _ => Destination::OriginalDst,
@@ -99,6 +95,16 @@ impl Proxy {
             None => None,
         };
         let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let own = OwnListeners::new([Some(inbound), outbound_addr, admin_addr].into_iter().flatten());
+        let upstream = Upstream::new(
+            &UpstreamSettings {
+                connect_timeout: args.connect_timeout,
+                response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
+                idle_timeout: args.idle_timeout,
+                max_header_size: args.max_header_size,
+            },
+            own,
+        );
 
         let (shutdown, stop) = watch::channel(false);
         let readiness = Readiness::default();

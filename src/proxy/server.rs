@@ -104,6 +104,31 @@ pub async fn serve<H, F>(
     }
 }
 
+/// Answers a connection the proxy will not serve with a short HTTP/1.1 response and closes it, so
+/// that the client learns why instead of seeing a bare reset.
+pub async fn refuse(mut stream: TcpStream, status: http::StatusCode, why: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let reason = status.canonical_reason().unwrap_or("");
+    let body = format!("{why}\n");
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        body.len()
+    );
+    // Unread request bytes at close would turn the close into a reset that can destroy the answer
+    // before the client reads it, so the request is read (and dropped) until the client closes,
+    // within a bound.
+    let answer = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+}
+
 /// Resolves once `stop` turns true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns must not be held across an await: drop it here.
