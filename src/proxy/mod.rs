@@ -76,6 +76,7 @@ impl Proxy {
             header_read_timeout: args.header_read_timeout,
             max_header_size: args.max_header_size,
             shutdown_grace: args.shutdown_grace,
+            max_connections: args.max_connections as usize,
         };
 
         let interception = Interception {
@@ -129,7 +130,9 @@ impl Proxy {
             stop.clone(),
         ));
         let admin_task =
-            admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), stop.clone())));
+            admin_listener.map(|l| {
+            tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, stop.clone()))
+        });
         readiness.set(true);
         tracing::info!(%inbound, outbound = ?outbound_addr, admin = ?admin_addr, service = %args.service_name, "proxy ready");
 
