@@ -9,8 +9,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::net::TcpListener;
 use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;

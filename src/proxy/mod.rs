@@ -129,8 +129,7 @@ impl Proxy {
             move |stream, peer, http| ctx.clone().handle(stream, peer, http),
             stop.clone(),
         ));
-        let admin_task =
-            admin_listener.map(|l| {
+        let admin_task = admin_listener.map(|l| {
             tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, stop.clone()))
         });
         readiness.set(true);

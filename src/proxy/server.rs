@@ -107,7 +107,11 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = settings.max_connections, "connection limit reached: refused");
-            tokio::spawn(refuse(stream, http::StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later"));
+            tokio::spawn(refuse(
+                stream,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections: try again later",
+            ));
             continue;
         };
         let http = HttpServer {
