@@ -4,5 +4,6 @@ pub mod daemon;
 pub mod emitter;
 pub mod header;
 pub mod id;
+pub mod resolver;
 pub mod sampling;
 pub mod segment;
