@@ -5,6 +5,7 @@ pub mod detect;
 pub mod error;
 pub mod forward;
 pub mod guard;
+pub mod hop;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
