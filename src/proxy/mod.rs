@@ -109,7 +109,9 @@ impl Proxy {
             own,
         );
 
+        // `stop` is the request to shut down; `close` tells the listeners, after the drain window.
         let (shutdown, stop) = watch::channel(false);
+        let (close_listeners, close) = watch::channel(false);
         let readiness = Readiness::default();
         let outbound_task = outbound_listener.map(|listener| {
             let ctx = Arc::new(Outbound {
@@ -121,7 +123,7 @@ impl Proxy {
                 listener,
                 settings.clone(),
                 move |stream, peer, http| ctx.clone().handle(stream, peer, http),
-                stop.clone(),
+                close.clone(),
             ))
         });
         let ctx = Arc::new(Inbound { destination, upstream, tracer, interception });
@@ -129,18 +131,24 @@ impl Proxy {
             inbound_listener,
             settings,
             move |stream, peer, http| ctx.clone().handle(stream, peer, http),
-            stop.clone(),
+            close.clone(),
         ));
         let admin_task = admin_listener.map(|l| {
-            tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, stop.clone()))
+            tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, close.clone()))
         });
         readiness.set(true);
         tracing::info!(%inbound, outbound = ?outbound_addr, admin = ?admin_addr, service = %args.service_name, "proxy ready");
 
+        let drain_delay = args.drain_delay;
         let done = tokio::spawn(async move {
             let mut stop = stop;
             server::stopped(&mut stop).await;
+            // Readiness turns first, and connections are still served for the drain window: the
+            // endpoints that send us traffic take a moment to hear that we are leaving.
             readiness.set(false);
+            tracing::info!(drain = ?drain_delay, "not ready; draining before the listeners close");
+            tokio::time::sleep(drain_delay).await;
+            let _ = close_listeners.send(true);
             let _ = inbound_task.await;
             if let Some(t) = outbound_task {
                 let _ = t.await;
