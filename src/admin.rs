@@ -9,8 +9,9 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use xray_lifecycle::shutdown::{self, Stopped};
 
 use crate::metrics::Metrics;
 
@@ -29,28 +30,20 @@ impl Readiness {
     }
 }
 
-/// Serves the admin endpoints until `stop` turns true.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readiness, mut stop: watch::Receiver<bool>) {
-    loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
-            _ = crate::proxy::server::stopped(&mut stop) => return,
-        };
+/// Serves the admin endpoints until `stopped`, then lets open requests finish within `grace`.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readiness, stopped: Stopped, grace: Duration) {
+    shutdown::serve(listener, stopped, grace, "admin", move |stream, _, watcher| {
         let (metrics, ready) = (metrics.clone(), ready.clone());
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let res = route(&req, &metrics, &ready);
-                async move { Ok::<_, Infallible>(res) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        let svc = service_fn(move |req| {
+            let res = route(&req, &metrics, &ready);
+            async move { Ok::<_, Infallible>(res) }
         });
-    }
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+        async move {
+            let _ = watcher.watch(conn).await;
+        }
+    })
+    .await;
 }
 
 fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {

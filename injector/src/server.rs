@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use xray_lifecycle::Stopped;
+use xray_lifecycle::shutdown;
 
 use crate::config::InjectConfig;
 use crate::metrics::Metrics;
@@ -27,19 +29,15 @@ pub struct Shared {
     pub metrics: Metrics,
 }
 
-/// Serves until the process ends.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+/// How long reviews still in flight get to be answered once shutdown starts.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves until `stopped`, then answers the reviews still in flight (up to [`DRAIN`]) before
+/// returning.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>, stopped: Stopped) {
+    shutdown::serve(listener, stopped, DRAIN, "webhook", move |tcp, peer, watcher| {
         let (acceptor, shared) = (acceptor.clone(), shared.clone());
-        tokio::spawn(async move {
+        async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -49,11 +47,13 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Sha
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(req, &shared).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await {
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Routes one request.

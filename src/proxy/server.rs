@@ -6,7 +6,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use xray_lifecycle::shutdown::{self, Stopped};
 
 /// Limits applied to every client connection.
 #[derive(Clone, Debug)]
@@ -68,44 +68,22 @@ impl HttpServer {
     }
 }
 
-/// Accepts on `listener` until `shutdown` turns true, then lets open HTTP connections finish for the
-/// grace period. `handle` runs each connection (detection, HTTP or a tunnel) on its own task.
+/// Accepts on `listener` (named `server` in logs) until `stopped`, then lets open HTTP connections
+/// finish for the grace period. `handle` runs each connection (detection, HTTP or a tunnel) on its
+/// own task.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    server: &'static str,
     settings: ServerSettings,
     handle: H,
-    mut shutdown: watch::Receiver<bool>,
+    stopped: Stopped,
 ) where
     H: Fn(TcpStream, SocketAddr, HttpServer) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let builder = Arc::new(builder(&settings));
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let http = HttpServer { builder: builder.clone(), watcher: graceful.watcher() };
-        tokio::spawn(handle(stream, peer, http));
-    }
-    drop(listener);
-    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace = ?settings.shutdown_grace, "connections still open after the grace period were closed");
-    }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns must not be held across an await: drop it here.
-    let _ = stop.wait_for(|s| *s).await;
+    shutdown::serve(listener, stopped, settings.shutdown_grace, server, move |stream, peer, watcher| {
+        handle(stream, peer, HttpServer { builder: builder.clone(), watcher })
+    })
+    .await;
 }
