@@ -5,13 +5,14 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use xray_lifecycle::shutdown::{self, Stopped};
+use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 
 use crate::metrics::Metrics;
 
@@ -30,20 +31,35 @@ impl Readiness {
     }
 }
 
-/// Serves the admin endpoints until `stopped`, then lets open requests finish within `grace`.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readiness, stopped: Stopped, grace: Duration) {
-    shutdown::serve(listener, stopped, grace, "admin", move |stream, _, watcher| {
+/// Probes and scrapes come one or two at a time; more than this at once is not a prober.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Serves the admin endpoints until `stopped`, then lets open requests finish within `grace`; a
+/// client gets `header_read_timeout` to send each request head.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+    header_read_timeout: Duration,
+    stopped: Stopped,
+    grace: Duration,
+) {
+    let accept = AcceptSettings { server: "admin", max_connections: Some(MAX_CONNECTIONS), grace };
+    let serve_http = move |stream, _, watcher: Watcher| {
         let (metrics, ready) = (metrics.clone(), ready.clone());
         let svc = service_fn(move |req| {
             let res = route(&req, &metrics, &ready);
             async move { Ok::<_, Infallible>(res) }
         });
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
         async move {
             let _ = watcher.watch(conn).await;
         }
-    })
-    .await;
+    };
+    shutdown::serve(listener, stopped, accept, serve_http, shutdown::close).await;
 }
 
 fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {

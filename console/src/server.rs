@@ -5,12 +5,13 @@ use super::state::State;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
-use xray_lifecycle::shutdown::{self, Stopped};
+use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 
 /// How long open connections get to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -18,7 +19,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Serves the page and the API until `stopped`, then drains open connections.
 pub async fn run(listener: TcpListener, state: Arc<State>, stopped: Stopped) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    shutdown::serve(listener, stopped, DRAIN, "console", move |stream, peer, watcher| {
+    let accept = AcceptSettings { server: "console", max_connections: None, grace: DRAIN };
+    let serve_http = move |stream, peer, watcher: Watcher| {
         let state = state.clone();
         let service = service_fn(move |req| {
             let resp = api::handle(&state, &req);
@@ -30,7 +32,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, stopped: Stopped) {
                 debug!(%peer, error = %e, "http connection ended with an error");
             }
         }
-    })
-    .await;
+    };
+    shutdown::serve(listener, stopped, accept, serve_http, shutdown::close).await;
     info!("http server stopped");
 }

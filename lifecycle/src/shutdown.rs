@@ -4,9 +4,10 @@
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// How long the accept loop waits after a failed accept (usually out of file descriptors) before
 /// trying again, instead of spinning.
@@ -62,15 +63,36 @@ impl Stopped {
     }
 }
 
+/// How a server accepts connections.
+#[derive(Clone, Debug)]
+pub struct AcceptSettings {
+    /// Its name in logs.
+    pub server: &'static str,
+    /// Connections served at once; one beyond it goes to the refusal instead. `None`: no limit.
+    pub max_connections: Option<usize>,
+    /// How long open connections get to finish their requests once stopped.
+    pub grace: Duration,
+}
+
 /// Accepts connections on `listener` until `stopped`, handing each (with `TCP_NODELAY` set) to
-/// `handle` on its own task along with a [`Watcher`] to serve its HTTP connection through. A failed
-/// accept is logged and retried after a short back-off. Once stopped, the listener is closed and
-/// the watched connections get up to `grace` to finish their requests (idle ones close at once).
-pub async fn serve<H, F>(listener: TcpListener, mut stopped: Stopped, grace: Duration, server: &'static str, handle: H)
-where
+/// `handle` on its own task along with a [`Watcher`] to serve its HTTP connection through; one
+/// beyond the connection limit goes to `refuse` instead (see [`close`]). A failed accept is logged
+/// and retried after a short back-off. Once stopped, the listener is closed and the watched
+/// connections get the grace period to finish their requests (idle ones close at once).
+pub async fn serve<H, F, R, G>(
+    listener: TcpListener,
+    mut stopped: Stopped,
+    settings: AcceptSettings,
+    handle: H,
+    refuse: R,
+) where
     H: Fn(TcpStream, SocketAddr, Watcher) -> F,
     F: Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream) -> G,
+    G: Future<Output = ()> + Send + 'static,
 {
+    let AcceptSettings { server, max_connections, grace } = settings;
+    let connections = max_connections.map(|n| Arc::new(Semaphore::new(n)));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -85,10 +107,30 @@ where
             _ = stopped.wait() => break,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(handle(stream, peer, graceful.watcher()));
+        let permit = match &connections {
+            None => None,
+            Some(limit) => match limit.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tracing::warn!(server, %peer, limit = ?max_connections, "connection limit reached: refused");
+                    tokio::spawn(refuse(stream));
+                    continue;
+                }
+            },
+        };
+        let conn = handle(stream, peer, graceful.watcher());
+        tokio::spawn(async move {
+            conn.await;
+            drop(permit);
+        });
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(server, ?grace, "connections still open after the grace period were closed");
     }
+}
+
+/// The refusal that only closes the connection.
+pub async fn close(stream: TcpStream) {
+    drop(stream);
 }

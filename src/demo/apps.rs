@@ -8,13 +8,13 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use xray_lifecycle::Stopped;
-use xray_lifecycle::shutdown;
+use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 
 use crate::xray::header::TRACE_HEADER;
 
@@ -30,7 +30,8 @@ where
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    tokio::spawn(shutdown::serve(listener, stopped, GRACE, "demo app", move |stream, _, watcher| {
+    let accept = AcceptSettings { server: "demo app", max_connections: None, grace: GRACE };
+    let serve_http = move |stream, _, watcher: Watcher| {
         let handler = handler.clone();
         let svc = hyper::service::service_fn(move |req| {
             let fut = handler(req);
@@ -40,7 +41,8 @@ where
         async move {
             let _ = watcher.watch(conn).await;
         }
-    }));
+    };
+    tokio::spawn(shutdown::serve(listener, stopped, accept, serve_http, shutdown::close));
     Ok(addr)
 }
 

@@ -104,6 +104,7 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
                     header_read_timeout: args.header_read_timeout,
                     max_header_size: args.max_header_size,
                     shutdown_grace: args.shutdown_grace,
+                    max_connections: args.max_connections as usize,
                 },
                 interception: Interception {
                     skip_ports: args.skip_detect_ports.clone(),

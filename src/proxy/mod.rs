@@ -5,6 +5,7 @@ pub mod config;
 pub mod detect;
 pub mod error;
 pub mod forward;
+pub mod guard;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::xray::emitter::{Emitter, Flush};
 use config::{ProxyConfig, ServingConfig};
 use forward::Upstream;
+use guard::OwnListeners;
 use inbound::Inbound;
 use outbound::Outbound;
 use record::Tracer;
@@ -88,7 +90,8 @@ impl Proxy {
         let metrics = tracer.metrics.clone();
         let (shutdown, stopped) = Shutdown::new();
         let readiness = Readiness::default();
-        let served = serve(listeners, &serving, tracer, &readiness, &stopped);
+        let own = OwnListeners::new([Some(inbound), outbound, admin].into_iter().flatten());
+        let served = serve(listeners, &serving, own, tracer, &readiness, &stopped);
         readiness.set(true);
         tracing::info!(%inbound, ?outbound, ?admin, %service, "proxy ready");
 
@@ -114,11 +117,12 @@ struct Served {
 fn serve(
     listeners: Listeners,
     config: &ServingConfig,
+    own: OwnListeners,
     tracer: Arc<Tracer>,
     readiness: &Readiness,
     stopped: &Stopped,
 ) -> Served {
-    let upstream = Upstream::new(&config.upstream);
+    let upstream = Upstream::new(&config.upstream, own);
     let outbound = listeners.outbound.map(|listener| {
         let ctx = Arc::new(Outbound {
             upstream: upstream.clone(),
@@ -129,8 +133,9 @@ fn serve(
         tokio::spawn(server::serve(listener, "outbound", config.server.clone(), handle, stopped.clone()))
     });
     let admin = listeners.admin.map(|listener| {
-        let grace = config.server.shutdown_grace;
-        tokio::spawn(admin::serve(listener, tracer.metrics.clone(), readiness.clone(), stopped.clone(), grace))
+        let (metrics, ready) = (tracer.metrics.clone(), readiness.clone());
+        let (header_read_timeout, grace) = (config.server.header_read_timeout, config.server.shutdown_grace);
+        tokio::spawn(admin::serve(listener, metrics, ready, header_read_timeout, stopped.clone(), grace))
     });
     let ctx = Arc::new(Inbound {
         destination: config.destination.clone(),
