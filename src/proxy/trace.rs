@@ -17,7 +17,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::body::{End, OnEnd, TraceBody};
 use super::error::ProxyError;
+use super::probes::Probes;
 use crate::metrics::{DecisionSource, Metrics};
+use crate::xray::centralized::Centralized;
+use crate::xray::centralized::rule::RequestFacts;
 use crate::xray::emitter::Emitter;
 use crate::xray::header::{self as trace_header, Sampled, TRACE_HEADER, TraceHeader};
 use crate::xray::id::TraceId;
@@ -29,8 +32,12 @@ use crate::xray::segment::{Direction, Failure, Http, Kind, Segment};
 pub struct Tracer {
     /// This service's name, sanitised.
     pub service_name: Arc<str>,
-    /// Local sampling rules.
+    /// Local sampling rules: the fallback whenever the centralized rules cannot decide.
     pub sampler: Sampler,
+    /// The X-Ray console's rules, when centralized sampling is on.
+    pub centralized: Option<Arc<Centralized>>,
+    /// Health checks, never sampled unless asked.
+    pub probes: Probes,
     /// Where segments go; `None` turns tracing off (the proxy still forwards and counts).
     pub emitter: Option<Emitter>,
     /// Counters.
@@ -122,7 +129,8 @@ pub fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
     h
 }
 
-/// The caller's decision if it made one, else the local rules'.
+/// The caller's decision if it made one; else none for a health check, else the console's rules',
+/// else the local rules'.
 pub fn decide<B>(
     tracer: &Tracer,
     incoming: Sampled,
@@ -130,19 +138,23 @@ pub fn decide<B>(
     req: &Request<B>,
     now_secs: u64,
 ) -> bool {
-    match incoming {
-        Sampled::Yes | Sampled::No => {
-            let yes = incoming == Sampled::Yes;
-            tracer.metrics.record_decision(DecisionSource::Caller, yes);
-            yes
-        }
+    let (source, yes) = match incoming {
+        Sampled::Yes | Sampled::No => (DecisionSource::Caller, incoming == Sampled::Yes),
+        Sampled::Requested | Sampled::Unset if tracer.probes.skips(req) => (DecisionSource::HealthCheck, false),
         Sampled::Requested | Sampled::Unset => {
-            let h = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-            let yes = tracer.sampler.sample(h, req.method().as_str(), req.uri().path(), now_secs);
-            tracer.metrics.record_decision(DecisionSource::Local, yes);
-            yes
+            let facts = RequestFacts {
+                host: host.and_then(|h| h.to_str().ok()).unwrap_or(""),
+                method: req.method().as_str(),
+                path: req.uri().path(),
+            };
+            match tracer.centralized.as_ref().and_then(|c| c.decide(&facts, now_secs)) {
+                Some(yes) => (DecisionSource::Centralized, yes),
+                None => (DecisionSource::Local, tracer.sampler.sample(facts.host, facts.method, facts.path, now_secs)),
+            }
         }
-    }
+    };
+    tracer.metrics.record_decision(source, yes);
+    yes
 }
 
 /// The request's HTTP facts, cheaply cloned for the segment.
