@@ -9,6 +9,7 @@ pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
 pub mod probes;
+pub mod record;
 pub mod server;
 pub mod trace;
 
@@ -30,8 +31,8 @@ use forward::{Upstream, UpstreamSettings};
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
 use probes::Probes;
+use record::Tracer;
 use server::ServerSettings;
-use trace::Tracer;
 
 /// A running proxy: its bound addresses and the means to stop it.
 #[derive(Debug)]

@@ -3,6 +3,8 @@
 
 use http::{Request, header};
 
+use crate::xray::segment::Direction;
+
 /// Which requests are health checks.
 #[derive(Clone, Debug, Default)]
 pub struct Probes {
@@ -25,8 +27,9 @@ impl Probes {
         Probes { paths, traced }
     }
 
-    /// Whether this request is a health check that must not be sampled.
-    pub fn skips<B>(&self, req: &Request<B>) -> bool {
+    /// Whether this request is a health check that must not be sampled. The probe paths are this
+    /// pod's, so only requests it receives are compared with them.
+    pub fn skips<B>(&self, req: &Request<B>, direction: Direction) -> bool {
         if self.traced {
             return false;
         }
@@ -34,13 +37,15 @@ impl Probes {
             .headers()
             .get(header::USER_AGENT)
             .is_some_and(|ua| ua.as_bytes().get(..11).is_some_and(|p| p.eq_ignore_ascii_case(b"kube-probe/")));
-        kubelet || self.paths.iter().any(|p| p == req.uri().path())
+        kubelet || (direction == Direction::Inbound && self.paths.iter().any(|p| p == req.uri().path()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const IN: Direction = Direction::Inbound;
 
     fn req(ua: Option<&str>, uri: &str) -> Request<()> {
         let mut b = Request::get(uri);
@@ -53,18 +58,19 @@ mod tests {
     #[test]
     fn kubelet_probes_and_probe_paths_are_health_checks() {
         let p = Probes::new(&["/healthz".into(), "ready?deep=1".into(), " ".into()], false);
-        assert!(p.skips(&req(Some("kube-probe/1.33"), "/anything")));
-        assert!(p.skips(&req(Some("Kube-Probe/1.29+"), "/")));
-        assert!(p.skips(&req(None, "/healthz")));
-        assert!(p.skips(&req(Some("curl/8"), "/ready?deep=0")));
-        assert!(!p.skips(&req(Some("curl/8"), "/healthz/deep")));
-        assert!(!p.skips(&req(Some("kube-probe"), "/")));
-        assert!(!p.skips(&req(None, "/")));
+        assert!(p.skips(&req(Some("kube-probe/1.33"), "/anything"), IN));
+        assert!(p.skips(&req(Some("Kube-Probe/1.29+"), "/"), IN));
+        assert!(p.skips(&req(None, "/healthz"), IN));
+        assert!(p.skips(&req(Some("curl/8"), "/ready?deep=0"), IN));
+        assert!(!p.skips(&req(Some("curl/8"), "/healthz/deep"), IN));
+        assert!(!p.skips(&req(Some("kube-probe"), "/"), IN));
+        assert!(!p.skips(&req(None, "/"), IN));
+        assert!(!p.skips(&req(None, "/healthz"), Direction::Outbound), "another service's check is traced");
     }
 
     #[test]
     fn tracing_them_can_be_asked_for() {
         let p = Probes::new(&["/healthz".into()], true);
-        assert!(!p.skips(&req(Some("kube-probe/1.33"), "/healthz")));
+        assert!(!p.skips(&req(Some("kube-probe/1.33"), "/healthz"), IN));
     }
 }
