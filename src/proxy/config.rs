@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::Interception;
 use super::forward::UpstreamSettings;
 use super::inbound::Destination;
+use super::probes::Probes;
 use super::server::ServerSettings;
 use crate::config::ProxyArgs;
 use crate::xray::daemon::HostPort;
@@ -37,6 +38,10 @@ pub struct TracingConfig {
     pub sampler: Sampler,
     /// Where segments go and what they say about the pod; `None` when tracing is disabled.
     pub emission: Option<Emission>,
+    /// Whether the X-Ray console's rules decide (when tracing is on), fetched through the daemon.
+    pub centralized_sampling: bool,
+    /// Health checks, never sampled unless asked.
+    pub probes: Probes,
 }
 
 /// How connections are served and requests forwarded.
@@ -57,6 +62,8 @@ pub struct ServingConfig {
 pub struct Emission {
     /// The daemon's UDP address.
     pub daemon: HostPort,
+    /// The daemon's TCP address, where the sampling API is.
+    pub sampling_api: HostPort,
     /// Where the proxy runs.
     pub environment: Environment,
 }
@@ -81,8 +88,11 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
             Some(path) => Sampler::from_file(path).map_err(|e| ConfigError::SamplingRules(e.to_string()))?,
             None => Sampler::default(),
         };
-        let emission = (!args.disable_tracing)
-            .then(|| Emission { daemon: args.daemon_address.udp.clone(), environment: args.environment() });
+        let emission = (!args.disable_tracing).then(|| Emission {
+            daemon: args.daemon_address.udp.clone(),
+            sampling_api: args.daemon_address.tcp.clone(),
+            environment: args.environment(),
+        });
         let destination = match (&args.upstream, args.transparent) {
             (Some(a), false) => Destination::Fixed(a.clone()),
             _ => Destination::OriginalDst,
@@ -91,7 +101,13 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
             listen: args.listen,
             outbound_listen: args.outbound_listen,
             admin_listen: args.admin_listen,
-            tracing: TracingConfig { service_name: Arc::from(sanitize_name(&args.service_name)), sampler, emission },
+            tracing: TracingConfig {
+                service_name: Arc::from(sanitize_name(&args.service_name)),
+                sampler,
+                emission,
+                centralized_sampling: args.centralized_sampling,
+                probes: Probes::new(&args.probe_paths, args.sample_health_checks),
+            },
             serving: ServingConfig {
                 destination,
                 upstream: UpstreamSettings {

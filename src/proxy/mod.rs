@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
+pub mod probes;
 pub mod record;
 pub mod server;
 pub mod trace;
@@ -23,8 +24,9 @@ use xray_lifecycle::{Shutdown, Stopped};
 
 use crate::admin::{self, Readiness};
 use crate::metrics::Metrics;
+use crate::xray::centralized::{Centralized, poller};
 use crate::xray::emitter::{Emitter, Flush};
-use config::{ProxyConfig, ServingConfig};
+use config::{Emission, ProxyConfig, ServingConfig, TracingConfig};
 use forward::Upstream;
 use guard::OwnListeners;
 use inbound::Inbound;
@@ -77,21 +79,13 @@ impl Proxy {
 
         let ProxyConfig { tracing: recording, serving, .. } = config;
         let metrics = Arc::new(Metrics::default());
-        let (emitter, flush) = match recording.emission {
-            Some(e) => {
-                let (emitter, flush) = Emitter::spawn(e.daemon, e.environment, metrics.clone());
-                (Some(emitter), Some(flush))
-            }
-            None => (None, None),
-        };
-        let service = recording.service_name.clone();
-        let tracer = Tracer { service_name: recording.service_name, sampler: recording.sampler, emitter, metrics };
-        let tracer = Arc::new(tracer);
-        let metrics = tracer.metrics.clone();
         let (shutdown, stopped) = Shutdown::new();
+        let (tracer, flush, poller) = tracing(recording, metrics.clone(), &stopped);
+        let service = tracer.service_name.clone();
         let readiness = Readiness::default();
         let own = OwnListeners::new([Some(inbound), outbound, admin].into_iter().flatten());
-        let served = serve(listeners, &serving, own, tracer, &readiness, &stopped);
+        let mut served = serve(listeners, &serving, own, tracer, &readiness, &stopped);
+        served.poller = poller;
         readiness.set(true);
         tracing::info!(%inbound, ?outbound, ?admin, %service, "proxy ready");
 
@@ -106,11 +100,36 @@ impl Proxy {
     }
 }
 
-/// The tasks serving a proxy's listeners.
+/// Starts what records requests: the emitter (with its flush at shutdown) and, when on, the
+/// centralized sampling engine with its poller.
+fn tracing(
+    config: TracingConfig,
+    metrics: Arc<Metrics>,
+    stopped: &Stopped,
+) -> (Arc<Tracer>, Option<Flush>, Option<JoinHandle<()>>) {
+    let TracingConfig { service_name, sampler, emission, centralized_sampling, probes } = config;
+    let Some(emission) = emission else {
+        let tracer = Tracer { service_name, sampler, centralized: None, probes, emitter: None, metrics };
+        return (Arc::new(tracer), None, None);
+    };
+    let Emission { daemon, sampling_api, environment } = emission;
+    let centralized = centralized_sampling.then(|| {
+        let engine = Arc::new(Centralized::new(service_name.clone(), environment.origin));
+        let _ = metrics.centralized.set(engine.clone());
+        engine
+    });
+    let poller = centralized.clone().map(|engine| poller::spawn(engine, sampling_api, stopped.clone()));
+    let (emitter, flush) = Emitter::spawn(daemon, environment, metrics.clone());
+    let tracer = Tracer { service_name, sampler, centralized, probes, emitter: Some(emitter), metrics };
+    (Arc::new(tracer), Some(flush), poller)
+}
+
+/// The tasks serving a proxy's listeners, and the sampling poller.
 struct Served {
     inbound: JoinHandle<()>,
     outbound: Option<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
+    poller: Option<JoinHandle<()>>,
 }
 
 /// Spawns a server for each listener.
@@ -146,7 +165,7 @@ fn serve(
     let handle = move |stream, peer, http| ctx.clone().handle(stream, peer, http);
     let inbound =
         tokio::spawn(server::serve(listeners.inbound, "inbound", config.server.clone(), handle, stopped.clone()));
-    Served { inbound, outbound, admin }
+    Served { inbound, outbound, admin, poller: None }
 }
 
 /// Once stopped: reports not ready, lets the listeners drain, flushes the segments still queued.
@@ -156,6 +175,9 @@ async fn drain(mut stopped: Stopped, readiness: Readiness, served: Served, flush
     let _ = served.inbound.await;
     if let Some(t) = served.outbound {
         let _ = t.await;
+    }
+    if let Some(p) = served.poller {
+        let _ = p.await;
     }
     if let Some(flush) = flush {
         flush.flush(FLUSH_GRACE).await;
