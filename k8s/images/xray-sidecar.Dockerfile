@@ -1,5 +1,6 @@
 # The proxy image, also used by the iptables init container (hence iptables, both its nft and legacy
-# back ends, in it). `scripts/images` builds it; by hand, from the repository's root:
+# back ends, in it). Built without the `console` feature: the per-pod image carries no console or
+# demo. `scripts/images` builds it; by hand, from the repository's root:
 #   docker build -f k8s/images/xray-sidecar.Dockerfile -t REGISTRY/xray-sidecar:0.1.0 .
 # The binary is compiled in RUST_IMAGE, or with BINARIES=prebuilt taken from the build context's
 # root (a directory holding `xray-sidecar` built for Debian bookworm's glibc), which needs no Rust
@@ -12,7 +13,7 @@ ARG BINARIES=source
 FROM ${RUST_IMAGE} AS source
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p xray-sidecar \
+RUN cargo build --release --locked -p xray-sidecar --no-default-features \
  && mkdir /out && strip -o /out/xray-sidecar target/release/xray-sidecar
 
 FROM scratch AS prebuilt
