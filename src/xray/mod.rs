@@ -6,3 +6,4 @@ pub mod header;
 pub mod id;
 pub mod sampling;
 pub mod segment;
+pub mod udp_batch;
