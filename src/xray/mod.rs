@@ -9,3 +9,4 @@ pub mod reservoir;
 pub mod resolver;
 pub mod sampling;
 pub mod segment;
+pub mod udp_batch;
