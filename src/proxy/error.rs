@@ -73,6 +73,16 @@ impl ProxyError {
         ProxyError::new(kind, e)
     }
 
+    /// Classifies a failed TCP connect made by the proxy itself (tunnels).
+    pub fn connecting(e: io::Error) -> Self {
+        let kind = match e.kind() {
+            io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+            _ => ErrorKind::ConnectFailed,
+        };
+        ProxyError::new(kind, e)
+    }
+
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self.kind {

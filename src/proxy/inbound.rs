@@ -51,7 +51,7 @@ impl Inbound {
                 };
                 if !self.interception.is_http(&stream, dst).await {
                     drop(http);
-                    return opaque::tunnel(stream, dst, self.interception.connect_timeout).await;
+                    return opaque::tunnel(stream, dst, self.interception.connect_timeout, None).await;
                 }
                 match orig_dst::authority(dst) {
                     Some(a) => a,
@@ -88,6 +88,7 @@ pub fn start<B>(tracer: &Tracer, peer: IpAddr, req: &mut Request<B>) -> Started 
             http: trace::http_facts(req, host, Some(client_ip), xff),
             failure: None,
             subsegments: Vec::new(),
+            tunnel: None,
         })
     });
     req.headers_mut().insert(TRACE_HEADER, incoming.for_downstream(&root, &id, sampled));

@@ -1,6 +1,7 @@
 //! The data path: listeners, per-connection services, and the proxy's lifecycle.
 
 pub mod body;
+pub mod connect;
 pub mod detect;
 pub mod error;
 pub mod forward;
@@ -9,7 +10,9 @@ pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
 pub mod server;
+pub mod sni;
 pub mod trace;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::xray::emitter::Emitter;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::sanitize_name;
+use connect::ConnectPolicy;
 use forward::{Upstream, UpstreamSettings};
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
@@ -103,10 +107,17 @@ impl Proxy {
         let (shutdown, stop) = watch::channel(false);
         let readiness = Readiness::default();
         let outbound_task = outbound_listener.map(|listener| {
+            let own_ports =
+                [Some(inbound), outbound_addr, admin_addr].into_iter().flatten().map(|a| a.port()).collect();
             let ctx = Arc::new(Outbound {
                 upstream: upstream.clone(),
                 tracer: tracer.clone(),
                 interception: interception.clone(),
+                connect: Arc::new(ConnectPolicy {
+                    own_ports,
+                    deny: args.connect_deny_cidrs.clone(),
+                    connect_timeout: args.connect_timeout,
+                }),
             });
             tokio::spawn(server::serve(
                 listener,

@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
+use super::connect::{Connect, ConnectPolicy};
 use super::forward::{Forward, Upstream};
 use super::server::HttpServer;
 use super::trace::{self, Begun, Started, Trace, Tracer};
-use super::{Interception, opaque, orig_dst};
+use super::tunnel::{Record, Target};
+use super::{Interception, opaque, orig_dst, sni};
 use crate::xray::header::TRACE_HEADER;
 use crate::xray::id::SegmentId;
 use crate::xray::segment::{Direction, Kind, Segment, sanitize_name};
@@ -23,6 +25,8 @@ pub struct Outbound {
     pub tracer: Arc<Tracer>,
     /// Detection settings for redirected connections.
     pub interception: Interception,
+    /// Which `CONNECT` tunnels may be opened.
+    pub connect: Arc<ConnectPolicy>,
 }
 
 impl Outbound {
@@ -37,7 +41,7 @@ impl Outbound {
             Some(dst) => {
                 if !self.interception.is_http(&stream, dst).await {
                     drop(http);
-                    return opaque::tunnel(stream, dst, self.interception.connect_timeout).await;
+                    return self.pass_through(stream, dst).await;
                 }
                 orig_dst::authority(dst)
             }
@@ -47,7 +51,25 @@ impl Outbound {
             forward = forward.refusing_loops_to(own);
         }
         let service = Trace::new(forward, self.tracer.clone(), peer.ip(), Direction::Outbound);
-        http.serve(stream, peer, service).await;
+        if redirected.is_some() {
+            return http.serve(stream, peer, service).await;
+        }
+        http.serve(stream, peer, Connect::new(service, self.connect.clone(), self.tracer.clone())).await;
+    }
+
+    /// Passes a connection that is not HTTP through; TLS is recorded as a tunnel named after the
+    /// server name its ClientHello asks for (or the address, without one).
+    async fn pass_through(&self, stream: TcpStream, dst: SocketAddr) {
+        let timeout = self.interception.connect_timeout;
+        let record = match sni::peek(&stream, self.interception.detect_timeout).await {
+            sni::Hello::Tls(name) => {
+                let ip = dst.ip().to_string();
+                let host = name.as_deref().unwrap_or(&ip);
+                Some(Record::start(&self.tracer, Target { host, port: dst.port(), explicit: false }))
+            }
+            sni::Hello::NotTls | sni::Hello::Incomplete => None,
+        };
+        opaque::tunnel(stream, dst, timeout, record).await
     }
 }
 
@@ -76,6 +98,7 @@ pub fn start<B>(tracer: &Tracer, req: &mut Request<B>) -> Started {
             http,
             failure: None,
             subsegments: Vec::new(),
+            tunnel: None,
         };
         if incoming.parent.is_some() {
             return Box::new(sub);

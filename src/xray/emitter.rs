@@ -270,6 +270,7 @@ mod tests {
             },
             failure: None,
             subsegments: Vec::new(),
+            tunnel: None,
         };
         let mut sub = seg.clone();
         sub.kind = Kind::EmbeddedSubsegment;

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::id::{SegmentId, TraceId};
+use super::tunnel::{self, Tunnel};
 
 /// The longest string the schema allows in the `http` object.
 pub const MAX_HTTP_STRING: usize = 250;
@@ -42,6 +43,8 @@ pub struct Segment {
     pub failure: Option<Failure>,
     /// Embedded subsegments.
     pub subsegments: Vec<Segment>,
+    /// Set when this records a tunnelled connection rather than one request.
+    pub tunnel: Option<Box<Tunnel>>,
 }
 
 /// What kind of document a [`Segment`] is written as.
@@ -178,7 +181,11 @@ impl Serialize for Document<'_> {
             if seg.kind == Kind::IndependentSubsegment {
                 m.serialize_entry("type", "subsegment")?;
             }
-            m.serialize_entry("namespace", "remote")?;
+            let aws = seg.tunnel.as_ref().and_then(|t| t.aws.as_ref());
+            m.serialize_entry("namespace", if aws.is_some() { "aws" } else { "remote" })?;
+            if let Some(aws) = aws {
+                m.serialize_entry("aws", &tunnel::AwsJson(aws))?;
+            }
             if seg.traced {
                 m.serialize_entry("traced", &true)?;
             }
@@ -193,7 +200,8 @@ impl Serialize for Document<'_> {
         if fault {
             m.serialize_entry("fault", &true)?;
         }
-        m.serialize_entry("http", &HttpJson(&seg.http, seg.kind == Kind::Segment))?;
+        let method = seg.tunnel.as_ref().is_none_or(|t| t.explicit);
+        m.serialize_entry("http", &HttpJson { http: &seg.http, inbound_segment: seg.kind == Kind::Segment, method })?;
         if let Some(f) = &seg.failure {
             m.serialize_entry("cause", &CauseJson(f))?;
         }
@@ -202,6 +210,9 @@ impl Serialize for Document<'_> {
                 m.serialize_entry("origin", origin)?;
             }
             m.serialize_entry("aws", &AwsJson(env))?;
+        }
+        if let Some(t) = &seg.tunnel {
+            m.serialize_entry("metadata", &tunnel::MetadataJson(t))?;
         }
         if top {
             m.serialize_entry("annotations", &Annotations { seg, env })?;
@@ -219,26 +230,34 @@ fn micros(t: f64) -> f64 {
     (t * 1e6).round() / 1e6
 }
 
-struct HttpJson<'a>(&'a Http, bool);
+/// The `http` object; `method` is left out for intercepted tunnels, where no request was seen.
+#[derive(Clone, Copy)]
+struct HttpJson<'a> {
+    http: &'a Http,
+    inbound_segment: bool,
+    method: bool,
+}
 
 impl Serialize for HttpJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("request", &RequestJson(self.0, self.1))?;
-        if self.0.status.is_some() || self.0.content_length.is_some() {
-            m.serialize_entry("response", &ResponseJson(self.0))?;
+        m.serialize_entry("request", &RequestJson(*self))?;
+        if self.http.status.is_some() || self.http.content_length.is_some() {
+            m.serialize_entry("response", &ResponseJson(self.http))?;
         }
         m.end()
     }
 }
 
-struct RequestJson<'a>(&'a Http, bool);
+struct RequestJson<'a>(HttpJson<'a>);
 
 impl Serialize for RequestJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (h, inbound_segment) = (self.0, self.1);
+        let (h, inbound_segment) = (self.0.http, self.0.inbound_segment);
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("method", h.method.as_str())?;
+        if self.0.method {
+            m.serialize_entry("method", h.method.as_str())?;
+        }
         m.serialize_entry("url", &url(h))?;
         // Who called is only known, and only meaningful, for the segment of a request we received.
         if inbound_segment {
