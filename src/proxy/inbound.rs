@@ -89,6 +89,7 @@ pub fn start<B>(tracer: &Tracer, peer: IpAddr, req: &mut Request<B>) -> Started 
             failure: None,
             subsegments: Vec::new(),
             tunnel: None,
+            grpc: None,
         })
     });
     req.headers_mut().insert(TRACE_HEADER, incoming.for_downstream(&root, &id, sampled));

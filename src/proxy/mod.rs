@@ -5,6 +5,8 @@ pub mod connect;
 pub mod detect;
 pub mod error;
 pub mod forward;
+pub mod grpc;
+pub mod grpc_body;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;

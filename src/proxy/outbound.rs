@@ -99,6 +99,7 @@ pub fn start<B>(tracer: &Tracer, req: &mut Request<B>) -> Started {
             failure: None,
             subsegments: Vec::new(),
             tunnel: None,
+            grpc: None,
         };
         if incoming.parent.is_some() {
             return Box::new(sub);

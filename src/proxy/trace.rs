@@ -17,6 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::body::{End, OnEnd, TraceBody};
 use super::error::ProxyError;
+use super::grpc;
 use crate::metrics::{DecisionSource, Metrics};
 use crate::xray::emitter::Emitter;
 use crate::xray::header::{self as trace_header, Sampled, TRACE_HEADER, TraceHeader};
@@ -79,7 +80,13 @@ where
             (Some(_), Direction::Inbound) => Some(super::inbound::start(&self.tracer, self.peer, &mut req)),
             (Some(_), Direction::Outbound) => Some(super::outbound::start(&self.tracer, &mut req)),
         };
-        let finish = Finish { tracer: self.tracer.clone(), start, direction: self.direction, status: None, trace };
+        let recorded = trace.as_ref().is_some_and(|t| t.segment.is_some());
+        let grpc = recorded.then(|| grpc::Call::start(req.uri().path(), req.headers())).flatten();
+        if let Some(call) = &grpc {
+            req.extensions_mut().insert(call.sent.clone());
+        }
+        let finish =
+            Finish { tracer: self.tracer.clone(), start, direction: self.direction, status: None, trace, grpc };
         ResponseFuture { inner: self.inner.call(req), finish: Some(finish) }
     }
 }
@@ -211,9 +218,23 @@ pub struct Finish {
     /// The response status, once the head is known.
     status: Option<u16>,
     trace: Option<Started>,
+    /// The gRPC call, when the request is one and is recorded.
+    grpc: Option<grpc::Call>,
 }
 
 impl OnEnd for Finish {
+    fn on_data(&mut self, chunk: &[u8]) {
+        if let Some(call) = self.grpc.as_mut() {
+            call.received.feed(chunk);
+        }
+    }
+
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(call) = self.grpc.as_mut() {
+            call.read_status(trailers);
+        }
+    }
+
     fn on_end(self, bytes: u64, end: End) {
         let failure = match end {
             End::Complete => None,
@@ -239,9 +260,16 @@ impl OnEnd for Finish {
 impl Finish {
     /// Counts the request and emits its record: the one place a traced exchange ends, whether its
     /// body ended or it never got a response.
-    fn close(self, bytes: Option<u64>, failure: Option<Failure>) {
+    fn close(self, bytes: Option<u64>, mut failure: Option<Failure>) {
         let elapsed = self.start.elapsed();
         self.tracer.metrics.record_request(self.direction, self.status, elapsed);
+        let aborted = failure.as_ref().is_some_and(|f| f.client_aborted);
+        let grpc = self.grpc.map(|call| Box::new(call.finish(elapsed, aborted)));
+        if aborted && grpc.as_ref().is_some_and(|g| g.status.is_some()) {
+            // The call's own outcome (its trailers, or its deadline passing) says more than the
+            // client's leaving.
+            failure = None;
+        }
         let (Some(emitter), Some(Started { segment: Some(mut seg), .. })) = (&self.tracer.emitter, self.trace) else {
             return;
         };
@@ -255,6 +283,7 @@ impl Finish {
                 // A proxy failure recorded at the response head says more than what followed it.
                 s.failure.get_or_insert_with(|| f.clone());
             }
+            s.grpc.clone_from(&grpc);
         });
         emitter.emit(*seg);
     }
@@ -321,6 +350,10 @@ where
         };
         let (mut parts, body) = res.into_parts();
         finish.status = Some(parts.status.as_u16());
+        if let Some(call) = finish.grpc.as_mut() {
+            // A trailers-only response carries the status in its head.
+            call.read_status(&parts.headers);
+        }
         if let Some(t) = finish.trace.as_mut() {
             // A downstream that answers with a trace header records its own segment.
             let traced = parts.headers.contains_key(&TRACE_HEADER);

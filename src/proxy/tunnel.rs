@@ -105,6 +105,7 @@ fn segment(tracer: &Tracer, target: Target<'_>) -> Option<Box<Segment>> {
         failure: None,
         subsegments: Vec::new(),
         tunnel: Some(Box::new(tunnel)),
+        grpc: None,
     };
     let mut seg = sub.clone();
     seg.name = tracer.service_name.clone();

@@ -271,6 +271,7 @@ mod tests {
             failure: None,
             subsegments: Vec::new(),
             tunnel: None,
+            grpc: None,
         };
         let mut sub = seg.clone();
         sub.kind = Kind::EmbeddedSubsegment;

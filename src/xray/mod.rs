@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod daemon;
 pub mod emitter;
+pub mod grpc;
 pub mod header;
 pub mod id;
 pub mod sampling;

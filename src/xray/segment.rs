@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::grpc::{self, Grpc};
 use super::id::{SegmentId, TraceId};
 use super::tunnel::{self, Tunnel};
 
@@ -45,6 +46,8 @@ pub struct Segment {
     pub subsegments: Vec<Segment>,
     /// Set when this records a tunnelled connection rather than one request.
     pub tunnel: Option<Box<Tunnel>>,
+    /// Set when the request was a gRPC call.
+    pub grpc: Option<Box<Grpc>>,
 }
 
 /// What kind of document a [`Segment`] is written as.
@@ -143,12 +146,16 @@ impl Segment {
     /// Error, throttle and fault flags as X-Ray derives them from the status and any failure.
     pub fn flags(&self) -> (bool, bool, bool) {
         let status = self.http.status.unwrap_or(0);
-        let throttle = status == 429;
+        let mut throttle = status == 429;
         let mut error = (400..500).contains(&status);
         let mut fault = status >= 500;
         if let Some(f) = &self.failure {
             fault |= f.fault;
             error |= !f.fault;
+        }
+        if let Some(code) = self.grpc.as_ref().and_then(|g| g.status) {
+            let (e, t, f) = grpc::flags(code);
+            (error, throttle, fault) = (error | e, throttle | t, fault | f);
         }
         (error, throttle, fault)
     }
@@ -202,8 +209,8 @@ impl Serialize for Document<'_> {
         }
         let method = seg.tunnel.as_ref().is_none_or(|t| t.explicit);
         m.serialize_entry("http", &HttpJson { http: &seg.http, inbound_segment: seg.kind == Kind::Segment, method })?;
-        if let Some(f) = &seg.failure {
-            m.serialize_entry("cause", &CauseJson(f))?;
+        if let Some(f) = seg.failure.as_ref().map(Cow::Borrowed).or_else(|| grpc_failure(seg).map(Cow::Owned)) {
+            m.serialize_entry("cause", &CauseJson(&f))?;
         }
         if seg.kind == Kind::Segment {
             if let Some(origin) = env.origin {
@@ -213,6 +220,8 @@ impl Serialize for Document<'_> {
         }
         if let Some(t) = &seg.tunnel {
             m.serialize_entry("metadata", &tunnel::MetadataJson(t))?;
+        } else if let Some(g) = &seg.grpc {
+            m.serialize_entry("metadata", &grpc::MetadataJson(g))?;
         }
         if top {
             m.serialize_entry("annotations", &Annotations { seg, env })?;
@@ -223,6 +232,20 @@ impl Serialize for Document<'_> {
         }
         m.end()
     }
+}
+
+/// The `cause` of a call that failed with a gRPC status: the status name and its message.
+fn grpc_failure(seg: &Segment) -> Option<Failure> {
+    let g = seg.grpc.as_ref()?;
+    let code = g.status.filter(|c| *c != 0)?;
+    let name = grpc::status_name(code);
+    Some(Failure {
+        kind: name,
+        message: g.message.clone().map_or(Cow::Borrowed(name), Cow::Owned),
+        remote: seg.kind != Kind::Segment,
+        fault: grpc::flags(code).2,
+        client_aborted: false,
+    })
 }
 
 /// Rounds to the microsecond, the resolution X-Ray documents use.
@@ -370,6 +393,14 @@ impl Serialize for Annotations<'_> {
         }
         if self.seg.failure.as_ref().is_some_and(|f| f.client_aborted) {
             m.serialize_entry("client_aborted", &true)?;
+        }
+        if let Some(g) = &self.seg.grpc {
+            m.serialize_entry("grpc_service", truncate(&g.service, 1000))?;
+            m.serialize_entry("grpc_method", truncate(&g.method, 1000))?;
+            if let Some(code) = g.status {
+                m.serialize_entry("grpc_status_code", &code)?;
+                m.serialize_entry("grpc_status", grpc::status_name(code))?;
+            }
         }
         m.end()
     }

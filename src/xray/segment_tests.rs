@@ -26,6 +26,7 @@ fn sample() -> Segment {
         failure: None,
         subsegments: Vec::new(),
         tunnel: None,
+        grpc: None,
     }
 }
 
