@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::opaque;
-use super::trace::Tracer;
+use super::record::Tracer;
 use super::tunnel::{self, Record, Target};
 use crate::init::Cidr;
 use crate::xray::tunnel::Ended;

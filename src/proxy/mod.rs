@@ -11,6 +11,7 @@ pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
+pub mod record;
 pub mod server;
 pub mod sni;
 pub mod trace;
@@ -33,8 +34,8 @@ use connect::ConnectPolicy;
 use forward::{Upstream, UpstreamSettings};
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
+use record::Tracer;
 use server::ServerSettings;
-use trace::Tracer;
 
 /// A running proxy: its bound addresses and the means to stop it.
 #[derive(Debug)]

@@ -10,12 +10,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::outbound::destination_name;
-use super::trace::{Tracer, wall_clock};
+use super::error::Failure;
+use super::record::{Tracer, destination_name};
 use crate::metrics::DecisionSource;
 use crate::xray::aws;
 use crate::xray::id::{SegmentId, TraceId};
-use crate::xray::segment::{Direction, Failure, Http, Kind, Segment, sanitize_name};
+use crate::xray::segment::{Direction, Http, Kind, Segment, sanitize_name};
 use crate::xray::tunnel::{Ended, Tunnel};
 
 /// Where a tunnel goes, as far as naming it is concerned.
@@ -66,7 +66,7 @@ impl Record {
 /// A segment for this service holding the remote (or `aws`) subsegment of the tunnel: nothing
 /// inside the tunnel can carry a trace header, so each tunnel starts its own trace.
 fn segment(tracer: &Tracer, target: Target<'_>) -> Option<Box<Segment>> {
-    let wall = wall_clock();
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let yes = tracer.sampler.sample(target.host, Method::CONNECT.as_str(), "/", wall.as_secs());
     tracer.metrics.record_decision(DecisionSource::Local, yes);
     if !yes {
@@ -132,14 +132,7 @@ where
         }
         Err(e) => {
             tracing::debug!(sent, received, error = %e, "tunnel broken");
-            let failure = Failure {
-                kind: "ConnectionReset",
-                message: format!("tunnel broken after {sent} bytes sent, {received} received: {e}").into(),
-                remote: true,
-                fault: true,
-                client_aborted: false,
-            };
-            record.finish(sent, received, Ended::Broken, Some(failure));
+            record.finish(sent, received, Ended::Broken, Some(Failure::tunnel_broken(sent, received, &e)));
         }
     }
 }

@@ -6,13 +6,13 @@
 
 use http::{HeaderValue, Method, Uri};
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::grpc::{self, Grpc};
 use super::id::{SegmentId, TraceId};
 use super::tunnel::{self, Tunnel};
+use crate::proxy::error::{Failure, FailureKind};
 
 /// The longest string the schema allows in the `http` object.
 pub const MAX_HTTP_STRING: usize = 250;
@@ -103,21 +103,6 @@ pub struct Http {
     pub content_length: Option<u64>,
 }
 
-/// A failure the proxy itself observed, recorded as the segment's `cause`.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    /// Exception type, e.g. `ConnectionRefused`.
-    pub kind: &'static str,
-    /// What happened, for a person.
-    pub message: Cow<'static, str>,
-    /// Whether the failure came from the remote side.
-    pub remote: bool,
-    /// Whether the failure is the server's (`fault`) rather than the client's (`error`).
-    pub fault: bool,
-    /// Whether the client went away before the response was complete.
-    pub client_aborted: bool,
-}
-
 /// Facts about where the proxy runs, written into every document.
 #[derive(Clone, Debug, Default)]
 pub struct Environment {
@@ -144,21 +129,43 @@ impl Segment {
     }
 
     /// Error, throttle and fault flags as X-Ray derives them from the status and any failure.
-    pub fn flags(&self) -> (bool, bool, bool) {
+    pub fn flags(&self) -> Flags {
         let status = self.http.status.unwrap_or(0);
         let mut throttle = status == 429;
         let mut error = (400..500).contains(&status);
         let mut fault = status >= 500;
         if let Some(f) = &self.failure {
-            fault |= f.fault;
-            error |= !f.fault;
+            fault |= f.fault();
+            error |= !f.fault();
         }
+        // gRPC answers 200 whatever happened: its outcome is the `grpc-status`.
         if let Some(code) = self.grpc.as_ref().and_then(|g| g.status) {
             let (e, t, f) = grpc::flags(code);
             (error, throttle, fault) = (error | e, throttle | t, fault | f);
         }
-        (error, throttle, fault)
+        Flags { error, throttle, fault }
     }
+
+    /// The `cause` of a gRPC call that ended with a status other than OK: the status name and its
+    /// message.
+    fn grpc_failure(&self) -> Option<Failure> {
+        let g = self.grpc.as_ref()?;
+        let code = g.status.filter(|c| *c != 0)?;
+        let kind = FailureKind::Grpc { code, remote: self.kind != Kind::Segment };
+        let message = g.message.clone().map_or(std::borrow::Cow::Borrowed(grpc::status_name(code)), Into::into);
+        Some(Failure { kind, message })
+    }
+}
+
+/// A document's `error`, `throttle` and `fault` flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// A client error (4xx, or the client went away).
+    pub error: bool,
+    /// Throttled (429).
+    pub throttle: bool,
+    /// A server fault (5xx, or the proxy could not get a whole response).
+    pub fault: bool,
 }
 
 /// A segment with the environment it is written in: what the emitter serialises.
@@ -197,7 +204,7 @@ impl Serialize for Document<'_> {
                 m.serialize_entry("traced", &true)?;
             }
         }
-        let (error, throttle, fault) = seg.flags();
+        let Flags { error, throttle, fault } = seg.flags();
         if error {
             m.serialize_entry("error", &true)?;
         }
@@ -209,7 +216,9 @@ impl Serialize for Document<'_> {
         }
         let method = seg.tunnel.as_ref().is_none_or(|t| t.explicit);
         m.serialize_entry("http", &HttpJson { http: &seg.http, inbound_segment: seg.kind == Kind::Segment, method })?;
-        if let Some(f) = seg.failure.as_ref().map(Cow::Borrowed).or_else(|| grpc_failure(seg).map(Cow::Owned)) {
+        if let Some(f) = &seg.failure {
+            m.serialize_entry("cause", &CauseJson(f))?;
+        } else if let Some(f) = seg.grpc_failure() {
             m.serialize_entry("cause", &CauseJson(&f))?;
         }
         if seg.kind == Kind::Segment {
@@ -232,20 +241,6 @@ impl Serialize for Document<'_> {
         }
         m.end()
     }
-}
-
-/// The `cause` of a call that failed with a gRPC status: the status name and its message.
-fn grpc_failure(seg: &Segment) -> Option<Failure> {
-    let g = seg.grpc.as_ref()?;
-    let code = g.status.filter(|c| *c != 0)?;
-    let name = grpc::status_name(code);
-    Some(Failure {
-        kind: name,
-        message: g.message.clone().map_or(Cow::Borrowed(name), Cow::Owned),
-        remote: seg.kind != Kind::Segment,
-        fault: grpc::flags(code).2,
-        client_aborted: false,
-    })
 }
 
 /// Rounds to the microsecond, the resolution X-Ray documents use.
@@ -344,9 +339,9 @@ impl Serialize for CauseJson<'_> {
         let f = self.0;
         let exception = serde_json::json!({
             "id": SegmentId::new().as_str(),
-            "type": f.kind,
+            "type": f.kind.exception_type(),
             "message": &*f.message,
-            "remote": f.remote,
+            "remote": f.remote(),
         });
         let mut m = s.serialize_map(Some(1))?;
         m.serialize_entry("exceptions", &[exception])?;
@@ -391,7 +386,7 @@ impl Serialize for Annotations<'_> {
         if let Some(ns) = &self.env.namespace {
             m.serialize_entry("k8s_namespace", truncate(ns, 1000))?;
         }
-        if self.seg.failure.as_ref().is_some_and(|f| f.client_aborted) {
+        if self.seg.failure.as_ref().is_some_and(Failure::client_aborted) {
             m.serialize_entry("client_aborted", &true)?;
         }
         if let Some(g) = &self.seg.grpc {
