@@ -142,7 +142,7 @@ async fn a_connect_to_an_unreachable_destination_is_502_and_a_fault() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connects_to_the_proxy_itself_or_to_denied_ranges_are_refused() {
+async fn connects_to_the_proxy_itself_to_instance_metadata_or_to_denied_ranges_are_refused() {
     let certs = certificate("deny");
     let (server, daemon) = (TlsServer::start(&certs), Daemon::start().await);
     let sc = outbound_sidecar(&daemon, &["--connect-deny-cidrs", "127.0.0.2/32"]);
@@ -152,12 +152,13 @@ async fn connects_to_the_proxy_itself_or_to_denied_ranges_are_refused() {
         format!("localhost:{}", sc.listen.port()),
         format!("127.0.0.1:{}", proxy.port()),
         format!("127.0.0.2:{}", server.port),
+        "169.254.169.254:80".to_owned(),
     ] {
         let line = raw_connect(proxy, &target);
         assert!(line.starts_with("HTTP/1.1 403"), "{target}: {line}");
     }
     daemon.nothing(std::time::Duration::from_millis(300)).await;
-    assert!(sc.metrics().await.contains("xray_sidecar_connects_denied_total 4"));
+    assert!(sc.metrics().await.contains("xray_sidecar_connects_denied_total 5"));
     // The same server on an allowed address still works.
     assert!(raw_connect(proxy, &format!("127.0.0.1:{}", server.port)).starts_with("HTTP/1.1 200"));
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
+use super::guard::OwnListeners;
 use super::opaque;
 use super::record::Tracer;
 use super::tunnel::{self, Record, Target};
@@ -26,10 +27,9 @@ use crate::xray::tunnel::Ended;
 /// Which tunnels may be opened, and how.
 #[derive(Clone, Debug)]
 pub struct ConnectPolicy {
-    /// The ports the proxy listens on (inbound, outbound, admin): never a tunnel's destination on
-    /// this host.
-    pub own_ports: Vec<u16>,
-    /// Destinations refused wherever they are.
+    /// The proxy's own listeners (and link-local addresses): never a tunnel's destination.
+    pub own: OwnListeners,
+    /// Further destinations refused, wherever they are.
     pub deny: Vec<Cidr>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
@@ -112,9 +112,8 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, tracer: Arc<Tr
             _ => Vec::new(),
         };
     let target = Target { host, port, explicit: true };
-    let own =
-        |a: &SocketAddr| (a.ip().is_loopback() || a.ip().is_unspecified()) && policy.own_ports.contains(&a.port());
-    if let Some(denied) = addrs.iter().find(|a| own(a) || policy.deny.iter().any(|c| c.contains(a.ip()))) {
+    let refused = |a: &SocketAddr| policy.own.check(*a).is_err() || policy.deny.iter().any(|c| c.contains(a.ip()));
+    if let Some(denied) = addrs.iter().find(|a| refused(a)) {
         return refuse(&tracer, &authority, *denied);
     }
     let record = Record::start(&tracer, target);
@@ -157,13 +156,10 @@ async fn connect_any(addrs: &[SocketAddr], policy: &ConnectPolicy) -> Result<Tcp
     Err(last)
 }
 
-/// Whether a connected destination is one of the proxy's own listeners: a loopback address, or
-/// one of this host's own (the connection's two ends share the address), on one of its ports.
+/// Whether a connected destination turned out to be one of the proxy's own listeners: a name that
+/// resolved to this pod, reached on one of its ports.
 fn is_self(s: &TcpStream, policy: &ConnectPolicy) -> bool {
-    let (Ok(peer), Ok(local)) = (s.peer_addr(), s.local_addr()) else {
-        return true;
-    };
-    policy.own_ports.contains(&peer.port()) && (peer.ip().is_loopback() || peer.ip() == local.ip())
+    s.peer_addr().is_ok_and(|peer| policy.own.contains(peer))
 }
 
 fn refuse(tracer: &Tracer, authority: &http::uri::Authority, addr: SocketAddr) -> Answer {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
+use super::guard::OwnListeners;
 use super::tunnel::{self, Record};
 use crate::xray::tunnel::Ended;
 
@@ -13,8 +14,20 @@ use crate::xray::tunnel::Ended;
 /// name), the connection is recorded as one subsegment.
 ///
 /// A refused connection is passed on as a reset, the closest a proxy that already accepted the
-/// client's connection can come to "connection refused".
-pub async fn tunnel(client: TcpStream, dst: SocketAddr, connect_timeout: Duration, record: Option<Record>) {
+/// client's connection can come to "connection refused". A destination that is the proxy itself
+/// (a client that connected straight to a listener) is refused the same way instead of looping.
+pub async fn tunnel(
+    client: TcpStream,
+    dst: SocketAddr,
+    connect_timeout: Duration,
+    own: &OwnListeners,
+    record: Option<Record>,
+) {
+    if let Err(refusal) = own.check(dst) {
+        tracing::warn!(%dst, peer = ?client.peer_addr().ok(), %refusal, "opaque connection refused");
+        let _ = client.set_zero_linger();
+        return;
+    }
     let upstream = match connect(dst, connect_timeout).await {
         Ok(s) => s,
         Err(e) => {

@@ -8,10 +8,10 @@ use tokio::net::TcpStream;
 use super::connect::{Connect, ConnectPolicy};
 use super::forward::{Forward, Upstream};
 use super::record::Tracer;
-use super::server::HttpServer;
+use super::server::{self, HttpServer};
 use super::trace::Trace;
 use super::tunnel::{Record, Target};
-use super::{Interception, opaque, orig_dst, sni};
+use super::{Interception, guard, opaque, orig_dst, sni};
 use crate::xray::segment::Direction;
 
 /// What every outbound connection needs.
@@ -30,6 +30,14 @@ pub struct Outbound {
 impl Outbound {
     /// Runs one connection from the application.
     pub async fn handle(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, http: HttpServer) {
+        // Only the pod's own processes may use the outbound side: anyone else would have an open
+        // proxy with the pod's identity.
+        if !guard::is_local(peer.ip()) {
+            drop(http);
+            tracing::warn!(%peer, "refused an outbound connection from outside the pod");
+            let why = "this proxy serves only its own pod";
+            return server::refuse(stream, http::StatusCode::FORBIDDEN, why).await;
+        }
         // A redirected connection remembers where it was going; one made to our own address is an
         // explicit proxy client, whose requests name their destination.
         let local = stream.local_addr().ok();
@@ -44,10 +52,7 @@ impl Outbound {
                 orig_dst::authority(dst)
             }
         };
-        let mut forward = Forward::new(self.upstream.clone(), authority, None);
-        if let Some(own) = local {
-            forward = forward.refusing_loops_to(own);
-        }
+        let forward = Forward::new(self.upstream.clone(), authority, None);
         let service = Trace::new(forward, self.tracer.clone(), peer.ip(), Direction::Outbound);
         if redirected.is_some() {
             return http.serve(stream, peer, service).await;
@@ -67,6 +72,6 @@ impl Outbound {
             }
             sni::Hello::NotTls | sni::Hello::Incomplete => None,
         };
-        opaque::tunnel(stream, dst, timeout, record).await
+        opaque::tunnel(stream, dst, timeout, self.upstream.own(), record).await
     }
 }
