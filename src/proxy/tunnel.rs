@@ -11,9 +11,9 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::Failure;
-use super::record::{Tracer, destination_name};
-use crate::metrics::DecisionSource;
+use super::record::{Tracer, by_rules, destination_name};
 use crate::xray::aws;
+use crate::xray::centralized::rule::RequestFacts;
 use crate::xray::id::{SegmentId, TraceId};
 use crate::xray::segment::{Direction, Http, Kind, Segment, sanitize_name};
 use crate::xray::tunnel::{Ended, Tunnel};
@@ -67,8 +67,9 @@ impl Record {
 /// inside the tunnel can carry a trace header, so each tunnel starts its own trace.
 fn segment(tracer: &Tracer, target: Target<'_>) -> Option<Box<Segment>> {
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let yes = tracer.sampler.sample(target.host, Method::CONNECT.as_str(), "/", wall.as_secs());
-    tracer.metrics.record_decision(DecisionSource::Local, yes);
+    let facts = RequestFacts { host: target.host, method: Method::CONNECT.as_str(), path: "/" };
+    let (source, yes) = by_rules(tracer, &facts, wall.as_secs());
+    tracer.metrics.record_decision(source, yes);
     if !yes {
         return None;
     }
