@@ -11,3 +11,4 @@ pub mod reservoir;
 pub mod sampling;
 pub mod segment;
 pub mod tunnel;
+pub mod udp_batch;
