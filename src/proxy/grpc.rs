@@ -129,7 +129,10 @@ impl Call {
     /// The facts to record once the call is over. A call the client abandoned after its deadline
     /// ended as `DEADLINE_EXCEEDED`, as the client reports it.
     pub fn finish(mut self, elapsed: Duration, abandoned: bool) -> Grpc {
-        if abandoned && self.facts.status.is_none() && self.timeout.is_some_and(|t| elapsed >= t) {
+        // `grpc-timeout` is what was left when the client sent the request, so the deadline fell a
+        // little before `timeout` after the request reached us: allow for that transit.
+        let past_deadline = |t: Duration| elapsed + t / 10 + Duration::from_millis(20) >= t;
+        if abandoned && self.facts.status.is_none() && self.timeout.is_some_and(past_deadline) {
             self.facts.status = Some(grpc::DEADLINE_EXCEEDED);
             self.facts.message = Some("deadline exceeded before the server answered".to_owned());
         }
@@ -157,6 +160,18 @@ mod tests {
             stream.chunks(step).for_each(|chunk| c.feed(chunk));
             assert_eq!(c.count, 3, "chunks of {step}");
         }
+    }
+
+    #[test]
+    fn a_call_abandoned_at_its_deadline_exceeded_it_and_one_abandoned_early_did_not() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-timeout", HeaderValue::from_static("500m"));
+        let call = || Call::start("/shop.v1.Catalog/GetItem", &h).expect("a gRPC call");
+        // The client's deadline passed a few milliseconds before ours would: still the deadline.
+        assert_eq!(call().finish(Duration::from_millis(495), true).status, Some(grpc::DEADLINE_EXCEEDED));
+        assert_eq!(call().finish(Duration::from_millis(100), true).status, None);
+        assert_eq!(call().finish(Duration::from_millis(600), false).status, None);
     }
 
     #[test]
