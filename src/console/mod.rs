@@ -21,9 +21,14 @@ mod assets;
 mod datagram;
 mod document;
 mod filter;
+mod filter_expression;
+mod filter_parser;
+mod filter_tokens;
 mod graph;
 mod query;
 mod receiver;
+mod sampling_rules;
+mod sampling_targets;
 mod server;
 mod state;
 mod stats;
@@ -32,6 +37,7 @@ mod summary;
 #[cfg(test)]
 mod testdata;
 mod timeline;
+mod xray_error;
 
 pub use state::Stats;
 
