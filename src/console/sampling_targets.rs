@@ -7,7 +7,6 @@
 
 use super::sampling_rules::Rules;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 
 /// Seconds between the clients' target polls, as X-Ray tells them.
@@ -29,9 +28,6 @@ pub struct StatisticsDocument {
     /// The client's 24-character id.
     #[serde(rename = "ClientID")]
     pub client_id: String,
-    /// When the client made the report: epoch seconds or ISO 8601; not needed, so not read.
-    #[serde(default)]
-    pub timestamp: Value,
     /// Requests the rule matched.
     pub request_count: u64,
     /// Of which sampled.

@@ -11,8 +11,6 @@ pub enum ErrorKind {
     RuleLimitExceeded,
     /// The request is too large to take.
     TooLarge,
-    /// No such operation.
-    UnknownOperation,
 }
 
 impl ErrorKind {
@@ -22,7 +20,6 @@ impl ErrorKind {
             Self::InvalidRequest => "InvalidRequestException",
             Self::RuleLimitExceeded => "RuleLimitExceededException",
             Self::TooLarge => "InvalidRequestException",
-            Self::UnknownOperation => "UnknownOperationException",
         }
     }
 
@@ -31,7 +28,6 @@ impl ErrorKind {
         match self {
             Self::InvalidRequest | Self::RuleLimitExceeded => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownOperation => StatusCode::NOT_FOUND,
         }
     }
 }
