@@ -174,7 +174,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::console::datagram;
+    use crate::datagram;
 
     fn received(trace: &str, id: &str, extra: &str) -> Received {
         let text = format!(
