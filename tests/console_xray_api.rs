@@ -174,3 +174,35 @@ async fn forward_relays_sampling_calls_to_the_real_daemon() {
     assert_eq!(status, 200);
     assert_eq!(rules["SamplingRuleRecords"].as_array().map(Vec::len), Some(1), "{rules}");
 }
+
+#[tokio::test]
+async fn python_sdk_follows_rules_created_through_boto3() {
+    let running = start(loopback_config()).await;
+    let (udp, http) = (running.console.udp_addr(), running.console.http_addr());
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo_root().join("tests/fixtures/console/sdk_sampling.py")).arg(udp.to_string()).arg(http.to_string());
+    let got = json_out(&run(cmd).await);
+    // Before: the SDK fetched the console's rules over TCP and sampled by its Default rule.
+    assert!(got["before"]["checkout"].as_array().is_some_and(|d| d.contains(&json!("Default"))), "{got}");
+    // After: every /checkout by the new rule (rate 1), no /health (rate 0), within about one target poll.
+    let followed =
+        got["followed_after"].as_f64().unwrap_or_else(|| panic!("the SDK never followed the new rules: {got}"));
+    assert!(followed < 25.0, "{got}");
+
+    // The SDK reported its statistics for the new rules: one client, everything sampled on one, nothing on the other.
+    let (status, stats) = post(http, "/SamplingStatisticSummaries", &json!({})).await;
+    assert_eq!(status, 200);
+    let rule = |name: &str| {
+        stats["SamplingStatisticSummaries"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["RuleName"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no statistics for {name}: {stats}"))
+    };
+    let (checkout, health) = (rule("all-checkout"), rule("quiet-health"));
+    assert!(checkout["RequestCount"].as_u64().is_some_and(|n| n > 0), "{stats}");
+    assert_eq!(checkout["SampledCount"], checkout["RequestCount"], "{stats}");
+    assert!(health["RequestCount"].as_u64().is_some_and(|n| n > 0), "{stats}");
+    assert_eq!(health["SampledCount"], 0, "{stats}");
+    assert_eq!(checkout["Clients"], 1, "{stats}");
+}
