@@ -1,7 +1,7 @@
 //! Tests of trace summaries and the list's filters on recorded documents.
 
 use super::*;
-use crate::filter::StatusFilter;
+use crate::filter::{Filter, StatusFilter, page};
 use crate::testdata::{THREE_TIER, peer, store_of};
 
 fn by_id(summaries: &TraceSummaries, prefix: &str) -> TraceSummary {

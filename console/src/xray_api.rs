@@ -5,6 +5,7 @@
 use super::api::{json_response, respond};
 use super::datagram::Received;
 use super::document::Document;
+use super::filter;
 use super::filter_expression::Expr;
 use super::graph::{self, Window};
 use super::now;
@@ -165,7 +166,7 @@ fn get_trace_summaries(state: &State, body: &[u8]) -> Result<Value, XrayError> {
     let matches = |s: &summary::TraceSummary| {
         s.start_time >= window.start && s.start_time <= window.end && expr.as_ref().is_none_or(|e| e.matches(s))
     };
-    let page = summary::page_matching(state.store().traces(), matches, offset, SUMMARY_PAGE, now());
+    let page = filter::page_matching(state.store().traces(), matches, offset, SUMMARY_PAGE, now());
     serde_json::to_value(page).map_err(|e| XrayError::invalid(e.to_string()))
 }
 
