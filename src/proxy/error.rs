@@ -1,12 +1,14 @@
-//! Proxy failures: the one place that decides which become 502 or 504, and what `cause` they record.
+//! Proxy failures: the one place that names every failure the proxy records, decides which become
+//! 502 or 504, and what `cause` they write into the segment.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
+use std::borrow::Cow;
+use std::fmt::Display;
 use std::io;
 
 use crate::metrics::UpstreamError;
-use crate::xray::segment::Failure;
 
 /// Why the proxy could not get a response from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,87 @@ pub enum ErrorKind {
     /// The request cannot be forwarded (e.g. no destination known).
     #[error("request cannot be forwarded")]
     NoRoute,
+}
+
+/// Every failure a segment can record as its `cause`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No response from the upstream: answered by the proxy with 502 or 504.
+    Upstream(ErrorKind),
+    /// The upstream's response body broke off after its head was sent on.
+    UpstreamBody,
+    /// The client went away before the response was complete.
+    ClientAborted,
+}
+
+impl FailureKind {
+    /// The exception's `type` in the segment's `cause`.
+    pub fn exception_type(self) -> &'static str {
+        match self {
+            FailureKind::Upstream(kind) => match kind {
+                ErrorKind::ConnectRefused => "ConnectionRefused",
+                ErrorKind::ConnectTimeout => "ConnectTimeout",
+                ErrorKind::ConnectFailed => "ConnectError",
+                ErrorKind::ResponseTimeout => "ResponseTimeout",
+                ErrorKind::Reset => "ConnectionReset",
+                ErrorKind::Protocol => "ProtocolError",
+                ErrorKind::NoRoute => "NoRoute",
+            },
+            FailureKind::UpstreamBody => "UpstreamBodyError",
+            FailureKind::ClientAborted => "ClientAborted",
+        }
+    }
+
+    /// Whether the failure is the server side's (`fault`) rather than the client's (`error`).
+    pub fn is_fault(self) -> bool {
+        self != FailureKind::ClientAborted
+    }
+
+    /// Whether the failure came from the remote side.
+    pub fn is_remote(self) -> bool {
+        self != FailureKind::ClientAborted
+    }
+}
+
+/// A failure the proxy itself observed, recorded as the segment's `cause`.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened, for a person.
+    pub message: Cow<'static, str>,
+}
+
+impl Failure {
+    /// The upstream's body broke off after `bytes` bytes, for the reason given.
+    pub fn upstream_body(bytes: u64, why: &dyn Display) -> Self {
+        let message = format!("upstream response body failed after {bytes} bytes: {why}");
+        Failure { kind: FailureKind::UpstreamBody, message: message.into() }
+    }
+
+    /// The client left after `bytes` bytes of the response, or (`None`) before it began.
+    pub fn client_left(bytes: Option<u64>) -> Self {
+        let message = match bytes {
+            Some(bytes) => format!("client went away after {bytes} bytes of the response").into(),
+            None => Cow::Borrowed("client went away before the response began"),
+        };
+        Failure { kind: FailureKind::ClientAborted, message }
+    }
+
+    /// Whether the failure is the server side's (`fault`) rather than the client's (`error`).
+    pub fn fault(&self) -> bool {
+        self.kind.is_fault()
+    }
+
+    /// Whether the failure came from the remote side.
+    pub fn remote(&self) -> bool {
+        self.kind.is_remote()
+    }
+
+    /// Whether the client went away before the response was complete.
+    pub fn client_aborted(&self) -> bool {
+        self.kind == FailureKind::ClientAborted
+    }
 }
 
 impl ProxyError {
@@ -92,20 +175,11 @@ impl ProxyError {
 
     /// The segment's `cause`.
     pub fn failure(&self) -> Failure {
-        let kind = match self.kind {
-            ErrorKind::ConnectRefused => "ConnectionRefused",
-            ErrorKind::ConnectTimeout => "ConnectTimeout",
-            ErrorKind::ConnectFailed => "ConnectError",
-            ErrorKind::ResponseTimeout => "ResponseTimeout",
-            ErrorKind::Reset => "ConnectionReset",
-            ErrorKind::Protocol => "ProtocolError",
-            ErrorKind::NoRoute => "NoRoute",
-        };
         let message = match &self.source {
             Some(s) => format!("{}: {}", self.kind, innermost(s.as_ref())),
             None => self.kind.to_string(),
         };
-        Failure { kind, message: message.into(), remote: true, fault: true, client_aborted: false }
+        Failure { kind: FailureKind::Upstream(self.kind), message: message.into() }
     }
 
     /// The short plain-text answer the client gets instead of the upstream's.
@@ -168,7 +242,7 @@ mod tests {
             assert_eq!(e.status().as_u16(), status, "{kind:?}");
             assert_eq!(e.response().status().as_u16(), status);
             let f = e.failure();
-            assert!(f.fault && f.remote && !f.client_aborted);
+            assert!(f.fault() && f.remote() && !f.client_aborted());
         }
     }
 
@@ -177,7 +251,7 @@ mod tests {
         let io = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused (os error 111)");
         let e = ProxyError::new(ErrorKind::ConnectRefused, io);
         let f = e.failure();
-        assert_eq!(f.kind, "ConnectionRefused");
+        assert_eq!(f.kind.exception_type(), "ConnectionRefused");
         assert_eq!(f.message, "upstream refused the connection: connection refused (os error 111)");
     }
 }

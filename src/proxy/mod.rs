@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
+pub mod record;
 pub mod server;
 pub mod trace;
 
@@ -27,8 +28,8 @@ use crate::xray::segment::sanitize_name;
 use forward::{Upstream, UpstreamSettings};
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
+use record::Tracer;
 use server::ServerSettings;
-use trace::Tracer;
 
 /// A running proxy: its bound addresses and the means to stop it.
 #[derive(Debug)]
