@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::fmt::Display;
 use std::io;
 
+use super::guard::Refusal;
 use crate::metrics::UpstreamError;
 
 /// Why the proxy could not get a response from the upstream.
@@ -45,6 +46,12 @@ pub enum ErrorKind {
     /// The request cannot be forwarded (e.g. no destination known).
     #[error("request cannot be forwarded")]
     NoRoute,
+    /// The destination is the proxy itself: forwarding would loop.
+    #[error("loop detected: the destination is this proxy")]
+    Loop,
+    /// The destination is one the proxy never forwards to (link-local, instance metadata).
+    #[error("destination not allowed through this proxy")]
+    Forbidden,
 }
 
 /// Every failure a segment can record as its `cause`.
@@ -70,6 +77,8 @@ impl FailureKind {
                 ErrorKind::Reset => "ConnectionReset",
                 ErrorKind::Protocol => "ProtocolError",
                 ErrorKind::NoRoute => "NoRoute",
+                ErrorKind::Loop => "LoopDetected",
+                ErrorKind::Forbidden => "ForbiddenDestination",
             },
             FailureKind::UpstreamBody => "UpstreamBodyError",
             FailureKind::ClientAborted => "ClientAborted",
@@ -78,12 +87,17 @@ impl FailureKind {
 
     /// Whether the failure is the server side's (`fault`) rather than the client's (`error`).
     pub fn is_fault(self) -> bool {
-        self != FailureKind::ClientAborted
+        !self.is_callers()
     }
 
     /// Whether the failure came from the remote side.
     pub fn is_remote(self) -> bool {
-        self != FailureKind::ClientAborted
+        !self.is_callers()
+    }
+
+    /// The client went away, or asked for what the proxy never does (a refused destination).
+    fn is_callers(self) -> bool {
+        matches!(self, FailureKind::ClientAborted | FailureKind::Upstream(ErrorKind::Forbidden))
     }
 }
 
@@ -136,7 +150,9 @@ impl ProxyError {
 
     /// Classifies an error from the upstream client by what its sources say.
     pub fn from_client(e: hyper_util::client::legacy::Error) -> Self {
-        let kind = if e.is_connect() {
+        let kind = if let Some(r) = find::<Refusal>(&e) {
+            r.kind()
+        } else if e.is_connect() {
             match io_kind(&e) {
                 Some(io::ErrorKind::ConnectionRefused) => ErrorKind::ConnectRefused,
                 Some(io::ErrorKind::TimedOut) => ErrorKind::ConnectTimeout,
@@ -160,6 +176,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self.kind {
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Loop => StatusCode::LOOP_DETECTED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -167,7 +185,11 @@ impl ProxyError {
     /// The counter this failure is reported under.
     pub fn metric(&self) -> UpstreamError {
         match self.kind {
-            ErrorKind::ConnectRefused | ErrorKind::ConnectFailed | ErrorKind::NoRoute => UpstreamError::Connect,
+            ErrorKind::ConnectRefused
+            | ErrorKind::ConnectFailed
+            | ErrorKind::NoRoute
+            | ErrorKind::Loop
+            | ErrorKind::Forbidden => UpstreamError::Connect,
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
             ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
         }

@@ -49,7 +49,8 @@ impl Inbound {
                 };
                 if !self.interception.is_http(&stream, dst).await {
                     drop(http);
-                    return opaque::tunnel(stream, dst, self.interception.connect_timeout).await;
+                    let own = self.upstream.own();
+                    return opaque::tunnel(stream, dst, self.interception.connect_timeout, own).await;
                 }
                 match orig_dst::authority(dst) {
                     Some(a) => a,

@@ -4,6 +4,7 @@ pub mod body;
 pub mod detect;
 pub mod error;
 pub mod forward;
+pub mod guard;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
@@ -26,6 +27,7 @@ use crate::xray::emitter::Emitter;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::sanitize_name;
 use forward::{Upstream, UpstreamSettings};
+use guard::OwnListeners;
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
 use record::Tracer;
@@ -67,12 +69,6 @@ impl Proxy {
             emitter,
             metrics: metrics.clone(),
         });
-        let upstream = Upstream::new(&UpstreamSettings {
-            connect_timeout: args.connect_timeout,
-            response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
-            idle_timeout: args.idle_timeout,
-            max_header_size: args.max_header_size,
-        });
         let destination = match (&args.upstream, args.transparent) {
             (Some(a), false) => Destination::Fixed(a.clone()),
             _ => Destination::OriginalDst,
@@ -81,6 +77,7 @@ impl Proxy {
             header_read_timeout: args.header_read_timeout,
             max_header_size: args.max_header_size,
             shutdown_grace: args.shutdown_grace,
+            max_connections: args.max_connections as usize,
         };
 
         let interception = Interception {
@@ -100,6 +97,16 @@ impl Proxy {
             None => None,
         };
         let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let own = OwnListeners::new([Some(inbound), outbound_addr, admin_addr].into_iter().flatten());
+        let upstream = Upstream::new(
+            &UpstreamSettings {
+                connect_timeout: args.connect_timeout,
+                response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
+                idle_timeout: args.idle_timeout,
+                max_header_size: args.max_header_size,
+            },
+            own,
+        );
 
         let (shutdown, stop) = watch::channel(false);
         let readiness = Readiness::default();
@@ -123,8 +130,9 @@ impl Proxy {
             move |stream, peer, http| ctx.clone().handle(stream, peer, http),
             stop.clone(),
         ));
-        let admin_task =
-            admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), stop.clone())));
+        let admin_task = admin_listener.map(|l| {
+            tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, stop.clone()))
+        });
         readiness.set(true);
         tracing::info!(%inbound, outbound = ?outbound_addr, admin = ?admin_addr, service = %args.service_name, "proxy ready");
 

@@ -7,9 +7,9 @@ use tokio::net::TcpStream;
 
 use super::forward::{Forward, Upstream};
 use super::record::Tracer;
-use super::server::HttpServer;
+use super::server::{self, HttpServer};
 use super::trace::Trace;
-use super::{Interception, opaque, orig_dst};
+use super::{Interception, guard, opaque, orig_dst};
 use crate::xray::segment::Direction;
 
 /// What every outbound connection needs.
@@ -26,6 +26,14 @@ pub struct Outbound {
 impl Outbound {
     /// Runs one connection from the application.
     pub async fn handle(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, http: HttpServer) {
+        // Only the pod's own processes may use the outbound side: anyone else would have an open
+        // proxy with the pod's identity.
+        if !guard::is_local(peer.ip()) {
+            drop(http);
+            tracing::warn!(%peer, "refused an outbound connection from outside the pod");
+            let why = "this proxy serves only its own pod";
+            return server::refuse(stream, http::StatusCode::FORBIDDEN, why).await;
+        }
         // A redirected connection remembers where it was going; one made to our own address is an
         // explicit proxy client, whose requests name their destination.
         let local = stream.local_addr().ok();
@@ -35,15 +43,13 @@ impl Outbound {
             Some(dst) => {
                 if !self.interception.is_http(&stream, dst).await {
                     drop(http);
-                    return opaque::tunnel(stream, dst, self.interception.connect_timeout).await;
+                    let own = self.upstream.own();
+                    return opaque::tunnel(stream, dst, self.interception.connect_timeout, own).await;
                 }
                 orig_dst::authority(dst)
             }
         };
-        let mut forward = Forward::new(self.upstream.clone(), authority, None);
-        if let Some(own) = local {
-            forward = forward.refusing_loops_to(own);
-        }
+        let forward = Forward::new(self.upstream.clone(), authority, None);
         let service = Trace::new(forward, self.tracer.clone(), peer.ip(), Direction::Outbound);
         http.serve(stream, peer, service).await;
     }
