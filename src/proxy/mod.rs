@@ -9,6 +9,7 @@ pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
+pub mod probes;
 pub mod record;
 pub mod server;
 pub mod trace;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Readiness};
 use crate::config::ProxyArgs;
 use crate::metrics::Metrics;
+use crate::xray::centralized::{Centralized, poller};
 use crate::xray::emitter::Emitter;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::sanitize_name;
@@ -30,6 +32,7 @@ use forward::{Upstream, UpstreamSettings};
 use guard::OwnListeners;
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
+use probes::Probes;
 use record::Tracer;
 use server::ServerSettings;
 
@@ -63,9 +66,17 @@ impl Proxy {
             let (e, f) = Emitter::spawn(args.daemon_address.udp.clone(), args.environment(), metrics.clone());
             (Some(e), Some(f))
         };
+        let service_name: Arc<str> = Arc::from(sanitize_name(&args.service_name));
+        let centralized = (args.centralized_sampling && emitter.is_some()).then(|| {
+            let engine = Arc::new(Centralized::new(service_name.clone(), args.environment().origin));
+            let _ = metrics.centralized.set(engine.clone());
+            engine
+        });
         let tracer = Arc::new(Tracer {
-            service_name: Arc::from(sanitize_name(&args.service_name)),
+            service_name,
             sampler,
+            centralized: centralized.clone(),
+            probes: Probes::new(&args.probe_paths, args.sample_health_checks),
             emitter,
             metrics: metrics.clone(),
         });
@@ -130,6 +141,7 @@ impl Proxy {
             move |stream, peer, http| ctx.clone().handle(stream, peer, http),
             stop.clone(),
         ));
+        let poller = centralized.map(|c| poller::spawn(c, args.daemon_address.tcp.clone(), stop.clone()));
         let admin_task = admin_listener.map(|l| {
             tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, stop.clone()))
         });
@@ -143,6 +155,9 @@ impl Proxy {
             let _ = inbound_task.await;
             if let Some(t) = outbound_task {
                 let _ = t.await;
+            }
+            if let Some(p) = poller {
+                let _ = p.await;
             }
             if let Some(flush) = flush {
                 flush.flush(Duration::from_secs(2)).await;
