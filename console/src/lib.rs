@@ -192,6 +192,20 @@ impl Console {
         self.state.stats()
     }
 
+    /// Creates a sampling rule given in the X-Ray API's `SamplingRule` form, or changes the rule of
+    /// that name (`Default`: only `FixedRate` and `ReservoirSize`), with X-Ray's checks, as
+    /// `CreateSamplingRule` and `UpdateSamplingRule` do.
+    pub fn put_sampling_rule(&self, rule: serde_json::Value) -> Result<(), xray_lifecycle::BoxError> {
+        let name = rule.get("RuleName").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let mut sampling = self.state.sampling();
+        if sampling.rules.get(&name).is_some() {
+            sampling.rules.update(serde_json::from_value(rule)?, now())?;
+        } else {
+            sampling.rules.create(serde_json::from_value(rule)?, now())?;
+        }
+        Ok(())
+    }
+
     /// Waits until the shutdown future given to [`serve`] has completed and every server stopped.
     pub async fn wait(self) {
         for task in self.tasks {
