@@ -134,6 +134,10 @@ fn the_injected_lab_runs_as_podman_pods_and_draws_client_front_end_back_end() {
     std::fs::write(&artifact, serde_json::to_string_pretty(&graph).unwrap()).unwrap();
     assert_edge(&graph, "client", "front-end");
     assert_edge(&graph, "front-end", "back-end");
+    let shot = artifact.with_file_name("podman_lab_service_map.png");
+    if let Some(bytes) = console.screenshot(&shot) {
+        assert!(bytes > 10_000, "{} is {bytes} bytes", shot.display());
+    }
     let names: Vec<&str> = graph["Services"].as_array().unwrap().iter().filter_map(|s| s["Name"].as_str()).collect();
     eprintln!("podman_lab: service map {names:?} saved to {}", artifact.display());
 }

@@ -55,9 +55,9 @@ use state::State;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
+use xray_lifecycle::Shutdown;
 
 /// Command-line arguments of `xray-sidecar console`.
 #[derive(Debug, Clone, ClapArgs)]
@@ -260,11 +260,7 @@ pub async fn serve(
         max_bytes: config.max_bytes,
         max_documents_per_trace: config.max_documents_per_trace.max(1),
     }));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let stopped = Shutdown::on(shutdown);
     let relay = config.forward.as_deref().map(daemon_tcp::Relay::new);
     let page_state = state.clone();
     let page = move |req| {
@@ -274,9 +270,9 @@ pub async fn serve(
     let daemon_state = state.clone();
     let daemon = move |req| daemon_tcp::answer(daemon_state.clone(), relay.clone(), req);
     let tasks = vec![
-        tokio::spawn(receiver::run(udp, forward, state.clone(), stop_rx.clone())),
-        tokio::spawn(server::run(http, page, stop_rx.clone())),
-        tokio::spawn(server::run(daemon_tcp, daemon, stop_rx)),
+        tokio::spawn(receiver::run(udp, forward, state.clone(), stopped.clone())),
+        tokio::spawn(server::run("console", http, page, stopped.clone())),
+        tokio::spawn(server::run("console daemon tcp", daemon_tcp, daemon, stopped)),
     ];
     info!(udp = %udp_addr, http = %http_addr, "console listening");
     Ok(Console { udp_addr, http_addr, state, tasks })
@@ -300,11 +296,6 @@ async fn bind_daemon(addr: SocketAddr) -> Result<(tokio::net::UdpSocket, tokio::
 /// The time now, epoch seconds.
 fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Completes once the shutdown flag turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Runs the console until Ctrl-C or SIGTERM.

@@ -244,6 +244,25 @@ impl Console {
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
+
+    /// A screenshot of the console's page (the service map) with headless Chromium, when installed.
+    pub fn screenshot(&self, png: &Path) -> Option<u64> {
+        let chromium = Path::new("/usr/bin/chromium");
+        if !chromium.exists() {
+            return None;
+        }
+        let _ = std::fs::remove_file(png);
+        let status = Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,800"])
+            .args(["--virtual-time-budget=5000", &format!("--screenshot={}", png.display())])
+            .arg(format!("http://{}/", self.http))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        assert!(status.success(), "chromium could not take {}", png.display());
+        std::fs::metadata(png).ok().map(|m| m.len())
+    }
 }
 
 impl Drop for Console {
