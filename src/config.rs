@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::otel::propagation::Propagation;
 use crate::xray::daemon::DaemonAddress;
 use crate::xray::segment::Environment;
 
@@ -62,6 +63,12 @@ pub struct ProxyArgs {
     /// Forward each inbound connection to its original destination (set by iptables REDIRECT).
     #[arg(long, env = "XRAY_SIDECAR_TRANSPARENT")]
     pub transparent: bool,
+
+    /// Trace context formats read from callers and written for the next hop: `xray`
+    /// (X-Amzn-Trace-Id), `w3c` (traceparent, tracestate passed on), or both. When both come and
+    /// name different traces, X-Amzn-Trace-Id wins.
+    #[arg(long, env = "XRAY_SIDECAR_PROPAGATION", value_name = "FORMATS", default_value = "xray,w3c")]
+    pub propagation: Propagation,
 
     /// Forward without tracing: no header handling, no segments (for comparison and emergencies).
     #[arg(long, env = "XRAY_SIDECAR_DISABLE_TRACING")]

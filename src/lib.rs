@@ -10,6 +10,7 @@ pub mod console;
 pub mod demo;
 pub mod init;
 pub mod metrics;
+pub mod otel;
 pub mod proxy;
 pub mod signal;
 pub mod xray;

@@ -10,7 +10,6 @@ use super::forward::{Forward, Upstream};
 use super::server::HttpServer;
 use super::trace::{self, Begun, Started, Trace, Tracer};
 use super::{Interception, opaque, orig_dst};
-use crate::xray::header::TRACE_HEADER;
 use crate::xray::id::SegmentId;
 use crate::xray::segment::{Direction, Kind, Segment};
 
@@ -90,6 +89,6 @@ pub fn start<B>(tracer: &Tracer, peer: IpAddr, req: &mut Request<B>) -> Started 
             subsegments: Vec::new(),
         })
     });
-    req.headers_mut().insert(TRACE_HEADER, incoming.for_downstream(&root, &id, sampled));
-    Started { root, sampled, segment, echo: true }
+    tracer.propagation.write(req.headers_mut(), &incoming, &root, &id, sampled);
+    Started { root, sampled, segment, echo: tracer.propagation.xray }
 }

@@ -63,6 +63,7 @@ impl Proxy {
         let tracer = Arc::new(Tracer {
             service_name: Arc::from(sanitize_name(&args.service_name)),
             sampler,
+            propagation: args.propagation,
             emitter,
             metrics: metrics.clone(),
         });

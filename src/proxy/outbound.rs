@@ -10,7 +10,6 @@ use super::forward::{Forward, Upstream};
 use super::server::HttpServer;
 use super::trace::{self, Begun, Started, Trace, Tracer};
 use super::{Interception, opaque, orig_dst};
-use crate::xray::header::TRACE_HEADER;
 use crate::xray::id::SegmentId;
 use crate::xray::segment::{Direction, Kind, Segment, sanitize_name};
 
@@ -88,7 +87,7 @@ pub fn start<B>(tracer: &Tracer, req: &mut Request<B>) -> Started {
         seg.subsegments.push(sub);
         Box::new(seg)
     });
-    req.headers_mut().insert(TRACE_HEADER, incoming.for_downstream(&root, &sub_id, sampled));
+    tracer.propagation.write(req.headers_mut(), &incoming, &root, &sub_id, sampled);
     Started { root, sampled, segment, echo: false }
 }
 

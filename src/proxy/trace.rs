@@ -18,6 +18,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::body::{End, OnEnd, TraceBody};
 use super::error::ProxyError;
 use crate::metrics::{DecisionSource, Metrics};
+use crate::otel::propagation::Propagation;
+use crate::otel::traceparent::TRACEPARENT;
 use crate::xray::emitter::Emitter;
 use crate::xray::header::{self as trace_header, Sampled, TRACE_HEADER, TraceHeader};
 use crate::xray::id::TraceId;
@@ -31,6 +33,8 @@ pub struct Tracer {
     pub service_name: Arc<str>,
     /// Local sampling rules.
     pub sampler: Sampler,
+    /// The trace context formats read and written.
+    pub propagation: Propagation,
     /// Where segments go; `None` turns tracing off (the proxy still forwards and counts).
     pub emitter: Option<Emitter>,
     /// Counters.
@@ -109,15 +113,21 @@ pub fn begin<B>(tracer: &Tracer, req: &Request<B>) -> Begun {
     Begun { wall, incoming, root, host, sampled }
 }
 
-/// Reads the caller's trace header, counting and logging one that cannot be used as it came.
+/// Reads the caller's trace context, counting and logging headers that cannot be used as they came.
 pub fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
-    let Some(v) = headers.get(&TRACE_HEADER) else {
-        return TraceHeader::EMPTY;
-    };
-    let (h, problem) = TraceHeader::parse(v);
-    if let Some(problem) = problem {
+    let (h, problems) = tracer.propagation.read(headers);
+    if let Some(problem) = problems.xray {
         tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
-        tracing::debug!(header = ?v, %problem, "malformed trace header; starting a new trace where needed");
+        let header = headers.get(&TRACE_HEADER);
+        tracing::debug!(?header, %problem, "malformed trace header; starting a new trace where needed");
+    }
+    if let Some(problem) = problems.w3c {
+        tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
+        let header = headers.get(&TRACEPARENT);
+        tracing::debug!(?header, %problem, "traceparent ignored");
+    }
+    if problems.disagree {
+        tracing::debug!(root = ?h.root, traceparent = ?headers.get(&TRACEPARENT), "traceparent names another trace; following X-Amzn-Trace-Id");
     }
     h
 }

@@ -2,6 +2,7 @@
 //! real `xray-sidecar` binary, and schema validation of what it sends.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod python;
 pub mod upstream;
 
 use serde_json::Value;
