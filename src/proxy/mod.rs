@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Readiness};
 use crate::config::ProxyArgs;
 use crate::metrics::Metrics;
+use crate::otel::exporter::OtlpExporter;
 use crate::xray::emitter::Emitter;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::sanitize_name;
@@ -54,17 +55,38 @@ impl Proxy {
             None => Sampler::default(),
         };
         let metrics = Arc::new(Metrics::default());
-        let (emitter, flush) = if args.disable_tracing {
-            (None, None)
+        let environment = args.environment();
+        let (xray, otlp_settings) = if args.disable_tracing {
+            (false, None)
         } else {
-            let (e, f) = Emitter::spawn(args.daemon_address.udp.clone(), args.environment(), metrics.clone());
+            crate::otel::settings::resolve(
+                args.exporter,
+                args.otlp_endpoint.as_deref(),
+                &args.service_name,
+                &environment,
+                |name| std::env::var(name).ok(),
+            )?
+        };
+        let (emitter, flush) = if xray {
+            let (e, f) = Emitter::spawn(args.daemon_address.udp.clone(), environment, metrics.clone());
             (Some(e), Some(f))
+        } else {
+            (None, None)
+        };
+        let (otlp, otlp_flush) = match otlp_settings {
+            Some(settings) => {
+                tracing::info!(endpoint = %settings.endpoint, "exporting spans over OTLP");
+                let (e, f) = OtlpExporter::spawn(settings, metrics.clone());
+                (Some(e), Some(f))
+            }
+            None => (None, None),
         };
         let tracer = Arc::new(Tracer {
             service_name: Arc::from(sanitize_name(&args.service_name)),
             sampler,
             propagation: args.propagation,
             emitter,
+            otlp,
             metrics: metrics.clone(),
         });
         let upstream = Upstream::new(&UpstreamSettings {
@@ -136,9 +158,18 @@ impl Proxy {
             if let Some(t) = outbound_task {
                 let _ = t.await;
             }
-            if let Some(flush) = flush {
-                flush.flush(Duration::from_secs(2)).await;
-            }
+            // Both exporters drain at once, within the same bound.
+            let udp = async {
+                if let Some(flush) = flush {
+                    flush.flush(Duration::from_secs(2)).await;
+                }
+            };
+            let otlp = async {
+                if let Some(flush) = otlp_flush {
+                    flush.flush(Duration::from_secs(2)).await;
+                }
+            };
+            tokio::join!(udp, otlp);
             if let Some(t) = admin_task {
                 let _ = t.await;
             }

@@ -18,6 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::body::{End, OnEnd, TraceBody};
 use super::error::ProxyError;
 use crate::metrics::{DecisionSource, Metrics};
+use crate::otel::exporter::OtlpExporter;
 use crate::otel::propagation::Propagation;
 use crate::otel::traceparent::TRACEPARENT;
 use crate::xray::emitter::Emitter;
@@ -35,10 +36,33 @@ pub struct Tracer {
     pub sampler: Sampler,
     /// The trace context formats read and written.
     pub propagation: Propagation,
-    /// Where segments go; `None` turns tracing off (the proxy still forwards and counts).
+    /// Where segments go over UDP, if X-Ray export is on.
     pub emitter: Option<Emitter>,
+    /// Where spans go over OTLP, if OTLP export is on. With neither exporter, tracing is off (the
+    /// proxy still forwards and counts).
+    pub otlp: Option<OtlpExporter>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+}
+
+impl Tracer {
+    /// Whether requests are traced: at least one exporter is on.
+    pub fn enabled(&self) -> bool {
+        self.emitter.is_some() || self.otlp.is_some()
+    }
+
+    /// Hands a finished record to each exporter that is on.
+    pub fn export(&self, seg: Segment) {
+        match (&self.emitter, &self.otlp) {
+            (Some(udp), Some(otlp)) => {
+                otlp.emit(seg.clone());
+                udp.emit(seg);
+            }
+            (Some(udp), None) => udp.emit(seg),
+            (None, Some(otlp)) => otlp.emit(seg),
+            (None, None) => {}
+        }
+    }
 }
 
 /// The body clients receive: the upstream's, or the proxy's own short error text.
@@ -78,10 +102,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let trace = match (&self.tracer.emitter, self.direction) {
-            (None, _) => None,
-            (Some(_), Direction::Inbound) => Some(super::inbound::start(&self.tracer, self.peer, &mut req)),
-            (Some(_), Direction::Outbound) => Some(super::outbound::start(&self.tracer, &mut req)),
+        let trace = match (self.tracer.enabled(), self.direction) {
+            (false, _) => None,
+            (true, Direction::Inbound) => Some(super::inbound::start(&self.tracer, self.peer, &mut req)),
+            (true, Direction::Outbound) => Some(super::outbound::start(&self.tracer, &mut req)),
         };
         let finish = Finish { tracer: self.tracer.clone(), start, direction: self.direction, status: None, trace };
         ResponseFuture { inner: self.inner.call(req), finish: Some(finish) }
@@ -252,7 +276,7 @@ impl Finish {
     fn close(self, bytes: Option<u64>, failure: Option<Failure>) {
         let elapsed = self.start.elapsed();
         self.tracer.metrics.record_request(self.direction, self.status, elapsed);
-        let (Some(emitter), Some(Started { segment: Some(mut seg), .. })) = (&self.tracer.emitter, self.trace) else {
+        let Some(Started { segment: Some(mut seg), .. }) = self.trace else {
             return;
         };
         let end_time = seg.start_time + elapsed.as_secs_f64();
@@ -266,7 +290,7 @@ impl Finish {
                 s.failure.get_or_insert_with(|| f.clone());
             }
         });
-        emitter.emit(*seg);
+        self.tracer.export(*seg);
     }
 
     /// The client went away while the upstream was still to answer.

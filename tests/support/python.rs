@@ -56,6 +56,18 @@ impl PythonApp {
         PythonApp::start("otel_app.py", &["serve", "{port}", propagator])
     }
 
+    /// The OTLP receiver decoding with `opentelemetry-proto`; its first `fail_first` requests are
+    /// answered with 503.
+    pub fn otlp_receiver(fail_first: u32) -> PythonApp {
+        PythonApp::start("otlp_receiver.py", &["{port}", &fail_first.to_string()])
+    }
+
+    /// What the OTLP receiver kept.
+    pub async fn received(&self) -> serde_json::Value {
+        let (_, _, body) = super::http_get(&self.url("/received"), &[]).await;
+        serde_json::from_str(&body).expect("received is JSON")
+    }
+
     /// `http://127.0.0.1:{port}{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
