@@ -20,8 +20,10 @@ enum Command {
     /// Install the iptables rules that send the pod's traffic through the proxy (init container).
     Init(xray_sidecar::init::InitArgs),
     /// Run the whole lab on this machine: console, front-end and back-end apps, a sidecar for each.
+    #[cfg(feature = "console")]
     Demo(xray_sidecar::demo::Args),
     /// Run the local X-Ray console: receives segments like the daemon and shows the service map.
+    #[cfg(feature = "console")]
     Console(xray_sidecar::console::Args),
 }
 
@@ -60,7 +62,9 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Proxy(args) => run_proxy(&args).await,
+            #[cfg(feature = "console")]
             Command::Console(args) => xray_sidecar::console::run(args).await,
+            #[cfg(feature = "console")]
             Command::Demo(args) => xray_sidecar::demo::run(args).await,
             Command::Init(_) => Ok(()),
         }

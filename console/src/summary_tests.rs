@@ -1,8 +1,8 @@
 //! Tests of trace summaries and the list's filters on recorded documents.
 
 use super::*;
-use crate::console::filter::StatusFilter;
-use crate::console::testdata::{THREE_TIER, peer, store_of};
+use crate::filter::{Filter, StatusFilter, page};
+use crate::testdata::{THREE_TIER, peer, store_of};
 
 fn by_id(summaries: &TraceSummaries, prefix: &str) -> TraceSummary {
     summaries

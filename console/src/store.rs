@@ -80,9 +80,10 @@ pub struct Store {
     stats: StoreStats,
 }
 
-/// Approximate memory a document costs: its text plus the parsed view and bookkeeping.
+/// Approximate memory a document costs: its text, the parsed view (which keeps every field) and
+/// bookkeeping.
 fn cost(text: &str) -> usize {
-    text.len() * 2 + 256
+    text.len() * 3 + 256
 }
 
 impl Store {
@@ -174,7 +175,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::console::datagram;
+    use crate::datagram;
 
     fn received(trace: &str, id: &str, extra: &str) -> Received {
         let text = format!(

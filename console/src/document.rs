@@ -83,6 +83,9 @@ pub struct Document {
     pub annotations: Vec<(String, Value)>,
     /// Nested subsegments that parsed; broken ones are left out rather than losing the segment.
     pub subsegments: Vec<Document>,
+    /// The entry as sent, without its nested subsegments (http, annotations, metadata, cause, ...),
+    /// kept so the timeline shows every field without parsing the text again.
+    pub fields: Map<String, Value>,
 }
 
 impl Document {
@@ -149,6 +152,7 @@ impl Document {
             http,
             annotations: parse_annotations(obj.get("annotations")),
             subsegments,
+            fields: obj.iter().filter(|(k, _)| *k != "subsegments").map(|(k, v)| (k.clone(), v.clone())).collect(),
         })
     }
 

@@ -3,7 +3,7 @@
 use super::document::{Document, Kind, Outcome};
 use super::store::Trace;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// One bar of the timeline.
@@ -68,11 +68,6 @@ pub fn build(trace: &Trace) -> Timeline {
     for stored in &trace.documents {
         stored.document.walk(&mut |d| nodes.push(d));
     }
-    let raw: Vec<Value> = trace.documents.iter().filter_map(|s| serde_json::from_str(&s.text).ok()).collect();
-    let mut details: HashMap<&str, &Map<String, Value>> = HashMap::new();
-    for value in &raw {
-        collect_details(value, &mut details);
-    }
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
         index.entry(n.id.as_str()).or_insert(i);
@@ -112,7 +107,7 @@ pub fn build(trace: &Trace) -> Timeline {
                 for &c in children[i].iter().rev() {
                     stack.push((c, depth + 1, service.clone(), false));
                 }
-                rows.push(row(n, depth, service, missing, details.get(n.id.as_str())));
+                rows.push(row(n, depth, service, missing));
             }
         }
         match (0..nodes.len()).filter(|&i| !visited[i]).min_by(by_start) {
@@ -123,14 +118,7 @@ pub fn build(trace: &Trace) -> Timeline {
     Timeline { start_time: trace.start(), end_time: trace.end(), rows }
 }
 
-fn row(n: &Document, depth: usize, service: String, missing: bool, raw: Option<&&Map<String, Value>>) -> Row {
-    let details = raw
-        .map(|m| {
-            let mut m = (*m).clone();
-            m.remove("subsegments");
-            Value::Object(m)
-        })
-        .unwrap_or(Value::Null);
+fn row(n: &Document, depth: usize, service: String, missing: bool) -> Row {
     Row {
         id: n.id.clone(),
         name: n.name.clone(),
@@ -144,18 +132,7 @@ fn row(n: &Document, depth: usize, service: String, missing: bool, raw: Option<&
         http_status: n.http.status,
         remote: n.is_remote(),
         missing_parent: missing,
-        details,
-    }
-}
-
-/// Indexes every entry object by id (the first one wins, as in `build`).
-fn collect_details<'a>(value: &'a Value, out: &mut HashMap<&'a str, &'a Map<String, Value>>) {
-    let Some(obj) = value.as_object() else { return };
-    if let Some(id) = obj.get("id").and_then(Value::as_str) {
-        out.entry(id).or_insert(obj);
-    }
-    for sub in obj.get("subsegments").and_then(Value::as_array).into_iter().flatten() {
-        collect_details(sub, out);
+        details: Value::Object(n.fields.clone()),
     }
 }
 

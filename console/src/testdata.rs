@@ -1,4 +1,5 @@
-//! Recorded documents for the unit tests: ours in `tests/fixtures/console/`, the peers' in `../shared`.
+//! Recorded documents for the unit tests: ours in `tests/fixtures/console/`, the peers' in `shared/`
+//! beside the repository.
 
 use super::datagram;
 use super::store::{Limits, Store};
@@ -9,7 +10,7 @@ pub const THREE_TIER: &str = include_str!("../../tests/fixtures/console/three-ti
 
 /// A peer capture from `../shared/xray/peers/`, or `None` when `shared/` is not beside the repo.
 pub fn peer(file: &str) -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/xray/peers").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/xray/peers").join(file);
     std::fs::read_to_string(path).ok()
 }
 

@@ -1,6 +1,7 @@
-//! The trace list's filters, parsed from query parameters and applied to trace summaries.
+//! The trace list's filters, parsed from query parameters, and the page of summaries that pass them.
 
-use super::summary::TraceSummary;
+use super::store::Trace;
+use super::summary::{TraceSummaries, TraceSummary, summarize};
 
 /// A query parameter that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,6 +92,31 @@ impl Filter {
             && self.max_duration.is_none_or(|max| s.duration <= max)
             && self.start_time.is_none_or(|t| s.start_time >= t)
             && self.end_time.is_none_or(|t| s.start_time <= t)
+    }
+}
+
+/// The page of matching summaries, newest first, starting after `offset` matches.
+pub fn page<'a>(
+    traces: impl IntoIterator<Item = &'a Trace>,
+    filter: &Filter,
+    offset: usize,
+    limit: usize,
+    now: f64,
+) -> TraceSummaries {
+    let mut processed = 0;
+    let mut matched: Vec<TraceSummary> =
+        traces.into_iter().inspect(|_| processed += 1).map(summarize).filter(|s| filter.matches(s)).collect();
+    matched.sort_by(|a, b| b.start_time.total_cmp(&a.start_time).then_with(|| a.id.cmp(&b.id)));
+    let matched_count = matched.len();
+    let end = offset.saturating_add(limit).min(matched_count);
+    let next_token = (end < matched_count).then(|| end.to_string());
+    let trace_summaries = matched.into_iter().skip(offset).take(limit).collect();
+    TraceSummaries {
+        trace_summaries,
+        matched_count,
+        traces_processed_count: processed,
+        approximate_time: now,
+        next_token,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Tests of the service map on recorded documents.
 
 use super::*;
-use crate::console::testdata::{THREE_TIER, peer, store_of};
+use crate::testdata::{THREE_TIER, peer, store_of};
 
 const ALL: Window = Window { start: 0.0, end: f64::MAX };
 

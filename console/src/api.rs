@@ -1,7 +1,7 @@
 //! The web routes: the embedded page and the JSON API modelled on X-Ray's.
 
 use super::assets;
-use super::filter::Filter;
+use super::filter::{self, Filter};
 use super::graph::{self, Window};
 use super::query;
 use super::state::State;
@@ -72,7 +72,7 @@ fn trace_summaries(state: &State, pairs: &[(String, String)]) -> Response<Full<B
     let limit = limit.map_or(DEFAULT_PAGE, |l| l as usize).clamp(1, MAX_PAGE);
     let offset = offset.map_or(0, |o| o as usize);
     let store = state.store();
-    let page = summary::page(store.traces(), &filter, offset, limit, now());
+    let page = filter::page(store.traces(), &filter, offset, limit, now());
     drop(store);
     json_response(StatusCode::OK, &page)
 }

@@ -1,4 +1,4 @@
-//! `xray-sidecar console`: a local stand-in for the X-Ray daemon and console.
+//! The console behind `xray-sidecar console`: a local stand-in for the X-Ray daemon and console.
 //!
 //! It listens where the daemon does (UDP `127.0.0.1:2000`), assembles the segments it receives into
 //! traces held in memory within a bound, and serves a page (`http://127.0.0.1:2020/`) with the
@@ -182,9 +182,9 @@ impl Console {
 /// port 0 works), or the error that kept it from binding. Call from within a tokio runtime.
 ///
 /// ```no_run
-/// use xray_sidecar::console::{serve, ConsoleConfig};
+/// use xray_console::{serve, ConsoleConfig};
 ///
-/// # async fn example() -> Result<(), xray_sidecar::BoxError> {
+/// # async fn example() -> Result<(), xray_lifecycle::BoxError> {
 /// let config = ConsoleConfig { http: "127.0.0.1:0".parse()?, ..ConsoleConfig::default() };
 /// let console = serve(config, async {
 ///     let _ = tokio::signal::ctrl_c().await;
@@ -239,9 +239,9 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Runs the console until Ctrl-C or SIGTERM.
-pub async fn run(args: Args) -> Result<(), crate::BoxError> {
+pub async fn run(args: Args) -> Result<(), xray_lifecycle::BoxError> {
     // Logging is set up by the binary; the console only needs its stop signal.
-    let console = serve(args.into(), crate::signal::terminated()).await?;
+    let console = serve(args.into(), xray_lifecycle::signal::terminated()).await?;
     println!("xray-sidecar console: send segments to udp {} and open {}", console.udp_addr(), console.url());
     console.wait().await;
     Ok(())

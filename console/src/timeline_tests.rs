@@ -1,7 +1,7 @@
 //! Tests of the timeline's nesting on recorded and hostile documents.
 
 use super::*;
-use crate::console::testdata::{THREE_TIER, store_of};
+use crate::testdata::{THREE_TIER, store_of};
 
 fn layout(lines: &[&str], trace: &str) -> Vec<(String, usize, bool)> {
     let store = store_of(lines.iter().copied());

@@ -1,7 +1,6 @@
 //! Trace summaries for the trace list, in the shape of X-Ray's `GetTraceSummaries`.
 
 use super::document::{Document, Kind, Outcome};
-use super::filter::Filter;
 use super::store::Trace;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -180,31 +179,6 @@ fn annotation_value(v: &Value) -> Value {
         other => json!({"StringValue": other.as_str().unwrap_or_default()}),
     };
     json!({"AnnotationValue": typed})
-}
-
-/// The page of matching summaries, newest first, starting after `offset` matches.
-pub fn page<'a>(
-    traces: impl IntoIterator<Item = &'a Trace>,
-    filter: &Filter,
-    offset: usize,
-    limit: usize,
-    now: f64,
-) -> TraceSummaries {
-    let mut processed = 0;
-    let mut matched: Vec<TraceSummary> =
-        traces.into_iter().inspect(|_| processed += 1).map(summarize).filter(|s| filter.matches(s)).collect();
-    matched.sort_by(|a, b| b.start_time.total_cmp(&a.start_time).then_with(|| a.id.cmp(&b.id)));
-    let matched_count = matched.len();
-    let end = offset.saturating_add(limit).min(matched_count);
-    let next_token = (end < matched_count).then(|| end.to_string());
-    let trace_summaries = matched.into_iter().skip(offset).take(limit).collect();
-    TraceSummaries {
-        trace_summaries,
-        matched_count,
-        traces_processed_count: processed,
-        approximate_time: now,
-        next_token,
-    }
 }
 
 #[cfg(test)]
