@@ -5,12 +5,13 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 
@@ -29,10 +30,21 @@ impl Readiness {
     }
 }
 
-/// Serves the admin endpoints until `stop` turns true.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readiness, mut stop: watch::Receiver<bool>) {
+/// Probes and scrapes come one or two at a time; more than this at once is not a prober.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Serves the admin endpoints until `stop` turns true; a client gets `header_read_timeout` to send
+/// each request head.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -42,13 +54,22 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: Readines
             },
             _ = crate::proxy::server::stopped(&mut stop) => return,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "admin connection limit reached: closed");
+            continue;
+        };
         let (metrics, ready) = (metrics.clone(), ready.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req| {
                 let res = route(&req, &metrics, &ready);
                 async move { Ok::<_, Infallible>(res) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

@@ -96,6 +96,11 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Client connections served at once on each listener; beyond it a connection is answered
+    /// `503 too many connections` and closed.
+    #[arg(long, env = "XRAY_SIDECAR_MAX_CONNECTIONS", value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// Largest request or response head accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = parse_header_size)]
     pub max_header_size: usize,

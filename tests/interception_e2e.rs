@@ -66,7 +66,13 @@ impl Lab {
     }
 
     /// Starts a sidecar as the proxy UID and applies the interception rules in `ns`.
-    fn pod(&mut self, ns: &str, service: &str, daemon: &str) {
+    fn pod(&mut self, ns: &str, service: &str, daemon: &str) -> u32 {
+        self.pod_with(ns, service, daemon, "127.0.0.1:15101", &[])
+    }
+
+    /// Like `pod`, with the outbound listener at `outbound` and more `init` flags; returns the
+    /// sidecar's process id.
+    fn pod_with(&mut self, ns: &str, service: &str, daemon: &str, outbound: &str, init_extra: &[&str]) -> u32 {
         let bin = self.dir.join("xray-sidecar");
         let rules = self.dir.join("rules.json");
         let (bin, rules) = (bin.to_str().unwrap().to_owned(), rules.to_str().unwrap().to_owned());
@@ -83,21 +89,27 @@ impl Lab {
                 "15101",
                 "--admin-port",
                 "15102",
-            ],
+            ]
+            .iter()
+            .chain(init_extra)
+            .copied()
+            .collect::<Vec<_>>(),
         );
         eprintln!("{ns}: init: {init}");
         #[rustfmt::skip]
         let args = [
             "setpriv", "--reuid", PROXY_UID, "--regid", PROXY_UID, "--clear-groups", &bin, "proxy", "--transparent",
-            "--listen", "0.0.0.0:15100", "--outbound-listen", "127.0.0.1:15101", "--admin-listen", "0.0.0.0:15102",
+            "--listen", "0.0.0.0:15100", "--outbound-listen", outbound, "--admin-listen", "0.0.0.0:15102",
             "--service-name", service, "--daemon-address", daemon, "--sampling-rules", &rules,
         ];
-        self.spawn(ns, &args, Stdio::null());
+        // `ip netns exec` and `setpriv` exec in place: the child is the sidecar itself.
+        let pid = self.spawn(ns, &args, Stdio::null()).id();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.metrics(ns).starts_with("# HELP") {
             assert!(Instant::now() < deadline, "{service} sidecar did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        pid
     }
 
     /// The sidecar's /metrics, read from inside the namespace (loopback is never intercepted).
@@ -111,13 +123,10 @@ fn metric(text: &str, line_start: &str) -> u64 {
     text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
 }
 
-#[test]
-fn two_pods_behind_iptables_draw_client_front_end_back_end() {
-    if !is_root() {
-        eprintln!("SKIPPED: interception_e2e needs root for network namespaces and iptables (CI runs it as root)");
-        return;
-    }
-    let id = std::process::id();
+/// Two joined namespaces, `(lab, front ip, back ip)`, nothing running yet; `tag` keeps the names of
+/// tests running at once apart.
+fn two_namespaces(tag: u32) -> (Lab, String, String) {
+    let id = std::process::id() * 4 + tag;
     let net = format!("10.{}.{}", 200 + (id % 50), (id / 50) % 250);
     let (front_ip, back_ip) = (format!("{net}.1"), format!("{net}.2"));
     let dir = std::env::temp_dir().join(format!("xray-e2e-{id}"));
@@ -126,7 +135,7 @@ fn two_pods_behind_iptables_draw_client_front_end_back_end() {
     std::fs::copy(env!("CARGO_BIN_EXE_xray-sidecar"), dir.join("xray-sidecar")).unwrap();
     std::fs::write(dir.join("rules.json"), support::SAMPLE_ALL).unwrap();
     sh(&["chmod", "-R", "a+rX", dir.to_str().unwrap()]);
-    let mut lab = Lab { front: format!("xrf{id}"), back: format!("xrb{id}"), children: Vec::new(), dir };
+    let lab = Lab { front: format!("xrf{id}"), back: format!("xrb{id}"), children: Vec::new(), dir };
     let (front, back) = (lab.front.clone(), lab.back.clone());
     let (veth_f, veth_b) = (format!("xvf{}", id % 100000), format!("xvb{}", id % 100000));
     sh(&["ip", "netns", "add", &front]);
@@ -137,6 +146,17 @@ fn two_pods_behind_iptables_draw_client_front_end_back_end() {
         sh(&["ip", "-n", ns, "link", "set", veth, "up"]);
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
     }
+    (lab, front_ip, back_ip)
+}
+
+#[test]
+fn two_pods_behind_iptables_draw_client_front_end_back_end() {
+    if !is_root() {
+        eprintln!("SKIPPED: interception_e2e needs root for network namespaces and iptables (CI runs it as root)");
+        return;
+    }
+    let (mut lab, front_ip, back_ip) = two_namespaces(0);
+    let (front, back) = (lab.front.clone(), lab.back.clone());
     let services = support::repo_root().join("tests/support/netns_services.py");
     let services = services.to_str().unwrap();
 
@@ -197,4 +217,77 @@ fn two_pods_behind_iptables_draw_client_front_end_back_end() {
     assert_eq!(metric(&fm, in_2xx), 0, "{fm}");
     assert_eq!(metric(&bm, in_2xx), calls as u64, "{bm}");
     assert_eq!(metric(&bm, out_2xx), 0, "{bm}");
+}
+
+/// Connects from `ns` to `addr:port`, sends `payload` (possibly nothing), and reports how the
+/// connection ended: `closed <seconds>` or `open` if it was still open after 5 s.
+fn raw_exchange(lab: &Lab, ns: &str, addr: &str, port: u16, payload: &str) -> String {
+    let script = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(bytes.fromhex(sys.argv[3]))
+t = time.time()
+try:
+    while s.recv(4096):
+        pass
+    print("closed %.1f" % (time.time() - t))
+except ConnectionResetError:
+    print("closed %.1f" % (time.time() - t))
+except socket.timeout:
+    print("open")
+"#;
+    lab.exec(ns, &["python3", "-c", script, addr, &port.to_string(), payload]).trim().to_owned()
+}
+
+#[test]
+fn a_pod_never_forwards_to_its_own_listeners() {
+    if !is_root() {
+        eprintln!("SKIPPED: interception_e2e needs root for network namespaces and iptables (CI runs it as root)");
+        return;
+    }
+    let (mut lab, front_ip, back_ip) = two_namespaces(1);
+    let (front, back) = (lab.front.clone(), lab.back.clone());
+    // The outbound listener on every address, and connections from other pods to its port not
+    // redirected: whatever reaches it from outside must be turned away by the proxy itself.
+    let daemon = format!("{front_ip}:2000");
+    let pid = lab.pod_with(&back, "back-end", &daemon, "0.0.0.0:15101", &["--exclude-inbound-ports", "15101"]);
+    let curl = |ns: &str, args: &[&str]| {
+        let base = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"];
+        lab.exec(ns, &base.iter().chain(args).copied().collect::<Vec<_>>())
+    };
+
+    // Another pod calls the inbound port itself, which is not redirected: one hop, a clear answer.
+    let calls = 20;
+    for _ in 0..calls {
+        assert_eq!(curl(&front, &[&format!("http://{back_ip}:15100/")]), "508");
+    }
+    // Bytes that are not HTTP, and a connection that says nothing, are closed, not tunnelled to
+    // ourselves.
+    assert!(raw_exchange(&lab, &front, &back_ip, 15100, "160301000568656c6c6f").starts_with("closed"));
+    assert!(raw_exchange(&lab, &front, &back_ip, 15100, "").starts_with("closed"));
+    // The outbound listener serves only the pod.
+    assert_eq!(curl(&front, &[&format!("http://{back_ip}:15101/")]), "403");
+
+    // From inside the pod, through the explicit proxy: the proxy's own ports on any local address,
+    // and instance metadata, are refused before any connection is made.
+    let via = ["-x", "http://127.0.0.1:15101"];
+    for (url, status) in [
+        ("http://127.0.0.1:15100/".to_owned(), "508"),
+        (format!("http://{back_ip}:15100/"), "508"),
+        ("http://localhost:15102/metrics".to_owned(), "508"),
+        ("http://169.254.169.254/latest/meta-data/".to_owned(), "403"),
+    ] {
+        assert_eq!(curl(&back, &[via[0], via[1], &url]), status, "{url}");
+    }
+
+    // Each refused call crossed the proxy exactly once, and nothing piled up.
+    let m = lab.metrics(&back);
+    assert_eq!(metric(&m, r#"xray_sidecar_requests_total{direction="inbound",status_class="5xx"}"#), calls, "{m}");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    assert!(fds < 64, "{fds} open files after the refused calls");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 =
+        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    eprintln!("after the refused calls: {fds} open files, {rss_kb} KB RSS");
+    assert!(rss_kb < 64 * 1024, "{rss_kb} KB RSS");
 }

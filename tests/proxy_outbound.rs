@@ -158,10 +158,44 @@ async fn a_request_addressed_to_the_proxy_itself_is_refused_not_looped() {
     let own = sc.outbound.unwrap();
     // Called as if it were the server (no absolute URI): the Host names the proxy.
     let (status, _, body) = support::http_get(&format!("http://{own}/"), &[]).await;
-    assert_eq!(status, 502);
-    assert!(body.contains("cannot be forwarded"), "{body}");
+    assert_eq!(status, 508);
+    assert!(body.contains("loop detected"), "{body}");
     let doc = &daemon.take(1).await[0];
-    assert_eq!(doc["subsegments"][0]["cause"]["exceptions"][0]["type"], "NoRoute");
+    assert_eq!(doc["subsegments"][0]["cause"]["exceptions"][0]["type"], "LoopDetected");
     let m = sc.metrics().await;
     assert!(m.contains(r#"xray_sidecar_requests_total{direction="outbound",status_class="5xx"} 1"#), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_the_proxy_is_refused_once_resolved() {
+    let daemon = Daemon::start().await;
+    let sc = outbound_sidecar(&daemon);
+    // The machine's own name resolves to one of its addresses; unknown names are not this test's.
+    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap().trim().to_owned();
+    if std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 80)).is_err() {
+        eprintln!("SKIPPED: `{host}` does not resolve here");
+        return;
+    }
+    let url = format!("http://{host}:{}/", sc.listen.port());
+    let (status, _) = call_through_proxy(sc.outbound.unwrap(), &url, None);
+    assert_eq!(status, 508, "{url}");
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["subsegments"][0]["cause"]["exceptions"][0]["type"], "LoopDetected");
+    // Refused before any byte was sent: the inbound side never saw a request.
+    let m = sc.metrics().await;
+    let inbound = m.lines().filter(|l| l.contains(r#"direction="inbound",status_class"#) && !l.ends_with(" 0"));
+    assert_eq!(inbound.count(), 0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_metadata_is_not_reachable_through_the_proxy() {
+    let daemon = Daemon::start().await;
+    let sc = outbound_sidecar(&daemon);
+    for url in ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/latest/meta-data/"] {
+        let (status, _) = call_through_proxy(sc.outbound.unwrap(), url, None);
+        assert_eq!(status, 403, "{url}");
+    }
+    let doc = &daemon.take(1).await[0];
+    let cause = &doc["subsegments"][0]["cause"]["exceptions"][0];
+    assert_eq!(cause["type"], "ForbiddenDestination", "{doc}");
 }

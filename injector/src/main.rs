@@ -96,7 +96,7 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         .await
         .map_err(|e| format!("--listen {}: cannot listen: {e}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "xray-injector serving");
-    let shared = Arc::new(server::Shared { config: args.config, metrics: metrics::Metrics::default() });
+    let shared = Arc::new(server::Shared::new(args.config));
     tokio::select! {
         _ = server::serve(listener, acceptor, shared) => {}
         _ = shutdown() => tracing::info!("shutting down"),

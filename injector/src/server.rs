@@ -4,19 +4,32 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::InjectConfig;
 use crate::metrics::Metrics;
 use crate::review;
 
-/// Reviews are small; anything near this is not one.
-const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Reviews are small; anything near this is not one (the API server's own request limit is 3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The API server gives up after the webhook's `timeoutSeconds` (5): a request head or body that
+/// has not arrived well before then never will in time.
+const READ_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Reviews read and answered at once. With the body limit this bounds the memory they take
+/// (16 × 3 MiB); one beyond it is answered 503 at once, and `failurePolicy: Ignore` admits the pod
+/// untouched rather than holding it up.
+const MAX_REVIEWS: usize = 16;
+
+/// Open connections at once; more are closed on accept.
+const MAX_CONNECTIONS: usize = 256;
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -25,10 +38,19 @@ pub struct Shared {
     pub config: InjectConfig,
     /// Counters.
     pub metrics: Metrics,
+    reviews: Semaphore,
+}
+
+impl Shared {
+    /// The shared state for `config`.
+    pub fn new(config: InjectConfig) -> Self {
+        Shared { config, metrics: Metrics::default(), reviews: Semaphore::new(MAX_REVIEWS) }
+    }
 }
 
 /// Serves until the process ends.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -38,8 +60,13 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Sha
                 continue;
             }
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many connections: closed");
+            continue;
+        };
         let (acceptor, shared) = (acceptor.clone(), shared.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -49,7 +76,11 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Sha
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(req, &shared).await) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(READ_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -71,11 +102,25 @@ async fn mutate(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
     let start = Instant::now();
     // `?namespace=enabled`: the webhook entry that only matches labelled namespaces calls with it.
     let namespace_opted_in = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "namespace=enabled"));
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let Ok(_permit) = shared.reviews.try_acquire() else {
+        shared.metrics.record(None, start.elapsed());
+        tracing::warn!(limit = MAX_REVIEWS, "too many reviews at once: answered 503, the pod is admitted untouched");
+        return text(StatusCode::SERVICE_UNAVAILABLE, "too many reviews at once\n".into());
+    };
+    let body = match tokio::time::timeout(READ_TIMEOUT, Limited::new(req.into_body(), MAX_BODY).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             shared.metrics.record(None, start.elapsed());
-            return text(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}\n"));
+            let status = if e.is::<http_body_util::LengthLimitError>() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return text(status, format!("cannot read the body: {e}\n"));
+        }
+        Err(_) => {
+            shared.metrics.record(None, start.elapsed());
+            return text(StatusCode::REQUEST_TIMEOUT, format!("the body did not arrive within {READ_TIMEOUT:?}\n"));
         }
     };
     match review::answer(&body, namespace_opted_in, &shared.config) {

@@ -65,6 +65,24 @@ fn start(tag: &str) -> Server {
 /// A real HTTPS request trusting every CA in the server's folder: the status, the body, and the
 /// certificate the server presented.
 async fn request(server: &Server, method: http::Method, path: &str, body: Vec<u8>) -> (u16, Vec<u8>, Vec<u8>) {
+    let tls = connect(server).await;
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "xray-injector.xray-sidecar.svc")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.into_body().collect().await.unwrap().to_bytes().to_vec(), served)
+}
+
+/// A TLS connection to the server, trusting every CA in its folder.
+async fn connect(server: &Server) -> tokio_rustls::client::TlsStream<TcpStream> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     // Every CA the test has made (rotation writes a new one beside the old).
@@ -84,20 +102,7 @@ async fn request(server: &Server, method: http::Method, path: &str, body: Vec<u8
         .with_no_client_auth();
     let tcp = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("xray-injector.xray-sidecar.svc").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
-    let served = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "xray-injector.xray-sidecar.svc")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let res = send.send_request(req).await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.into_body().collect().await.unwrap().to_bytes().to_vec(), served)
+    tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap()
 }
 
 async fn post(server: &Server, path: &str, body: Vec<u8>) -> (u16, Vec<u8>, Vec<u8>) {
@@ -283,4 +288,56 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
         assert!(Instant::now() < deadline, "the rotated certificate was not served");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_silent_clients_are_answered_in_bounded_time_and_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start("stall");
+    let started = Instant::now();
+    // 40 reviews that announce 3 MB and stall after 64 KB, and one connection that says nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        let mut tls = connect(&server).await;
+        let head =
+            "POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 3000000\r\n\r\n";
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(&vec![b' '; 64 * 1024]).await.unwrap();
+        tls.flush().await.unwrap();
+        stalled.push(tls);
+    }
+    let mut silent = connect(&server).await;
+    let rss = rss_kb(server.child.id());
+    eprintln!("injector RSS with 40 stalled reviews: {rss} KB");
+    assert!(rss < 64 * 1024, "{rss} KB");
+
+    // A real review is still answered meanwhile, or refused at once with 503 when every slot is
+    // taken (the API server then admits the pod untouched).
+    let (status, _, _) = post(&server, "/mutate", fixture("review-plain-pod.json")).await;
+    assert!(status == 200 || status == 503, "{status}");
+
+    // Every stalled review gets an answer (408 after the read timeout, or 503 at once), and the
+    // silent connection is closed, well within the API server's 5 s.
+    let mut statuses = std::collections::BTreeMap::new();
+    for mut tls in stalled {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(8), tls.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        let status = text.split(' ').nth(1).unwrap_or("none").to_owned();
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    eprintln!("stalled reviews answered: {statuses:?} within {:?}", started.elapsed());
+    assert_eq!(statuses.keys().cloned().collect::<Vec<_>>(), ["408", "503"], "{statuses:?}");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(6), silent.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "a connection that sends nothing is closed at the header timeout");
+    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+    // And the server is healthy afterwards.
+    let (status, _, _) = post(&server, "/mutate", fixture("review-plain-pod.json")).await;
+    assert_eq!(status, 200);
 }

@@ -72,9 +72,9 @@ fn span(seg: &Segment, parent: Option<[u8; 8]>, kind: SpanKind) -> Span {
     if let Some(len) = http.content_length {
         attributes.push(int("http.response.body.size", i64::try_from(len).unwrap_or(i64::MAX)));
     }
-    let (_, _, fault) = seg.flags();
+    let fault = seg.flags().fault;
     if let Some(f) = &seg.failure {
-        attributes.push(string("error.type", f.kind));
+        attributes.push(string("error.type", f.kind.exception_type()));
     } else if fault {
         attributes.push(string("error.type", &http.status.unwrap_or(500).to_string()));
     }

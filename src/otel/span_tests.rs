@@ -1,8 +1,9 @@
 //! Segments turned into spans.
 
 use super::*;
+use crate::proxy::error::{ErrorKind, Failure, FailureKind};
 use crate::xray::id::{SegmentId, TraceId};
-use crate::xray::segment::{Failure, Http};
+use crate::xray::segment::Http;
 use http::HeaderValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use std::sync::Arc;
@@ -98,13 +99,8 @@ fn faults_and_proxy_failures_are_errors() {
     assert_eq!(text(&out[0], "error.type").as_deref(), Some("503"));
 
     let mut refused = segment(Direction::Inbound, Kind::Segment, 502);
-    refused.failure = Some(Failure {
-        kind: "ConnectionRefused",
-        message: "connection refused".into(),
-        remote: true,
-        fault: true,
-        client_aborted: false,
-    });
+    refused.failure =
+        Some(Failure { kind: FailureKind::Upstream(ErrorKind::ConnectRefused), message: "connection refused".into() });
     push_spans(&refused, &mut out);
     assert_eq!(out[1].status.as_ref().map(|s| s.message.as_str()), Some("connection refused"));
     assert_eq!(text(&out[1], "error.type").as_deref(), Some("ConnectionRefused"));

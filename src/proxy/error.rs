@@ -1,12 +1,15 @@
-//! Proxy failures: the one place that decides which become 502 or 504, and what `cause` they record.
+//! Proxy failures: the one place that names every failure the proxy records, decides which become
+//! 502 or 504, and what `cause` they write into the segment.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
+use std::borrow::Cow;
+use std::fmt::Display;
 use std::io;
 
+use super::guard::Refusal;
 use crate::metrics::UpstreamError;
-use crate::xray::segment::Failure;
 
 /// Why the proxy could not get a response from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,100 @@ pub enum ErrorKind {
     /// The request cannot be forwarded (e.g. no destination known).
     #[error("request cannot be forwarded")]
     NoRoute,
+    /// The destination is the proxy itself: forwarding would loop.
+    #[error("loop detected: the destination is this proxy")]
+    Loop,
+    /// The destination is one the proxy never forwards to (link-local, instance metadata).
+    #[error("destination not allowed through this proxy")]
+    Forbidden,
+}
+
+/// Every failure a segment can record as its `cause`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No response from the upstream: answered by the proxy with 502 or 504.
+    Upstream(ErrorKind),
+    /// The upstream's response body broke off after its head was sent on.
+    UpstreamBody,
+    /// The client went away before the response was complete.
+    ClientAborted,
+}
+
+impl FailureKind {
+    /// The exception's `type` in the segment's `cause`.
+    pub fn exception_type(self) -> &'static str {
+        match self {
+            FailureKind::Upstream(kind) => match kind {
+                ErrorKind::ConnectRefused => "ConnectionRefused",
+                ErrorKind::ConnectTimeout => "ConnectTimeout",
+                ErrorKind::ConnectFailed => "ConnectError",
+                ErrorKind::ResponseTimeout => "ResponseTimeout",
+                ErrorKind::Reset => "ConnectionReset",
+                ErrorKind::Protocol => "ProtocolError",
+                ErrorKind::NoRoute => "NoRoute",
+                ErrorKind::Loop => "LoopDetected",
+                ErrorKind::Forbidden => "ForbiddenDestination",
+            },
+            FailureKind::UpstreamBody => "UpstreamBodyError",
+            FailureKind::ClientAborted => "ClientAborted",
+        }
+    }
+
+    /// Whether the failure is the server side's (`fault`) rather than the client's (`error`).
+    pub fn is_fault(self) -> bool {
+        !self.is_callers()
+    }
+
+    /// Whether the failure came from the remote side.
+    pub fn is_remote(self) -> bool {
+        !self.is_callers()
+    }
+
+    /// The client went away, or asked for what the proxy never does (a refused destination).
+    fn is_callers(self) -> bool {
+        matches!(self, FailureKind::ClientAborted | FailureKind::Upstream(ErrorKind::Forbidden))
+    }
+}
+
+/// A failure the proxy itself observed, recorded as the segment's `cause`.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened, for a person.
+    pub message: Cow<'static, str>,
+}
+
+impl Failure {
+    /// The upstream's body broke off after `bytes` bytes, for the reason given.
+    pub fn upstream_body(bytes: u64, why: &dyn Display) -> Self {
+        let message = format!("upstream response body failed after {bytes} bytes: {why}");
+        Failure { kind: FailureKind::UpstreamBody, message: message.into() }
+    }
+
+    /// The client left after `bytes` bytes of the response, or (`None`) before it began.
+    pub fn client_left(bytes: Option<u64>) -> Self {
+        let message = match bytes {
+            Some(bytes) => format!("client went away after {bytes} bytes of the response").into(),
+            None => Cow::Borrowed("client went away before the response began"),
+        };
+        Failure { kind: FailureKind::ClientAborted, message }
+    }
+
+    /// Whether the failure is the server side's (`fault`) rather than the client's (`error`).
+    pub fn fault(&self) -> bool {
+        self.kind.is_fault()
+    }
+
+    /// Whether the failure came from the remote side.
+    pub fn remote(&self) -> bool {
+        self.kind.is_remote()
+    }
+
+    /// Whether the client went away before the response was complete.
+    pub fn client_aborted(&self) -> bool {
+        self.kind == FailureKind::ClientAborted
+    }
 }
 
 impl ProxyError {
@@ -53,7 +150,9 @@ impl ProxyError {
 
     /// Classifies an error from the upstream client by what its sources say.
     pub fn from_client(e: hyper_util::client::legacy::Error) -> Self {
-        let kind = if e.is_connect() {
+        let kind = if let Some(r) = find::<Refusal>(&e) {
+            r.kind()
+        } else if e.is_connect() {
             match io_kind(&e) {
                 Some(io::ErrorKind::ConnectionRefused) => ErrorKind::ConnectRefused,
                 Some(io::ErrorKind::TimedOut) => ErrorKind::ConnectTimeout,
@@ -77,6 +176,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self.kind {
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Loop => StatusCode::LOOP_DETECTED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -84,7 +185,11 @@ impl ProxyError {
     /// The counter this failure is reported under.
     pub fn metric(&self) -> UpstreamError {
         match self.kind {
-            ErrorKind::ConnectRefused | ErrorKind::ConnectFailed | ErrorKind::NoRoute => UpstreamError::Connect,
+            ErrorKind::ConnectRefused
+            | ErrorKind::ConnectFailed
+            | ErrorKind::NoRoute
+            | ErrorKind::Loop
+            | ErrorKind::Forbidden => UpstreamError::Connect,
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
             ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
         }
@@ -92,20 +197,11 @@ impl ProxyError {
 
     /// The segment's `cause`.
     pub fn failure(&self) -> Failure {
-        let kind = match self.kind {
-            ErrorKind::ConnectRefused => "ConnectionRefused",
-            ErrorKind::ConnectTimeout => "ConnectTimeout",
-            ErrorKind::ConnectFailed => "ConnectError",
-            ErrorKind::ResponseTimeout => "ResponseTimeout",
-            ErrorKind::Reset => "ConnectionReset",
-            ErrorKind::Protocol => "ProtocolError",
-            ErrorKind::NoRoute => "NoRoute",
-        };
         let message = match &self.source {
             Some(s) => format!("{}: {}", self.kind, innermost(s.as_ref())),
             None => self.kind.to_string(),
         };
-        Failure { kind, message: message.into(), remote: true, fault: true, client_aborted: false }
+        Failure { kind: FailureKind::Upstream(self.kind), message: message.into() }
     }
 
     /// The short plain-text answer the client gets instead of the upstream's.
@@ -168,7 +264,7 @@ mod tests {
             assert_eq!(e.status().as_u16(), status, "{kind:?}");
             assert_eq!(e.response().status().as_u16(), status);
             let f = e.failure();
-            assert!(f.fault && f.remote && !f.client_aborted);
+            assert!(f.fault() && f.remote() && !f.client_aborted());
         }
     }
 
@@ -177,7 +273,7 @@ mod tests {
         let io = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused (os error 111)");
         let e = ProxyError::new(ErrorKind::ConnectRefused, io);
         let f = e.failure();
-        assert_eq!(f.kind, "ConnectionRefused");
+        assert_eq!(f.kind.exception_type(), "ConnectionRefused");
         assert_eq!(f.message, "upstream refused the connection: connection refused (os error 111)");
     }
 }

@@ -9,13 +9,14 @@ use hyper_util::client::legacy::{Client, ResponseFuture as ClientFuture, connect
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pin_project::pin_project;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::Sleep;
 
 use super::error::{ErrorKind, ProxyError};
+use super::guard::{GuardedConnector, OwnListeners};
 
 /// Timeouts and limits of the upstream side.
 #[derive(Clone, Debug)]
@@ -33,17 +34,19 @@ pub struct UpstreamSettings {
 /// The shared upstream clients: one pool for HTTP/1.1, one for HTTP/2 (prior knowledge).
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    h1: Client<HttpConnector, Incoming>,
-    h2: Client<HttpConnector, Incoming>,
+    h1: Client<GuardedConnector, Incoming>,
+    h2: Client<GuardedConnector, Incoming>,
     response_timeout: Option<Duration>,
+    own: OwnListeners,
 }
 
 impl Upstream {
-    /// Builds the pools.
-    pub fn new(s: &UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(s.connect_timeout));
-        connector.set_nodelay(true);
+    /// Builds the pools; they never connect to `own` (nor to link-local addresses).
+    pub fn new(s: &UpstreamSettings, own: OwnListeners) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(s.connect_timeout));
+        http.set_nodelay(true);
+        let connector = GuardedConnector::new(http, own.clone());
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -53,7 +56,12 @@ impl Upstream {
             .http1_title_case_headers(false);
         let h1 = b.build(connector.clone());
         let h2 = b.http2_only(true).build(connector);
-        Upstream { h1, h2, response_timeout: s.response_timeout }
+        Upstream { h1, h2, response_timeout: s.response_timeout, own }
+    }
+
+    /// The proxy's own listeners, which nothing is forwarded to.
+    pub fn own(&self) -> &OwnListeners {
+        &self.own
     }
 }
 
@@ -66,33 +74,12 @@ pub struct Forward {
     /// Added to `X-Forwarded-For` (inbound only: the application's own calls are not forwarded
     /// on anyone's behalf).
     forwarded_for: Option<IpAddr>,
-    /// The proxy's own listening address: a request that names it would come straight back.
-    own: Option<SocketAddr>,
 }
 
 impl Forward {
     /// Forwards to `authority` (or each request's own) on behalf of `forwarded_for`.
     pub fn new(upstream: Upstream, authority: Option<Authority>, forwarded_for: Option<IpAddr>) -> Self {
-        Forward { upstream, authority, forwarded_for, own: None }
-    }
-
-    /// Refuses requests whose destination is `own` (an explicit-proxy client that calls the proxy
-    /// as if it were the server would otherwise loop through it until it ran out of sockets).
-    pub fn refusing_loops_to(mut self, own: SocketAddr) -> Self {
-        self.own = Some(own);
-        self
-    }
-}
-
-/// Whether `a` names `own`: the same port on a loopback or unspecified address, or `localhost`.
-fn is_self(a: &Authority, own: SocketAddr) -> bool {
-    if a.port_u16().unwrap_or(80) != own.port() {
-        return false;
-    }
-    let host = a.host().trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip == own.ip() || ip.is_loopback() || ip.is_unspecified(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
+        Forward { upstream, authority, forwarded_for }
     }
 }
 
@@ -115,10 +102,9 @@ impl tower::Service<Request<Incoming>> for Forward {
             let e = "no destination: the request names no host";
             return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e));
         };
-        if self.own.is_some_and(|own| is_self(&authority, own)) {
-            let e =
-                format!("{authority} is this proxy: send requests to the destination, with the proxy as HTTP_PROXY");
-            return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e));
+        // Address literals are refused here, before any connection; names once connected.
+        if let Err(refusal) = self.upstream.own.check_authority(&authority) {
+            return ForwardFuture::failed(ProxyError::new(refusal.kind(), refusal));
         }
         let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
@@ -311,22 +297,6 @@ mod tests {
         assert!(is_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.len(), 2);
-    }
-
-    #[test]
-    fn requests_naming_the_proxy_itself_are_recognised() {
-        let own: SocketAddr = "127.0.0.1:15101".parse().expect("addr");
-        for (a, yes) in [
-            ("127.0.0.1:15101", true),
-            ("localhost:15101", true),
-            ("[::1]:15101", true),
-            ("0.0.0.0:15101", true),
-            ("127.0.0.1:8080", false),
-            ("back-end:15101", false),
-            ("10.0.0.5:15101", false),
-        ] {
-            assert_eq!(is_self(&a.parse().expect("authority"), own), yes, "{a}");
-        }
     }
 
     #[test]

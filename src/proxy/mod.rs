@@ -4,10 +4,12 @@ pub mod body;
 pub mod detect;
 pub mod error;
 pub mod forward;
+pub mod guard;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
+pub mod record;
 pub mod server;
 pub mod trace;
 
@@ -26,10 +28,11 @@ use crate::xray::emitter::Emitter;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::sanitize_name;
 use forward::{Upstream, UpstreamSettings};
+use guard::OwnListeners;
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
+use record::Tracer;
 use server::ServerSettings;
-use trace::Tracer;
 
 /// A running proxy: its bound addresses and the means to stop it.
 #[derive(Debug)]
@@ -89,12 +92,6 @@ impl Proxy {
             otlp,
             metrics: metrics.clone(),
         });
-        let upstream = Upstream::new(&UpstreamSettings {
-            connect_timeout: args.connect_timeout,
-            response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
-            idle_timeout: args.idle_timeout,
-            max_header_size: args.max_header_size,
-        });
         let destination = match (&args.upstream, args.transparent) {
             (Some(a), false) => Destination::Fixed(a.clone()),
             _ => Destination::OriginalDst,
@@ -103,6 +100,7 @@ impl Proxy {
             header_read_timeout: args.header_read_timeout,
             max_header_size: args.max_header_size,
             shutdown_grace: args.shutdown_grace,
+            max_connections: args.max_connections as usize,
         };
 
         let interception = Interception {
@@ -122,6 +120,16 @@ impl Proxy {
             None => None,
         };
         let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let own = OwnListeners::new([Some(inbound), outbound_addr, admin_addr].into_iter().flatten());
+        let upstream = Upstream::new(
+            &UpstreamSettings {
+                connect_timeout: args.connect_timeout,
+                response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
+                idle_timeout: args.idle_timeout,
+                max_header_size: args.max_header_size,
+            },
+            own,
+        );
 
         let (shutdown, stop) = watch::channel(false);
         let readiness = Readiness::default();
@@ -145,8 +153,9 @@ impl Proxy {
             move |stream, peer, http| ctx.clone().handle(stream, peer, http),
             stop.clone(),
         ));
-        let admin_task =
-            admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), stop.clone())));
+        let admin_task = admin_listener.map(|l| {
+            tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, stop.clone()))
+        });
         readiness.set(true);
         tracing::info!(%inbound, outbound = ?outbound_addr, admin = ?admin_addr, service = %args.service_name, "proxy ready");
 

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// Limits applied to every client connection.
 #[derive(Clone, Debug)]
@@ -25,6 +25,8 @@ pub struct ServerSettings {
     pub max_header_size: usize,
     /// How long in-flight requests may run on after shutdown starts.
     pub shutdown_grace: Duration,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 /// The HTTP/1 + HTTP/2 connection builder with the limits applied.
@@ -48,6 +50,7 @@ pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
 pub struct HttpServer {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
+    header_read_timeout: Duration,
 }
 
 impl HttpServer {
@@ -61,6 +64,12 @@ impl HttpServer {
         B::Data: Send,
         B::Error: Into<crate::BoxError>,
     {
+        // Telling HTTP/2 from HTTP/1 waits for the client's first bytes, and the header timer
+        // only starts after that: a client that says nothing must not hold the connection for ever.
+        if !version_known(&stream, self.header_read_timeout).await {
+            tracing::debug!(%peer, timeout = ?self.header_read_timeout, "closed a connection that sent no request");
+            return;
+        }
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
         if let Err(e) = self.watcher.watch(conn).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -81,6 +90,7 @@ pub async fn serve<H, F>(
 {
     let builder = Arc::new(builder(&settings));
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(settings.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -95,13 +105,74 @@ pub async fn serve<H, F>(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let http = HttpServer { builder: builder.clone(), watcher: graceful.watcher() };
-        tokio::spawn(handle(stream, peer, http));
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = settings.max_connections, "connection limit reached: refused");
+            tokio::spawn(refuse(
+                stream,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections: try again later",
+            ));
+            continue;
+        };
+        let http = HttpServer {
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            header_read_timeout: settings.header_read_timeout,
+        };
+        let conn = handle(stream, peer, http);
+        tokio::spawn(async move {
+            conn.await;
+            drop(permit);
+        });
     }
     drop(listener);
     if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(grace = ?settings.shutdown_grace, "connections still open after the grace period were closed");
     }
+}
+
+/// Waits until the first bytes of `stream` tell HTTP/2's preface from anything else (what the
+/// connection builder needs to choose), at most `timeout`; false if the client said nothing in time
+/// or closed.
+async fn version_known(stream: &TcpStream, timeout: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let wait = async {
+        let mut buf = [0u8; PREFACE.len()];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == buf.len() || buf[..n] != PREFACE[..n] => return true,
+                // A prefix of the preface: the rest is on its way.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+}
+
+/// Answers a connection the proxy will not serve with a short HTTP/1.1 response and closes it, so
+/// that the client learns why instead of seeing a bare reset.
+pub async fn refuse(mut stream: TcpStream, status: http::StatusCode, why: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let reason = status.canonical_reason().unwrap_or("");
+    let body = format!("{why}\n");
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        body.len()
+    );
+    // Unread request bytes at close would turn the close into a reset that can destroy the answer
+    // before the client reads it, so the request is read (and dropped) until the client closes,
+    // within a bound.
+    let answer = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).

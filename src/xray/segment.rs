@@ -6,11 +6,11 @@
 
 use http::{HeaderValue, Method, Uri};
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::id::{SegmentId, TraceId};
+use crate::proxy::error::Failure;
 
 /// The longest string the schema allows in the `http` object.
 pub const MAX_HTTP_STRING: usize = 250;
@@ -97,21 +97,6 @@ pub struct Http {
     pub content_length: Option<u64>,
 }
 
-/// A failure the proxy itself observed, recorded as the segment's `cause`.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    /// Exception type, e.g. `ConnectionRefused`.
-    pub kind: &'static str,
-    /// What happened, for a person.
-    pub message: Cow<'static, str>,
-    /// Whether the failure came from the remote side.
-    pub remote: bool,
-    /// Whether the failure is the server's (`fault`) rather than the client's (`error`).
-    pub fault: bool,
-    /// Whether the client went away before the response was complete.
-    pub client_aborted: bool,
-}
-
 /// Facts about where the proxy runs, written into every document.
 #[derive(Clone, Debug, Default)]
 pub struct Environment {
@@ -138,17 +123,28 @@ impl Segment {
     }
 
     /// Error, throttle and fault flags as X-Ray derives them from the status and any failure.
-    pub fn flags(&self) -> (bool, bool, bool) {
+    pub fn flags(&self) -> Flags {
         let status = self.http.status.unwrap_or(0);
         let throttle = status == 429;
         let mut error = (400..500).contains(&status);
         let mut fault = status >= 500;
         if let Some(f) = &self.failure {
-            fault |= f.fault;
-            error |= !f.fault;
+            fault |= f.fault();
+            error |= !f.fault();
         }
-        (error, throttle, fault)
+        Flags { error, throttle, fault }
     }
+}
+
+/// A document's `error`, `throttle` and `fault` flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// A client error (4xx, or the client went away).
+    pub error: bool,
+    /// Throttled (429).
+    pub throttle: bool,
+    /// A server fault (5xx, or the proxy could not get a whole response).
+    pub fault: bool,
 }
 
 /// A segment with the environment it is written in: what the emitter serialises.
@@ -183,7 +179,7 @@ impl Serialize for Document<'_> {
                 m.serialize_entry("traced", &true)?;
             }
         }
-        let (error, throttle, fault) = seg.flags();
+        let Flags { error, throttle, fault } = seg.flags();
         if error {
             m.serialize_entry("error", &true)?;
         }
@@ -302,9 +298,9 @@ impl Serialize for CauseJson<'_> {
         let f = self.0;
         let exception = serde_json::json!({
             "id": SegmentId::new().as_str(),
-            "type": f.kind,
+            "type": f.kind.exception_type(),
             "message": &*f.message,
-            "remote": f.remote,
+            "remote": f.remote(),
         });
         let mut m = s.serialize_map(Some(1))?;
         m.serialize_entry("exceptions", &[exception])?;
@@ -349,7 +345,7 @@ impl Serialize for Annotations<'_> {
         if let Some(ns) = &self.env.namespace {
             m.serialize_entry("k8s_namespace", truncate(ns, 1000))?;
         }
-        if self.seg.failure.as_ref().is_some_and(|f| f.client_aborted) {
+        if self.seg.failure.as_ref().is_some_and(Failure::client_aborted) {
             m.serialize_entry("client_aborted", &true)?;
         }
         m.end()

@@ -1,4 +1,5 @@
 use super::*;
+use crate::proxy::error::{ErrorKind, FailureKind};
 use serde_json::Value;
 
 fn sample() -> Segment {
@@ -66,13 +67,8 @@ fn eks_origin_and_namespace_come_from_the_environment() {
 fn failures_become_fault_and_cause() {
     let mut s = sample();
     s.http.status = Some(502);
-    s.failure = Some(Failure {
-        kind: "ConnectionRefused",
-        message: "connection refused".into(),
-        remote: true,
-        fault: true,
-        client_aborted: false,
-    });
+    s.failure =
+        Some(Failure { kind: FailureKind::Upstream(ErrorKind::ConnectRefused), message: "connection refused".into() });
     let v = json(&s, &Environment::default());
     assert_eq!(v["fault"], true);
     let ex = &v["cause"]["exceptions"][0];

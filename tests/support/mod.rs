@@ -113,7 +113,12 @@ pub struct Sidecar {
 /// A rules file recording every request.
 pub fn sample_all_rules() -> PathBuf {
     let rules = std::env::temp_dir().join(format!("xray-sample-all-{}.json", std::process::id()));
-    std::fs::write(&rules, SAMPLE_ALL).unwrap();
+    // Tests of one binary run at once: write beside and rename, so that no sidecar starting
+    // meanwhile reads a file another test has just truncated.
+    let id = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_digit(), "");
+    let aside = rules.with_extension(format!("{id}.tmp"));
+    std::fs::write(&aside, SAMPLE_ALL).unwrap();
+    std::fs::rename(&aside, &rules).unwrap();
     rules
 }
 

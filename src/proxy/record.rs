@@ -1,0 +1,296 @@
+//! How a request's record begins, in both directions: read the caller's trace header, pick the
+//! trace, decide sampling, build the segment the request will be reported as, and pass the header on.
+
+use http::{HeaderMap, HeaderValue, Request, header};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::{DecisionSource, Metrics};
+use crate::otel::exporter::OtlpExporter;
+use crate::otel::propagation::Propagation;
+use crate::otel::traceparent::TRACEPARENT;
+use crate::xray::emitter::Emitter;
+use crate::xray::header::{Sampled, TRACE_HEADER, TraceHeader};
+use crate::xray::id::{SegmentId, TraceId};
+use crate::xray::sampling::Sampler;
+use crate::xray::segment::{Direction, Http, Kind, Segment, sanitize_name};
+
+/// Process-wide tracing state, shared by every connection.
+#[derive(Debug)]
+pub struct Tracer {
+    /// This service's name, sanitised.
+    pub service_name: Arc<str>,
+    /// Local sampling rules.
+    pub sampler: Sampler,
+    /// The trace context formats read and written.
+    pub propagation: Propagation,
+    /// Where segments go over UDP, if X-Ray export is on.
+    pub emitter: Option<Emitter>,
+    /// Where spans go over OTLP, if OTLP export is on. With neither exporter, tracing is off (the
+    /// proxy still forwards and counts).
+    pub otlp: Option<OtlpExporter>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Tracer {
+    /// Whether requests are traced: at least one exporter is on.
+    pub fn enabled(&self) -> bool {
+        self.emitter.is_some() || self.otlp.is_some()
+    }
+
+    /// Hands a finished record to each exporter that is on.
+    pub fn export(&self, seg: Segment) {
+        match (&self.emitter, &self.otlp) {
+            (Some(udp), Some(otlp)) => {
+                otlp.emit(seg.clone());
+                udp.emit(seg);
+            }
+            (Some(udp), None) => udp.emit(seg),
+            (None, Some(otlp)) => otlp.emit(seg),
+            (None, None) => {}
+        }
+    }
+}
+
+/// A traced request's record, from its start to the end of its response.
+#[derive(Debug)]
+pub struct Record {
+    /// The trace.
+    pub root: TraceId,
+    /// The decision.
+    pub sampled: bool,
+    /// What will be emitted, when sampled: a segment (possibly holding a remote subsegment) or an
+    /// independent subsegment.
+    pub segment: Option<Box<Segment>>,
+    /// Whether the client gets `Root=..;Sampled=..` back (inbound only: an application's own
+    /// outgoing calls get their responses unchanged).
+    pub echo: bool,
+}
+
+/// What every record works out first, whichever way the request goes.
+struct Opening {
+    /// Epoch time now.
+    wall: Duration,
+    /// The caller's header, as far as it could be used.
+    incoming: TraceHeader,
+    /// The caller's trace, or a new one.
+    root: TraceId,
+    /// The host the request is for.
+    host: Option<HeaderValue>,
+    /// The sampling decision.
+    sampled: bool,
+}
+
+impl Record {
+    /// Begins the record of a request going `direction` from `peer`, and writes the trace header the
+    /// next hop gets into `req`.
+    ///
+    /// Inbound, the request continues the caller's trace (or starts one) and the application is told
+    /// our segment is its parent. Outbound, a call that carries `Root` and `Parent` (an instrumented
+    /// application, or one that forwards the header it received) gets an independent subsegment under
+    /// that parent; a call without one starts a trace: a segment for this service holding the remote
+    /// subsegment. Either way the callee is told the subsegment is its parent, which is what joins
+    /// the two nodes with an edge.
+    pub fn begin<B>(tracer: &Tracer, direction: Direction, peer: IpAddr, req: &mut Request<B>) -> Record {
+        let opening = Opening::read(tracer, req);
+        let id = SegmentId::new();
+        let segment = opening.sampled.then(|| {
+            Box::new(match direction {
+                Direction::Inbound => inbound_segment(tracer, &opening, id, peer, req),
+                Direction::Outbound => outbound_segment(tracer, &opening, id, req),
+            })
+        });
+        tracer.propagation.write(req.headers_mut(), &opening.incoming, &opening.root, &id, opening.sampled);
+        // The client learns the decision the way X-Ray clients expect it, when X-Ray is spoken.
+        let echo = direction == Direction::Inbound && tracer.propagation.xray;
+        Record { root: opening.root, sampled: opening.sampled, segment, echo }
+    }
+}
+
+impl Opening {
+    /// Reads the header, picks the trace and makes the sampling decision.
+    fn read<B>(tracer: &Tracer, req: &Request<B>) -> Opening {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let incoming = read_header(tracer, req.headers());
+        let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
+        let host = host(req);
+        let sampled = decide(tracer, incoming.sampled, host.as_ref(), req, wall.as_secs());
+        Opening { wall, incoming, root, host, sampled }
+    }
+
+    /// The one way a document of this request starts: open, without response or failure yet.
+    fn segment(&self, name: Arc<str>, id: SegmentId, kind: Kind, direction: Direction, http: Http) -> Segment {
+        Segment {
+            name,
+            id,
+            trace_id: self.root,
+            parent_id: self.incoming.parent,
+            start_time: self.wall.as_secs_f64(),
+            end_time: 0.0,
+            kind,
+            direction,
+            traced: false,
+            http,
+            failure: None,
+            subsegments: Vec::new(),
+        }
+    }
+}
+
+/// The segment of a request the application receives, with who called as far as we can tell.
+fn inbound_segment<B>(tracer: &Tracer, o: &Opening, id: SegmentId, peer: IpAddr, req: &Request<B>) -> Segment {
+    let (client_ip, xff) = match forwarded_for(req.headers()) {
+        Some(ip) => (ip, true),
+        None => (peer, false),
+    };
+    let http = http_facts(req, o.host.clone(), Some(client_ip), xff);
+    o.segment(tracer.service_name.clone(), id, Kind::Segment, Direction::Inbound, http)
+}
+
+/// The remote subsegment of a call the application makes, inside a new segment when the call starts
+/// a trace.
+fn outbound_segment<B>(tracer: &Tracer, o: &Opening, sub_id: SegmentId, req: &Request<B>) -> Segment {
+    let name = o.host.as_ref().and_then(|h| h.to_str().ok()).map_or_else(|| "unknown".to_owned(), destination_name);
+    let http = http_facts(req, o.host.clone(), None, false);
+    let name = Arc::from(sanitize_name(&name));
+    if o.incoming.parent.is_some() {
+        return o.segment(name, sub_id, Kind::IndependentSubsegment, Direction::Outbound, http);
+    }
+    let sub = o.segment(name, sub_id, Kind::EmbeddedSubsegment, Direction::Outbound, http.clone());
+    let mut seg = o.segment(tracer.service_name.clone(), SegmentId::new(), Kind::Segment, Direction::Outbound, http);
+    seg.subsegments.push(sub);
+    seg
+}
+
+/// Reads the caller's trace context, counting and logging headers that cannot be used as they came.
+fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
+    let (h, problems) = tracer.propagation.read(headers);
+    if let Some(problem) = problems.xray {
+        tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
+        let header = headers.get(&TRACE_HEADER);
+        tracing::debug!(?header, %problem, "malformed trace header; starting a new trace where needed");
+    }
+    if let Some(problem) = problems.w3c {
+        tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
+        let header = headers.get(&TRACEPARENT);
+        tracing::debug!(?header, %problem, "traceparent ignored");
+    }
+    if problems.disagree {
+        let traceparent = headers.get(&TRACEPARENT);
+        tracing::debug!(root = ?h.root, ?traceparent, "traceparent names another trace; following X-Amzn-Trace-Id");
+    }
+    h
+}
+
+/// The caller's decision if it made one, else the local rules'.
+fn decide<B>(tracer: &Tracer, incoming: Sampled, host: Option<&HeaderValue>, req: &Request<B>, now_secs: u64) -> bool {
+    match incoming {
+        Sampled::Yes | Sampled::No => {
+            let yes = incoming == Sampled::Yes;
+            tracer.metrics.record_decision(DecisionSource::Caller, yes);
+            yes
+        }
+        Sampled::Requested | Sampled::Unset => {
+            let h = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+            let yes = tracer.sampler.sample(h, req.method().as_str(), req.uri().path(), now_secs);
+            tracer.metrics.record_decision(DecisionSource::Local, yes);
+            yes
+        }
+    }
+}
+
+/// The request's HTTP facts, cheaply cloned for the segment.
+fn http_facts<B>(
+    req: &Request<B>,
+    host: Option<HeaderValue>,
+    client_ip: Option<IpAddr>,
+    x_forwarded_for: bool,
+) -> Http {
+    Http {
+        method: req.method().clone(),
+        scheme: "http",
+        host,
+        uri: req.uri().clone(),
+        client_ip,
+        x_forwarded_for,
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        status: None,
+        content_length: None,
+    }
+}
+
+/// The host a request is for: the Host header, or the authority of an absolute or HTTP/2 URI.
+fn host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    req.headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+}
+
+/// The first address in `X-Forwarded-For`: the original client, as far as proxies before us know.
+fn forwarded_for(h: &HeaderMap) -> Option<IpAddr> {
+    let first = h.get("x-forwarded-for")?.to_str().ok()?.split(',').next()?.trim();
+    first.parse().ok().or_else(|| {
+        // Some proxies write `ip:port` or `[v6]:port`.
+        first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
+    })
+}
+
+/// The name X-Ray shows for a destination: the Kubernetes Service name for `svc`, `svc.ns`,
+/// `svc.ns.svc` and `svc.ns.svc.cluster.local`, else the host without its port.
+pub fn destination_name(host: &str) -> String {
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return host.to_owned();
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    let service = match labels.as_slice() {
+        [svc] => Some(*svc),
+        // `svc.ns`, unless it is plainly a public name such as `example.com`.
+        [svc, ns] if !PUBLIC_SUFFIXES.contains(&ns.to_ascii_lowercase().as_str()) => Some(*svc),
+        [svc, _, s] if s.eq_ignore_ascii_case("svc") => Some(*svc),
+        [svc, _, s, c, l]
+            if s.eq_ignore_ascii_case("svc")
+                && c.eq_ignore_ascii_case("cluster")
+                && l.eq_ignore_ascii_case("local") =>
+        {
+            Some(*svc)
+        }
+        _ => None,
+    };
+    service.unwrap_or(host).to_owned()
+}
+
+/// Common public suffixes that make a two-label host a domain rather than `service.namespace`.
+const PUBLIC_SUFFIXES: [&str; 16] =
+    ["com", "net", "org", "io", "dev", "app", "co", "ai", "cloud", "edu", "gov", "info", "biz", "me", "us", "uk"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_service_hosts_are_named_after_the_service() {
+        for (host, name) in [
+            ("back-end", "back-end"),
+            ("back-end:8080", "back-end"),
+            ("back-end.shop", "back-end"),
+            ("back-end.shop.svc", "back-end"),
+            ("back-end.shop.svc.cluster.local", "back-end"),
+            ("back-end.shop.svc.cluster.local.:80", "back-end"),
+            ("api.example.com", "api.example.com"),
+            ("example.com:443", "example.com"),
+            ("10.0.0.7:8080", "10.0.0.7"),
+            ("[::1]:8080", "::1"),
+        ] {
+            assert_eq!(destination_name(host), name, "{host}");
+        }
+    }
+}
