@@ -38,6 +38,27 @@ pub struct ProxyArgs {
     #[arg(long, env = "XRAY_SIDECAR_SAMPLING_RULES", value_name = "FILE")]
     pub sampling_rules: Option<PathBuf>,
 
+    /// Sample by the rules set in the X-Ray console, fetched through the daemon's TCP address
+    /// (GetSamplingRules every 5 minutes, SamplingTargets every 10 s). The local rules decide until
+    /// the first rules arrive, while the API cannot be reached, and once the rules are an hour old.
+    #[arg(
+        long,
+        env = "XRAY_SIDECAR_CENTRALIZED_SAMPLING",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub centralized_sampling: bool,
+
+    /// The application's HTTP probe paths (comma-separated): requests to them, like every
+    /// `User-Agent: kube-probe/*` request, are forwarded and counted but never sampled.
+    #[arg(long, env = "XRAY_SIDECAR_PROBE_PATHS", value_name = "PATHS", value_delimiter = ',')]
+    pub probe_paths: Vec<String>,
+
+    /// Sample health checks (kubelet probes and --probe-paths) like any other request.
+    #[arg(long, env = "XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    pub sample_health_checks: bool,
+
     /// Address for /ready, /live and /metrics. Off when not given.
     #[arg(long, env = "XRAY_SIDECAR_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,

@@ -28,8 +28,10 @@ pub struct Metrics {
     pub daemon_send_errors: AtomicU64,
     /// Failed look-ups of the daemon's host name.
     pub daemon_resolve_errors: AtomicU64,
-    /// Sampling decisions: [caller said yes, caller said no, local yes, local no].
-    sampling: [AtomicU64; 4],
+    /// Sampling decisions by source ([`DecisionSource`] order), yes then no.
+    sampling: [[AtomicU64; 2]; 4],
+    /// The centralized sampling engine, whose per-rule counters `/metrics` shows.
+    pub centralized: std::sync::OnceLock<std::sync::Arc<crate::xray::centralized::Centralized>>,
     /// Upstream failures by kind: connect, timeout, reset/protocol.
     upstream_errors: [AtomicU64; 3],
     /// Trace headers that could not be used as they came.
@@ -56,6 +58,10 @@ pub enum DecisionSource {
     Caller,
     /// Our local rules.
     Local,
+    /// The X-Ray console's rules.
+    Centralized,
+    /// A health check, never sampled.
+    HealthCheck,
 }
 
 /// A class of upstream failure.
@@ -92,13 +98,7 @@ impl Metrics {
 
     /// Counts a sampling decision.
     pub fn record_decision(&self, source: DecisionSource, sampled: bool) {
-        let i = match (source, sampled) {
-            (DecisionSource::Caller, true) => 0,
-            (DecisionSource::Caller, false) => 1,
-            (DecisionSource::Local, true) => 2,
-            (DecisionSource::Local, false) => 3,
-        };
-        self.sampling[i].fetch_add(1, Relaxed);
+        self.sampling[source as usize][usize::from(!sampled)].fetch_add(1, Relaxed);
     }
 
     /// Counts an upstream failure.
@@ -161,19 +161,23 @@ impl Metrics {
         }
         o.push_str("# HELP xray_sidecar_sampling_decisions_total Sampling decisions, by source and outcome.\n");
         o.push_str("# TYPE xray_sidecar_sampling_decisions_total counter\n");
-        for ((source, sampled), n) in
-            [("caller", "true"), ("caller", "false"), ("local", "true"), ("local", "false")].iter().zip(&self.sampling)
-        {
-            let _ = writeln!(
-                o,
-                "xray_sidecar_sampling_decisions_total{{source=\"{source}\",sampled=\"{sampled}\"}} {}",
-                n.load(Relaxed)
-            );
+        for (source, row) in ["caller", "local", "centralized", "health_check"].iter().zip(&self.sampling) {
+            for (sampled, n) in ["true", "false"].iter().zip(row) {
+                let _ = writeln!(
+                    o,
+                    "xray_sidecar_sampling_decisions_total{{source=\"{source}\",sampled=\"{sampled}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
         }
         o.push_str("# HELP xray_sidecar_upstream_errors_total Failures reaching or reading the upstream, by kind.\n");
         o.push_str("# TYPE xray_sidecar_upstream_errors_total counter\n");
         for (kind, n) in ["connect", "timeout", "broken"].iter().zip(&self.upstream_errors) {
             let _ = writeln!(o, "xray_sidecar_upstream_errors_total{{kind=\"{kind}\"}} {}", n.load(Relaxed));
+        }
+        if let Some(c) = self.centralized.get() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            c.render(&mut o, now.as_secs());
         }
         o
     }

@@ -6,6 +6,7 @@ mod config;
 mod inject_cmd;
 mod metrics;
 mod mutate;
+mod probes;
 mod review;
 mod server;
 mod tls;

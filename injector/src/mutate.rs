@@ -21,6 +21,8 @@ pub mod keys {
     pub const EXCLUDE_OUTBOUND_CIDRS: &str = "xray-sidecar.io/exclude-outbound-cidrs";
     /// The application's ports: only these are intercepted inbound.
     pub const APP_PORTS: &str = "xray-sidecar.io/app-ports";
+    /// `"true"` samples health checks (kubelet probes, the pod's probe paths) like any request.
+    pub const SAMPLE_HEALTH_CHECKS: &str = "xray-sidecar.io/sample-health-checks";
     /// Written by the injector: what it added.
     pub const STATUS: &str = "xray-sidecar.io/status";
 }
@@ -158,8 +160,30 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         }
     }
 
+    let sample_probes = match annotation(keys::SAMPLE_HEALTH_CHECKS) {
+        None | Some("") => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            return Outcome::Skip(Skip::InvalidAnnotation(format!(
+                "{}: `{v}` is not \"true\" or \"false\"",
+                keys::SAMPLE_HEALTH_CHECKS
+            )));
+        }
+    };
+
     let service = service_name(pod, annotation(keys::SERVICE_NAME), ctx.workload);
     let mut proxy = proxy_container(cfg, &service, sampling.is_some());
+    if let Some(env) = proxy["env"].as_array_mut() {
+        // The sidecar keeps health checks off the service map unless the pod asks for them.
+        let paths = crate::probes::http_probe_paths(pod);
+        if !paths.is_empty() {
+            env.push(json!({"name": "XRAY_SIDECAR_PROBE_PATHS", "value": paths.join(",")}));
+        }
+        if sample_probes {
+            env.push(json!({"name": "XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS", "value": "true"}));
+        }
+    }
     let init = init_container(cfg, init_args);
     let mut new = pod.clone();
     let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {

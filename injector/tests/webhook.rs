@@ -290,6 +290,50 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     }
 }
 
+/// The injected sidecar's environment, as name → value.
+fn sidecar_env(pod: &Value) -> std::collections::BTreeMap<String, String> {
+    let sidecar = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|l| pod["spec"][l].as_array())
+        .flatten()
+        .find(|c| c["name"] == "xray-sidecar")
+        .unwrap();
+    sidecar["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_applications_http_probe_paths_reach_the_sidecar_and_an_annotation_traces_them() {
+    let server = start("probes");
+    let (pod, res) = review(&server, "/mutate", "review-http-probes.json").await;
+    let injected = apply(&pod, &res);
+    let env = sidecar_env(&injected);
+    assert_eq!(env.get("XRAY_SIDECAR_PROBE_PATHS").map(String::as_str), Some("/healthz,/ready"));
+    assert_eq!(env.get("XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS"), None);
+    // The application's own probes are left exactly as they were.
+    assert_eq!(injected["spec"]["containers"][0]["readinessProbe"], pod["spec"]["containers"][0]["readinessProbe"]);
+
+    let mut asked: Value = serde_json::from_slice(&fixture("review-http-probes.json")).unwrap();
+    asked["request"]["object"]["metadata"]["annotations"]["xray-sidecar.io/sample-health-checks"] = json!("true");
+    let (status, out, _) = post(&server, "/mutate", asked.to_string().into_bytes()).await;
+    assert_eq!(status, 200);
+    let res = serde_json::from_slice::<Value>(&out).unwrap()["response"].clone();
+    let traced = apply(&asked["request"]["object"], &res);
+    assert_eq!(sidecar_env(&traced).get("XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS").map(String::as_str), Some("true"));
+
+    asked["request"]["object"]["metadata"]["annotations"]["xray-sidecar.io/sample-health-checks"] = json!("yes");
+    let (_, out, _) = post(&server, "/mutate", asked.to_string().into_bytes()).await;
+    let res = serde_json::from_slice::<Value>(&out).unwrap()["response"].clone();
+    assert_eq!(res["allowed"], true);
+    assert!(res.get("patch").is_none(), "a value it cannot read is not guessed at: {res}");
+    assert!(res["warnings"].to_string().contains("sample-health-checks"), "{res}");
+    validate(&[injected, traced]);
+}
+
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()

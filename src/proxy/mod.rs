@@ -9,6 +9,7 @@ pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
+pub mod probes;
 pub mod record;
 pub mod server;
 pub mod trace;
@@ -24,6 +25,7 @@ use crate::admin::{self, Readiness};
 use crate::config::ProxyArgs;
 use crate::metrics::Metrics;
 use crate::otel::exporter::OtlpExporter;
+use crate::xray::centralized::{Centralized, poller};
 use crate::xray::emitter::Emitter;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::sanitize_name;
@@ -31,6 +33,7 @@ use forward::{Upstream, UpstreamSettings};
 use guard::OwnListeners;
 use inbound::{Destination, Inbound};
 use outbound::Outbound;
+use probes::Probes;
 use record::Tracer;
 use server::ServerSettings;
 
@@ -84,10 +87,18 @@ impl Proxy {
             }
             None => (None, None),
         };
+        let service_name: Arc<str> = Arc::from(sanitize_name(&args.service_name));
+        let centralized = (args.centralized_sampling && emitter.is_some()).then(|| {
+            let engine = Arc::new(Centralized::new(service_name.clone(), args.environment().origin));
+            let _ = metrics.centralized.set(engine.clone());
+            engine
+        });
         let tracer = Arc::new(Tracer {
-            service_name: Arc::from(sanitize_name(&args.service_name)),
+            service_name,
             sampler,
             propagation: args.propagation,
+            centralized: centralized.clone(),
+            probes: Probes::new(&args.probe_paths, args.sample_health_checks),
             emitter,
             otlp,
             metrics: metrics.clone(),
@@ -153,6 +164,7 @@ impl Proxy {
             move |stream, peer, http| ctx.clone().handle(stream, peer, http),
             stop.clone(),
         ));
+        let poller = centralized.map(|c| poller::spawn(c, args.daemon_address.tcp.clone(), stop.clone()));
         let admin_task = admin_listener.map(|l| {
             tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, stop.clone()))
         });
@@ -166,6 +178,9 @@ impl Proxy {
             let _ = inbound_task.await;
             if let Some(t) = outbound_task {
                 let _ = t.await;
+            }
+            if let Some(p) = poller {
+                let _ = p.await;
             }
             // Both exporters drain at once, within the same bound.
             let udp = async {

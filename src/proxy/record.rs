@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::probes::Probes;
 use crate::metrics::{DecisionSource, Metrics};
 use crate::otel::exporter::OtlpExporter;
 use crate::otel::propagation::Propagation;
 use crate::otel::traceparent::TRACEPARENT;
+use crate::xray::centralized::Centralized;
+use crate::xray::centralized::rule::RequestFacts;
 use crate::xray::emitter::Emitter;
 use crate::xray::header::{Sampled, TRACE_HEADER, TraceHeader};
 use crate::xray::id::{SegmentId, TraceId};
@@ -22,10 +25,14 @@ use crate::xray::segment::{Direction, Http, Kind, Segment, sanitize_name};
 pub struct Tracer {
     /// This service's name, sanitised.
     pub service_name: Arc<str>,
-    /// Local sampling rules.
+    /// Local sampling rules: the fallback whenever the centralized rules cannot decide.
     pub sampler: Sampler,
     /// The trace context formats read and written.
     pub propagation: Propagation,
+    /// The X-Ray console's rules, when centralized sampling is on.
+    pub centralized: Option<Arc<Centralized>>,
+    /// Health checks, never sampled unless asked.
+    pub probes: Probes,
     /// Where segments go over UDP, if X-Ray export is on.
     pub emitter: Option<Emitter>,
     /// Where spans go over OTLP, if OTLP export is on. With neither exporter, tracing is off (the
@@ -95,7 +102,7 @@ impl Record {
     /// subsegment. Either way the callee is told the subsegment is its parent, which is what joins
     /// the two nodes with an edge.
     pub fn begin<B>(tracer: &Tracer, direction: Direction, peer: IpAddr, req: &mut Request<B>) -> Record {
-        let opening = Opening::read(tracer, req);
+        let opening = Opening::read(tracer, direction, req);
         let id = SegmentId::new();
         let segment = opening.sampled.then(|| {
             Box::new(match direction {
@@ -112,12 +119,12 @@ impl Record {
 
 impl Opening {
     /// Reads the header, picks the trace and makes the sampling decision.
-    fn read<B>(tracer: &Tracer, req: &Request<B>) -> Opening {
+    fn read<B>(tracer: &Tracer, direction: Direction, req: &Request<B>) -> Opening {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let incoming = read_header(tracer, req.headers());
         let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
         let host = host(req);
-        let sampled = decide(tracer, incoming.sampled, host.as_ref(), req, wall.as_secs());
+        let sampled = decide(tracer, direction, incoming.sampled, host.as_ref(), req, wall.as_secs());
         Opening { wall, incoming, root, host, sampled }
     }
 
@@ -185,21 +192,35 @@ fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
     h
 }
 
-/// The caller's decision if it made one, else the local rules'.
-fn decide<B>(tracer: &Tracer, incoming: Sampled, host: Option<&HeaderValue>, req: &Request<B>, now_secs: u64) -> bool {
-    match incoming {
-        Sampled::Yes | Sampled::No => {
-            let yes = incoming == Sampled::Yes;
-            tracer.metrics.record_decision(DecisionSource::Caller, yes);
-            yes
+/// The caller's decision if it made one; else none for a health check, else the console's rules',
+/// else the local rules'.
+fn decide<B>(
+    tracer: &Tracer,
+    direction: Direction,
+    incoming: Sampled,
+    host: Option<&HeaderValue>,
+    req: &Request<B>,
+    now_secs: u64,
+) -> bool {
+    let (source, yes) = match incoming {
+        Sampled::Yes | Sampled::No => (DecisionSource::Caller, incoming == Sampled::Yes),
+        Sampled::Requested | Sampled::Unset if tracer.probes.skips(req, direction) => {
+            (DecisionSource::HealthCheck, false)
         }
         Sampled::Requested | Sampled::Unset => {
-            let h = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-            let yes = tracer.sampler.sample(h, req.method().as_str(), req.uri().path(), now_secs);
-            tracer.metrics.record_decision(DecisionSource::Local, yes);
-            yes
+            let facts = RequestFacts {
+                host: host.and_then(|h| h.to_str().ok()).unwrap_or(""),
+                method: req.method().as_str(),
+                path: req.uri().path(),
+            };
+            match tracer.centralized.as_ref().and_then(|c| c.decide(&facts, now_secs)) {
+                Some(yes) => (DecisionSource::Centralized, yes),
+                None => (DecisionSource::Local, tracer.sampler.sample(facts.host, facts.method, facts.path, now_secs)),
+            }
         }
-    }
+    };
+    tracer.metrics.record_decision(source, yes);
+    yes
 }
 
 /// The request's HTTP facts, cheaply cloned for the segment.

@@ -2,11 +2,12 @@
 //! format, versions 1 and 2.
 //!
 //! The decision runs on every request that arrives without one, so it is lock-free: each rule's
-//! per-second reservoir is a single atomic word.
+//! per-second reservoir is a single atomic word ([`PerSecond`]).
 
 use serde::Deserialize;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::reservoir::PerSecond;
 
 /// Why a rules file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -68,39 +69,16 @@ struct Rule {
 struct Target {
     fixed_target: u64,
     rate: f64,
-    /// Epoch second in the high half, requests taken in that second in the low half.
-    reservoir: AtomicU64,
+    reservoir: PerSecond,
 }
 
 impl Target {
     fn new(fixed_target: u64, rate: f64) -> Self {
-        Target { fixed_target, rate, reservoir: AtomicU64::new(0) }
+        Target { fixed_target, rate, reservoir: PerSecond::default() }
     }
 
     fn sample(&self, now_secs: u64) -> bool {
-        self.take_reservoir(now_secs) || (self.rate > 0.0 && rand::random::<f64>() < self.rate)
-    }
-
-    fn take_reservoir(&self, now_secs: u64) -> bool {
-        if self.fixed_target == 0 {
-            return false;
-        }
-        let now = now_secs & 0xffff_ffff;
-        let mut cur = self.reservoir.load(Ordering::Relaxed);
-        loop {
-            let (sec, used) = (cur >> 32, cur & 0xffff_ffff);
-            let next = if sec != now {
-                now << 32 | 1
-            } else if used < self.fixed_target {
-                cur + 1
-            } else {
-                return false;
-            };
-            match self.reservoir.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(seen) => cur = seen,
-            }
-        }
+        self.reservoir.take(now_secs, self.fixed_target) || (self.rate > 0.0 && rand::random::<f64>() < self.rate)
     }
 }
 
@@ -181,11 +159,7 @@ impl Sampler {
 
 impl Rule {
     fn matches(&self, host: &str, method: &str, path: &str) -> bool {
-        // Rules name hosts without a port as often as with one: accept either.
-        let bare = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
-        (wildcard(&self.host, host) || bare.is_some_and(|(h, _)| wildcard(&self.host, h)))
-            && wildcard(&self.method, method)
-            && wildcard(&self.path, path)
+        host_wildcard(&self.host, host) && wildcard(&self.method, method) && wildcard(&self.path, path)
     }
 }
 
@@ -196,6 +170,12 @@ fn target(r: &RawRule, name: &str) -> Result<Target, RulesError> {
         return Err(RulesError::Invalid(format!("{name}: rate {rate} is not between 0 and 1")));
     }
     Ok(Target::new(fixed, rate))
+}
+
+/// [`wildcard`] for a host, which rules name without a port as often as with one: either matches.
+pub fn host_wildcard(pattern: &str, host: &str) -> bool {
+    let bare = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()));
+    wildcard(pattern, host) || bare.is_some_and(|(h, _)| wildcard(pattern, h))
 }
 
 /// Case-insensitive match with `*` (any run) and `?` (one character); `pattern` is lower case.

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod python;
+pub mod sampling_api;
 pub mod upstream;
 
 use serde_json::Value;

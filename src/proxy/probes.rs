@@ -1,0 +1,76 @@
+//! Health checks kept off the service map: kubelet probes (`User-Agent: kube-probe/…`) and requests
+//! to the pod's probe paths are forwarded and counted, but never sampled unless asked.
+
+use http::{Request, header};
+
+use crate::xray::segment::Direction;
+
+/// Which requests are health checks.
+#[derive(Clone, Debug, Default)]
+pub struct Probes {
+    /// The application's probe paths (liveness, readiness, startup), without query.
+    paths: Vec<String>,
+    /// Whether probes are traced like any request.
+    pub traced: bool,
+}
+
+impl Probes {
+    /// Health checks are the kubelet's requests and requests to `paths` (an empty entry is ignored;
+    /// a query is dropped, as only the path is compared).
+    pub fn new(paths: &[String], traced: bool) -> Self {
+        let paths = paths
+            .iter()
+            .map(|p| p.split('?').next().unwrap_or_default().trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .map(|p| if p.starts_with('/') { p } else { format!("/{p}") })
+            .collect();
+        Probes { paths, traced }
+    }
+
+    /// Whether this request is a health check that must not be sampled. The probe paths are this
+    /// pod's, so only requests it receives are compared with them.
+    pub fn skips<B>(&self, req: &Request<B>, direction: Direction) -> bool {
+        if self.traced {
+            return false;
+        }
+        let kubelet = req
+            .headers()
+            .get(header::USER_AGENT)
+            .is_some_and(|ua| ua.as_bytes().get(..11).is_some_and(|p| p.eq_ignore_ascii_case(b"kube-probe/")));
+        kubelet || (direction == Direction::Inbound && self.paths.iter().any(|p| p == req.uri().path()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IN: Direction = Direction::Inbound;
+
+    fn req(ua: Option<&str>, uri: &str) -> Request<()> {
+        let mut b = Request::get(uri);
+        if let Some(ua) = ua {
+            b = b.header(header::USER_AGENT, ua);
+        }
+        b.body(()).unwrap_or_default()
+    }
+
+    #[test]
+    fn kubelet_probes_and_probe_paths_are_health_checks() {
+        let p = Probes::new(&["/healthz".into(), "ready?deep=1".into(), " ".into()], false);
+        assert!(p.skips(&req(Some("kube-probe/1.33"), "/anything"), IN));
+        assert!(p.skips(&req(Some("Kube-Probe/1.29+"), "/"), IN));
+        assert!(p.skips(&req(None, "/healthz"), IN));
+        assert!(p.skips(&req(Some("curl/8"), "/ready?deep=0"), IN));
+        assert!(!p.skips(&req(Some("curl/8"), "/healthz/deep"), IN));
+        assert!(!p.skips(&req(Some("kube-probe"), "/"), IN));
+        assert!(!p.skips(&req(None, "/"), IN));
+        assert!(!p.skips(&req(None, "/healthz"), Direction::Outbound), "another service's check is traced");
+    }
+
+    #[test]
+    fn tracing_them_can_be_asked_for() {
+        let p = Probes::new(&["/healthz".into()], true);
+        assert!(!p.skips(&req(Some("kube-probe/1.33"), "/healthz"), IN));
+    }
+}

@@ -1,0 +1,199 @@
+//! Centralized sampling end to end: the real binary polls a loopback server speaking the X-Ray
+//! sampling API, samples by its rules and quotas, reports exactly what it saw, and goes back to the
+//! local rules when the API dies, never failing a request.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::sampling_api::{ApiState, SamplingApi, rule};
+use support::upstream::Upstream;
+use support::{Daemon, Sidecar, http_get, sample_all_rules};
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Sends `n` GETs to `path`, each answered 200, `gap` apart.
+async fn send(sc: &Sidecar, path: &str, n: usize, gap: Duration) {
+    for _ in 0..n {
+        let (status, _, _) = http_get(&sc.url(path), &[]).await;
+        assert_eq!(status, 200, "{path}");
+        tokio::time::sleep(gap).await;
+    }
+}
+
+/// Every segment that arrives until the daemon has been quiet for `quiet`, by request path.
+async fn drain(daemon: &Daemon, quiet: Duration) -> Vec<Value> {
+    let mut docs = Vec::new();
+    while let Some(d) = daemon.next(quiet).await {
+        docs.push(d);
+    }
+    docs
+}
+
+fn count(docs: &[Value], path: &str) -> usize {
+    docs.iter().filter(|d| d["http"]["request"]["url"].as_str().unwrap().ends_with(path)).count()
+}
+
+/// The sums of one rule's reported (requests, sampled, borrowed).
+fn reported(api: &SamplingApi, rule: &str) -> (u64, u64, u64) {
+    api.statistics_for(rule).iter().fold((0, 0, 0), |(r, s, b), d| {
+        let n = |k: &str| d[k].as_u64().unwrap();
+        (r + n("RequestCount"), s + n("SampledCount"), b + n("BorrowCount"))
+    })
+}
+
+async fn until(what: &str, wait: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + wait;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn console_rules_decide_quotas_hold_statistics_match_and_local_rules_take_over() {
+    let mut with_attributes = rule("with-attributes", 2, 1.0, "*", "*", "*");
+    with_attributes["Attributes"] = json!({"customer": "gold"});
+    let api = SamplingApi::start(ApiState {
+        pages: vec![
+            vec![rule("Default", 10000, 0.0, "*", "*", "*"), rule("never-api", 10, 0.0, "front-*", "GET", "/api/*")],
+            vec![
+                rule("always-items", 5, 1.0, "FRONT-END", "*", "/API/ITEMS/?"),
+                rule("other-service", 1, 1.0, "back-end", "*", "*"),
+                with_attributes,
+            ],
+        ],
+        targets: vec![json!({
+            "RuleName": "Default", "FixedRate": 0.0, "ReservoirQuota": 2,
+            "ReservoirQuotaTTL": now() + 300.0, "Interval": 1
+        })],
+        ..Default::default()
+    })
+    .await;
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let local = sample_all_rules();
+    let sc = Sidecar::start(
+        &up.url(),
+        format!("udp:{} tcp:{}", daemon.addr, api.addr),
+        &["--sampling-rules", local.to_str().unwrap()],
+    );
+
+    // Rules fetched at start, every page, and only those for this service applied.
+    until("the rules", Duration::from_secs(5), async || {
+        metric(&sc.metrics().await, "xray_sidecar_sampling_rules_applied") == Some(3.0)
+    })
+    .await;
+    assert_eq!(api.state.lock().unwrap().rules_requests, [Value::Null, json!("page-1")]);
+
+    // Sampling follows them (the local rules would sample everything).
+    send(&sc, "/api/items/7", 5, Duration::ZERO).await;
+    send(&sc, "/api/orders", 20, Duration::ZERO).await;
+    send(&sc, "/web", 10, Duration::ZERO).await;
+    let first = drain(&daemon, Duration::from_millis(700)).await;
+    let (items, orders, web) = (count(&first, "/api/items/7"), count(&first, "/api/orders"), count(&first, "/web"));
+    assert_eq!(items, 5);
+    assert!((1..=2).contains(&orders), "borrowed one a second: {orders}");
+    assert!((1..=2).contains(&web), "borrowed one a second: {web}");
+
+    // The statistics reported are what the sidecar saw.
+    until("the first report", Duration::from_secs(15), async || reported(&api, "Default").0 == 10).await;
+    assert_eq!(reported(&api, "always-items").0, 5);
+    assert_eq!(reported(&api, "always-items").1, 5);
+    assert_eq!(reported(&api, "never-api"), (20, orders as u64, orders as u64));
+    assert_eq!(reported(&api, "Default"), (10, web as u64, web as u64));
+    let docs = api.state.lock().unwrap().statistics.clone();
+    assert!(docs.iter().all(|d| d["RuleName"] != "other-service" && d["RuleName"] != "with-attributes"));
+    let client = docs[0]["ClientID"].as_str().unwrap();
+    assert!(client.len() == 24 && client.bytes().all(|b| b.is_ascii_hexdigit()), "{client}");
+    assert!(docs.iter().all(|d| d["ClientID"] == client && d["Timestamp"].as_f64().unwrap() > 1.7e9));
+
+    // The quota the service assigned (2 a second) holds: never more than quota + borrow a second.
+    send(&sc, "/web", 120, Duration::from_millis(25)).await;
+    let second = drain(&daemon, Duration::from_millis(700)).await;
+    let mut per_second: BTreeMap<u64, usize> = BTreeMap::new();
+    for d in &second {
+        *per_second.entry(d["start_time"].as_f64().unwrap() as u64).or_default() += 1;
+    }
+    assert!(per_second.values().all(|&n| n <= 3), "{per_second:?}");
+    assert!(second.len() >= 4, "the quota is used: {per_second:?}");
+    until("the quota's report", Duration::from_secs(5), async || reported(&api, "Default").0 == 130).await;
+    assert_eq!(reported(&api, "Default").1, (web + second.len()) as u64);
+
+    // A rule changed on the service: the next report makes the sidecar fetch the rules again.
+    api.state.lock().unwrap().last_rule_modification = now() + 1000.0;
+    until("a rules refresh", Duration::from_secs(5), async || {
+        send(&sc, "/web", 1, Duration::ZERO).await;
+        api.state.lock().unwrap().rules_requests.len() > 2
+    })
+    .await;
+    api.state.lock().unwrap().last_rule_modification = 0.0;
+
+    // The API dies: the local rules decide again, and no request fails meanwhile.
+    api.stop();
+    until("the fallback", Duration::from_secs(10), async || {
+        send(&sc, "/web", 1, Duration::ZERO).await;
+        metric(&sc.metrics().await, "xray_sidecar_sampling_poll_failures_total{call=\"SamplingTargets\"}")
+            .is_some_and(|n| n > 0.0)
+    })
+    .await;
+    let _ = drain(&daemon, Duration::from_millis(300)).await;
+    send(&sc, "/after", 10, Duration::ZERO).await;
+    let after = drain(&daemon, Duration::from_millis(700)).await;
+    assert_eq!(count(&after, "/after"), 10);
+    let m = sc.metrics().await;
+    assert!(metric(&m, "xray_sidecar_sampling_rule_requests_total{rule=\"never-api\"}") == Some(20.0), "{m}");
+    assert!(
+        metric(&m, "xray_sidecar_sampling_decisions_total{source=\"centralized\",sampled=\"true\"}").unwrap() > 0.0
+    );
+    support::validate(&[first, second, after].concat());
+}
+
+#[tokio::test]
+async fn garbage_from_the_api_or_none_at_all_leaves_the_local_rules_deciding() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    // A TCP server that answers every call with garbage.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = garbage.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = garbage.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"Sampli").await;
+        }
+    });
+    let local = sample_all_rules();
+    let sc = Sidecar::start(
+        &up.url(),
+        format!("udp:{} tcp:{tcp}", daemon.addr),
+        &["--sampling-rules", local.to_str().unwrap()],
+    );
+    until("a failed poll", Duration::from_secs(5), async || {
+        metric(&sc.metrics().await, "xray_sidecar_sampling_poll_failures_total{call=\"GetSamplingRules\"}")
+            .is_some_and(|n| n > 0.0)
+    })
+    .await;
+    send(&sc, "/", 5, Duration::ZERO).await;
+    assert_eq!(daemon.take(5).await.len(), 5);
+    drop(sc);
+
+    // Turned off: no call at all.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sc = Sidecar::start(
+        &up.url(),
+        format!("udp:{} tcp:{}", daemon.addr, silent.local_addr().unwrap()),
+        &["--sampling-rules", local.to_str().unwrap(), "--centralized-sampling", "false"],
+    );
+    send(&sc, "/", 3, Duration::ZERO).await;
+    assert_eq!(daemon.take(3).await.len(), 3);
+    assert!(tokio::time::timeout(Duration::from_millis(500), silent.accept()).await.is_err());
+    assert!(!sc.metrics().await.contains("sampling_rule"));
+}
