@@ -6,12 +6,13 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 
 use crate::metrics::Metrics;
 
@@ -33,45 +34,32 @@ impl Readiness {
 /// Probes and scrapes come one or two at a time; more than this at once is not a prober.
 const MAX_CONNECTIONS: usize = 64;
 
-/// Serves the admin endpoints until `stop` turns true; a client gets `header_read_timeout` to send
-/// each request head.
+/// Serves the admin endpoints until `stopped`, then lets open requests finish within `grace`; a
+/// client gets `header_read_timeout` to send each request head.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     ready: Readiness,
     header_read_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
+    stopped: Stopped,
+    grace: Duration,
 ) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
-            _ = crate::proxy::server::stopped(&mut stop) => return,
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "admin connection limit reached: closed");
-            continue;
-        };
+    let accept = AcceptSettings { server: "admin", max_connections: Some(MAX_CONNECTIONS), grace };
+    let serve_http = move |stream, _, watcher: Watcher| {
         let (metrics, ready) = (metrics.clone(), ready.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = service_fn(move |req| {
-                let res = route(&req, &metrics, &ready);
-                async move { Ok::<_, Infallible>(res) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+        let svc = service_fn(move |req| {
+            let res = route(&req, &metrics, &ready);
+            async move { Ok::<_, Infallible>(res) }
         });
-    }
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        async move {
+            let _ = watcher.watch(conn).await;
+        }
+    };
+    shutdown::serve(listener, stopped, accept, serve_http, shutdown::close).await;
 }
 
 fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use xray_sidecar::config::ProxyArgs;
 use xray_sidecar::proxy::Proxy;
+use xray_sidecar::proxy::config::ProxyConfig;
 
 #[derive(Parser)]
 #[command(name = "xray-sidecar", version, about = "AWS X-Ray tracing for unmodified HTTP services")]
@@ -29,15 +30,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .compact()
-        .init();
+    xray_lifecycle::logging::init();
     if let Command::Init(args) = cli.command {
         // Runs before any network service: no runtime needed.
         return match xray_sidecar::init::run(args) {
@@ -76,7 +69,7 @@ fn main() -> ExitCode {
 }
 
 async fn run_proxy(args: &ProxyArgs) -> Result<(), xray_sidecar::BoxError> {
-    let proxy = Proxy::start(args).await?;
+    let proxy = Proxy::start(ProxyConfig::try_from(args)?).await?;
     xray_sidecar::signal::terminated().await;
     tracing::info!(grace = ?args.shutdown_grace, "shutting down");
     proxy.shutdown().await;

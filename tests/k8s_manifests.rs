@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use support::repo_root;
+use support::{repo_root, yaml_docs as docs};
 
 fn run(cmd: &str, args: &[&str], input: Option<&str>) -> String {
     let mut child = Command::new(cmd)
@@ -27,16 +27,6 @@ fn run(cmd: &str, args: &[&str], input: Option<&str>) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{cmd} {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// YAML documents as JSON values (PyYAML comes with kubernetes-validate).
-fn docs(yaml: &str) -> Vec<Value> {
-    let json = run(
-        "python3",
-        &["-c", "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"],
-        Some(yaml),
-    );
-    serde_json::from_str(&json).unwrap()
 }
 
 /// Validates documents against the Kubernetes schema, strictly (unknown fields are errors).
@@ -164,4 +154,31 @@ fn the_lab_validates_after_injection() {
         assert!(spec["initContainers"][1]["env"].to_string().contains(&format!("\"{name}\"")), "{file}");
         validate(name, &injected.iter().collect::<Vec<_>>());
     }
+}
+
+/// Users name the images once, in the `images:` entries of k8s/base/kustomization.yaml: the injector's
+/// container and the sidecar image it injects both follow.
+#[test]
+fn the_images_are_named_in_one_place() {
+    let dir = std::env::temp_dir().join(format!("xray-k8s-images-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    run("cp", &["-r", "k8s", dir.to_str().unwrap()], None);
+    let kustomization = dir.join("base/kustomization.yaml");
+    let text = std::fs::read_to_string(&kustomization).unwrap();
+    let mine = text
+        .replace("newName: ghcr.io/xray-sidecar/", "newName: registry.example.com/team/")
+        .replace("newTag: \"0.1.0\"", "newTag: \"2.0\"");
+    assert_ne!(mine, text, "no images: entries in k8s/base/kustomization.yaml");
+    std::fs::write(&kustomization, mine).unwrap();
+    for overlay in ["", "with-cert-manager"] {
+        let rendered = run("kubectl", &["kustomize", dir.join(overlay).to_str().unwrap()], None);
+        assert!(!rendered.contains("ghcr.io"), "{overlay}: an image not named in images:\n{rendered}");
+        let d = docs(&rendered);
+        let container = &find(&d, "Deployment", "xray-injector")["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["image"], "registry.example.com/team/xray-injector:2.0");
+        let env = container["env"].as_array().unwrap();
+        let sidecar = env.iter().find(|e| e["name"] == "XRAY_INJECTOR_SIDECAR_IMAGE").unwrap();
+        assert_eq!(sidecar["value"], "registry.example.com/team/xray-sidecar:2.0");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -40,9 +40,9 @@ use state::State;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
+use xray_lifecycle::Shutdown;
 
 /// Command-line arguments of `xray-sidecar console`.
 #[derive(Debug, Clone, ClapArgs)]
@@ -220,22 +220,13 @@ pub async fn serve(
         max_bytes: config.max_bytes,
         max_documents_per_trace: config.max_documents_per_trace.max(1),
     }));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    let stopped = Shutdown::on(shutdown);
     let tasks = vec![
-        tokio::spawn(receiver::run(udp, forward, state.clone(), stop_rx.clone())),
-        tokio::spawn(server::run(http, state.clone(), stop_rx)),
+        tokio::spawn(receiver::run(udp, forward, state.clone(), stopped.clone())),
+        tokio::spawn(server::run(http, state.clone(), stopped)),
     ];
     info!(udp = %udp_addr, http = %http_addr, "console listening");
     Ok(Console { udp_addr, http_addr, state, tasks })
-}
-
-/// Completes once the shutdown flag turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Runs the console until Ctrl-C or SIGTERM.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
+use xray_lifecycle::Stopped;
 
 /// Room for the largest datagram: the daemon reads 64 KiB, so larger ones are lost there too.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -73,12 +73,7 @@ async fn resolve(target: &str) -> io::Result<SocketAddr> {
 }
 
 /// Receives datagrams until `shutdown` turns true.
-pub async fn run(
-    socket: UdpSocket,
-    mut forward: Option<Forwarder>,
-    state: Arc<State>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(socket: UdpSocket, mut forward: Option<Forwarder>, state: Arc<State>, mut stopped: Stopped) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (len, peer) = tokio::select! {
@@ -90,7 +85,7 @@ pub async fn run(
                     continue;
                 }
             },
-            _ = super::stopped(&mut shutdown) => break,
+            _ = stopped.wait() => break,
         };
         let data = &buf[..len];
         state.received.fetch_add(1, Ordering::Relaxed);

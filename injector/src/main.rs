@@ -18,9 +18,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use xray_lifecycle::{Shutdown, signal};
 
-/// The error type used where a failure only needs reporting.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use xray_lifecycle::BoxError;
 
 #[derive(Parser)]
 #[command(name = "xray-injector", version, about = "Adds the xray-sidecar proxy to Kubernetes pods that opt in")]
@@ -60,15 +60,7 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .compact()
-        .init();
+    xray_lifecycle::logging::init();
     let result = match cli.command {
         Command::Inject(args) => inject_cmd::run(&args),
         Command::Certs(args) => certs::run(&args),
@@ -98,24 +90,10 @@ async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         .map_err(|e| format!("--listen {}: cannot listen: {e}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "xray-injector serving");
     let shared = Arc::new(server::Shared::new(args.config));
-    tokio::select! {
-        _ = server::serve(listener, acceptor, shared) => {}
-        _ = shutdown() => tracing::info!("shutting down"),
-    }
+    let stopped = Shutdown::on(async {
+        signal::terminated().await;
+        tracing::info!("shutting down: answering the reviews in flight");
+    });
+    server::serve(listener, acceptor, shared, stopped).await;
     Ok(())
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

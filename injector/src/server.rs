@@ -5,12 +5,14 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 
 use crate::config::InjectConfig;
 use crate::metrics::Metrics;
@@ -48,25 +50,16 @@ impl Shared {
     }
 }
 
-/// Serves until the process ends.
-pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many connections: closed");
-            continue;
-        };
+/// How long reviews still in flight get to be answered once shutdown starts.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves until `stopped`, then answers the reviews still in flight (up to [`DRAIN`]) before
+/// returning.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>, stopped: Stopped) {
+    let accept = AcceptSettings { server: "webhook", max_connections: Some(MAX_CONNECTIONS), grace: DRAIN };
+    let serve_https = move |tcp, peer, watcher: Watcher| {
         let (acceptor, shared) = (acceptor.clone(), shared.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
+        async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -80,11 +73,12 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Sha
                 .timer(TokioTimer::new())
                 .header_read_timeout(READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = conn.await {
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        });
-    }
+        }
+    };
+    shutdown::serve(listener, stopped, accept, serve_https, shutdown::close).await;
 }
 
 /// Routes one request.

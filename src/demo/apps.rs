@@ -7,37 +7,42 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 
 use crate::xray::header::TRACE_HEADER;
 
-/// Serves `handler` on a free loopback port until the runtime stops.
-pub async fn serve<F, Fut>(handler: F) -> std::io::Result<SocketAddr>
+/// How long an app's open requests get once the demo stops.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Serves `handler` on a free loopback port until `stopped`.
+pub async fn serve<F, Fut>(handler: F, stopped: Stopped) -> std::io::Result<SocketAddr>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let fut = handler(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let accept = AcceptSettings { server: "demo app", max_connections: None, grace: GRACE };
+    let serve_http = move |stream, _, watcher: Watcher| {
+        let handler = handler.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let fut = handler(req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        async move {
+            let _ = watcher.watch(conn).await;
         }
-    });
+    };
+    tokio::spawn(shutdown::serve(listener, stopped, accept, serve_http, shutdown::close));
     Ok(addr)
 }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::config::ProxyArgs;
 use crate::proxy::Proxy;
+use crate::proxy::config::ProxyConfig;
+use xray_lifecycle::{Shutdown, Stopped};
 
 /// Command-line arguments of `xray-sidecar demo`.
 #[derive(Debug, Clone, ClapArgs)]
@@ -48,7 +50,7 @@ fn sidecar(
     daemon: SocketAddr,
     rules: &str,
     outbound: bool,
-) -> Result<ProxyArgs, crate::BoxError> {
+) -> Result<ProxyConfig, crate::BoxError> {
     let mut argv = vec![
         "proxy".to_owned(),
         "--listen=127.0.0.1:0".to_owned(),
@@ -60,7 +62,7 @@ fn sidecar(
     if outbound {
         argv.push("--outbound-listen=127.0.0.1:0".to_owned());
     }
-    Ok(ProxyCommand::try_parse_from(argv)?.args)
+    Ok(ProxyConfig::try_from(&ProxyCommand::try_parse_from(argv)?.args)?)
 }
 
 /// The client's walk through the shop: mostly fine, now and then a failure of each kind.
@@ -79,11 +81,11 @@ const CLIENTS: [&str; 3] = ["203.0.113.10", "203.0.113.24", "198.51.100.7"];
 
 /// Runs the lab until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> Result<(), crate::BoxError> {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = Shutdown::new();
     let mut console_stop = stopped.clone();
     let console = crate::console::serve(
         crate::console::ConsoleConfig { udp: args.udp, http: args.http, ..Default::default() },
-        async move { crate::proxy::server::stopped(&mut console_stop).await },
+        async move { console_stop.wait().await },
     )
     .await?;
     let daemon = console.udp_addr();
@@ -92,24 +94,27 @@ pub async fn run(args: Args) -> Result<(), crate::BoxError> {
     std::fs::write(&rules, r#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#)?;
     let rules = rules.to_string_lossy().into_owned();
 
-    let back_app = apps::serve(apps::back_end).await?;
-    let back = Proxy::start(&sidecar("back-end", back_app, daemon, &rules, false)?).await?;
+    let back_app = apps::serve(apps::back_end, stopped.clone()).await?;
+    let back = Proxy::start(sidecar("back-end", back_app, daemon, &rules, false)?).await?;
     let back_addr = back.inbound;
     // The front-end app needs its sidecar's outbound address, which exists once the sidecar (which
     // needs the app's address) has started.
     let outbound = Arc::new(OnceLock::new());
     let app_outbound = outbound.clone();
-    let front_app = apps::serve(move |req| {
-        let proxy = app_outbound.get().copied();
-        async move {
-            match proxy {
-                Some(proxy) => apps::front_end(req, proxy, back_addr).await,
-                None => apps::unavailable(),
+    let front_app = apps::serve(
+        move |req| {
+            let proxy = app_outbound.get().copied();
+            async move {
+                match proxy {
+                    Some(proxy) => apps::front_end(req, proxy, back_addr).await,
+                    None => apps::unavailable(),
+                }
             }
-        }
-    })
+        },
+        stopped.clone(),
+    )
     .await?;
-    let front = Proxy::start(&sidecar("front-end", front_app, daemon, &rules, true)?).await?;
+    let front = Proxy::start(sidecar("front-end", front_app, daemon, &rules, true)?).await?;
     if let Some(addr) = front.outbound {
         let _ = outbound.set(addr);
     }
@@ -125,7 +130,7 @@ pub async fn run(args: Args) -> Result<(), crate::BoxError> {
     let client = tokio::spawn(client_loop(front.inbound, args.rate, stopped.clone()));
     crate::signal::terminated().await;
     println!("stopping");
-    let _ = stop.send(true);
+    stop.trigger();
     let _ = client.await;
     front.shutdown().await;
     back.shutdown().await;
@@ -135,7 +140,7 @@ pub async fn run(args: Args) -> Result<(), crate::BoxError> {
 }
 
 /// Calls the front-end at `rate` a second until stopped.
-async fn client_loop(front: SocketAddr, rate: f64, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn client_loop(front: SocketAddr, rate: f64, mut stopped: Stopped) {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -144,7 +149,7 @@ async fn client_loop(front: SocketAddr, rate: f64, mut stop: tokio::sync::watch:
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = crate::proxy::server::stopped(&mut stop) => return,
+            _ = stopped.wait() => return,
         }
         let req = http::Request::get(format!("http://{front}{}", path_for(n)))
             .header("x-forwarded-for", CLIENTS[(n % CLIENTS.len() as u64) as usize])

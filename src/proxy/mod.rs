@@ -1,6 +1,7 @@
 //! The data path: listeners, per-connection services, and the proxy's lifecycle.
 
 pub mod body;
+pub mod config;
 pub mod detect;
 pub mod error;
 pub mod forward;
@@ -18,24 +19,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use xray_lifecycle::{Shutdown, Stopped};
 
 use crate::admin::{self, Readiness};
-use crate::config::ProxyArgs;
 use crate::metrics::Metrics;
-use crate::otel::exporter::OtlpExporter;
+use crate::otel::exporter::{OtlpExporter, OtlpFlush};
 use crate::xray::centralized::{Centralized, poller};
-use crate::xray::emitter::Emitter;
-use crate::xray::sampling::Sampler;
-use crate::xray::segment::sanitize_name;
-use forward::{Upstream, UpstreamSettings};
+use crate::xray::emitter::{Emitter, Flush};
+use config::{Emission, ProxyConfig, ServingConfig, TracingConfig};
+use forward::Upstream;
 use guard::OwnListeners;
-use inbound::{Destination, Inbound};
+use inbound::Inbound;
 use outbound::Outbound;
-use probes::Probes;
 use record::Tracer;
-use server::ServerSettings;
+
+/// How long queued segments get to reach the daemon once the listeners have stopped.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 /// A running proxy: its bound addresses and the means to stop it.
 #[derive(Debug)]
@@ -48,163 +48,175 @@ pub struct Proxy {
     pub admin: Option<SocketAddr>,
     /// Counters, shared with the admin listener.
     pub metrics: Arc<Metrics>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     done: JoinHandle<()>,
 }
 
+/// The listeners a proxy serves, bound before anything is spawned so that a taken address fails
+/// start-up cleanly.
+struct Listeners {
+    inbound: TcpListener,
+    outbound: Option<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &ProxyConfig) -> Result<Self, crate::BoxError> {
+        Ok(Listeners {
+            inbound: bind(config.listen, "--listen").await?,
+            outbound: bind_optional(config.outbound_listen, "--outbound-listen").await?,
+            admin: bind_optional(config.admin_listen, "--admin-listen").await?,
+        })
+    }
+}
+
 impl Proxy {
-    /// Validates the configuration, binds every listener and starts serving.
-    pub async fn start(args: &ProxyArgs) -> Result<Proxy, crate::BoxError> {
-        args.validate()?;
-        let sampler = match &args.sampling_rules {
-            Some(path) => Sampler::from_file(path).map_err(|e| format!("--sampling-rules: {e}"))?,
-            None => Sampler::default(),
-        };
+    /// Binds every listener of `config` and starts serving.
+    pub async fn start(config: ProxyConfig) -> Result<Proxy, crate::BoxError> {
+        let listeners = Listeners::bind(&config).await?;
+        let inbound = listeners.inbound.local_addr()?;
+        let outbound = listeners.outbound.as_ref().map(TcpListener::local_addr).transpose()?;
+        let admin = listeners.admin.as_ref().map(TcpListener::local_addr).transpose()?;
+
+        let ProxyConfig { tracing: recording, serving, .. } = config;
         let metrics = Arc::new(Metrics::default());
-        let environment = args.environment();
-        let (xray, otlp_settings) = if args.disable_tracing {
-            (false, None)
-        } else {
-            crate::otel::settings::resolve(
-                args.exporter,
-                args.otlp_endpoint.as_deref(),
-                &args.service_name,
-                &environment,
-                |name| std::env::var(name).ok(),
-            )?
-        };
-        let (emitter, flush) = if xray {
-            let (e, f) = Emitter::spawn(args.daemon_address.udp.clone(), environment, metrics.clone());
-            (Some(e), Some(f))
-        } else {
-            (None, None)
-        };
-        let (otlp, otlp_flush) = match otlp_settings {
-            Some(settings) => {
-                tracing::info!(endpoint = %settings.endpoint, "exporting spans over OTLP");
-                let (e, f) = OtlpExporter::spawn(settings, metrics.clone());
-                (Some(e), Some(f))
-            }
-            None => (None, None),
-        };
-        let service_name: Arc<str> = Arc::from(sanitize_name(&args.service_name));
-        let centralized = (args.centralized_sampling && emitter.is_some()).then(|| {
-            let engine = Arc::new(Centralized::new(service_name.clone(), args.environment().origin));
-            let _ = metrics.centralized.set(engine.clone());
-            engine
-        });
-        let tracer = Arc::new(Tracer {
-            service_name,
-            sampler,
-            propagation: args.propagation,
-            centralized: centralized.clone(),
-            probes: Probes::new(&args.probe_paths, args.sample_health_checks),
-            emitter,
-            otlp,
-            metrics: metrics.clone(),
-        });
-        let destination = match (&args.upstream, args.transparent) {
-            (Some(a), false) => Destination::Fixed(a.clone()),
-            _ => Destination::OriginalDst,
-        };
-        let settings = ServerSettings {
-            header_read_timeout: args.header_read_timeout,
-            max_header_size: args.max_header_size,
-            shutdown_grace: args.shutdown_grace,
-            max_connections: args.max_connections as usize,
-        };
-
-        let interception = Interception {
-            skip_ports: args.skip_detect_ports.clone(),
-            detect_timeout: args.detect_timeout,
-            connect_timeout: args.connect_timeout,
-        };
-        let inbound_listener = bind(args.listen, "--listen").await?;
-        let inbound = inbound_listener.local_addr()?;
-        let outbound_listener = match args.outbound_listen {
-            Some(a) => Some(bind(a, "--outbound-listen").await?),
-            None => None,
-        };
-        let outbound_addr = outbound_listener.as_ref().map(TcpListener::local_addr).transpose()?;
-        let admin_listener = match args.admin_listen {
-            Some(a) => Some(bind(a, "--admin-listen").await?),
-            None => None,
-        };
-        let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
-        let own = OwnListeners::new([Some(inbound), outbound_addr, admin_addr].into_iter().flatten());
-        let upstream = Upstream::new(
-            &UpstreamSettings {
-                connect_timeout: args.connect_timeout,
-                response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
-                idle_timeout: args.idle_timeout,
-                max_header_size: args.max_header_size,
-            },
-            own,
-        );
-
-        let (shutdown, stop) = watch::channel(false);
+        let (shutdown, stopped) = Shutdown::new();
+        let (tracer, flush, poller) = tracing(recording, metrics.clone(), &stopped);
+        let service = tracer.service_name.clone();
         let readiness = Readiness::default();
-        let outbound_task = outbound_listener.map(|listener| {
-            let ctx = Arc::new(Outbound {
-                upstream: upstream.clone(),
-                tracer: tracer.clone(),
-                interception: interception.clone(),
-            });
-            tokio::spawn(server::serve(
-                listener,
-                settings.clone(),
-                move |stream, peer, http| ctx.clone().handle(stream, peer, http),
-                stop.clone(),
-            ))
-        });
-        let ctx = Arc::new(Inbound { destination, upstream, tracer, interception });
-        let inbound_task = tokio::spawn(server::serve(
-            inbound_listener,
-            settings,
-            move |stream, peer, http| ctx.clone().handle(stream, peer, http),
-            stop.clone(),
-        ));
-        let poller = centralized.map(|c| poller::spawn(c, args.daemon_address.tcp.clone(), stop.clone()));
-        let admin_task = admin_listener.map(|l| {
-            tokio::spawn(admin::serve(l, metrics.clone(), readiness.clone(), args.header_read_timeout, stop.clone()))
-        });
+        let own = OwnListeners::new([Some(inbound), outbound, admin].into_iter().flatten());
+        let mut served = serve(listeners, &serving, own, tracer, &readiness, &stopped);
+        served.poller = poller;
         readiness.set(true);
-        tracing::info!(%inbound, outbound = ?outbound_addr, admin = ?admin_addr, service = %args.service_name, "proxy ready");
+        tracing::info!(%inbound, ?outbound, ?admin, %service, "proxy ready");
 
-        let done = tokio::spawn(async move {
-            let mut stop = stop;
-            server::stopped(&mut stop).await;
-            readiness.set(false);
-            let _ = inbound_task.await;
-            if let Some(t) = outbound_task {
-                let _ = t.await;
-            }
-            if let Some(p) = poller {
-                let _ = p.await;
-            }
-            // Both exporters drain at once, within the same bound.
-            let udp = async {
-                if let Some(flush) = flush {
-                    flush.flush(Duration::from_secs(2)).await;
-                }
-            };
-            let otlp = async {
-                if let Some(flush) = otlp_flush {
-                    flush.flush(Duration::from_secs(2)).await;
-                }
-            };
-            tokio::join!(udp, otlp);
-            if let Some(t) = admin_task {
-                let _ = t.await;
-            }
-        });
-        Ok(Proxy { inbound, outbound: outbound_addr, admin: admin_addr, metrics, shutdown, done })
+        let done = tokio::spawn(drain(stopped, readiness, served, flush));
+        Ok(Proxy { inbound, outbound, admin, metrics, shutdown, done })
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, flushes segments.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.trigger();
         let _ = self.done.await;
+    }
+}
+
+/// What is still queued for export at shutdown, per exporter.
+#[derive(Default)]
+struct Flushes {
+    udp: Option<Flush>,
+    otlp: Option<OtlpFlush>,
+}
+
+impl Flushes {
+    /// Sends what is queued, both exporters at once, within the same bound.
+    async fn run(self) {
+        let udp = async {
+            if let Some(f) = self.udp {
+                f.flush(FLUSH_GRACE).await;
+            }
+        };
+        let otlp = async {
+            if let Some(f) = self.otlp {
+                f.flush(FLUSH_GRACE).await;
+            }
+        };
+        tokio::join!(udp, otlp);
+    }
+}
+
+/// Starts what records requests: the exporters that are on (with their flushes at shutdown) and,
+/// when on, the centralized sampling engine with its poller.
+fn tracing(
+    config: TracingConfig,
+    metrics: Arc<Metrics>,
+    stopped: &Stopped,
+) -> (Arc<Tracer>, Flushes, Option<JoinHandle<()>>) {
+    let TracingConfig { service_name, sampler, propagation, emission, otlp, centralized_sampling, probes } = config;
+    let (otlp, otlp_flush) = match otlp {
+        Some(settings) => {
+            tracing::info!(endpoint = %settings.endpoint, "exporting spans over OTLP");
+            let (exporter, flush) = OtlpExporter::spawn(settings, metrics.clone());
+            (Some(exporter), Some(flush))
+        }
+        None => (None, None),
+    };
+    let Some(emission) = emission else {
+        let tracer =
+            Tracer { service_name, sampler, propagation, centralized: None, probes, emitter: None, otlp, metrics };
+        return (Arc::new(tracer), Flushes { udp: None, otlp: otlp_flush }, None);
+    };
+    let Emission { daemon, sampling_api, environment } = emission;
+    let centralized = centralized_sampling.then(|| {
+        let engine = Arc::new(Centralized::new(service_name.clone(), environment.origin));
+        let _ = metrics.centralized.set(engine.clone());
+        engine
+    });
+    let poller = centralized.clone().map(|engine| poller::spawn(engine, sampling_api, stopped.clone()));
+    let (emitter, flush) = Emitter::spawn(daemon, environment, metrics.clone());
+    let emitter = Some(emitter);
+    let tracer = Tracer { service_name, sampler, propagation, centralized, probes, emitter, otlp, metrics };
+    (Arc::new(tracer), Flushes { udp: Some(flush), otlp: otlp_flush }, poller)
+}
+
+/// The tasks serving a proxy's listeners, and the sampling poller.
+struct Served {
+    inbound: JoinHandle<()>,
+    outbound: Option<JoinHandle<()>>,
+    admin: Option<JoinHandle<()>>,
+    poller: Option<JoinHandle<()>>,
+}
+
+/// Spawns a server for each listener.
+fn serve(
+    listeners: Listeners,
+    config: &ServingConfig,
+    own: OwnListeners,
+    tracer: Arc<Tracer>,
+    readiness: &Readiness,
+    stopped: &Stopped,
+) -> Served {
+    let upstream = Upstream::new(&config.upstream, own);
+    let outbound = listeners.outbound.map(|listener| {
+        let ctx = Arc::new(Outbound {
+            upstream: upstream.clone(),
+            tracer: tracer.clone(),
+            interception: config.interception.clone(),
+        });
+        let handle = move |stream, peer, http| ctx.clone().handle(stream, peer, http);
+        tokio::spawn(server::serve(listener, "outbound", config.server.clone(), handle, stopped.clone()))
+    });
+    let admin = listeners.admin.map(|listener| {
+        let (metrics, ready) = (tracer.metrics.clone(), readiness.clone());
+        let (header_read_timeout, grace) = (config.server.header_read_timeout, config.server.shutdown_grace);
+        tokio::spawn(admin::serve(listener, metrics, ready, header_read_timeout, stopped.clone(), grace))
+    });
+    let ctx = Arc::new(Inbound {
+        destination: config.destination.clone(),
+        upstream,
+        tracer,
+        interception: config.interception.clone(),
+    });
+    let handle = move |stream, peer, http| ctx.clone().handle(stream, peer, http);
+    let inbound =
+        tokio::spawn(server::serve(listeners.inbound, "inbound", config.server.clone(), handle, stopped.clone()));
+    Served { inbound, outbound, admin, poller: None }
+}
+
+/// Once stopped: reports not ready, lets the listeners drain, flushes the segments still queued.
+async fn drain(mut stopped: Stopped, readiness: Readiness, served: Served, flushes: Flushes) {
+    stopped.wait().await;
+    readiness.set(false);
+    let _ = served.inbound.await;
+    if let Some(t) = served.outbound {
+        let _ = t.await;
+    }
+    if let Some(p) = served.poller {
+        let _ = p.await;
+    }
+    flushes.run().await;
+    if let Some(t) = served.admin {
+        let _ = t.await;
     }
 }
 
@@ -230,4 +242,11 @@ impl Interception {
 
 async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, crate::BoxError> {
     TcpListener::bind(addr).await.map_err(|e| format!("{flag} {addr}: cannot listen: {e}").into())
+}
+
+async fn bind_optional(addr: Option<SocketAddr>, flag: &str) -> Result<Option<TcpListener>, crate::BoxError> {
+    match addr {
+        Some(addr) => bind(addr, flag).await.map(Some),
+        None => Ok(None),
+    }
 }

@@ -6,7 +6,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 
 /// Limits applied to every client connection.
 #[derive(Clone, Debug)]
@@ -77,58 +77,29 @@ impl HttpServer {
     }
 }
 
-/// Accepts on `listener` until `shutdown` turns true, then lets open HTTP connections finish for the
-/// grace period. `handle` runs each connection (detection, HTTP or a tunnel) on its own task.
+/// Accepts on `listener` (named `server` in logs) until `stopped`, then lets open HTTP connections
+/// finish for the grace period. `handle` runs each connection (detection, HTTP or a tunnel) on its
+/// own task; a connection beyond the limit is answered 503 and closed.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    server: &'static str,
     settings: ServerSettings,
     handle: H,
-    mut shutdown: watch::Receiver<bool>,
+    stopped: Stopped,
 ) where
     H: Fn(TcpStream, SocketAddr, HttpServer) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let builder = Arc::new(builder(&settings));
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(settings.max_connections));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = settings.max_connections, "connection limit reached: refused");
-            tokio::spawn(refuse(
-                stream,
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                "too many connections: try again later",
-            ));
-            continue;
-        };
-        let http = HttpServer {
-            builder: builder.clone(),
-            watcher: graceful.watcher(),
-            header_read_timeout: settings.header_read_timeout,
-        };
-        let conn = handle(stream, peer, http);
-        tokio::spawn(async move {
-            conn.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace = ?settings.shutdown_grace, "connections still open after the grace period were closed");
-    }
+    let header_read_timeout = settings.header_read_timeout;
+    let accept =
+        AcceptSettings { server, max_connections: Some(settings.max_connections), grace: settings.shutdown_grace };
+    let serve_http = move |stream, peer, watcher| {
+        handle(stream, peer, HttpServer { builder: builder.clone(), watcher, header_read_timeout })
+    };
+    let too_many =
+        |stream| refuse(stream, http::StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later");
+    shutdown::serve(listener, stopped, accept, serve_http, too_many).await;
 }
 
 /// Waits until the first bytes of `stream` tell HTTP/2's preface from anything else (what the
@@ -173,10 +144,4 @@ pub async fn refuse(mut stream: TcpStream, status: http::StatusCode, why: &str) 
         Ok::<_, std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns must not be held across an await: drop it here.
-    let _ = stop.wait_for(|s| *s).await;
 }

@@ -29,6 +29,26 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A UDP port nobody listens on right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+}
+
+/// YAML documents as JSON values (PyYAML comes with kubernetes-validate).
+pub fn yaml_docs(yaml: &str) -> Vec<Value> {
+    let script = "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "not YAML:\n{yaml}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A UDP socket in the daemon's place.
 pub struct Daemon {
     pub socket: UdpSocket,

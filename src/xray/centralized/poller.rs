@@ -14,9 +14,9 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use xray_lifecycle::Stopped;
 
 use super::Centralized;
 use super::wire::{RawRule, RulesRequest, RulesResponse, TargetsRequest, TargetsResponse};
@@ -55,8 +55,8 @@ pub enum PollError {
     Timeout,
 }
 
-/// Polls the sampling API at `addr` (the daemon's TCP side) for `engine` until `stop` turns true.
-pub fn spawn(engine: Arc<Centralized>, addr: HostPort, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Polls the sampling API at `addr` (the daemon's TCP side) for `engine` until `stop`.
+pub fn spawn(engine: Arc<Centralized>, addr: HostPort, stop: Stopped) -> JoinHandle<()> {
     let client = Client::builder(TokioExecutor::new()).build_http();
     tokio::spawn(Poller { engine, addr, client }.run(stop))
 }
@@ -68,7 +68,7 @@ struct Poller {
 }
 
 impl Poller {
-    async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(self, mut stop: Stopped) {
         let mut next_rules = Instant::now();
         let mut next_targets = Instant::now() + TARGETS_INTERVAL;
         loop {
@@ -87,7 +87,7 @@ impl Poller {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(next_rules.min(next_targets)) => {}
-                _ = crate::proxy::server::stopped(&mut stop) => return,
+                _ = stop.wait() => return,
             }
         }
     }
