@@ -6,6 +6,7 @@ Memory is VmRSS from /proc/PID/status, summed the same way.
 """
 
 import json
+import re
 import os
 import resource
 import platform
@@ -92,7 +93,8 @@ def oha(url: str, args, out: Path) -> dict:
 
 
 SYSCALLS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait",
-            "syscalls:sys_enter_sendto", "syscalls:sys_enter_sendmmsg")
+            "syscalls:sys_enter_sendto", "syscalls:sys_enter_sendmsg",
+            "syscalls:sys_enter_sendmmsg")
 
 
 def syscalls(pid: int, url: str, args, seconds: int, out: Path) -> dict | None:
@@ -320,6 +322,55 @@ def memory(pid: int) -> dict:
         except (OSError, ValueError):
             pass
     return {"rss_mb": rss / 1024, "hwm_mb": hwm / 1024, "processes": len(pids)}
+
+
+def idle_connections(pid: int, port: int, count: int, out: Path) -> dict | None:
+    """RSS per idle keep-alive connection: opens `count` connections to the proxy, makes one
+    request on each (so that each has served a request and holds whatever a served connection
+    keeps), leaves them idle, and divides the growth of the proxy's RSS by `count`. Needs
+    `count` + a few hundred file descriptors (raised by raise_fd_limit)."""
+    import asyncio
+
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+    async def one(conns: list, failures: list):
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(request)
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if length:
+                await asyncio.wait_for(r.readexactly(int(length.group(1))), 10)
+            conns.append(w)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+            failures.append(repr(e))
+
+    async def run():
+        before = memory(pid)["rss_mb"] * 1024
+        conns: list = []
+        failures: list = []
+        for start in range(0, count, 250):
+            await asyncio.gather(*(one(conns, failures) for _ in range(min(250, count - start))))
+        await asyncio.sleep(1.0)
+        after = memory(pid)["rss_mb"] * 1024
+        for w in conns:
+            w.close()
+        return before, after, len(conns), failures
+
+    before, after, opened, failures = asyncio.run(run())
+    result = {"connections": opened, "asked": count, "rss_before_kb": before, "rss_after_kb": after,
+              "kb_per_connection": (after - before) / opened if opened else None,
+              "failures": len(failures)}
+    out.write_text(json.dumps({**result, "first_failures": failures[:5]}, indent=2))
+    return result
+
+
+def raise_fd_limit() -> int:
+    """Raises this process's open-file limit (inherited by the servers it starts) to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def machine(args) -> dict:

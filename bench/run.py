@@ -224,6 +224,8 @@ def main() -> int:
                     help="tries per measured run when other processes disturb it")
     ap.add_argument("--no-syscalls", dest="syscalls", action="store_false",
                     help="skip counting system calls per request with perf")
+    ap.add_argument("--idle-connections", type=int, default=10000,
+                    help="idle keep-alive connections for the RSS-per-connection figure (0: skip)")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     args = ap.parse_args()
     args.proxy_cpus = args.proxy_cpus or None
@@ -235,6 +237,11 @@ def main() -> int:
     for binary in (args.sidecar, args.envoy):
         if not os.access(binary, os.X_OK):
             raise SystemExit(f"bench: {binary} is not an executable")
+
+    fds = measure.raise_fd_limit()
+    if args.idle_connections and fds < args.idle_connections + 1000:
+        print(f"bench: open-file limit {fds}: idle connections cut to {fds - 1000}", flush=True)
+        args.idle_connections = max(0, fds - 1000)
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = (args.results / stamp).resolve()
@@ -336,6 +343,19 @@ def main() -> int:
             res["memory"] = measure.memory(cfg["pid"])
             res["closed"] = measure.combine(res["closed_runs"])
             print("       " + report.one_line(res), flush=True)
+        if args.idle_connections:
+            print(f"bench: RSS per idle keep-alive connection ({args.idle_connections} connections)",
+                  flush=True)
+            for cfg in configs:
+                if results[cfg["key"]]["measured"] != "proxy":
+                    continue
+                idle = measure.idle_connections(cfg["pid"], cfg["port"], args.idle_connections,
+                                                cfg["out"] / "idle-connections.json")
+                results[cfg["key"]]["idle"] = idle
+                cfg["sent"] += idle["connections"]
+                print(f"       {cfg['label']:32s} {idle['connections']} connections, "
+                      f"{report.fmt(idle['kb_per_connection'], '{:.2f}')} KB each "
+                      f"({idle['failures']} failed)", flush=True)
     finally:
         for proc in reversed(procs):
             code = proc.stop()

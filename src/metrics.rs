@@ -28,6 +28,12 @@ pub struct Metrics {
     pub daemon_send_errors: AtomicU64,
     /// Failed look-ups of the daemon's host name.
     pub daemon_resolve_errors: AtomicU64,
+    /// System calls that sent segment datagrams (one call may carry many).
+    pub datagram_send_calls: AtomicU64,
+    /// Times the kernel or route refused UDP GSO and sending moved to `sendmmsg`.
+    pub gso_fallbacks: AtomicU64,
+    /// Times the kernel refused `sendmmsg` and sending moved to one call per datagram.
+    pub sendmmsg_fallbacks: AtomicU64,
     /// Sampling decisions by source ([`DecisionSource`] order), yes then no.
     sampling: [[AtomicU64; 2]; 4],
     /// The centralized sampling engine, whose per-rule counters `/metrics` shows.
@@ -148,6 +154,11 @@ impl Metrics {
             ("daemon_send_errors_total", "Datagrams that could not be sent to the daemon.", &self.daemon_send_errors),
             ("daemon_resolve_errors_total", "Failed look-ups of the daemon address.", &self.daemon_resolve_errors),
             (
+                "datagram_send_calls_total",
+                "System calls that sent segment datagrams (one may carry many).",
+                &self.datagram_send_calls,
+            ),
+            (
                 "malformed_trace_headers_total",
                 "Trace headers that could not be used as received.",
                 &self.malformed_headers,
@@ -158,6 +169,11 @@ impl Metrics {
         ] {
             let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} counter");
             let _ = writeln!(o, "xray_sidecar_{name} {}", v.load(Relaxed));
+        }
+        o.push_str("# HELP xray_sidecar_segment_send_fallbacks_total Batched sending the kernel refused, by what it fell back to.\n");
+        o.push_str("# TYPE xray_sidecar_segment_send_fallbacks_total counter\n");
+        for (to, n) in [("sendmmsg", &self.gso_fallbacks), ("send", &self.sendmmsg_fallbacks)] {
+            let _ = writeln!(o, "xray_sidecar_segment_send_fallbacks_total{{to=\"{to}\"}} {}", n.load(Relaxed));
         }
         o.push_str("# HELP xray_sidecar_sampling_decisions_total Sampling decisions, by source and outcome.\n");
         o.push_str("# TYPE xray_sidecar_sampling_decisions_total counter\n");

@@ -8,3 +8,4 @@ pub mod id;
 pub mod reservoir;
 pub mod sampling;
 pub mod segment;
+pub mod udp_batch;

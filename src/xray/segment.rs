@@ -6,6 +6,7 @@
 
 use http::{HeaderValue, Method, Uri};
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -203,10 +204,22 @@ impl Serialize for Document<'_> {
             m.serialize_entry("annotations", &Annotations { seg, env })?;
         }
         if !seg.subsegments.is_empty() {
-            let subs: Vec<Document<'_>> = seg.subsegments.iter().map(|segment| Document { segment, env }).collect();
-            m.serialize_entry("subsegments", &subs)?;
+            m.serialize_entry("subsegments", &Subsegments { seg, env })?;
         }
         m.end()
+    }
+}
+
+/// Embedded subsegments, written straight from the parent's list (no intermediate vector).
+struct Subsegments<'a> {
+    seg: &'a Segment,
+    env: &'a Environment,
+}
+
+impl Serialize for Subsegments<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let env = self.env;
+        s.collect_seq(self.seg.subsegments.iter().map(|segment| Document { segment, env }))
     }
 }
 
@@ -235,11 +248,11 @@ impl Serialize for RequestJson<'_> {
         let (h, inbound_segment) = (self.0, self.1);
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("method", h.method.as_str())?;
-        m.serialize_entry("url", &url(h))?;
+        m.serialize_entry("url", &Collected(UrlText(h)))?;
         // Who called is only known, and only meaningful, for the segment of a request we received.
         if inbound_segment {
             if let Some(ip) = h.client_ip {
-                m.serialize_entry("client_ip", &ip.to_string())?;
+                m.serialize_entry("client_ip", &Collected(ip))?;
                 if h.x_forwarded_for {
                     m.serialize_entry("x_forwarded_for", &true)?;
                 }
@@ -269,18 +282,44 @@ impl Serialize for ResponseJson<'_> {
 
 /// `scheme://host/path`: credentials and the query are left out, as the X-Ray SDKs do.
 pub fn url(h: &Http) -> String {
-    let host =
-        h.host.as_ref().and_then(|v| v.to_str().ok()).or_else(|| h.uri.authority().map(|a| a.as_str())).unwrap_or("");
-    // `user:pass@host` can reach us through an absolute-form request or a Host header.
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    let mut u = String::with_capacity(h.scheme.len() + 3 + host.len() + h.uri.path().len());
-    u.push_str(h.scheme);
-    u.push_str("://");
-    u.push_str(host);
-    u.push_str(h.uri.path());
-    let keep = truncate(&u, MAX_HTTP_STRING).len();
-    u.truncate(keep);
-    u
+    UrlText(h).to_string()
+}
+
+/// The `url` field as text, formatted straight into the document without building a string,
+/// cut at [`MAX_HTTP_STRING`] characters.
+struct UrlText<'a>(&'a Http);
+
+impl fmt::Display for UrlText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = self.0;
+        let host = h
+            .host
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| h.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        // `user:pass@host` can reach us through an absolute-form request or a Host header.
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let mut left = MAX_HTTP_STRING;
+        for part in [h.scheme, "://", host, h.uri.path()] {
+            let kept = truncate(part, left);
+            f.write_str(kept)?;
+            left -= kept.chars().count();
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serialises a `Display` value as a JSON string, formatted into the output without allocating.
+struct Collected<T>(T);
+
+impl<T: fmt::Display> Serialize for Collected<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
 }
 
 /// The longest prefix of `s` of at most `max` characters.
@@ -315,19 +354,35 @@ impl Serialize for AwsJson<'_> {
         let env = self.0;
         let mut m = s.serialize_map(None)?;
         if env.origin.is_some() {
-            let mut eks = serde_json::Map::new();
-            for (k, v) in [("cluster_name", &env.cluster_name), ("pod", &env.pod), ("container_id", &env.container_id)]
-            {
-                if let Some(v) = v {
-                    eks.insert(k.into(), v.as_str().into());
-                }
-            }
-            m.serialize_entry("eks", &eks)?;
+            m.serialize_entry("eks", &EksJson(env))?;
         }
-        m.serialize_entry(
-            "xray",
-            &serde_json::json!({"sdk": "xray-sidecar", "sdk_version": env!("CARGO_PKG_VERSION")}),
-        )?;
+        m.serialize_entry("xray", &XrayJson)?;
+        m.end()
+    }
+}
+
+struct EksJson<'a>(&'a Environment);
+
+impl Serialize for EksJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let env = self.0;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in [("cluster_name", &env.cluster_name), ("container_id", &env.container_id), ("pod", &env.pod)] {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+struct XrayJson;
+
+impl Serialize for XrayJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("sdk", "xray-sidecar")?;
+        m.serialize_entry("sdk_version", env!("CARGO_PKG_VERSION"))?;
         m.end()
     }
 }
