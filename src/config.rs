@@ -50,7 +50,7 @@ pub struct ProxyArgs {
     )]
     pub centralized_sampling: bool,
 
-    /// The application's HTTP probe paths (comma-separated): requests to them, like every
+    /// The application's HTTP probe paths (comma-separated): requests it receives on them, like every
     /// `User-Agent: kube-probe/*` request, are forwarded and counted but never sampled.
     #[arg(long, env = "XRAY_SIDECAR_PROBE_PATHS", value_name = "PATHS", value_delimiter = ',')]
     pub probe_paths: Vec<String>,
@@ -77,6 +77,17 @@ pub struct ProxyArgs {
         default_value = "21,22,25,587,3306,5432,6379,11211,27017,9042,9092,2181,5672,1521,1433,3389"
     )]
     pub skip_detect_ports: Vec<u16>,
+
+    /// Destinations a `CONNECT` on the outbound listener may not open (the proxy's own listeners are
+    /// always refused); by default the instance metadata service.
+    #[arg(
+        long,
+        env = "XRAY_SIDECAR_CONNECT_DENY_CIDRS",
+        value_name = "CIDRS",
+        value_delimiter = ',',
+        default_value = "169.254.169.254/32,fd00:ec2::254/128"
+    )]
+    pub connect_deny_cidrs: Vec<crate::init::Cidr>,
 
     /// How long an intercepted connection may stay silent before it is passed through unread.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]

@@ -42,6 +42,10 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; 3],
     /// Trace headers that could not be used as they came.
     pub malformed_headers: AtomicU64,
+    /// Tunnels (`CONNECT` or intercepted TLS) relayed to their end.
+    pub tunnels: AtomicU64,
+    /// `CONNECT` requests refused because they named the proxy itself or a denied range.
+    pub connects_denied: AtomicU64,
     /// Spans the OTLP collector accepted.
     pub otlp_spans_exported: AtomicU64,
     /// Spans dropped: queue full, or the collector refused or stayed unreachable past the retries.
@@ -162,6 +166,12 @@ impl Metrics {
                 "malformed_trace_headers_total",
                 "Trace headers that could not be used as received.",
                 &self.malformed_headers,
+            ),
+            ("tunnels_total", "Tunnels (CONNECT or intercepted TLS) relayed to their end.", &self.tunnels),
+            (
+                "connects_denied_total",
+                "CONNECT requests refused: the proxy itself or a denied range.",
+                &self.connects_denied,
             ),
             ("otlp_spans_exported_total", "Spans the OTLP collector accepted.", &self.otlp_spans_exported),
             ("otlp_spans_dropped_total", "Spans dropped: OTLP queue full or export failed.", &self.otlp_spans_dropped),
