@@ -31,6 +31,8 @@ fn segment(direction: Direction, kind: Kind, status: u16) -> Segment {
             content_length: Some(42),
         },
         failure: None,
+        grpc: None,
+        tunnel: None,
         subsegments: Vec::new(),
     }
 }
