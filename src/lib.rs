@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod init;
 pub mod metrics;
+pub mod otel;
 pub mod proxy;
 pub mod xray;
 
