@@ -29,6 +29,7 @@ fn trace(status: u16, url: &str, response_time: f64, services: &[&str], annotati
         service_ids: services.iter().map(|s| id(s)).collect(),
         entry_point: services.first().map(|s| id(s)),
         segment_count: services.len(),
+        grpc_status: None,
     }
 }
 
