@@ -1,7 +1,9 @@
 //! The HTTP server: hyper 1 on one listener, HTTP/1 and HTTP/2, stopping gracefully.
 
-use super::api;
 use super::state::State;
+use super::{api, otlp};
+use http::{Method, Request};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -22,9 +24,15 @@ pub async fn run(listener: TcpListener, state: Arc<State>, stopped: Stopped) {
     let accept = AcceptSettings { server: "console", max_connections: None, grace: DRAIN };
     let serve_http = move |stream, peer, watcher: Watcher| {
         let state = state.clone();
-        let service = service_fn(move |req| {
-            let resp = api::handle(&state, &req);
-            async move { Ok::<_, Infallible>(resp) }
+        let service = service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move {
+                // OTLP/HTTP exporters post here, on the page's own address, as to a collector.
+                if req.method() == Method::POST && req.uri().path() == "/v1/traces" {
+                    return Ok::<_, Infallible>(otlp::ingest(&state, req).await);
+                }
+                Ok(api::handle(&state, &req))
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         async move {
