@@ -50,7 +50,7 @@ pub struct ProxyArgs {
     )]
     pub centralized_sampling: bool,
 
-    /// The application's HTTP probe paths (comma-separated): requests to them, like every
+    /// The application's HTTP probe paths (comma-separated): requests it receives on them, like every
     /// `User-Agent: kube-probe/*` request, are forwarded and counted but never sampled.
     #[arg(long, env = proxy_env::PROBE_PATHS, value_name = "PATHS", value_delimiter = ',')]
     pub probe_paths: Vec<String>,

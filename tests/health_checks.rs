@@ -19,12 +19,17 @@ async fn kube_probes_and_probe_paths_are_forwarded_but_never_recorded() {
     }
     daemon.nothing(Duration::from_millis(500)).await;
 
+    // A caller's own decision still wins: its trace is not cut short.
+    let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    http_get(&sc.url("/healthz"), &[("User-Agent", "kube-probe/1.33"), ("X-Amzn-Trace-Id", header)]).await;
+    assert_eq!(daemon.take(1).await[0]["trace_id"], "1-5759e988-bd862e3fe1be46a994272793");
+
     let (status, _, _) = http_get(&sc.url("/healthz/deep"), &[("User-Agent", "curl/8.5")]).await;
     assert_eq!(status, 200);
     assert_eq!(daemon.take(1).await[0]["http"]["request"]["url"], sc.url("/healthz/deep").as_str());
     let m = sc.metrics().await;
     assert!(m.contains("xray_sidecar_sampling_decisions_total{source=\"health_check\",sampled=\"false\"} 3"), "{m}");
-    assert!(m.contains("xray_sidecar_requests_total{direction=\"inbound\",status_class=\"2xx\"} 4"), "{m}");
+    assert!(m.contains("xray_sidecar_requests_total{direction=\"inbound\",status_class=\"2xx\"} 5"), "{m}");
 }
 
 #[tokio::test]
