@@ -78,6 +78,17 @@ pub struct ProxyArgs {
     )]
     pub skip_detect_ports: Vec<u16>,
 
+    /// Destinations a `CONNECT` on the outbound listener may not open (the proxy's own listeners are
+    /// always refused); by default the instance metadata service.
+    #[arg(
+        long,
+        env = "XRAY_SIDECAR_CONNECT_DENY_CIDRS",
+        value_name = "CIDRS",
+        value_delimiter = ',',
+        default_value = "169.254.169.254/32,fd00:ec2::254/128"
+    )]
+    pub connect_deny_cidrs: Vec<crate::init::Cidr>,
+
     /// How long an intercepted connection may stay silent before it is passed through unread.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub detect_timeout: Duration,

@@ -95,3 +95,17 @@ fn bad_values_are_refused_with_the_reason() {
     }
     assert_eq!("fd00:ec2::254".parse::<Cidr>().map(|c| c.to_string()), Ok("fd00:ec2::254/128".to_owned()));
 }
+
+#[test]
+fn ranges_hold_the_addresses_under_their_prefix() {
+    let c = |s: &str| s.parse::<Cidr>().expect("cidr");
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    assert!(c("169.254.169.254").contains(ip("169.254.169.254")));
+    assert!(!c("169.254.169.254").contains(ip("169.254.169.253")));
+    assert!(c("10.0.0.0/8").contains(ip("10.200.3.4")));
+    assert!(!c("10.0.0.0/8").contains(ip("11.0.0.1")));
+    assert!(c("0.0.0.0/0").contains(ip("1.2.3.4")));
+    assert!(c("fd00:ec2::254/128").contains(ip("fd00:ec2::254")));
+    assert!(c("fd00::/8").contains(ip("fd12::1")));
+    assert!(!c("fd00::/8").contains(ip("10.0.0.1")));
+}

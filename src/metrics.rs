@@ -42,6 +42,10 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; 3],
     /// Trace headers that could not be used as they came.
     pub malformed_headers: AtomicU64,
+    /// Tunnels (`CONNECT` or intercepted TLS) relayed to their end.
+    pub tunnels: AtomicU64,
+    /// `CONNECT` requests refused because they named the proxy itself or a denied range.
+    pub connects_denied: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +160,12 @@ impl Metrics {
                 "malformed_trace_headers_total",
                 "Trace headers that could not be used as received.",
                 &self.malformed_headers,
+            ),
+            ("tunnels_total", "Tunnels (CONNECT or intercepted TLS) relayed to their end.", &self.tunnels),
+            (
+                "connects_denied_total",
+                "CONNECT requests refused: the proxy itself or a denied range.",
+                &self.connects_denied,
             ),
         ] {
             let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} counter");

@@ -174,6 +174,16 @@ fn two_pods_behind_iptables_draw_client_front_end_back_end() {
     // The back-end pod: an unmodified HTTP app, a TCP echo service, its sidecar.
     lab.spawn(&back, &["python3", "-m", "http.server", "8080", "--bind", &back_ip], Stdio::null());
     lab.spawn(&back, &["python3", services, "echo", &back_ip, "9000"], Stdio::null());
+    // An HTTPS service whose certificate carries an AWS endpoint's name, reached by its address.
+    let certs = lab.dir.clone();
+    let san = "subjectAltName=DNS:dynamodb.us-east-1.amazonaws.com";
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    #[rustfmt::skip]
+    sh(&["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+        "-subj", "/CN=dynamodb", "-addext", san, "-keyout", key, "-out", cert]);
+    let tls_server = support::repo_root().join("tests/support/tls_server.py");
+    lab.spawn(&back, &["python3", tls_server.to_str().unwrap(), cert, key, &back_ip, "443"], Stdio::null());
     let daemon = format!("{front_ip}:2000");
     lab.pod(&back, "back-end", &daemon);
     lab.pod(&front, "front-end", &daemon);
@@ -181,20 +191,23 @@ fn two_pods_behind_iptables_draw_client_front_end_back_end() {
     // The front-end application calls the back-end's address directly.
     let app = support::repo_root().join("tests/support/netns_front_app.py");
     let calls = 3;
-    let result = lab.exec(&front, &["python3", app.to_str().unwrap(), &back_ip, &calls.to_string()]);
+    let result = lab.exec(&front, &["python3", app.to_str().unwrap(), &back_ip, &calls.to_string(), cert]);
     let result: Value = serde_json::from_str(result.trim()).unwrap();
     assert_eq!(result["statuses"], serde_json::json!([200, 200, 200]), "{result}");
     assert_eq!(result["tcp_echo_ok"], true, "non-HTTP TCP must pass unchanged: {result}");
+    assert_eq!(result["tls_ok"], true, "TLS must pass unterminated: {result}");
 
     let mut got: Vec<Value> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while got.len() < 2 * calls && Instant::now() < deadline {
+    while got.len() < 2 * calls + 1 && Instant::now() < deadline {
         if let Ok(line) = docs.recv_timeout(Duration::from_millis(200)) {
             got.push(serde_json::from_str(&line).unwrap());
         }
     }
     support::validate(&got);
-    let fronts: Vec<&Value> = got.iter().filter(|d| d["name"] == "front-end").collect();
+    let is_tunnel = |d: &&Value| d["subsegments"][0]["metadata"]["tunnel"].is_object();
+    let (tunnels, fronts): (Vec<&Value>, Vec<&Value>) =
+        got.iter().filter(|d| d["name"] == "front-end").partition(is_tunnel);
     let backs: Vec<&Value> = got.iter().filter(|d| d["name"] == "back-end").collect();
     assert_eq!((fronts.len(), backs.len()), (calls, calls), "{got:#?}");
     for f in &fronts {
@@ -208,6 +221,25 @@ fn two_pods_behind_iptables_draw_client_front_end_back_end() {
         assert_eq!(b["http"]["response"]["status"], 200);
         assert_eq!(b["annotations"]["direction"], "inbound");
     }
+
+    // The TLS connection: one `aws` subsegment named from the ClientHello's server name.
+    assert_eq!(tunnels.len(), 1, "{got:#?}");
+    let sub = &tunnels[0]["subsegments"][0];
+    assert_eq!(
+        (&sub["name"], &sub["namespace"], &sub["aws"]["region"]),
+        (&"DynamoDB".into(), &"aws".into(), &"us-east-1".into())
+    );
+    assert_eq!(sub["http"]["request"]["url"], "https://dynamodb.us-east-1.amazonaws.com:443/");
+    assert!(sub["http"]["request"].get("method").is_none(), "no request was seen: {sub}");
+    let tunnel = &sub["metadata"]["tunnel"];
+    assert_eq!(
+        (&tunnel["opened_by"], &tunnel["ended"], &tunnel["per_connection"]),
+        (&"interception".into(), &"closed".into(), &true.into())
+    );
+    assert!(
+        tunnel["bytes_sent"].as_u64().unwrap() > 200 && tunnel["bytes_received"].as_u64().unwrap() > 200,
+        "{tunnel}"
+    );
 
     // No loops: each call crossed each proxy exactly once.
     let (fm, bm) = (lab.metrics(&front), lab.metrics(&back));

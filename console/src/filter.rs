@@ -35,6 +35,8 @@ pub struct Filter {
     pub url: Option<String>,
     /// The name of a service the trace went through, any case.
     pub service: Option<String>,
+    /// The entry call's gRPC status name (`NOT_FOUND`), any case.
+    pub grpc_status: Option<String>,
     /// Least duration, seconds.
     pub min_duration: Option<f64>,
     /// Greatest duration, seconds.
@@ -60,6 +62,7 @@ impl Filter {
                 "client_ip" => filter.client_ip = text(),
                 "url" => filter.url = text(),
                 "service" => filter.service = text(),
+                "grpc_status" => filter.grpc_status = text(),
                 "min_duration" => filter.min_duration = Some(parse_seconds(name, value)?),
                 "max_duration" => filter.max_duration = Some(parse_seconds(name, value)?),
                 "start_time" => filter.start_time = Some(parse_seconds(name, value)?),
@@ -88,6 +91,10 @@ impl Filter {
                 .service
                 .as_deref()
                 .is_none_or(|want| s.service_ids.iter().any(|id| id.name.eq_ignore_ascii_case(want)))
+            && self
+                .grpc_status
+                .as_deref()
+                .is_none_or(|want| s.grpc_status.as_deref().is_some_and(|got| got.eq_ignore_ascii_case(want)))
             && self.min_duration.is_none_or(|min| s.duration >= min)
             && self.max_duration.is_none_or(|max| s.duration <= max)
             && self.start_time.is_none_or(|t| s.start_time >= t)

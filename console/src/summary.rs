@@ -63,6 +63,9 @@ pub struct TraceSummary {
     pub is_partial: bool,
     /// The entry request.
     pub http: HttpSummary,
+    /// The entry call's gRPC status name (`OK`, `NOT_FOUND`...), when it was a gRPC call.
+    #[serde(rename = "GrpcStatus", skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
     /// Annotations by key, X-Ray style.
     pub annotations: BTreeMap<String, Vec<Value>>,
     /// The services it went through.
@@ -153,11 +156,18 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
         has_throttle,
         is_partial: in_progress || orphaned,
         http: entry.map(http_summary).unwrap_or_default(),
+        grpc_status: entry.and_then(grpc_status),
         annotations,
         service_ids: services,
         entry_point: entry.map(|e| service_id(&e.name, e.origin.as_deref().unwrap_or("service"))),
         segment_count: docs.len(),
     }
+}
+
+/// The `grpc_status` annotation the proxy writes on a gRPC call's segment.
+fn grpc_status(entry: &Document) -> Option<String> {
+    let (_, v) = entry.annotations.iter().find(|(k, _)| k == "grpc_status")?;
+    v.as_str().map(str::to_owned)
 }
 
 fn http_summary(entry: &Document) -> HttpSummary {

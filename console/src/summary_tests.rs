@@ -89,3 +89,23 @@ fn peer_captures_summarize() {
     assert_eq!(not_found.http.http_status, Some(404));
     assert!(not_found.has_error && !not_found.is_partial);
 }
+
+#[test]
+fn grpc_calls_show_and_filter_on_their_status_name() {
+    let grpc = r#"{"name":"catalog","id":"5a2f11c3a8c04b0e","trace_id":"1-6b05d0b0-5759e988bd862e3fe1be46a9","start_time":1795577000.0,"end_time":1795577000.02,"error":true,"http":{"request":{"method":"POST","url":"http://catalog/shop.v1.Catalog/GetItem"},"response":{"status":200}},"annotations":{"direction":"inbound","grpc_service":"shop.v1.Catalog","grpc_method":"GetItem","grpc_status":"NOT_FOUND","grpc_status_code":5}}"#;
+    let store = store_of(THREE_TIER.lines().chain([grpc]));
+    let all = page(store.traces(), &Filter::default(), 0, 100, 0.0);
+    let call = by_id(&all, "1-6b05d0b0");
+    assert_eq!((call.grpc_status.as_deref(), call.http.http_status), (Some("NOT_FOUND"), Some(200)));
+    assert!(call.has_error && !call.has_fault);
+    assert_eq!(by_id(&all, "1-6b05d0a0").grpc_status, None);
+    let json = serde_json::to_value(&call).expect("serialise");
+    assert_eq!(json["GrpcStatus"], "NOT_FOUND");
+
+    let only = |value: &str| {
+        let filter = Filter { grpc_status: Some(value.to_owned()), ..Filter::default() };
+        ids(&page(store.traces(), &filter, 0, 100, 0.0)).into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(only("not_found"), ["1-6b05d0b0"]);
+    assert!(only("INTERNAL").is_empty());
+}

@@ -18,10 +18,17 @@ pub enum End {
     Aborted,
 }
 
-/// Told once when a [`TraceBody`] ends, with the data bytes that went through.
+/// Told once when a [`TraceBody`] ends, with the data bytes that went through; and, on the way,
+/// of each data chunk and the trailers (for protocols, such as gRPC, whose outcome is in them).
 pub trait OnEnd {
     /// Called exactly once.
     fn on_end(self, bytes: u64, end: End);
+
+    /// Called with each data chunk as it passes (it must not be kept).
+    fn on_data(&mut self, _chunk: &[u8]) {}
+
+    /// Called with the trailers as they pass.
+    fn on_trailers(&mut self, _trailers: &http::HeaderMap) {}
 }
 
 /// A body that counts data bytes and calls its [`OnEnd`] when it is over.
@@ -58,6 +65,11 @@ where
             Some(Ok(f)) => {
                 if let Some(data) = f.data_ref() {
                     *this.bytes += data.remaining() as u64;
+                    if let Some(cb) = this.on_end.as_mut() {
+                        cb.on_data(data.chunk());
+                    }
+                } else if let (Some(t), Some(cb)) = (f.trailers_ref(), this.on_end.as_mut()) {
+                    cb.on_trailers(t);
                 }
                 // With an exact Content-Length the connection may never poll again after the last
                 // frame, so the end is noticed here rather than on the next poll.

@@ -55,6 +55,8 @@ pub struct ServingConfig {
     pub server: ServerSettings,
     /// How intercepted connections are told apart and passed through.
     pub interception: Interception,
+    /// Further destinations a `CONNECT` may not open.
+    pub connect_deny: Vec<crate::init::Cidr>,
 }
 
 /// Where segments are sent, and the environment written into them.
@@ -127,6 +129,7 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
                     detect_timeout: args.detect_timeout,
                     connect_timeout: args.connect_timeout,
                 },
+                connect_deny: args.connect_deny_cidrs.clone(),
             },
         })
     }

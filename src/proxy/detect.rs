@@ -55,25 +55,35 @@ pub fn classify(b: &[u8]) -> Option<Protocol> {
 /// Peeks at `stream` until [`classify`] decides, or `timeout` passes (then it is opaque: a
 /// protocol where the server speaks first waits for nobody).
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> Protocol {
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; 1100];
+    let cap = buf.len();
+    let decided =
+        peek_until(stream, timeout, &mut buf, |b| classify(b).or_else(|| (b.len() == cap).then_some(Protocol::Opaque)));
+    decided.await.unwrap_or(Protocol::Opaque)
+}
+
+/// Peeks at `stream` into `buf` until `decide` answers for the bytes so far; `None` when the peer
+/// closes, fails or stays silent past `timeout`. Nothing is consumed.
+pub async fn peek_until<T>(
+    stream: &TcpStream,
+    timeout: Duration,
+    buf: &mut [u8],
+    mut decide: impl FnMut(&[u8]) -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut seen = 0;
     loop {
-        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
-        let n = match peeked {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Protocol::Opaque,
-            Ok(Ok(n)) => n,
+        let n = match tokio::time::timeout_at(deadline, stream.peek(buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
         };
-        if let Some(p) = classify(&buf[..n]) {
-            return p;
-        }
-        if n == buf.len() {
-            return Protocol::Opaque;
+        if let Some(decided) = decide(&buf[..n]) {
+            return Some(decided);
         }
         if n == seen {
             // peek returns what is buffered at once; wait a little for more to arrive.
             if tokio::time::Instant::now() + Duration::from_millis(2) > deadline {
-                return Protocol::Opaque;
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -10,6 +10,7 @@ use std::io;
 
 use super::guard::Refusal;
 use crate::metrics::UpstreamError;
+use crate::xray::grpc;
 
 /// Why the proxy could not get a response from the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,15 @@ pub enum FailureKind {
     UpstreamBody,
     /// The client went away before the response was complete.
     ClientAborted,
+    /// A tunnel's connection broke off midway.
+    TunnelBroken,
+    /// A gRPC call ended with a status other than OK; `remote` when the callee said so to us.
+    Grpc {
+        /// The `grpc-status` code.
+        code: u32,
+        /// Whether the status came from a service we called (outbound) rather than the application.
+        remote: bool,
+    },
 }
 
 impl FailureKind {
@@ -82,17 +92,25 @@ impl FailureKind {
             },
             FailureKind::UpstreamBody => "UpstreamBodyError",
             FailureKind::ClientAborted => "ClientAborted",
+            FailureKind::TunnelBroken => "TunnelBroken",
+            FailureKind::Grpc { code, .. } => grpc::status_name(code),
         }
     }
 
     /// Whether the failure is the server side's (`fault`) rather than the client's (`error`).
     pub fn is_fault(self) -> bool {
-        !self.is_callers()
+        match self {
+            FailureKind::Grpc { code, .. } => grpc::flags(code).2,
+            _ => !self.is_callers(),
+        }
     }
 
     /// Whether the failure came from the remote side.
     pub fn is_remote(self) -> bool {
-        !self.is_callers()
+        match self {
+            FailureKind::Grpc { remote, .. } => remote,
+            _ => !self.is_callers(),
+        }
     }
 
     /// The client went away, or asked for what the proxy never does (a refused destination).
@@ -136,6 +154,12 @@ impl Failure {
         self.kind.is_remote()
     }
 
+    /// A tunnel broke off after `sent` and `received` bytes, for the reason given.
+    pub fn tunnel_broken(sent: u64, received: u64, why: &dyn Display) -> Self {
+        let message = format!("tunnel broken after {sent} bytes sent, {received} received: {why}");
+        Failure { kind: FailureKind::TunnelBroken, message: message.into() }
+    }
+
     /// Whether the client went away before the response was complete.
     pub fn client_aborted(&self) -> bool {
         self.kind == FailureKind::ClientAborted
@@ -168,6 +192,16 @@ impl ProxyError {
             }
         } else {
             ErrorKind::Reset
+        };
+        ProxyError::new(kind, e)
+    }
+
+    /// Classifies a failed TCP connect made by the proxy itself (tunnels).
+    pub fn connecting(e: io::Error) -> Self {
+        let kind = match e.kind() {
+            io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+            io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+            _ => ErrorKind::ConnectFailed,
         };
         ProxyError::new(kind, e)
     }

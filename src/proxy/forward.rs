@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::time::Sleep;
 
 use super::error::{ErrorKind, ProxyError};
+use super::grpc::SentCount;
+use super::grpc_body::CountMessages;
 use super::guard::{GuardedConnector, OwnListeners};
 
 /// Timeouts and limits of the upstream side.
@@ -34,8 +36,8 @@ pub struct UpstreamSettings {
 /// The shared upstream clients: one pool for HTTP/1.1, one for HTTP/2 (prior knowledge).
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    h1: Client<GuardedConnector, Incoming>,
-    h2: Client<GuardedConnector, Incoming>,
+    h1: Client<GuardedConnector, CountMessages<Incoming>>,
+    h2: Client<GuardedConnector, CountMessages<Incoming>>,
     response_timeout: Option<Duration>,
     own: OwnListeners,
 }
@@ -115,6 +117,9 @@ impl tower::Service<Request<Incoming>> for Forward {
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e)),
         }
+        // A traced gRPC call counts the messages it sends on the way through.
+        let sent = req.extensions_mut().remove::<SentCount>();
+        let req = req.map(|b| CountMessages::new(b, sent));
         let version = req.version();
         let client = if version == Version::HTTP_2 { &self.upstream.h2 } else { &self.upstream.h1 };
         ForwardFuture {

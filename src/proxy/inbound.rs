@@ -50,7 +50,7 @@ impl Inbound {
                 if !self.interception.is_http(&stream, dst).await {
                     drop(http);
                     let own = self.upstream.own();
-                    return opaque::tunnel(stream, dst, self.interception.connect_timeout, own).await;
+                    return opaque::tunnel(stream, dst, self.interception.connect_timeout, own, None).await;
                 }
                 match orig_dst::authority(dst) {
                     Some(a) => a,

@@ -2,9 +2,12 @@
 
 pub mod body;
 pub mod config;
+pub mod connect;
 pub mod detect;
 pub mod error;
 pub mod forward;
+pub mod grpc;
+pub mod grpc_body;
 pub mod guard;
 pub mod inbound;
 pub mod opaque;
@@ -13,7 +16,9 @@ pub mod outbound;
 pub mod probes;
 pub mod record;
 pub mod server;
+pub mod sni;
 pub mod trace;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::xray::centralized::{Centralized, poller};
 use crate::xray::emitter::{Emitter, Flush};
 use config::{Emission, ProxyConfig, ServingConfig, TracingConfig};
+use connect::ConnectPolicy;
 use forward::Upstream;
 use guard::OwnListeners;
 use inbound::Inbound;
@@ -143,10 +149,16 @@ fn serve(
 ) -> Served {
     let upstream = Upstream::new(&config.upstream, own);
     let outbound = listeners.outbound.map(|listener| {
+        let connect = ConnectPolicy {
+            own: upstream.own().clone(),
+            deny: config.connect_deny.clone(),
+            connect_timeout: config.upstream.connect_timeout,
+        };
         let ctx = Arc::new(Outbound {
             upstream: upstream.clone(),
             tracer: tracer.clone(),
             interception: config.interception.clone(),
+            connect: Arc::new(connect),
         });
         let handle = move |stream, peer, http| ctx.clone().handle(stream, peer, http);
         tokio::spawn(server::serve(listener, "outbound", config.server.clone(), handle, stopped.clone()))

@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
+use super::connect::{Connect, ConnectPolicy};
 use super::forward::{Forward, Upstream};
 use super::record::Tracer;
 use super::server::{self, HttpServer};
 use super::trace::Trace;
-use super::{Interception, guard, opaque, orig_dst};
+use super::tunnel::{Record, Target};
+use super::{Interception, guard, opaque, orig_dst, sni};
 use crate::xray::segment::Direction;
 
 /// What every outbound connection needs.
@@ -21,6 +23,8 @@ pub struct Outbound {
     pub tracer: Arc<Tracer>,
     /// Detection settings for redirected connections.
     pub interception: Interception,
+    /// Which `CONNECT` tunnels may be opened.
+    pub connect: Arc<ConnectPolicy>,
 }
 
 impl Outbound {
@@ -43,14 +47,31 @@ impl Outbound {
             Some(dst) => {
                 if !self.interception.is_http(&stream, dst).await {
                     drop(http);
-                    let own = self.upstream.own();
-                    return opaque::tunnel(stream, dst, self.interception.connect_timeout, own).await;
+                    return self.pass_through(stream, dst).await;
                 }
                 orig_dst::authority(dst)
             }
         };
         let forward = Forward::new(self.upstream.clone(), authority, None);
         let service = Trace::new(forward, self.tracer.clone(), peer.ip(), Direction::Outbound);
-        http.serve(stream, peer, service).await;
+        if redirected.is_some() {
+            return http.serve(stream, peer, service).await;
+        }
+        http.serve(stream, peer, Connect::new(service, self.connect.clone(), self.tracer.clone())).await;
+    }
+
+    /// Passes a connection that is not HTTP through; TLS is recorded as a tunnel named after the
+    /// server name its ClientHello asks for (or the address, without one).
+    async fn pass_through(&self, stream: TcpStream, dst: SocketAddr) {
+        let timeout = self.interception.connect_timeout;
+        let record = match sni::peek(&stream, self.interception.detect_timeout).await {
+            sni::Hello::Tls(name) => {
+                let ip = dst.ip().to_string();
+                let host = name.as_deref().unwrap_or(&ip);
+                Some(Record::start(&self.tracer, Target { host, port: dst.port(), explicit: false }))
+            }
+            sni::Hello::NotTls | sni::Hello::Incomplete => None,
+        };
+        opaque::tunnel(stream, dst, timeout, self.upstream.own(), record).await
     }
 }

@@ -114,6 +114,8 @@ impl Opening {
             http,
             failure: None,
             subsegments: Vec::new(),
+            tunnel: None,
+            grpc: None,
         }
     }
 }
@@ -177,14 +179,20 @@ fn decide<B>(
                 method: req.method().as_str(),
                 path: req.uri().path(),
             };
-            match tracer.centralized.as_ref().and_then(|c| c.decide(&facts, now_secs)) {
-                Some(yes) => (DecisionSource::Centralized, yes),
-                None => (DecisionSource::Local, tracer.sampler.sample(facts.host, facts.method, facts.path, now_secs)),
-            }
+            by_rules(tracer, &facts, now_secs)
         }
     };
     tracer.metrics.record_decision(source, yes);
     yes
+}
+
+/// The sampling rules' decision for a request (or a tunnel) with these facts: the console's rules,
+/// else the local ones.
+pub fn by_rules(tracer: &Tracer, facts: &RequestFacts<'_>, now_secs: u64) -> (DecisionSource, bool) {
+    match tracer.centralized.as_ref().and_then(|c| c.decide(facts, now_secs)) {
+        Some(yes) => (DecisionSource::Centralized, yes),
+        None => (DecisionSource::Local, tracer.sampler.sample(facts.host, facts.method, facts.path, now_secs)),
+    }
 }
 
 /// The request's HTTP facts, cheaply cloned for the segment.

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use super::body::{End, OnEnd, TraceBody};
 use super::error::{ErrorKind, Failure, ProxyError};
+use super::grpc;
 use super::record::{Record, Tracer};
 use crate::xray::header::{self as trace_header, TRACE_HEADER};
 use crate::xray::segment::{Direction, Kind};
@@ -62,8 +63,14 @@ where
             None => None,
             Some(_) => Some(Record::begin(&self.tracer, self.direction, self.peer, &mut req)),
         };
+        let recorded = record.as_ref().is_some_and(|r| r.segment.is_some());
+        let grpc = recorded.then(|| grpc::Call::start(req.uri().path(), req.headers())).flatten();
+        if let Some(call) = &grpc {
+            // The forwarder counts the messages the request body carries into this.
+            req.extensions_mut().insert(call.sent.clone());
+        }
         let completion =
-            Completion { tracer: self.tracer.clone(), start, direction: self.direction, status: None, record };
+            Completion { tracer: self.tracer.clone(), start, direction: self.direction, status: None, record, grpc };
         ResponseFuture { inner: self.inner.call(req), completion: Some(completion) }
     }
 }
@@ -79,9 +86,23 @@ pub struct Completion {
     status: Option<u16>,
     /// `None` when tracing is off.
     record: Option<Record>,
+    /// The gRPC call, when the request is one and is recorded.
+    grpc: Option<grpc::Call>,
 }
 
 impl OnEnd for Completion {
+    fn on_data(&mut self, chunk: &[u8]) {
+        if let Some(call) = self.grpc.as_mut() {
+            call.received.feed(chunk);
+        }
+    }
+
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(call) = self.grpc.as_mut() {
+            call.read_status(trailers);
+        }
+    }
+
     fn on_end(self, bytes: u64, end: End) {
         let failure = match end {
             End::Complete => None,
@@ -95,9 +116,16 @@ impl OnEnd for Completion {
 impl Completion {
     /// Counts the request and emits its record: the one place a traced exchange ends, whether its
     /// body ended or it never got a response.
-    fn close(self, bytes: Option<u64>, failure: Option<Failure>) {
+    fn close(self, bytes: Option<u64>, mut failure: Option<Failure>) {
         let elapsed = self.start.elapsed();
         self.tracer.metrics.record_request(self.direction, self.status, elapsed);
+        let aborted = failure.as_ref().is_some_and(Failure::client_aborted);
+        let grpc = self.grpc.map(|call| Box::new(call.finish(elapsed, aborted)));
+        if aborted && grpc.as_ref().is_some_and(|g| g.status.is_some()) {
+            // The call's own outcome (its trailers, or its deadline passing) says more than the
+            // client's leaving.
+            failure = None;
+        }
         let (Some(emitter), Some(Record { segment: Some(mut seg), .. })) = (&self.tracer.emitter, self.record) else {
             return;
         };
@@ -111,6 +139,7 @@ impl Completion {
                 // A proxy failure recorded at the response head says more than what followed it.
                 s.failure.get_or_insert_with(|| f.clone());
             }
+            s.grpc.clone_from(&grpc);
         });
         emitter.emit(*seg);
     }
@@ -170,6 +199,10 @@ where
         };
         let (mut parts, body) = res.into_parts();
         completion.status = Some(parts.status.as_u16());
+        if let Some(call) = completion.grpc.as_mut() {
+            // A trailers-only response carries the status in its head.
+            call.read_status(&parts.headers);
+        }
         if let Some(t) = completion.record.as_mut() {
             // A downstream that answers with a trace header records its own segment.
             let traced = parts.headers.contains_key(&TRACE_HEADER);

@@ -276,6 +276,8 @@ mod tests {
             },
             failure: None,
             subsegments: Vec::new(),
+            tunnel: None,
+            grpc: None,
         };
         let mut sub = seg.clone();
         sub.kind = Kind::EmbeddedSubsegment;

@@ -1,11 +1,14 @@
 //! X-Ray concepts: identifiers, the trace header, sampling, segment documents and their delivery.
 
+pub mod aws;
 pub mod centralized;
 pub mod daemon;
 pub mod emitter;
+pub mod grpc;
 pub mod header;
 pub mod id;
 pub mod reservoir;
 pub mod sampling;
 pub mod segment;
+pub mod tunnel;
 pub mod udp_batch;

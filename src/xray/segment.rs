@@ -10,8 +10,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::grpc::{self, Grpc};
 use super::id::{SegmentId, TraceId};
-use crate::proxy::error::Failure;
+use super::tunnel::{self, Tunnel};
+use crate::proxy::error::{Failure, FailureKind};
 
 /// The longest string the schema allows in the `http` object.
 pub const MAX_HTTP_STRING: usize = 250;
@@ -43,6 +45,10 @@ pub struct Segment {
     pub failure: Option<Failure>,
     /// Embedded subsegments.
     pub subsegments: Vec<Segment>,
+    /// Set when this records a tunnelled connection rather than one request.
+    pub tunnel: Option<Box<Tunnel>>,
+    /// Set when the request was a gRPC call.
+    pub grpc: Option<Box<Grpc>>,
 }
 
 /// What kind of document a [`Segment`] is written as.
@@ -126,14 +132,29 @@ impl Segment {
     /// Error, throttle and fault flags as X-Ray derives them from the status and any failure.
     pub fn flags(&self) -> Flags {
         let status = self.http.status.unwrap_or(0);
-        let throttle = status == 429;
+        let mut throttle = status == 429;
         let mut error = (400..500).contains(&status);
         let mut fault = status >= 500;
         if let Some(f) = &self.failure {
             fault |= f.fault();
             error |= !f.fault();
         }
+        // gRPC answers 200 whatever happened: its outcome is the `grpc-status`.
+        if let Some(code) = self.grpc.as_ref().and_then(|g| g.status) {
+            let (e, t, f) = grpc::flags(code);
+            (error, throttle, fault) = (error | e, throttle | t, fault | f);
+        }
         Flags { error, throttle, fault }
+    }
+
+    /// The `cause` of a gRPC call that ended with a status other than OK: the status name and its
+    /// message.
+    fn grpc_failure(&self) -> Option<Failure> {
+        let g = self.grpc.as_ref()?;
+        let code = g.status.filter(|c| *c != 0)?;
+        let kind = FailureKind::Grpc { code, remote: self.kind != Kind::Segment };
+        let message = g.message.clone().map_or(std::borrow::Cow::Borrowed(grpc::status_name(code)), Into::into);
+        Some(Failure { kind, message })
     }
 }
 
@@ -175,7 +196,11 @@ impl Serialize for Document<'_> {
             if seg.kind == Kind::IndependentSubsegment {
                 m.serialize_entry("type", "subsegment")?;
             }
-            m.serialize_entry("namespace", "remote")?;
+            let aws = seg.tunnel.as_ref().and_then(|t| t.aws.as_ref());
+            m.serialize_entry("namespace", if aws.is_some() { "aws" } else { "remote" })?;
+            if let Some(aws) = aws {
+                m.serialize_entry("aws", &tunnel::AwsJson(aws))?;
+            }
             if seg.traced {
                 m.serialize_entry("traced", &true)?;
             }
@@ -190,15 +215,23 @@ impl Serialize for Document<'_> {
         if fault {
             m.serialize_entry("fault", &true)?;
         }
-        m.serialize_entry("http", &HttpJson(&seg.http, seg.kind == Kind::Segment))?;
+        let method = seg.tunnel.as_ref().is_none_or(|t| t.explicit);
+        m.serialize_entry("http", &HttpJson { http: &seg.http, inbound_segment: seg.kind == Kind::Segment, method })?;
         if let Some(f) = &seg.failure {
             m.serialize_entry("cause", &CauseJson(f))?;
+        } else if let Some(f) = seg.grpc_failure() {
+            m.serialize_entry("cause", &CauseJson(&f))?;
         }
         if seg.kind == Kind::Segment {
             if let Some(origin) = env.origin {
                 m.serialize_entry("origin", origin)?;
             }
             m.serialize_entry("aws", &AwsJson(env))?;
+        }
+        if let Some(t) = &seg.tunnel {
+            m.serialize_entry("metadata", &tunnel::MetadataJson(t))?;
+        } else if let Some(g) = &seg.grpc {
+            m.serialize_entry("metadata", &grpc::MetadataJson(g))?;
         }
         if top {
             m.serialize_entry("annotations", &Annotations { seg, env })?;
@@ -228,26 +261,34 @@ fn micros(t: f64) -> f64 {
     (t * 1e6).round() / 1e6
 }
 
-struct HttpJson<'a>(&'a Http, bool);
+/// The `http` object; `method` is left out for intercepted tunnels, where no request was seen.
+#[derive(Clone, Copy)]
+struct HttpJson<'a> {
+    http: &'a Http,
+    inbound_segment: bool,
+    method: bool,
+}
 
 impl Serialize for HttpJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("request", &RequestJson(self.0, self.1))?;
-        if self.0.status.is_some() || self.0.content_length.is_some() {
-            m.serialize_entry("response", &ResponseJson(self.0))?;
+        m.serialize_entry("request", &RequestJson(*self))?;
+        if self.http.status.is_some() || self.http.content_length.is_some() {
+            m.serialize_entry("response", &ResponseJson(self.http))?;
         }
         m.end()
     }
 }
 
-struct RequestJson<'a>(&'a Http, bool);
+struct RequestJson<'a>(HttpJson<'a>);
 
 impl Serialize for RequestJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (h, inbound_segment) = (self.0, self.1);
+        let (h, inbound_segment) = (self.0.http, self.0.inbound_segment);
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("method", h.method.as_str())?;
+        if self.0.method {
+            m.serialize_entry("method", h.method.as_str())?;
+        }
         m.serialize_entry("url", &Collected(UrlText(h)))?;
         // Who called is only known, and only meaningful, for the segment of a request we received.
         if inbound_segment {
@@ -402,6 +443,14 @@ impl Serialize for Annotations<'_> {
         }
         if self.seg.failure.as_ref().is_some_and(Failure::client_aborted) {
             m.serialize_entry("client_aborted", &true)?;
+        }
+        if let Some(g) = &self.seg.grpc {
+            m.serialize_entry("grpc_service", truncate(&g.service, 1000))?;
+            m.serialize_entry("grpc_method", truncate(&g.method, 1000))?;
+            if let Some(code) = g.status {
+                m.serialize_entry("grpc_status_code", &code)?;
+                m.serialize_entry("grpc_status", grpc::status_name(code))?;
+            }
         }
         m.end()
     }

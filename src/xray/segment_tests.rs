@@ -26,6 +26,8 @@ fn sample() -> Segment {
         },
         failure: None,
         subsegments: Vec::new(),
+        tunnel: None,
+        grpc: None,
     }
 }
 
@@ -109,4 +111,34 @@ fn names_and_long_strings_are_made_acceptable() {
     s.http.uri = format!("/{}", "p".repeat(400)).parse().expect("uri");
     assert_eq!(url(&s.http).len(), MAX_HTTP_STRING);
     assert_eq!(truncate("héllo", 2), "hé");
+}
+
+#[test]
+fn a_tunnel_to_an_aws_endpoint_is_an_aws_subsegment_with_per_connection_metadata() {
+    let mut sub = sample();
+    sub.kind = Kind::IndependentSubsegment;
+    sub.parent_id = SegmentId::parse("53995c3f42cd8ad8");
+    sub.http.status = None;
+    sub.http.content_length = None;
+    sub.http.host = Some(HeaderValue::from_static("sqs.eu-west-1.amazonaws.com:443"));
+    sub.http.scheme = "https";
+    sub.http.uri = Uri::from_static("/");
+    sub.tunnel = Some(Box::new(crate::xray::tunnel::Tunnel {
+        explicit: false,
+        bytes_sent: 517,
+        bytes_received: 4096,
+        ended: crate::xray::tunnel::Ended::Closed,
+        aws: crate::xray::aws::service("sqs.eu-west-1.amazonaws.com"),
+    }));
+    let v = json(&sub, &Environment::default());
+    assert_eq!((&v["namespace"], &v["aws"]["region"]), (&Value::from("aws"), &Value::from("eu-west-1")));
+    assert_eq!(v["http"]["request"]["url"], "https://sqs.eu-west-1.amazonaws.com:443/");
+    assert!(v["http"]["request"].get("method").is_none() && v["http"].get("response").is_none(), "{v}");
+    let t = &v["metadata"]["tunnel"];
+    assert_eq!(
+        (&t["per_connection"], &t["opened_by"], &t["ended"]),
+        (&true.into(), &"interception".into(), &"closed".into())
+    );
+    assert_eq!((t["bytes_sent"].as_u64(), t["bytes_received"].as_u64()), (Some(517), Some(4096)));
+    assert!(v.get("error").is_none() && v.get("fault").is_none());
 }

@@ -5,7 +5,7 @@
   const $ = (id) => document.getElementById(id);
   const esc = (v) => Fmt.esc(v);
   const PAGE = 50;
-  const FILTERS = ["status", "client_ip", "url", "service", "min_duration", "max_duration"];
+  const FILTERS = ["status", "grpc_status", "client_ip", "url", "service", "min_duration", "max_duration"];
   const state = { view: null, selected: null, graph: null, offset: 0, traceId: null, row: null, trace: null };
 
   async function getJSON(url) {
@@ -203,7 +203,7 @@
       <td class="mono"><a href="#/trace/${encodeURIComponent(s.Id)}">${esc(s.Id)}</a>${s.IsPartial ? ' <span class="tag">partial</span>' : ""}</td>
       <td>${esc(Fmt.time(s.StartTime))}</td>
       <td>${esc(h.HttpMethod || "")}</td>
-      <td><span class="status ${statusClass(s)}">${esc(h.HttpStatus || "–")}</span></td>
+      <td><span class="status ${statusClass(s)}">${esc(h.HttpStatus || "–")}${s.GrpcStatus ? ` <span class="grpc">${esc(s.GrpcStatus)}</span>` : ""}</span></td>
       <td>${esc(Fmt.duration(s.ResponseTime))}</td>
       <td>${esc(Fmt.duration(s.Duration))}</td>
       <td class="url" title="${esc(h.HttpURL || "")}">${esc(h.HttpURL || "")}</td>

@@ -1,0 +1,176 @@
+//! `CONNECT host:port` on the outbound listener: what `https_proxy` clients (and gRPC clients with a
+//! proxy) send. The proxy opens the tunnel, relays it and records it; a `CONNECT` to the proxy's own
+//! listeners or to a denied range is refused, so the explicit proxy opens no new way into the pod.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper_util::rt::TokioIo;
+use pin_project::pin_project;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+use super::error::ProxyError;
+use super::guard::OwnListeners;
+use super::opaque;
+use super::record::Tracer;
+use super::tunnel::{self, Record, Target};
+use crate::init::Cidr;
+use crate::xray::tunnel::Ended;
+
+/// Which tunnels may be opened, and how.
+#[derive(Clone, Debug)]
+pub struct ConnectPolicy {
+    /// The proxy's own listeners (and link-local addresses): never a tunnel's destination.
+    pub own: OwnListeners,
+    /// Further destinations refused, wherever they are.
+    pub deny: Vec<Cidr>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// Answers `CONNECT` itself and hands every other request to `inner`.
+#[derive(Clone, Debug)]
+pub struct Connect<S> {
+    inner: S,
+    policy: Arc<ConnectPolicy>,
+    tracer: Arc<Tracer>,
+}
+
+impl<S> Connect<S> {
+    /// Wraps `inner`, the traced forwarder of an explicit-proxy connection.
+    pub fn new(inner: S, policy: Arc<ConnectPolicy>, tracer: Arc<Tracer>) -> Self {
+        Connect { inner, policy, tracer }
+    }
+}
+
+type Answer = Response<Full<Bytes>>;
+
+impl<S, B, RB> tower::Service<Request<B>> for Connect<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    B: Send + 'static,
+{
+    type Response = Response<Either<RB, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = ConnectFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.method() != Method::CONNECT {
+            return ConnectFuture::Inner(self.inner.call(req));
+        }
+        ConnectFuture::Tunnel(Box::pin(open(req, self.policy.clone(), self.tracer.clone())))
+    }
+}
+
+/// The inner service's response, or the answer to a `CONNECT`.
+#[pin_project(project = Projected)]
+pub enum ConnectFuture<F> {
+    /// Any request but `CONNECT`.
+    Inner(#[pin] F),
+    /// A `CONNECT` (boxed: rare next to plain requests, and its future is large).
+    Tunnel(Pin<Box<dyn Future<Output = Answer> + Send>>),
+}
+
+impl<F, RB, E> Future for ConnectFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<Either<RB, Full<Bytes>>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projected::Inner(f) => f.poll(cx).map(|r| r.map(|res| res.map(Either::Left))),
+            Projected::Tunnel(f) => f.as_mut().poll(cx).map(|res| Ok(res.map(Either::Right))),
+        }
+    }
+}
+
+/// Resolves and checks the destination, connects, answers 200 and relays once the client's
+/// connection is handed over.
+async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, tracer: Arc<Tracer>) -> Answer {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let (host, port) = (authority.host().trim_start_matches('[').trim_end_matches(']'), authority.port_u16());
+    let Some(port) = port else {
+        return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(policy.connect_timeout, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            _ => Vec::new(),
+        };
+    let target = Target { host, port, explicit: true };
+    let refused = |a: &SocketAddr| policy.own.check(*a).is_err() || policy.deny.iter().any(|c| c.contains(a.ip()));
+    if let Some(denied) = addrs.iter().find(|a| refused(a)) {
+        return refuse(&tracer, &authority, *denied);
+    }
+    let record = Record::start(&tracer, target);
+    let upstream = match connect_any(&addrs, &policy).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%authority, error = %e, "CONNECT destination unreachable");
+            let (status, failure) = (e.status(), e.failure());
+            record.finish(0, 0, Ended::ConnectFailed, Some(failure));
+            return answer(status, &format!("{}", e.kind));
+        }
+    };
+    if is_self(&upstream, &policy) {
+        drop(record);
+        let peer = upstream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], port)));
+        return refuse(&tracer, &authority, peer);
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(client) => tunnel::relay(TokioIo::new(client), upstream, record).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "CONNECT client left before the tunnel opened");
+                record.finish(0, 0, Ended::Broken, None);
+            }
+        }
+    });
+    Response::new(Full::new(Bytes::new()))
+}
+
+/// Tries each resolved address in turn.
+async fn connect_any(addrs: &[SocketAddr], policy: &ConnectPolicy) -> Result<TcpStream, ProxyError> {
+    let mut last = ProxyError::connecting(std::io::Error::new(std::io::ErrorKind::NotFound, "host not found"));
+    for a in addrs {
+        match opaque::connect(*a, policy.connect_timeout).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Whether a connected destination turned out to be one of the proxy's own listeners: a name that
+/// resolved to this pod, reached on one of its ports.
+fn is_self(s: &TcpStream, policy: &ConnectPolicy) -> bool {
+    s.peer_addr().is_ok_and(|peer| policy.own.contains(peer))
+}
+
+fn refuse(tracer: &Tracer, authority: &http::uri::Authority, addr: SocketAddr) -> Answer {
+    tracer.metrics.connects_denied.fetch_add(1, Relaxed);
+    tracing::info!(%authority, %addr, "CONNECT refused: the proxy itself or a denied range");
+    answer(StatusCode::FORBIDDEN, "CONNECT to this destination is not allowed")
+}
+
+fn answer(status: StatusCode, text: &str) -> Answer {
+    let mut res = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    res
+}

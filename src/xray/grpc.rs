@@ -1,0 +1,160 @@
+//! gRPC as X-Ray sees it: a call's outcome is its `grpc-status` (HTTP says 200 either way), mapped to
+//! `error`, `throttle` and `fault` the way HTTP's 4xx, 429 and 5xx are.
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+/// What a segment records about one gRPC call.
+#[derive(Clone, Debug, Default)]
+pub struct Grpc {
+    /// `package.Service`, from the request path.
+    pub service: String,
+    /// The method name.
+    pub method: String,
+    /// The `grpc-status` code, once the trailers (or a trailers-only response) passed.
+    pub status: Option<u32>,
+    /// The `grpc-message`, percent-decoded.
+    pub message: Option<String>,
+    /// Length-prefixed messages the client sent.
+    pub sent: u64,
+    /// Length-prefixed messages the server sent.
+    pub received: u64,
+}
+
+/// The status names of the gRPC codes 0 to 16.
+const NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// `DEADLINE_EXCEEDED`.
+pub const DEADLINE_EXCEEDED: u32 = 4;
+
+/// The name of a status code; codes outside the specification are `UNKNOWN`, as gRPC reads them.
+pub fn status_name(code: u32) -> &'static str {
+    usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("UNKNOWN")
+}
+
+/// `(error, throttle, fault)` for a status code: the caller's mistakes are errors, running out of
+/// quota is a throttle (and an error), the server's failures are faults.
+pub fn flags(code: u32) -> (bool, bool, bool) {
+    match code {
+        0 => (false, false, false),
+        // CANCELLED, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED,
+        // FAILED_PRECONDITION, OUT_OF_RANGE, UNAUTHENTICATED
+        1 | 3 | 5 | 6 | 7 | 9 | 11 | 16 => (true, false, false),
+        8 => (true, true, false),
+        // UNKNOWN, DEADLINE_EXCEEDED, ABORTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS and
+        // codes outside the specification (read as UNKNOWN).
+        _ => (false, false, true),
+    }
+}
+
+/// `package.Service` and `Method` from a request path `/package.Service/Method`.
+pub fn service_and_method(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
+}
+
+/// Decodes `grpc-message`'s percent-encoding; bad escapes are kept as they came.
+pub fn decode_message(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (raw[i], raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `metadata.grpc` object: message counts each way.
+pub struct MetadataJson<'a>(pub &'a Grpc);
+
+impl Serialize for MetadataJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let g = self.0;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(
+            "grpc",
+            &serde_json::json!({
+                "service": g.service,
+                "method": g.method,
+                "messages_sent": g.sent,
+                "messages_received": g.received,
+            }),
+        )?;
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_error_throttle_and_fault() {
+        let kind = |c| match flags(c) {
+            (false, false, false) => "ok",
+            (true, false, false) => "error",
+            (true, true, false) => "throttle",
+            (false, false, true) => "fault",
+            other => panic!("{other:?}"),
+        };
+        for (name, want) in [
+            ("OK", "ok"),
+            ("INVALID_ARGUMENT", "error"),
+            ("NOT_FOUND", "error"),
+            ("ALREADY_EXISTS", "error"),
+            ("PERMISSION_DENIED", "error"),
+            ("FAILED_PRECONDITION", "error"),
+            ("OUT_OF_RANGE", "error"),
+            ("UNAUTHENTICATED", "error"),
+            ("CANCELLED", "error"),
+            ("RESOURCE_EXHAUSTED", "throttle"),
+            ("UNKNOWN", "fault"),
+            ("DEADLINE_EXCEEDED", "fault"),
+            ("UNIMPLEMENTED", "fault"),
+            ("INTERNAL", "fault"),
+            ("UNAVAILABLE", "fault"),
+            ("DATA_LOSS", "fault"),
+            ("ABORTED", "fault"),
+        ] {
+            let code = NAMES.iter().position(|n| *n == name).expect("known name") as u32;
+            assert_eq!(status_name(code), name);
+            assert_eq!(kind(code), want, "{name}");
+        }
+        assert_eq!((status_name(99), kind(99)), ("UNKNOWN", "fault"));
+    }
+
+    #[test]
+    fn paths_and_messages_are_read_as_grpc_writes_them() {
+        assert_eq!(service_and_method("/shop.v1.Catalog/GetItem"), Some(("shop.v1.Catalog", "GetItem")));
+        assert_eq!(service_and_method("/health"), None);
+        assert_eq!(service_and_method("/a/b/c"), None);
+        assert_eq!(decode_message(b"item %2342 not found %E2%9C%93"), "item #42 not found \u{2713}");
+        assert_eq!(decode_message(b"100% sure %zz"), "100% sure %zz");
+    }
+}

@@ -1,0 +1,164 @@
+//! HTTPS through the outbound listener: an `https_proxy` client's `CONNECT` is tunnelled to a real
+//! TLS server and recorded as one remote subsegment per connection; tunnels to the proxy itself or
+//! to denied ranges are refused.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use support::{Daemon, Sidecar, free_port};
+
+/// A self-signed certificate for `localhost`, 127.0.0.1 and an AWS endpoint name, in a fresh dir.
+fn certificate(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xray-tls-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let san = "subjectAltName=DNS:localhost,DNS:dynamodb.us-east-1.amazonaws.com,IP:127.0.0.1";
+    #[rustfmt::skip]
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", san])
+        .arg("-keyout").arg(dir.join("key.pem")).arg("-out").arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+/// Python's `ssl` serving HTTPS on loopback; killed on drop.
+struct TlsServer {
+    child: Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(certs: &Path) -> TlsServer {
+        let script = support::repo_root().join("tests/support/tls_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(certs.join("cert.pem"))
+            .arg(certs.join("key.pem"))
+            .args(["127.0.0.1", "0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        TlsServer { child, port: line.trim().parse().unwrap() }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GETs `url` with urllib, `https_proxy` pointing at `proxy`, trusting `certs`; the status and body.
+fn https_get(proxy: std::net::SocketAddr, url: &str, certs: &Path) -> (u16, String) {
+    let script = r#"
+import json, ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=10) as res:
+    print(json.dumps({"status": res.status, "body": res.read().decode()}))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, url])
+        .arg(certs.join("cert.pem"))
+        .env("https_proxy", format!("http://{proxy}"))
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["status"].as_u64().unwrap() as u16, v["body"].as_str().unwrap().to_owned())
+}
+
+/// Sends a raw `CONNECT target` to `proxy` and returns the response head's status line.
+fn raw_connect(proxy: std::net::SocketAddr, target: &str) -> String {
+    let mut s = std::net::TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned()
+}
+
+fn outbound_sidecar(daemon: &Daemon, extra: &[&str]) -> Sidecar {
+    let outbound = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--outbound-listen", outbound.as_str()];
+    args.extend_from_slice(extra);
+    Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_call_through_connect_is_one_remote_subsegment_named_after_the_host() {
+    let certs = certificate("connect");
+    let (server, daemon) = (TlsServer::start(&certs), Daemon::start().await);
+    let sc = outbound_sidecar(&daemon, &[]);
+    let url = format!("https://localhost:{}/orders/7", server.port);
+    let (status, body) = https_get(sc.outbound.unwrap(), &url, &certs);
+    assert_eq!((status, body.as_str()), (200, "secure /orders/7\n"));
+
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["name"], "front-end");
+    assert!(doc.get("parent_id").is_none(), "a client node is drawn in front: {doc}");
+    assert_eq!(doc["annotations"]["direction"], "outbound");
+    let sub = &doc["subsegments"][0];
+    assert_eq!(sub["name"], "localhost");
+    assert_eq!(sub["namespace"], "remote");
+    assert_eq!(sub["http"]["request"]["method"], "CONNECT");
+    assert_eq!(sub["http"]["request"]["url"], format!("https://localhost:{}/", server.port).as_str());
+    let tunnel = &sub["metadata"]["tunnel"];
+    assert_eq!(tunnel["per_connection"], true, "{sub}");
+    assert_eq!(tunnel["opened_by"], "connect");
+    assert_eq!(tunnel["ended"], "closed");
+    // A TLS handshake and one request each way: well over a kilobyte in total, some each way.
+    let (sent, received) = (tunnel["bytes_sent"].as_u64().unwrap(), tunnel["bytes_received"].as_u64().unwrap());
+    assert!(sent > 200 && received > 200, "{tunnel}");
+    assert!(sub.get("fault").is_none() && sub.get("error").is_none(), "{sub}");
+    let took = sub["end_time"].as_f64().unwrap() - sub["start_time"].as_f64().unwrap();
+    assert!((0.0..10.0).contains(&took), "{sub}");
+    assert!(sc.metrics().await.contains("xray_sidecar_tunnels_total 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_to_an_unreachable_destination_is_502_and_a_fault() {
+    let daemon = Daemon::start().await;
+    let sc = outbound_sidecar(&daemon, &[]);
+    let closed = free_port();
+    let line = raw_connect(sc.outbound.unwrap(), &format!("127.0.0.1:{closed}"));
+    assert!(line.starts_with("HTTP/1.1 502"), "{line}");
+    let doc = &daemon.take(1).await[0];
+    let sub = &doc["subsegments"][0];
+    assert_eq!(sub["name"], "127.0.0.1");
+    assert_eq!(sub["fault"], true);
+    assert_eq!(sub["cause"]["exceptions"][0]["type"], "ConnectionRefused");
+    assert_eq!(sub["metadata"]["tunnel"]["ended"], "connect_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_to_the_proxy_itself_to_instance_metadata_or_to_denied_ranges_are_refused() {
+    let certs = certificate("deny");
+    let (server, daemon) = (TlsServer::start(&certs), Daemon::start().await);
+    let sc = outbound_sidecar(&daemon, &["--connect-deny-cidrs", "127.0.0.2/32"]);
+    let proxy = sc.outbound.unwrap();
+    for target in [
+        format!("127.0.0.1:{}", sc.admin.port()),
+        format!("localhost:{}", sc.listen.port()),
+        format!("127.0.0.1:{}", proxy.port()),
+        format!("127.0.0.2:{}", server.port),
+        "169.254.169.254:80".to_owned(),
+    ] {
+        let line = raw_connect(proxy, &target);
+        assert!(line.starts_with("HTTP/1.1 403"), "{target}: {line}");
+    }
+    daemon.nothing(std::time::Duration::from_millis(300)).await;
+    assert!(sc.metrics().await.contains("xray_sidecar_connects_denied_total 5"));
+    // The same server on an allowed address still works.
+    assert!(raw_connect(proxy, &format!("127.0.0.1:{}", server.port)).starts_with("HTTP/1.1 200"));
+}

@@ -1,0 +1,90 @@
+"""A real gRPC server and client (PyPI `grpcio`, generic handlers over raw bytes, no generated stubs).
+
+  server PORT          serve `shop.v1.Catalog` on 127.0.0.1:PORT (0 picks one; printed first)
+  client TARGET [AUTHORITY]
+                       make one call of each kind through TARGET and print one JSON line per call:
+                       {"call": ..., "code": "OK" | status name, "replies": n}
+
+`GetItem` (unary) answers by its request: b"ok", or fails with the status named in the request
+(`NOT_FOUND`, `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNAVAILABLE`), or sleeps past the client's deadline
+(b"slow"). `ListItems` streams 3 replies, `Upload` takes a stream and answers once, `Chat` echoes.
+"""
+import json
+import sys
+import time
+from concurrent import futures
+
+import grpc
+
+SERVICE = "shop.v1.Catalog"
+
+
+def get_item(request, context):
+    if request == b"ok":
+        return b"item-42"
+    if request == b"slow":
+        time.sleep(2)
+        return b"late"
+    code = grpc.StatusCode[request.decode()]
+    context.abort(code, f"{code.name.lower()} for item 42: 100% sure")
+
+
+def list_items(request, context):
+    for i in range(3):
+        yield f"item-{i}".encode()
+
+
+def upload(requests, context):
+    return str(sum(1 for _ in requests)).encode()
+
+
+def chat(requests, context):
+    for r in requests:
+        yield b"echo:" + r
+
+
+def serve(port):
+    handlers = {
+        "GetItem": grpc.unary_unary_rpc_method_handler(get_item),
+        "ListItems": grpc.unary_stream_rpc_method_handler(list_items),
+        "Upload": grpc.stream_unary_rpc_method_handler(upload),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+def run(channel, name, fn):
+    try:
+        replies = fn(channel)
+        print(json.dumps({"call": name, "code": "OK", "replies": replies}), flush=True)
+    except grpc.RpcError as e:
+        print(json.dumps({"call": name, "code": e.code().name, "details": e.details()}), flush=True)
+
+
+def client(target, authority=None):
+    options = [("grpc.enable_http_proxy", 0)]
+    if authority:
+        options.append(("grpc.default_authority", authority))
+    channel = grpc.insecure_channel(target, options=options)
+    unary = channel.unary_unary(f"/{SERVICE}/GetItem")
+    for request in ["ok", "NOT_FOUND", "RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE"]:
+        run(channel, request, lambda c, r=request: len([unary(r.encode(), timeout=10)]))
+    run(channel, "slow", lambda c: len([unary(b"slow", timeout=0.5)]))
+    stream = channel.unary_stream(f"/{SERVICE}/ListItems")
+    run(channel, "server_stream", lambda c: len(list(stream(b"all", timeout=10))))
+    up = channel.stream_unary(f"/{SERVICE}/Upload")
+    run(channel, "client_stream", lambda c: int(up(iter([b"a", b"b", b"c", b"d"]), timeout=10)))
+    bidi = channel.stream_stream(f"/{SERVICE}/Chat")
+    run(channel, "bidi_stream", lambda c: len(list(bidi(iter([b"x", b"y"]), timeout=10))))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        serve(int(sys.argv[2]))
+    else:
+        client(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
