@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::contract::{INBOUND_PORT, proxy_env, proxy_flag};
+use crate::otel::propagation::Propagation;
+use crate::otel::settings::Exporters;
 use crate::xray::daemon::DaemonAddress;
 use crate::xray::segment::Environment;
 
@@ -96,6 +98,25 @@ pub struct ProxyArgs {
     /// Forward each inbound connection to its original destination (set by iptables REDIRECT).
     #[arg(long = proxy_flag::TRANSPARENT, env = "XRAY_SIDECAR_TRANSPARENT")]
     pub transparent: bool,
+
+    /// Trace context formats read from callers and written for the next hop: `xray`
+    /// (X-Amzn-Trace-Id), `w3c` (traceparent, tracestate passed on), or both. When both come and
+    /// name different traces, X-Amzn-Trace-Id wins.
+    #[arg(long, env = "XRAY_SIDECAR_PROPAGATION", value_name = "FORMATS", default_value = "xray,w3c")]
+    pub propagation: Propagation,
+
+    /// Where sampled requests go: `xray` (segment documents over UDP to the daemon or CloudWatch
+    /// agent), `otlp` (spans over OTLP/HTTP protobuf), or both. Default: xray, plus otlp when an
+    /// OTLP endpoint is configured.
+    #[arg(long, env = "XRAY_SIDECAR_EXPORTER", value_name = "EXPORTERS")]
+    pub exporter: Option<Exporters>,
+
+    /// OTLP/HTTP traces endpoint, e.g. `http://collector:4318` (`/v1/traces` is added to a bare
+    /// address). Else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT, or
+    /// `http://localhost:4318/v1/traces`. Headers, resource and batching follow the standard
+    /// OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and OTEL_BSP_* variables.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 
     /// Forward without tracing: no header handling, no segments (for comparison and emergencies).
     #[arg(long, env = "XRAY_SIDECAR_DISABLE_TRACING")]

@@ -12,6 +12,7 @@ pub mod contract;
 pub mod demo;
 pub mod init;
 pub mod metrics;
+pub mod otel;
 pub mod proxy;
 pub mod xray;
 

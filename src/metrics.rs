@@ -46,6 +46,12 @@ pub struct Metrics {
     pub tunnels: AtomicU64,
     /// `CONNECT` requests refused because they named the proxy itself or a denied range.
     pub connects_denied: AtomicU64,
+    /// Spans the OTLP collector accepted.
+    pub otlp_spans_exported: AtomicU64,
+    /// Spans dropped: queue full, or the collector refused or stayed unreachable past the retries.
+    pub otlp_spans_dropped: AtomicU64,
+    /// OTLP export requests sent again after a 429, 502, 503, 504 or a connection failure.
+    pub otlp_export_retries: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +173,9 @@ impl Metrics {
                 "CONNECT requests refused: the proxy itself or a denied range.",
                 &self.connects_denied,
             ),
+            ("otlp_spans_exported_total", "Spans the OTLP collector accepted.", &self.otlp_spans_exported),
+            ("otlp_spans_dropped_total", "Spans dropped: OTLP queue full or export failed.", &self.otlp_spans_dropped),
+            ("otlp_export_retries_total", "OTLP export requests retried.", &self.otlp_export_retries),
         ] {
             let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} counter");
             let _ = writeln!(o, "xray_sidecar_{name} {}", v.load(Relaxed));

@@ -4,41 +4,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::{Daemon, Sidecar, free_port, http_get, repo_root};
-
-struct Flask(Child);
-
-impl Drop for Flask {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_flask(port: u16, daemon: std::net::SocketAddr) -> Flask {
-    let child = Command::new("python3")
-        .arg(repo_root().join("tests/support/flask_app.py"))
-        .args([&port.to_string(), &daemon.to_string(), "sdk-backend"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the Flask app did not start: is aws-xray-sdk installed (scripts/setup)?");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Flask(child)
-}
+use support::python::PythonApp;
+use support::{Daemon, Sidecar, http_get};
 
 #[tokio::test]
 async fn the_python_sdk_nests_its_segment_under_ours() {
     let daemon = Daemon::start().await;
-    let port = free_port();
-    let _flask = start_flask(port, daemon.addr);
-    let sc = Sidecar::sample_all(&format!("http://127.0.0.1:{port}"), daemon.addr, &[]);
+    let flask = PythonApp::flask(daemon.addr, "sdk-backend");
+    let sc = Sidecar::sample_all(&flask.url(""), daemon.addr, &[]);
 
     for (path, status) in [("/", 200), ("/boom", 500)] {
         let (got, headers, _) = http_get(&sc.url(path), &[]).await;

@@ -10,6 +10,8 @@ use super::inbound::Destination;
 use super::probes::Probes;
 use super::server::ServerSettings;
 use crate::config::ProxyArgs;
+use crate::otel::propagation::Propagation;
+use crate::otel::settings::{OtlpSettings, resolve as resolve_exporters};
 use crate::xray::daemon::HostPort;
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::{Environment, sanitize_name};
@@ -36,8 +38,12 @@ pub struct TracingConfig {
     pub service_name: Arc<str>,
     /// The local sampling rules, loaded.
     pub sampler: Sampler,
-    /// Where segments go and what they say about the pod; `None` when tracing is disabled.
+    /// The trace context formats read and written.
+    pub propagation: Propagation,
+    /// Where segments go and what they say about the pod; `None` when X-Ray export is off.
     pub emission: Option<Emission>,
+    /// Where OTLP spans go; `None` when OTLP export is off. With neither, tracing is disabled.
+    pub otlp: Option<OtlpSettings>,
     /// Whether the X-Ray console's rules decide (when tracing is on), fetched through the daemon.
     pub centralized_sampling: bool,
     /// Health checks, never sampled unless asked.
@@ -79,6 +85,9 @@ pub enum ConfigError {
     /// The sampling rules file cannot be read or parsed.
     #[error("--sampling-rules: {0}")]
     SamplingRules(String),
+    /// `--exporter`, `--otlp-endpoint` or an `OTEL_*` variable has a bad value.
+    #[error("{0}")]
+    Export(String),
 }
 
 impl TryFrom<&ProxyArgs> for ProxyConfig {
@@ -90,10 +99,19 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
             Some(path) => Sampler::from_file(path).map_err(|e| ConfigError::SamplingRules(e.to_string()))?,
             None => Sampler::default(),
         };
-        let emission = (!args.disable_tracing).then(|| Emission {
+        let environment = args.environment();
+        let (xray, otlp) = if args.disable_tracing {
+            (false, None)
+        } else {
+            let env = |name: &str| std::env::var(name).ok();
+            let endpoint = args.otlp_endpoint.as_deref();
+            resolve_exporters(args.exporter, endpoint, &args.service_name, &environment, env)
+                .map_err(ConfigError::Export)?
+        };
+        let emission = xray.then(|| Emission {
             daemon: args.daemon_address.udp.clone(),
             sampling_api: args.daemon_address.tcp.clone(),
-            environment: args.environment(),
+            environment,
         });
         let destination = match (&args.upstream, args.transparent) {
             (Some(a), false) => Destination::Fixed(a.clone()),
@@ -106,7 +124,9 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
             tracing: TracingConfig {
                 service_name: Arc::from(sanitize_name(&args.service_name)),
                 sampler,
+                propagation: args.propagation,
                 emission,
+                otlp,
                 centralized_sampling: args.centralized_sampling,
                 probes: Probes::new(&args.probe_paths, args.sample_health_checks),
             },

@@ -29,6 +29,7 @@ use xray_lifecycle::{Shutdown, Stopped};
 
 use crate::admin::{self, Readiness};
 use crate::metrics::Metrics;
+use crate::otel::exporter::{OtlpExporter, OtlpFlush};
 use crate::xray::centralized::{Centralized, poller};
 use crate::xray::emitter::{Emitter, Flush};
 use config::{Emission, ProxyConfig, ServingConfig, TracingConfig};
@@ -106,17 +107,50 @@ impl Proxy {
     }
 }
 
-/// Starts what records requests: the emitter (with its flush at shutdown) and, when on, the
-/// centralized sampling engine with its poller.
+/// What is still queued for export at shutdown, per exporter.
+#[derive(Default)]
+struct Flushes {
+    udp: Option<Flush>,
+    otlp: Option<OtlpFlush>,
+}
+
+impl Flushes {
+    /// Sends what is queued, both exporters at once, within the same bound.
+    async fn run(self) {
+        let udp = async {
+            if let Some(f) = self.udp {
+                f.flush(FLUSH_GRACE).await;
+            }
+        };
+        let otlp = async {
+            if let Some(f) = self.otlp {
+                f.flush(FLUSH_GRACE).await;
+            }
+        };
+        tokio::join!(udp, otlp);
+    }
+}
+
+/// Starts what records requests: the exporters that are on (with their flushes at shutdown) and,
+/// when on, the centralized sampling engine with its poller.
 fn tracing(
     config: TracingConfig,
     metrics: Arc<Metrics>,
     stopped: &Stopped,
-) -> (Arc<Tracer>, Option<Flush>, Option<JoinHandle<()>>) {
-    let TracingConfig { service_name, sampler, emission, centralized_sampling, probes } = config;
+) -> (Arc<Tracer>, Flushes, Option<JoinHandle<()>>) {
+    let TracingConfig { service_name, sampler, propagation, emission, otlp, centralized_sampling, probes } = config;
+    let (otlp, otlp_flush) = match otlp {
+        Some(settings) => {
+            tracing::info!(endpoint = %settings.endpoint, "exporting spans over OTLP");
+            let (exporter, flush) = OtlpExporter::spawn(settings, metrics.clone());
+            (Some(exporter), Some(flush))
+        }
+        None => (None, None),
+    };
     let Some(emission) = emission else {
-        let tracer = Tracer { service_name, sampler, centralized: None, probes, emitter: None, metrics };
-        return (Arc::new(tracer), None, None);
+        let tracer =
+            Tracer { service_name, sampler, propagation, centralized: None, probes, emitter: None, otlp, metrics };
+        return (Arc::new(tracer), Flushes { udp: None, otlp: otlp_flush }, None);
     };
     let Emission { daemon, sampling_api, environment } = emission;
     let centralized = centralized_sampling.then(|| {
@@ -126,8 +160,9 @@ fn tracing(
     });
     let poller = centralized.clone().map(|engine| poller::spawn(engine, sampling_api, stopped.clone()));
     let (emitter, flush) = Emitter::spawn(daemon, environment, metrics.clone());
-    let tracer = Tracer { service_name, sampler, centralized, probes, emitter: Some(emitter), metrics };
-    (Arc::new(tracer), Some(flush), poller)
+    let emitter = Some(emitter);
+    let tracer = Tracer { service_name, sampler, propagation, centralized, probes, emitter, otlp, metrics };
+    (Arc::new(tracer), Flushes { udp: Some(flush), otlp: otlp_flush }, poller)
 }
 
 /// The tasks serving a proxy's listeners, and the sampling poller.
@@ -181,7 +216,7 @@ fn serve(
 }
 
 /// Once stopped: reports not ready, lets the listeners drain, flushes the segments still queued.
-async fn drain(mut stopped: Stopped, readiness: Readiness, served: Served, flush: Option<Flush>) {
+async fn drain(mut stopped: Stopped, readiness: Readiness, served: Served, flushes: Flushes) {
     stopped.wait().await;
     readiness.set(false);
     let _ = served.inbound.await;
@@ -191,9 +226,7 @@ async fn drain(mut stopped: Stopped, readiness: Readiness, served: Served, flush
     if let Some(p) = served.poller {
         let _ = p.await;
     }
-    if let Some(flush) = flush {
-        flush.flush(FLUSH_GRACE).await;
-    }
+    flushes.run().await;
     if let Some(t) = served.admin {
         let _ = t.await;
     }

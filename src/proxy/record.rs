@@ -9,6 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::probes::Probes;
 use crate::metrics::{DecisionSource, Metrics};
+use crate::otel::exporter::OtlpExporter;
+use crate::otel::propagation::Propagation;
+use crate::otel::traceparent::TRACEPARENT;
 use crate::xray::centralized::Centralized;
 use crate::xray::centralized::rule::RequestFacts;
 use crate::xray::emitter::Emitter;
@@ -24,14 +27,39 @@ pub struct Tracer {
     pub service_name: Arc<str>,
     /// Local sampling rules: the fallback whenever the centralized rules cannot decide.
     pub sampler: Sampler,
+    /// The trace context formats read and written.
+    pub propagation: Propagation,
     /// The X-Ray console's rules, when centralized sampling is on.
     pub centralized: Option<Arc<Centralized>>,
     /// Health checks, never sampled unless asked.
     pub probes: Probes,
-    /// Where segments go; `None` turns tracing off (the proxy still forwards and counts).
+    /// Where segments go over UDP, if X-Ray export is on.
     pub emitter: Option<Emitter>,
+    /// Where spans go over OTLP, if OTLP export is on. With neither exporter, tracing is off (the
+    /// proxy still forwards and counts).
+    pub otlp: Option<OtlpExporter>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+}
+
+impl Tracer {
+    /// Whether requests are traced: at least one exporter is on.
+    pub fn enabled(&self) -> bool {
+        self.emitter.is_some() || self.otlp.is_some()
+    }
+
+    /// Hands a finished record to each exporter that is on.
+    pub fn export(&self, seg: Segment) {
+        match (&self.emitter, &self.otlp) {
+            (Some(udp), Some(otlp)) => {
+                otlp.emit(seg.clone());
+                udp.emit(seg);
+            }
+            (Some(udp), None) => udp.emit(seg),
+            (None, Some(otlp)) => otlp.emit(seg),
+            (None, None) => {}
+        }
+    }
 }
 
 /// A traced request's record, from its start to the end of its response.
@@ -82,9 +110,10 @@ impl Record {
                 Direction::Outbound => outbound_segment(tracer, &opening, id, req),
             })
         });
-        let header = opening.incoming.for_downstream(&opening.root, &id, opening.sampled);
-        req.headers_mut().insert(TRACE_HEADER, header);
-        Record { root: opening.root, sampled: opening.sampled, segment, echo: direction == Direction::Inbound }
+        tracer.propagation.write(req.headers_mut(), &opening.incoming, &opening.root, &id, opening.sampled);
+        // The client learns the decision the way X-Ray clients expect it, when X-Ray is spoken.
+        let echo = direction == Direction::Inbound && tracer.propagation.xray;
+        Record { root: opening.root, sampled: opening.sampled, segment, echo }
     }
 }
 
@@ -145,15 +174,22 @@ fn outbound_segment<B>(tracer: &Tracer, o: &Opening, sub_id: SegmentId, req: &Re
     seg
 }
 
-/// Reads the caller's trace header, counting and logging one that cannot be used as it came.
+/// Reads the caller's trace context, counting and logging headers that cannot be used as they came.
 fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
-    let Some(v) = headers.get(&TRACE_HEADER) else {
-        return TraceHeader::EMPTY;
-    };
-    let (h, problem) = TraceHeader::parse(v);
-    if let Some(problem) = problem {
+    let (h, problems) = tracer.propagation.read(headers);
+    if let Some(problem) = problems.xray {
         tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
-        tracing::debug!(header = ?v, %problem, "malformed trace header; starting a new trace where needed");
+        let header = headers.get(&TRACE_HEADER);
+        tracing::debug!(?header, %problem, "malformed trace header; starting a new trace where needed");
+    }
+    if let Some(problem) = problems.w3c {
+        tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
+        let header = headers.get(&TRACEPARENT);
+        tracing::debug!(?header, %problem, "traceparent ignored");
+    }
+    if problems.disagree {
+        let traceparent = headers.get(&TRACEPARENT);
+        tracing::debug!(root = ?h.root, ?traceparent, "traceparent names another trace; following X-Amzn-Trace-Id");
     }
     h
 }

@@ -59,10 +59,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let record = match &self.tracer.emitter {
-            None => None,
-            Some(_) => Some(Record::begin(&self.tracer, self.direction, self.peer, &mut req)),
-        };
+        let record = self.tracer.enabled().then(|| Record::begin(&self.tracer, self.direction, self.peer, &mut req));
         let recorded = record.as_ref().is_some_and(|r| r.segment.is_some());
         let grpc = recorded.then(|| grpc::Call::start(req.uri().path(), req.headers())).flatten();
         if let Some(call) = &grpc {
@@ -126,7 +123,7 @@ impl Completion {
             // client's leaving.
             failure = None;
         }
-        let (Some(emitter), Some(Record { segment: Some(mut seg), .. })) = (&self.tracer.emitter, self.record) else {
+        let Some(Record { segment: Some(mut seg), .. }) = self.record else {
             return;
         };
         let end_time = seg.start_time + elapsed.as_secs_f64();
@@ -141,7 +138,7 @@ impl Completion {
             }
             s.grpc.clone_from(&grpc);
         });
-        emitter.emit(*seg);
+        self.tracer.export(*seg);
     }
 
     /// The client went away while the upstream was still to answer.

@@ -42,13 +42,13 @@ impl Record {
     /// Starts the record of a tunnel; nothing is kept when tracing is off or sampling says no.
     pub fn start(tracer: &Arc<Tracer>, target: Target<'_>) -> Record {
         let start = Instant::now();
-        let segment = tracer.emitter.is_some().then(|| segment(tracer, target)).flatten();
+        let segment = tracer.enabled().then(|| segment(tracer, target)).flatten();
         Record { tracer: tracer.clone(), start, segment }
     }
 
     /// Completes and emits the record.
     pub fn finish(self, sent: u64, received: u64, ended: Ended, failure: Option<Failure>) {
-        let (Some(emitter), Some(mut seg)) = (&self.tracer.emitter, self.segment) else {
+        let Some(mut seg) = self.segment else {
             return;
         };
         let end_time = seg.start_time + self.start.elapsed().as_secs_f64();
@@ -59,7 +59,7 @@ impl Record {
                 (t.bytes_sent, t.bytes_received, t.ended) = (sent, received, ended);
             }
         });
-        emitter.emit(*seg);
+        self.tracer.export(*seg);
     }
 }
 

@@ -48,6 +48,38 @@ impl TraceId {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The trace whose W3C form is these 32 lower-case hex digits: X-Ray accepts any W3C trace id,
+    /// its first 8 digits standing where the time would be.
+    pub fn from_w3c(hex32: &[u8]) -> Option<Self> {
+        if hex32.len() != 32 || !hex32.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut b = [0u8; 35];
+        b[..2].copy_from_slice(b"1-");
+        b[2..10].copy_from_slice(&hex32[..8]);
+        b[10] = b'-';
+        b[11..].copy_from_slice(&hex32[8..]);
+        Some(TraceId(b))
+    }
+
+    /// The W3C form: the 32 hex digits without the version and dashes.
+    pub fn w3c(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[..8].copy_from_slice(&self.0[2..10]);
+        out[8..].copy_from_slice(&self.0[11..]);
+        out
+    }
+
+    /// The 16 bytes OpenTelemetry's protocol carries.
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let hex = self.w3c();
+        let mut out = [0u8; 16];
+        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *o = hex_value(pair[0]) << 4 | hex_value(pair[1]);
+        }
+        out
+    }
+
     /// The epoch seconds encoded in the id.
     pub fn epoch_secs(&self) -> u64 {
         self.0[2..10].iter().fold(0, |acc, &c| acc << 4 | u64::from(hex_value(c)))
@@ -95,6 +127,25 @@ impl SegmentId {
     /// The id as written on the wire.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The 8 bytes OpenTelemetry's protocol carries as a span id.
+    pub fn to_bytes(&self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        for (o, pair) in out.iter_mut().zip(self.0.chunks_exact(2)) {
+            *o = hex_value(pair[0]) << 4 | hex_value(pair[1]);
+        }
+        out
+    }
+
+    /// The id an OpenTelemetry span id names; `None` for the invalid all-zero id.
+    pub fn from_bytes(bytes: [u8; 8]) -> Option<Self> {
+        let v = u64::from_be_bytes(bytes);
+        (v != 0).then(|| {
+            let mut b = [0u8; 16];
+            write_hex(&mut b, v);
+            SegmentId(b)
+        })
     }
 }
 
@@ -160,6 +211,31 @@ mod tests {
         }
         let upper = TraceId::parse("1-5759E988-BD862E3FE1BE46A994272793").map(|t| t.to_string());
         assert_eq!(upper.as_deref(), Some("1-5759e988-bd862e3fe1be46a994272793"));
+    }
+
+    #[test]
+    fn w3c_trace_ids_map_to_x_ray_roots_and_back() {
+        let root = TraceId::from_w3c(b"4bf92f3577b34da6a3ce929d0e0e4736").map(|t| t.to_string());
+        assert_eq!(root.as_deref(), Some("1-4bf92f35-77b34da6a3ce929d0e0e4736"));
+        let id = TraceId::parse("1-4bf92f35-77b34da6a3ce929d0e0e4736").expect("root");
+        assert_eq!(&id.w3c(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(id.to_bytes()[..4], [0x4b, 0xf9, 0x2f, 0x35]);
+        assert_eq!(id.to_bytes()[15], 0x36);
+        for bad in [
+            &b"4BF92F3577B34DA6A3CE929D0E0E4736"[..],
+            b"4bf92f3577b34da6a3ce929d0e0e473",
+            b"4bf92f3577b34da6a3ce929d0e0e473g",
+        ] {
+            assert_eq!(TraceId::from_w3c(bad), None);
+        }
+    }
+
+    #[test]
+    fn segment_ids_convert_to_span_id_bytes() {
+        let id = SegmentId::parse("00f067aa0ba902b7").expect("id");
+        assert_eq!(id.to_bytes(), [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]);
+        assert_eq!(SegmentId::from_bytes(id.to_bytes()), Some(id));
+        assert_eq!(SegmentId::from_bytes([0; 8]), None);
     }
 
     #[test]

@@ -1,22 +1,34 @@
 """A Flask app instrumented with the real AWS X-Ray SDK, used as an upstream in interop tests.
 
 Usage: flask_app.py PORT DAEMON_ADDRESS SERVICE_NAME
+
+`GET /call?proxy=HOST:PORT&url=URL` calls URL through the HTTP proxy at HOST:PORT with `requests`,
+which the SDK patches to record a remote subsegment and pass its trace header on.
 """
 import sys
 
-from aws_xray_sdk.core import xray_recorder
+import requests
+from aws_xray_sdk.core import patch, xray_recorder
 from aws_xray_sdk.ext.flask.middleware import XRayMiddleware
-from flask import Flask
+from flask import Flask, request
 
 port, daemon, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 app = Flask(__name__)
 xray_recorder.configure(service=name, daemon_address=daemon, context_missing="LOG_ERROR")
 XRayMiddleware(app, xray_recorder)
+patch(["requests"])
 
 
 @app.route("/")
 def index():
     return "hello from flask\n"
+
+
+@app.route("/call")
+def call():
+    proxy = "http://" + request.args["proxy"]
+    res = requests.get(request.args["url"], proxies={"http": proxy}, timeout=10)
+    return res.content, res.status_code
 
 
 @app.route("/boom")

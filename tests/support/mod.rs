@@ -2,6 +2,7 @@
 //! real `xray-sidecar` binary, and schema validation of what it sends.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod python;
 pub mod sampling_api;
 pub mod upstream;
 
@@ -154,6 +155,17 @@ impl Sidecar {
 
     /// Like `start`, with another service name.
     pub fn named(name: &str, upstream: &str, daemon: impl std::fmt::Display, extra: &[&str]) -> Sidecar {
+        Sidecar::with_env(name, upstream, daemon, extra, &[])
+    }
+
+    /// Like `named`, with environment variables set for the process.
+    pub fn with_env(
+        name: &str,
+        upstream: &str,
+        daemon: impl std::fmt::Display,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Sidecar {
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
@@ -162,6 +174,7 @@ impl Sidecar {
             .args(["--upstream", upstream, "--service-name", name])
             .args(["--daemon-address", &daemon.to_string()])
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())

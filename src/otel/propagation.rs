@@ -1,0 +1,130 @@
+//! Which trace context formats are read and written (`--propagation xray,w3c`), and how the two
+//! headers become one context: `X-Amzn-Trace-Id` wins when they disagree, `traceparent` fills in
+//! what it lacks. Pure apart from reading and writing a header map.
+
+use http::HeaderMap;
+use std::str::FromStr;
+
+use super::traceparent::{Invalid, TRACEPARENT, TraceParent};
+use crate::xray::header::{Malformed, Sampled, TRACE_HEADER, TraceHeader};
+use crate::xray::id::{SegmentId, TraceId};
+
+/// The formats the proxy reads from callers and writes for the next hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Propagation {
+    /// `X-Amzn-Trace-Id`.
+    pub xray: bool,
+    /// W3C `traceparent` (with `tracestate` passed on untouched).
+    pub w3c: bool,
+}
+
+impl Default for Propagation {
+    fn default() -> Self {
+        Propagation { xray: true, w3c: true }
+    }
+}
+
+impl FromStr for Propagation {
+    type Err = String;
+
+    /// Parses a comma-separated list of `xray` and `w3c` (`tracecontext`, OpenTelemetry's name, too).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut p = Propagation { xray: false, w3c: false };
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name.to_ascii_lowercase().as_str() {
+                "xray" => p.xray = true,
+                "w3c" | "tracecontext" => p.w3c = true,
+                other => return Err(format!("unknown format `{other}` (use xray, w3c or both)")),
+            }
+        }
+        if !p.xray && !p.w3c {
+            return Err("name at least one format: xray, w3c".into());
+        }
+        Ok(p)
+    }
+}
+
+/// What reading a request's headers found wrong; each is logged at debug level by the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Problems {
+    /// `X-Amzn-Trace-Id` could not be used as it came.
+    pub xray: Option<Malformed>,
+    /// `traceparent` was ignored.
+    pub w3c: Option<Invalid>,
+    /// Both named a trace, different ones: `X-Amzn-Trace-Id` was followed.
+    pub disagree: bool,
+}
+
+impl Propagation {
+    /// The caller's context from the enabled headers, and what was wrong with them.
+    pub fn read(&self, headers: &HeaderMap) -> (TraceHeader, Problems) {
+        let mut problems = Problems::default();
+        let xray = match headers.get(&TRACE_HEADER).filter(|_| self.xray) {
+            Some(v) => {
+                let (h, bad) = TraceHeader::parse(v);
+                problems.xray = bad;
+                h
+            }
+            None => TraceHeader::EMPTY,
+        };
+        if !self.w3c {
+            return (xray, problems);
+        }
+        let mut values = headers.get_all(&TRACEPARENT).iter();
+        let w3c = match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(v), None) => TraceParent::parse(v).map_err(|e| problems.w3c = Some(e)).ok(),
+            (Some(_), Some(_)) => {
+                problems.w3c = Some(Invalid::Repeated);
+                None
+            }
+        };
+        let (merged, disagree) = merge(xray, w3c);
+        problems.disagree = disagree;
+        (merged, problems)
+    }
+
+    /// Writes the context for the next hop: `X-Amzn-Trace-Id` (keeping the caller's extra pairs)
+    /// and `traceparent`, both naming `parent` in `root` with the same decision.
+    pub fn write(
+        &self,
+        headers: &mut HeaderMap,
+        incoming: &TraceHeader,
+        root: &TraceId,
+        parent: &SegmentId,
+        sampled: bool,
+    ) {
+        if self.xray {
+            headers.insert(TRACE_HEADER, incoming.for_downstream(root, parent, sampled));
+        }
+        if self.w3c {
+            headers.insert(TRACEPARENT, TraceParent::format(root, parent, sampled));
+        }
+    }
+}
+
+/// One context from both headers; `true` when they named different traces.
+///
+/// `X-Amzn-Trace-Id` decides whenever it has a `Root`; a `traceparent` in the same trace only fills
+/// in a missing parent or decision. Without a `Root`, `traceparent` supplies all three.
+pub fn merge(mut xray: TraceHeader, w3c: Option<TraceParent>) -> (TraceHeader, bool) {
+    let Some(tp) = w3c else {
+        return (xray, false);
+    };
+    match xray.root {
+        Some(root) if root != tp.trace_id => return (xray, true),
+        Some(_) => xray.parent = xray.parent.or(Some(tp.parent)),
+        None => {
+            xray.root = Some(tp.trace_id);
+            xray.parent = Some(tp.parent);
+        }
+    }
+    if matches!(xray.sampled, Sampled::Unset | Sampled::Requested) {
+        xray.sampled = if tp.sampled { Sampled::Yes } else { Sampled::No };
+    }
+    (xray, false)
+}
+
+#[cfg(test)]
+#[path = "propagation_tests.rs"]
+mod tests;
