@@ -1,5 +1,6 @@
 //! End to end in a real browser: headless Chromium opens the console's page fed with
-//! client → front-end → back-end traces and checks the map, the status filter and the timeline.
+//! client → front-end → back-end traces and checks the map, the status filter, the timeline and the
+//! sampling rules view (a rule created, listed with the statistics a client reports, edited, deleted).
 //! Screenshots of each view land in `tests/artifacts/`.
 
 #[path = "support/console.rs"]
@@ -81,7 +82,7 @@ async fn page_shows_map_filtered_list_and_timeline() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the browser check failed:\n{stdout}\n{stderr}");
     println!("{stdout}");
-    for shot in ["console-map.png", "console-traces-500.png", "console-timeline.png"] {
+    for shot in ["console-map.png", "console-traces-500.png", "console-timeline.png", "console-sampling.png"] {
         let path = repo_root().join("tests/artifacts").join(shot);
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{} should be a real screenshot ({size} bytes)", path.display());

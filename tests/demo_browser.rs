@@ -95,7 +95,7 @@ async fn the_demo_shows_the_lab_in_the_console() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the browser check failed:\n{stdout}\n{stderr}");
     println!("{stdout}");
-    for shot in ["demo-map.png", "demo-traces-500.png", "demo-timeline.png"] {
+    for shot in ["demo-map.png", "demo-traces-500.png", "demo-timeline.png", "demo-sampling.png"] {
         let size = std::fs::metadata(repo_root().join("tests/artifacts").join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{shot} should be a real screenshot ({size} bytes)");
     }

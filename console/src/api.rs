@@ -3,6 +3,7 @@
 use super::assets;
 use super::filter::{self, Filter};
 use super::graph::{self, Window};
+use super::now;
 use super::query;
 use super::state::State;
 use super::summary;
@@ -13,7 +14,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 use serde_json::json;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The graph's default window: the last five minutes, as the X-Ray console shows.
 const DEFAULT_GRAPH_SECONDS: f64 = 300.0;
@@ -114,23 +114,19 @@ fn number(pairs: &[(String, String)], name: &str) -> Result<Option<f64>, String>
     }
 }
 
-fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
     match serde_json::to_vec(body) {
         Ok(bytes) => respond(status, "application/json", Bytes::from(bytes)),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the answer: {e}")),
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     let body = json!({ "message": message }).to_string();
     respond(status, "application/json", Bytes::from(body))
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+pub(super) fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();

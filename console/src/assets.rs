@@ -18,6 +18,7 @@ pub fn find(path: &str) -> Option<Asset> {
         "/app.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/app.js")),
         "/map.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/map.js")),
         "/timeline.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/timeline.js")),
+        "/sampling.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/sampling.js")),
         "/style.css" => ("text/css; charset=utf-8", include_bytes!("assets/style.css")),
         "/favicon.svg" | "/favicon.ico" => ("image/svg+xml", include_bytes!("assets/favicon.svg")),
         _ => return None,

@@ -110,9 +110,21 @@ pub fn page<'a>(
     limit: usize,
     now: f64,
 ) -> TraceSummaries {
+    page_matching(traces, |s| filter.matches(s), offset, limit, now)
+}
+
+/// The page of the summaries `matches` keeps (the API's filter expressions), newest first, starting
+/// after `offset` of them.
+pub fn page_matching<'a>(
+    traces: impl IntoIterator<Item = &'a Trace>,
+    matches: impl Fn(&TraceSummary) -> bool,
+    offset: usize,
+    limit: usize,
+    now: f64,
+) -> TraceSummaries {
     let mut processed = 0;
     let mut matched: Vec<TraceSummary> =
-        traces.into_iter().inspect(|_| processed += 1).map(summarize).filter(|s| filter.matches(s)).collect();
+        traces.into_iter().inspect(|_| processed += 1).map(summarize).filter(|s| matches(s)).collect();
     matched.sort_by(|a, b| b.start_time.total_cmp(&a.start_time).then_with(|| a.id.cmp(&b.id)));
     let matched_count = matched.len();
     let end = offset.saturating_add(limit).min(matched_count);

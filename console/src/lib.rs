@@ -1,9 +1,9 @@
-//! The console behind `xray-sidecar console`: a local stand-in for the X-Ray daemon and console.
+//! The console behind `xray-sidecar console`: a local stand-in for the X-Ray daemon, console and API.
 //!
 //! It listens where the daemon does (UDP `127.0.0.1:2000`), assembles the segments it receives into
 //! traces held in memory within a bound, and serves a page (`http://127.0.0.1:2020/`) with the
-//! service map, the trace list and each trace's timeline, plus the same data as JSON shaped like the
-//! X-Ray API:
+//! service map, the trace list, each trace's timeline and the sampling rules, plus the same data as
+//! JSON shaped like the X-Ray API:
 //!
 //! - `GET /api/service-graph?start_time=&end_time=` (epoch seconds; default the last 5 minutes):
 //!   `GetServiceGraph`'s `Services`, each node and edge with `RequestsPerMinute`,
@@ -14,16 +14,29 @@
 //!   `url` a case-insensitive part);
 //! - `GET /api/traces/{id}`: `BatchGetTraces` for one trace, with its `Summary` and `Timeline`;
 //! - `GET /api/stats`: datagrams received, malformed (and why the last one was), forwarded; traces
-//!   held and evicted.
+//!   held and evicted; segments and telemetry records taken through the API.
+//!
+//! The same address speaks the AWS X-Ray API itself (`POST /TraceSegments`, `/ServiceGraph`,
+//! `/TraceSummaries`, `/Traces`, `/TraceGraph`, `/GetSamplingRules`, `/CreateSamplingRule`,
+//! `/UpdateSamplingRule`, `/DeleteSamplingRule`, `/SamplingTargets`, `/SamplingStatisticSummaries`,
+//! `/TelemetryRecords`), so boto3, the AWS CLI and a real daemon work against it; and, like the
+//! daemon, the TCP port of the UDP port's number answers the SDKs' sampling calls.
 
 mod api;
 mod assets;
+mod daemon_tcp;
 mod datagram;
 mod document;
 mod filter;
+mod filter_expression;
+mod filter_parser;
+mod filter_tokens;
 mod graph;
 mod query;
 mod receiver;
+mod sampling_api;
+mod sampling_rules;
+mod sampling_targets;
 mod server;
 mod state;
 mod stats;
@@ -32,6 +45,8 @@ mod summary;
 #[cfg(test)]
 mod testdata;
 mod timeline;
+mod xray_api;
+mod xray_error;
 
 pub use state::Stats;
 
@@ -47,13 +62,15 @@ use xray_lifecycle::Shutdown;
 /// Command-line arguments of `xray-sidecar console`.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct Args {
-    /// UDP address to receive segment documents on, as the X-Ray daemon does.
+    /// UDP address to receive segment documents on, as the X-Ray daemon does; the TCP port of the
+    /// same number answers the SDKs' sampling calls (/GetSamplingRules, /SamplingTargets).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2000")]
     pub udp: SocketAddr,
-    /// Address of the web page and JSON API.
+    /// Address of the web page, its JSON API and the X-Ray API.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2020")]
     pub http: SocketAddr,
-    /// Also relay every datagram unchanged to this X-Ray daemon (`host:port`).
+    /// Also relay every datagram unchanged to this X-Ray daemon (`host:port`), and the sampling
+    /// calls to its TCP side (its answers are returned while it answers).
     #[arg(long, value_name = "ADDR")]
     pub forward: Option<String>,
     /// Traces kept in memory; the oldest are evicted first.
@@ -116,6 +133,15 @@ pub enum ConsoleError {
         #[source]
         source: std::io::Error,
     },
+    /// The TCP port matching the UDP port (the daemon's sampling API) is taken or not ours.
+    #[error("cannot serve the sampling API on tcp {addr} (the daemon port): {source}")]
+    BindDaemonTcp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP address is taken or not ours.
     #[error("cannot serve the console on {addr}: {source}")]
     BindHttp {
@@ -166,7 +192,21 @@ impl Console {
         self.state.stats()
     }
 
-    /// Waits until the shutdown future given to [`serve`] has completed and both servers stopped.
+    /// Creates a sampling rule given in the X-Ray API's `SamplingRule` form, or changes the rule of
+    /// that name (`Default`: only `FixedRate` and `ReservoirSize`), with X-Ray's checks, as
+    /// `CreateSamplingRule` and `UpdateSamplingRule` do.
+    pub fn put_sampling_rule(&self, rule: serde_json::Value) -> Result<(), xray_lifecycle::BoxError> {
+        let name = rule.get("RuleName").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let mut sampling = self.state.sampling();
+        if sampling.rules.get(&name).is_some() {
+            sampling.rules.update(serde_json::from_value(rule)?, now())?;
+        } else {
+            sampling.rules.create(serde_json::from_value(rule)?, now())?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the shutdown future given to [`serve`] has completed and every server stopped.
     pub async fn wait(self) {
         for task in self.tasks {
             // A task can only end early by panicking; the other one still stops on shutdown.
@@ -199,7 +239,7 @@ pub async fn serve(
     config: ConsoleConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Console, ConsoleError> {
-    let udp = receiver::bind(config.udp).map_err(|source| ConsoleError::BindUdp { addr: config.udp, source })?;
+    let (udp, daemon_tcp) = bind_daemon(config.udp).await?;
     let udp_addr = udp.local_addr().map_err(|source| ConsoleError::BindUdp { addr: config.udp, source })?;
     let http = tokio::net::TcpListener::bind(config.http)
         .await
@@ -221,12 +261,41 @@ pub async fn serve(
         max_documents_per_trace: config.max_documents_per_trace.max(1),
     }));
     let stopped = Shutdown::on(shutdown);
+    let relay = config.forward.as_deref().map(daemon_tcp::Relay::new);
+    let page_state = state.clone();
+    let page = move |req| {
+        let state = page_state.clone();
+        async move { server::answer(&state, req).await }
+    };
+    let daemon_state = state.clone();
+    let daemon = move |req| daemon_tcp::answer(daemon_state.clone(), relay.clone(), req);
     let tasks = vec![
         tokio::spawn(receiver::run(udp, forward, state.clone(), stopped.clone())),
-        tokio::spawn(server::run(http, state.clone(), stopped)),
+        tokio::spawn(server::run("console", http, page, stopped.clone())),
+        tokio::spawn(server::run("console daemon tcp", daemon_tcp, daemon, stopped)),
     ];
     info!(udp = %udp_addr, http = %http_addr, "console listening");
     Ok(Console { udp_addr, http_addr, state, tasks })
+}
+
+/// Binds the daemon's UDP address and the TCP port of the same number, where the daemon serves the
+/// sampling API. For port 0 the UDP port is picked first; if its TCP twin is taken, another is tried.
+async fn bind_daemon(addr: SocketAddr) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), ConsoleError> {
+    let mut tries = 0;
+    loop {
+        let udp = receiver::bind(addr).map_err(|source| ConsoleError::BindUdp { addr, source })?;
+        let bound = udp.local_addr().map_err(|source| ConsoleError::BindUdp { addr, source })?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if addr.port() == 0 && tries < 16 => tries += 1,
+            Err(source) => return Err(ConsoleError::BindDaemonTcp { addr: bound, source }),
+        }
+    }
+}
+
+/// The time now, epoch seconds.
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Runs the console until Ctrl-C or SIGTERM.

@@ -1,5 +1,7 @@
-//! What the receiver and the web server share: the trace store and the datagram counters.
+//! What the receiver and the web server share: the trace store, the sampling rules and the counters.
 
+use super::sampling_rules::Rules;
+use super::sampling_targets::Targets;
 use super::store::{Limits, Store};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,20 @@ pub struct State {
     /// Datagrams the forward address could not be sent.
     pub forward_errors: AtomicU64,
     last_malformed: Mutex<Option<String>>,
+    sampling: Mutex<Sampling>,
+    /// Segment documents taken through `PutTraceSegments`.
+    pub put_segments: AtomicU64,
+    /// Records taken through `PutTelemetryRecords`.
+    pub telemetry_records: AtomicU64,
+}
+
+/// The sampling rules and the clients' statistics, changed together under one lock.
+#[derive(Debug)]
+pub struct Sampling {
+    /// The rules.
+    pub rules: Rules,
+    /// The clients' demands and the rules' statistics.
+    pub targets: Targets,
 }
 
 /// The console's counters, as `/api/stats` shows them.
@@ -50,10 +66,14 @@ pub struct Stats {
     pub refused_documents: u64,
     /// The `--max-traces` limit.
     pub max_traces: usize,
+    /// Segment documents taken through the `PutTraceSegments` API.
+    pub put_segments: u64,
+    /// Telemetry records taken through the `PutTelemetryRecords` API.
+    pub telemetry_records: u64,
 }
 
 impl State {
-    /// Fresh state with an empty store.
+    /// Fresh state with an empty store and only the `Default` sampling rule.
     pub fn new(limits: Limits) -> Self {
         Self {
             store: Mutex::new(Store::new(limits)),
@@ -63,12 +83,20 @@ impl State {
             forwarded: AtomicU64::new(0),
             forward_errors: AtomicU64::new(0),
             last_malformed: Mutex::new(None),
+            sampling: Mutex::new(Sampling { rules: Rules::new(super::now()), targets: Targets::default() }),
+            put_segments: AtomicU64::new(0),
+            telemetry_records: AtomicU64::new(0),
         }
     }
 
     /// The store, locked; a panic elsewhere while holding it leaves consistent data, so poison is ignored.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The sampling rules and statistics, locked (poison ignored as for the store).
+    pub fn sampling(&self) -> MutexGuard<'_, Sampling> {
+        self.sampling.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Counts a malformed datagram and remembers why.
@@ -97,6 +125,8 @@ impl State {
             evicted_traces: store.evicted_traces,
             refused_documents: store.refused_documents,
             max_traces,
+            put_segments: load(&self.put_segments),
+            telemetry_records: load(&self.telemetry_records),
         }
     }
 }

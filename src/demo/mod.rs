@@ -89,6 +89,15 @@ pub async fn run(args: Args) -> Result<(), crate::BoxError> {
     )
     .await?;
     let daemon = console.udp_addr();
+    // The sidecars take the console's rules (centralized sampling): Default records every call, and
+    // one rule samples one /products call in ten, which the page's "Sampling rules" view shows and
+    // lets the user change.
+    console.put_sampling_rule(serde_json::json!({"RuleName": "Default", "FixedRate": 1.0, "ReservoirSize": 1}))?;
+    console.put_sampling_rule(serde_json::json!({
+        "RuleName": "products-one-in-ten", "ResourceARN": "*", "Priority": 100, "FixedRate": 0.1,
+        "ReservoirSize": 0, "ServiceName": "*", "ServiceType": "*", "Host": "*", "HTTPMethod": "GET",
+        "URLPath": "/products", "Version": 1
+    }))?;
     // Every call is recorded, so the map fills at any rate.
     let rules = std::env::temp_dir().join(format!("xray-sidecar-demo-{}.json", std::process::id()));
     std::fs::write(&rules, r#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#)?;

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
-use xray_sidecar::console::{Console, ConsoleConfig};
+pub use xray_sidecar::console::{Console, ConsoleConfig};
 
 /// A console on free loopback ports, stopped when `stop` is sent or dropped.
 pub struct Running {
@@ -84,6 +84,22 @@ pub async fn get_raw(addr: SocketAddr, path: &str) -> (u16, String, Bytes) {
         resp.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, content_type, body)
+}
+
+/// POSTs a JSON body to `path` (an X-Ray API operation): status and JSON answer.
+pub async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("answer within 20 s")
+        .expect("http request");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 /// Polls `/api/stats` until `done` holds (datagrams are handled asynchronously), at most 10 s.

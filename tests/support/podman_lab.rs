@@ -165,10 +165,19 @@ pub fn nat_rules(podman: &Podman, pod: &str) -> String {
 
 /// `GET path` over HTTP/1.1 to `addr`: the status and body, or why not.
 pub fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    request(addr, "GET", path, "")
+}
+
+/// `method path` with a JSON `body` over HTTP/1.1 to `addr`: the status and body, or why not.
+pub fn request(addr: &str, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
     let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let head = format!(
+        "Host: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}",
+        body.len()
+    );
+    write!(s, "{method} {path} HTTP/1.1\r\n{head}\r\n\r\n{body}").map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     let status = text.get(9..12).and_then(|s| s.parse().ok()).ok_or(format!("not HTTP: {text:?}"))?;
@@ -212,6 +221,11 @@ impl Console {
             assert!(std::time::Instant::now() < deadline, "the console did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        // The sidecars take their sampling rules from the console's daemon port (centralized
+        // sampling): its Default must record every call, as the lab's local rules do.
+        let update = r#"{"SamplingRuleUpdate": {"RuleName": "Default", "FixedRate": 1.0}}"#;
+        let (status, body) = request(&console.http, "POST", "/UpdateSamplingRule", update).unwrap();
+        assert_eq!(status, 200, "{body}");
         console
     }
 

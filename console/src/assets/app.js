@@ -22,11 +22,12 @@
     const params = new URLSearchParams(query || "");
     if (path.startsWith("trace/")) return { view: "trace", id: decodeURIComponent(path.slice(6)), params };
     if (path === "traces") return { view: "traces", params };
+    if (path === "sampling") return { view: "sampling", params };
     return { view: "map", params };
   }
 
   function show(view) {
-    for (const v of ["map", "traces", "trace"]) $("view-" + v).hidden = v !== view;
+    for (const v of ["map", "traces", "trace", "sampling"]) $("view-" + v).hidden = v !== view;
     for (const a of document.querySelectorAll("header nav a")) {
       a.classList.toggle("active", a.dataset.view === view || (view === "trace" && a.dataset.view === "traces"));
     }
@@ -37,6 +38,7 @@
     const { view, id, params } = parseHash();
     show(view);
     if (view === "map") return loadMap();
+    if (view === "sampling") return SamplingView.load();
     if (view === "traces") {
       state.offset = Number(params.get("offset")) || 0;
       const form = $("filters");
@@ -275,6 +277,7 @@
     if (document.hidden) return;
     if (state.view === "map") loadMap();
     if (state.view === "traces" && state.offset === 0) loadTraces();
+    if (state.view === "sampling") SamplingView.load();
   }, 3000);
   loadStats();
   route();

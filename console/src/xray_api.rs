@@ -1,0 +1,225 @@
+//! The AWS X-Ray API on the console's address: the REST-JSON operations boto3, the AWS CLI, the X-Ray
+//! daemon and the SDKs call, with the paths and shapes of botocore's service model. Credentials and
+//! signatures are not checked: this is a local stand-in.
+
+use super::api::{json_response, respond};
+use super::datagram::Received;
+use super::document::Document;
+use super::filter;
+use super::filter_expression::Expr;
+use super::graph::{self, Window};
+use super::now;
+use super::sampling_api;
+use super::state::State;
+use super::store::Inserted;
+use super::summary;
+use super::xray_error::{ErrorKind, XrayError};
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::HeaderValue;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+
+/// The largest request body read: X-Ray's own limit for `PutTraceSegments` is far below it.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Trace summaries per `GetTraceSummaries` page.
+const SUMMARY_PAGE: usize = 100;
+/// Trace ids one `BatchGetTraces` or `GetTraceGraph` call may name.
+const MAX_TRACE_IDS: usize = 100;
+
+/// The operation a POST path names, if it is one of X-Ray's.
+pub fn is_operation(path: &str) -> bool {
+    OPERATIONS.iter().any(|(p, _)| *p == path)
+}
+
+type Operation = fn(&State, &[u8]) -> Result<Value, XrayError>;
+
+const OPERATIONS: [(&str, Operation); 12] = [
+    ("/TraceSegments", put_trace_segments),
+    ("/ServiceGraph", get_service_graph),
+    ("/TraceSummaries", get_trace_summaries),
+    ("/Traces", batch_get_traces),
+    ("/TraceGraph", get_trace_graph),
+    ("/TelemetryRecords", put_telemetry_records),
+    ("/GetSamplingRules", sampling_api::get_sampling_rules),
+    ("/CreateSamplingRule", sampling_api::create_sampling_rule),
+    ("/UpdateSamplingRule", sampling_api::update_sampling_rule),
+    ("/DeleteSamplingRule", sampling_api::delete_sampling_rule),
+    ("/SamplingTargets", sampling_api::get_sampling_targets),
+    ("/SamplingStatisticSummaries", sampling_api::get_sampling_statistic_summaries),
+];
+
+/// Answers one X-Ray API call; errors are X-Ray's error shapes with a 4xx status.
+pub fn handle(state: &State, path: &str, body: &[u8]) -> http::Response<Full<Bytes>> {
+    let Some((_, operation)) = OPERATIONS.iter().find(|(p, _)| *p == path) else {
+        return error_response(&XrayError::invalid(format!("no X-Ray operation at {path}")));
+    };
+    match operation(state, body) {
+        Ok(answer) => json_response(StatusCode::OK, &answer),
+        Err(e) => {
+            tracing::debug!(path, error = %e, "refused an X-Ray API call");
+            error_response(&e)
+        }
+    }
+}
+
+/// An X-Ray error: `x-amzn-ErrorType` and `__type` name the exception for botocore.
+pub fn error_response(e: &XrayError) -> http::Response<Full<Bytes>> {
+    let mut resp = respond(e.kind.status(), "application/json", Bytes::from(e.body().to_string()));
+    if let Ok(v) = HeaderValue::from_str(e.kind.code()) {
+        resp.headers_mut().insert("x-amzn-errortype", v);
+    }
+    resp
+}
+
+/// Reads a request body whole, within [`MAX_BODY`].
+pub async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, XrayError> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => {
+            let kind = if e.is::<LengthLimitError>() { ErrorKind::TooLarge } else { ErrorKind::InvalidRequest };
+            Err(XrayError { kind, message: format!("cannot read the request body: {e}") })
+        }
+    }
+}
+
+/// The request body as the operation's input; an empty body is an empty object.
+pub fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, XrayError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| XrayError::invalid(format!("the request does not fit the operation: {e}")))
+}
+
+/// The time range of a query; botocore sends timestamps as epoch seconds.
+fn window(start: f64, end: f64) -> Result<Window, XrayError> {
+    if !(start.is_finite() && end.is_finite()) || start > end {
+        return Err(XrayError::invalid("StartTime must be a time before EndTime"));
+    }
+    Ok(Window { start, end })
+}
+
+fn put_trace_segments(state: &State, body: &[u8]) -> Result<Value, XrayError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Input {
+        trace_segment_documents: Vec<String>,
+    }
+    let input: Input = input(body)?;
+    let mut unprocessed = Vec::new();
+    for text in input.trace_segment_documents {
+        let parsed = serde_json::from_str::<Value>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Document::parse(&v).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(document) => {
+                let id = document.id.clone();
+                if state.store().insert(Received { text, document }) == Inserted::TraceFull {
+                    unprocessed.push(json!({"Id": id, "ErrorCode": "TraceFull", "Message": "the trace holds its maximum of documents"}));
+                } else {
+                    state.put_segments.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(message) => {
+                let id = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["id"].as_str().map(str::to_owned));
+                unprocessed
+                    .push(json!({"Id": id.unwrap_or_default(), "ErrorCode": "InvalidSegment", "Message": message}));
+            }
+        }
+    }
+    Ok(json!({ "UnprocessedTraceSegments": unprocessed }))
+}
+
+fn get_service_graph(state: &State, body: &[u8]) -> Result<Value, XrayError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Input {
+        start_time: f64,
+        end_time: f64,
+    }
+    let input: Input = input(body)?;
+    let window = window(input.start_time, input.end_time)?;
+    let graph = graph::build(state.store().traces(), window);
+    serde_json::to_value(graph).map_err(|e| XrayError::invalid(e.to_string()))
+}
+
+fn get_trace_summaries(state: &State, body: &[u8]) -> Result<Value, XrayError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Input {
+        start_time: f64,
+        end_time: f64,
+        filter_expression: Option<String>,
+        next_token: Option<String>,
+    }
+    let input: Input = input(body)?;
+    let window = window(input.start_time, input.end_time)?;
+    let expr =
+        Expr::parse(input.filter_expression.as_deref().unwrap_or("")).map_err(|e| XrayError::invalid(e.to_string()))?;
+    let offset = match input.next_token.as_deref().filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => {
+            t.parse().map_err(|_| XrayError::invalid(format!("NextToken {t:?} was not given by this console")))?
+        }
+    };
+    let matches = |s: &summary::TraceSummary| {
+        s.start_time >= window.start && s.start_time <= window.end && expr.as_ref().is_none_or(|e| e.matches(s))
+    };
+    let page = filter::page_matching(state.store().traces(), matches, offset, SUMMARY_PAGE, now());
+    serde_json::to_value(page).map_err(|e| XrayError::invalid(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TraceIds {
+    trace_ids: Vec<String>,
+}
+
+fn trace_ids(body: &[u8]) -> Result<Vec<String>, XrayError> {
+    let TraceIds { trace_ids } = input(body)?;
+    if trace_ids.len() > MAX_TRACE_IDS {
+        return Err(XrayError::invalid(format!("at most {MAX_TRACE_IDS} TraceIds per call")));
+    }
+    Ok(trace_ids)
+}
+
+fn batch_get_traces(state: &State, body: &[u8]) -> Result<Value, XrayError> {
+    let ids = trace_ids(body)?;
+    let store = state.store();
+    let (mut traces, mut missing) = (Vec::new(), Vec::new());
+    for id in ids {
+        let Some(trace) = store.get(&id) else {
+            missing.push(id);
+            continue;
+        };
+        let segments: Vec<Value> =
+            trace.documents.iter().map(|d| json!({"Id": d.document.id, "Document": d.text})).collect();
+        traces.push(json!({
+            "Id": trace.id,
+            "Duration": (trace.end() - trace.start()).max(0.0),
+            "LimitExceeded": false,
+            "Segments": segments,
+        }));
+    }
+    Ok(json!({ "Traces": traces, "UnprocessedTraceIds": missing }))
+}
+
+fn get_trace_graph(state: &State, body: &[u8]) -> Result<Value, XrayError> {
+    let ids = trace_ids(body)?;
+    let store = state.store();
+    let traces = ids.iter().filter_map(|id| store.get(id));
+    let graph = graph::build(traces, Window { start: f64::NEG_INFINITY, end: f64::INFINITY });
+    Ok(json!({ "Services": serde_json::to_value(graph.services).map_err(|e| XrayError::invalid(e.to_string()))? }))
+}
+
+fn put_telemetry_records(state: &State, body: &[u8]) -> Result<Value, XrayError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Input {
+        telemetry_records: Vec<Value>,
+    }
+    let input: Input = input(body)?;
+    state.telemetry_records.fetch_add(input.telemetry_records.len() as u64, Ordering::Relaxed);
+    Ok(json!({}))
+}
