@@ -149,7 +149,12 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// On SIGTERM, how long in-flight requests get to finish.
+    /// On SIGTERM, how long new connections are still accepted after /ready has turned 503, so that
+    /// callers stop sending before the listeners close.
+    #[arg(long, env = "XRAY_SIDECAR_DRAIN_DELAY", value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+
+    /// On SIGTERM, how long in-flight requests get to finish (after the drain delay).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 

@@ -142,6 +142,7 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
                     header_read_timeout: args.header_read_timeout,
                     max_header_size: args.max_header_size,
                     shutdown_grace: args.shutdown_grace,
+                    drain_delay: args.drain_delay,
                     max_connections: args.max_connections as usize,
                 },
                 interception: Interception {

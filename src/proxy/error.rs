@@ -53,6 +53,13 @@ pub enum ErrorKind {
     /// The destination is one the proxy never forwards to (link-local, instance metadata).
     #[error("destination not allowed through this proxy")]
     Forbidden,
+    /// The request is malformed in a way the application must not see (its `Host`, its body's
+    /// framing).
+    #[error("bad request")]
+    BadRequest,
+    /// A method this listener does not serve (`CONNECT` to a fixed destination).
+    #[error("method not allowed here")]
+    MethodNotAllowed,
 }
 
 /// Every failure a segment can record as its `cause`.
@@ -89,6 +96,8 @@ impl FailureKind {
                 ErrorKind::NoRoute => "NoRoute",
                 ErrorKind::Loop => "LoopDetected",
                 ErrorKind::Forbidden => "ForbiddenDestination",
+                ErrorKind::BadRequest => "BadRequest",
+                ErrorKind::MethodNotAllowed => "MethodNotAllowed",
             },
             FailureKind::UpstreamBody => "UpstreamBodyError",
             FailureKind::ClientAborted => "ClientAborted",
@@ -115,7 +124,11 @@ impl FailureKind {
 
     /// The client went away, or asked for what the proxy never does (a refused destination).
     fn is_callers(self) -> bool {
-        matches!(self, FailureKind::ClientAborted | FailureKind::Upstream(ErrorKind::Forbidden))
+        matches!(
+            self,
+            FailureKind::ClientAborted
+                | FailureKind::Upstream(ErrorKind::Forbidden | ErrorKind::BadRequest | ErrorKind::MethodNotAllowed)
+        )
     }
 }
 
@@ -176,6 +189,11 @@ impl ProxyError {
     pub fn from_client(e: hyper_util::client::legacy::Error) -> Self {
         let kind = if let Some(r) = find::<Refusal>(&e) {
             r.kind()
+        } else if find::<hyper::Error>(&e).is_some_and(hyper::Error::is_user)
+            && io_kind(&e) == Some(io::ErrorKind::InvalidData)
+        {
+            // The client's own body broke its framing (an impossible chunk size): its mistake.
+            ErrorKind::BadRequest
         } else if e.is_connect() {
             match io_kind(&e) {
                 Some(io::ErrorKind::ConnectionRefused) => ErrorKind::ConnectRefused,
@@ -212,13 +230,15 @@ impl ProxyError {
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Loop => StatusCode::LOOP_DETECTED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 
-    /// The counter this failure is reported under.
-    pub fn metric(&self) -> UpstreamError {
-        match self.kind {
+    /// The counter this failure is reported under; none for the client's own mistakes.
+    pub fn metric(&self) -> Option<UpstreamError> {
+        Some(match self.kind {
             ErrorKind::ConnectRefused
             | ErrorKind::ConnectFailed
             | ErrorKind::NoRoute
@@ -226,7 +246,8 @@ impl ProxyError {
             | ErrorKind::Forbidden => UpstreamError::Connect,
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
             ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
-        }
+            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed => return None,
+        })
     }
 
     /// The segment's `cause`.

@@ -19,6 +19,7 @@ use super::error::{ErrorKind, ProxyError};
 use super::grpc::SentCount;
 use super::grpc_body::CountMessages;
 use super::guard::{GuardedConnector, OwnListeners};
+use super::hop;
 
 /// Timeouts and limits of the upstream side.
 #[derive(Clone, Debug)]
@@ -85,6 +86,25 @@ impl Forward {
     }
 }
 
+impl Forward {
+    /// Refuses what no application behind us should receive: an ambiguous or missing `Host`
+    /// (two would let the proxy and the application disagree on the destination), and `CONNECT`
+    /// where the destination is already fixed (it asks for a tunnel the application does not offer).
+    fn acceptable<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
+        let hosts = req.headers().get_all(header::HOST).iter().count();
+        if hosts > 1 {
+            return Err(ProxyError::new(ErrorKind::BadRequest, "more than one Host header"));
+        }
+        if hosts == 0 && req.version() == Version::HTTP_11 {
+            return Err(ProxyError::new(ErrorKind::BadRequest, "an HTTP/1.1 request needs a Host header"));
+        }
+        if req.method() == http::Method::CONNECT && self.authority.is_some() {
+            return Err(ProxyError::new(ErrorKind::MethodNotAllowed, "CONNECT is not served here"));
+        }
+        Ok(())
+    }
+}
+
 impl tower::Service<Request<Incoming>> for Forward {
     type Response = Response<Incoming>;
     type Error = ProxyError;
@@ -95,8 +115,11 @@ impl tower::Service<Request<Incoming>> for Forward {
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> ForwardFuture {
-        let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-        strip_hop_by_hop(req.headers_mut(), upgrade.is_some());
+        if let Err(e) = self.acceptable(&req) {
+            return ForwardFuture::failed(e);
+        }
+        let upgrade = hop::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+        hop::strip(req.headers_mut(), upgrade.is_some());
         if let Some(ip) = self.forwarded_for {
             add_forwarded(req.headers_mut(), ip);
         }
@@ -172,7 +195,7 @@ impl Future for ForwardFuture {
                     tokio::spawn(tunnel(client_side, hyper::upgrade::on(&mut res)));
                 }
             } else {
-                strip_hop_by_hop(res.headers_mut(), false);
+                hop::strip(res.headers_mut(), false);
             }
             return Poll::Ready(Ok(res));
         }
@@ -213,47 +236,6 @@ fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
     format!("{}:80", a.host()).parse().ok()
 }
 
-fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-}
-
-/// Headers that describe one hop and must not be passed on (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-];
-
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if keep_upgrade {
-        return;
-    }
-    // Names listed in Connection are hop-by-hop too; most requests have no Connection header.
-    if let Some(listed) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_owned) {
-        for name in listed.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                h.remove(name);
-            }
-        }
-    }
-    let trailers = h.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in HOP_BY_HOP.iter() {
-        h.remove(name);
-    }
-    h.remove(header::UPGRADE);
-    // gRPC needs `te: trailers` to reach the server.
-    if trailers {
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -279,30 +261,6 @@ fn add_forwarded(h: &mut HeaderMap, client: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h, false);
-        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
-        names.sort();
-        assert_eq!(names, ["te", "x-kept"]);
-    }
-
-    #[test]
-    fn upgrades_keep_their_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.len(), 2);
-    }
 
     #[test]
     fn forwarded_for_is_appended_and_proto_kept() {

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod grpc;
 pub mod grpc_body;
 pub mod guard;
+pub mod hop;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
@@ -87,16 +88,19 @@ impl Proxy {
         let ProxyConfig { tracing: recording, serving, .. } = config;
         let metrics = Arc::new(Metrics::default());
         let (shutdown, stopped) = Shutdown::new();
+        // The listeners close later than the rest stops: after the drain window.
+        let (close, closing) = Shutdown::new();
+        let drain_delay = serving.server.drain_delay;
         let (tracer, flush, poller) = tracing(recording, metrics.clone(), &stopped);
         let service = tracer.service_name.clone();
         let readiness = Readiness::default();
         let own = OwnListeners::new([Some(inbound), outbound, admin].into_iter().flatten());
-        let mut served = serve(listeners, &serving, own, tracer, &readiness, &stopped);
+        let mut served = serve(listeners, &serving, own, tracer, &readiness, &closing);
         served.poller = poller;
         readiness.set(true);
         tracing::info!(%inbound, ?outbound, ?admin, %service, "proxy ready");
 
-        let done = tokio::spawn(drain(stopped, readiness, served, flush));
+        let done = tokio::spawn(drain(stopped, readiness, (close, drain_delay), served, flush));
         Ok(Proxy { inbound, outbound, admin, metrics, shutdown, done })
     }
 
@@ -215,10 +219,21 @@ fn serve(
     Served { inbound, outbound, admin, poller: None }
 }
 
-/// Once stopped: reports not ready, lets the listeners drain, flushes the segments still queued.
-async fn drain(mut stopped: Stopped, readiness: Readiness, served: Served, flushes: Flushes) {
+/// Once stopped: reports not ready, keeps serving for the drain window (the endpoints that send us
+/// traffic take a moment to hear that we are leaving), closes the listeners, lets open connections
+/// finish, flushes the segments still queued.
+async fn drain(
+    mut stopped: Stopped,
+    readiness: Readiness,
+    (close, delay): (Shutdown, Duration),
+    served: Served,
+    flushes: Flushes,
+) {
     stopped.wait().await;
     readiness.set(false);
+    tracing::info!(drain = ?delay, "not ready; still serving for the drain window");
+    tokio::time::sleep(delay).await;
+    close.trigger();
     let _ = served.inbound.await;
     if let Some(t) = served.outbound {
         let _ = t.await;

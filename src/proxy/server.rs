@@ -23,8 +23,11 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// Largest request head accepted (a larger one gets 431).
     pub max_header_size: usize,
-    /// How long in-flight requests may run on after shutdown starts.
+    /// How long in-flight requests may run on after the listeners close.
     pub shutdown_grace: Duration,
+    /// How long connections are still accepted after readiness has turned, before the listeners
+    /// close.
+    pub drain_delay: Duration,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
 }

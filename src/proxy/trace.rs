@@ -185,7 +185,9 @@ where
         let res = match result {
             Ok(res) => res.map(Either::Left),
             Err(e) => {
-                completion.tracer.metrics.record_upstream_error(e.metric());
+                if let Some(m) = e.metric() {
+                    completion.tracer.metrics.record_upstream_error(m);
+                }
                 tracing::debug!(error = %e, source = ?e.source, "upstream failed");
                 if let Some(seg) = completion.record.as_mut().and_then(|t| t.segment.as_mut()) {
                     let failure = e.failure();

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
 use super::daemon::HostPort;
+use super::resolver::{self, Resolved};
 use super::segment::{Document, Environment, Kind, Segment};
 use super::udp_batch::{Datagrams, Sent, UdpBatch};
 use crate::metrics::Metrics;
@@ -63,15 +63,27 @@ pub struct Flush {
 impl Emitter {
     /// Starts the sender task.
     pub fn spawn(daemon: HostPort, env: Environment, metrics: Arc<Metrics>) -> (Emitter, Flush) {
+        let (close, closed) = watch::channel(false);
+        let resolved = resolver::spawn(daemon, RESOLVE_EVERY, metrics.clone(), closed.clone());
+        Emitter::spawn_resolved(resolved, env, metrics, close, closed)
+    }
+
+    /// Starts the sender task, sending wherever `resolved` says the daemon is.
+    fn spawn_resolved(
+        resolved: watch::Receiver<Resolved>,
+        env: Environment,
+        metrics: Arc<Metrics>,
+        close: watch::Sender<bool>,
+        closed: watch::Receiver<bool>,
+    ) -> (Emitter, Flush) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::with_capacity(BURST)),
             wake: Notify::new(),
             metrics: metrics.clone(),
         });
-        let (close, closed) = watch::channel(false);
-        let udp = UdpBatch::new(metrics.clone());
-        let sender = Sender { daemon, env, shared: shared.clone(), out: Datagrams::default(), udp };
-        let task = tokio::spawn(sender.run(closed));
+        let udp = UdpBatch::new(metrics);
+        let sender = Sender { env, shared: shared.clone(), out: Datagrams::default(), udp };
+        let task = tokio::spawn(sender.run(closed, resolved));
         (Emitter { shared }, Flush { close, task })
     }
 
@@ -104,7 +116,6 @@ impl Flush {
 }
 
 struct Sender {
-    daemon: HostPort,
     env: Environment,
     shared: Arc<Shared>,
     /// The burst being encoded.
@@ -121,9 +132,8 @@ struct Target {
 }
 
 impl Sender {
-    async fn run(mut self, mut closed: watch::Receiver<bool>) {
-        let mut target = self.connect(None).await;
-        let mut next_resolve = Instant::now() + RESOLVE_EVERY;
+    async fn run(mut self, mut closed: watch::Receiver<bool>, mut resolved: watch::Receiver<Resolved>) {
+        let mut target = None;
         let mut batch = Vec::with_capacity(BURST);
         loop {
             let closing = tokio::select! {
@@ -137,9 +147,20 @@ impl Sender {
                     _ = closed.changed() => {}
                 }
             }
-            if Instant::now() >= next_resolve {
-                target = self.connect(target).await;
-                next_resolve = Instant::now() + RESOLVE_EVERY;
+            // Until the first look-up answers, segments stay queued (the queue is bounded) rather
+            // than be dropped for want of an address.
+            while *resolved.borrow() == Resolved::Pending && !*closed.borrow() {
+                tokio::select! {
+                    r = resolved.changed() => if r.is_err() { break },
+                    r = closed.changed() => if r.is_err() { break },
+                }
+            }
+            // A new address is picked up between bursts; binding a socket to it does not wait.
+            if resolved.has_changed().unwrap_or(false) || target.is_none() {
+                let now = *resolved.borrow_and_update();
+                if let Resolved::At(addr) = now {
+                    target = self.connect(addr, target).await;
+                }
             }
             // Keep sending until the queue is empty: more may arrive while a burst goes out.
             loop {
@@ -161,21 +182,8 @@ impl Sender {
         self.shared.queue.lock().map(|q| q.len()).unwrap_or(0)
     }
 
-    /// Looks the daemon up, keeping the previous target when the look-up fails.
-    async fn connect(&self, previous: Option<Target>) -> Option<Target> {
-        let addr = match tokio::time::timeout(Duration::from_secs(2), self.daemon.resolve()).await {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => {
-                self.shared.metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
-                tracing::debug!(daemon = %self.daemon, error = %e, "cannot resolve the daemon");
-                return previous;
-            }
-            Err(_) => {
-                self.shared.metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
-                tracing::debug!(daemon = %self.daemon, "daemon look-up timed out");
-                return previous;
-            }
-        };
+    /// A socket connected to `addr`, reusing `previous` when it already is.
+    async fn connect(&self, addr: SocketAddr, previous: Option<Target>) -> Option<Target> {
         if let Some(t) = previous.filter(|t| t.addr == addr) {
             return Some(t);
         }
@@ -333,6 +341,26 @@ mod tests {
         // Documents of like size share a system call.
         let calls = metrics.datagram_send_calls.load(Relaxed);
         assert!(calls < 10, "{calls} system calls for 152 documents");
+    }
+
+    #[tokio::test]
+    async fn segments_wait_for_the_first_look_up_and_then_all_go_out() {
+        let daemon = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+        let metrics = Arc::new(Metrics::default());
+        let (found, resolved) = watch::channel(Resolved::Pending);
+        let (close, closed) = watch::channel(false);
+        let (emitter, flush) =
+            Emitter::spawn_resolved(resolved, Environment::default(), metrics.clone(), close, closed);
+        for _ in 0..100 {
+            emitter.emit(segment(0));
+        }
+        // A slow answer: nothing sent, nothing dropped meanwhile.
+        assert!(receive_all(daemon.clone()).await.is_empty());
+        assert_eq!(metrics.segments_dropped.load(Relaxed) + metrics.daemon_send_errors.load(Relaxed), 0);
+        found.send_replace(Resolved::At(daemon.local_addr().expect("addr")));
+        assert_eq!(receive_all(daemon.clone()).await.len(), 100);
+        flush.flush(Duration::from_secs(1)).await;
+        assert_eq!(metrics.segments_emitted.load(Relaxed), 100);
     }
 
     #[tokio::test]

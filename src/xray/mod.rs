@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod header;
 pub mod id;
 pub mod reservoir;
+pub mod resolver;
 pub mod sampling;
 pub mod segment;
 pub mod tunnel;

@@ -1,0 +1,137 @@
+//! Hop-by-hop hygiene (RFC 9110 §7.6.1): the headers that describe one connection are not passed
+//! on, nor is anything a `Connection` header names, except what the next hop needs to make sense
+//! of the message (an upgrade's own headers, `te: trailers`, transfer codings other than chunked)
+//! and our own trace header, which no client may strip on its way to the application.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::xray::header::TRACE_HEADER;
+
+/// Headers that describe one hop and must not be passed on.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` in any `Connection` header,
+/// and an `Upgrade` header).
+pub fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE) && connection_tokens(h).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// The comma-separated tokens of every `Connection` header.
+fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes the hop-by-hop headers from a message about to be forwarded. An upgrade keeps
+/// `Connection: upgrade` and `Upgrade`, and loses everything else that is hop-by-hop.
+pub fn strip(h: &mut HeaderMap, upgrade: bool) {
+    // Most messages have no Connection header: nothing to collect then.
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> =
+            connection_tokens(h).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+        for name in listed {
+            if name != TRACE_HEADER && !(upgrade && name == header::UPGRADE) {
+                h.remove(name);
+            }
+        }
+    }
+    let trailers = h
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    // `gzip, chunked` says the body is gzip-coded as well as chunked: the next hop must know; bare
+    // `chunked` is the connection's framing, redone by whoever sends it on.
+    let codings = h
+        .get(header::TRANSFER_ENCODING)
+        .filter(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .cloned();
+    for name in HOP_BY_HOP.iter() {
+        h.remove(name);
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+    // gRPC needs `te: trailers` to reach the server.
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(codings) = codings {
+        h.insert(header::TRANSFER_ENCODING, codings);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_any_connection_header_are_removed() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-second"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-second", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip(&mut h, false);
+        assert_eq!(names(&h), ["te", "x-kept"]);
+    }
+
+    #[test]
+    fn our_trace_header_survives_being_named_in_connection() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("X-Amzn-Trace-Id"));
+        h.insert(TRACE_HEADER, HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"));
+        strip(&mut h, false);
+        assert_eq!(names(&h), ["x-amzn-trace-id"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_own_headers_and_lose_the_other_hop_by_hop_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, x-secret"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic Zm9vOmJhcg=="));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        assert!(is_upgrade(&h));
+        strip(&mut h, true);
+        assert_eq!(names(&h), ["connection", "upgrade"]);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_and_te_trailers_are_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        strip(&mut h, false);
+        assert_eq!(h[header::TRANSFER_ENCODING], "gzip, chunked");
+        assert_eq!(h[header::TE], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        strip(&mut h, false);
+        assert!(h.is_empty());
+    }
+}

@@ -1,0 +1,108 @@
+//! Looking the daemon up on a task of its own: a slow or failing DNS answer never holds up the
+//! sender, which picks up each new address between bursts and keeps sending to the last good one.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::watch;
+
+use super::daemon::HostPort;
+use crate::metrics::Metrics;
+
+/// How long one look-up may take before it counts as failed.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the look-ups have found so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// The first look-up has not answered yet.
+    Pending,
+    /// No address: the first look-up failed and none has succeeded since.
+    Unknown,
+    /// The latest address found.
+    At(SocketAddr),
+}
+
+/// Looks `daemon` up now and every `every` until `closed` turns true, publishing each change. An
+/// IP literal is known at once and never looked up.
+pub fn spawn(
+    daemon: HostPort,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    mut closed: watch::Receiver<bool>,
+) -> watch::Receiver<Resolved> {
+    if let Ok(ip) = daemon.host.parse::<IpAddr>() {
+        let (tx, rx) = watch::channel(Resolved::At(SocketAddr::new(ip, daemon.port)));
+        // Kept open so that the sender's receiver stays valid for the emitter's whole life.
+        tokio::spawn(async move {
+            let _ = closed.wait_for(|c| *c).await;
+            drop(tx);
+        });
+        return rx;
+    }
+    let (tx, rx) = watch::channel(Resolved::Pending);
+    tokio::spawn(async move {
+        loop {
+            let found = match tokio::time::timeout(LOOKUP_TIMEOUT, daemon.resolve()).await {
+                Ok(Ok(addr)) => Some(addr),
+                Ok(Err(e)) => {
+                    metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(daemon = %daemon, error = %e, "cannot resolve the daemon");
+                    None
+                }
+                Err(_) => {
+                    metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
+                    tracing::debug!(daemon = %daemon, timeout = ?LOOKUP_TIMEOUT, "daemon look-up timed out");
+                    None
+                }
+            };
+            tx.send_if_modified(|r| next(r, found));
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = closed.wait_for(|c| *c) => return,
+            }
+        }
+    });
+    rx
+}
+
+/// Moves `current` on after a look-up; true when it changed. A failure keeps the last address.
+fn next(current: &mut Resolved, found: Option<SocketAddr>) -> bool {
+    let new = match (found, *current) {
+        (Some(addr), _) => Resolved::At(addr),
+        (None, Resolved::Pending) => Resolved::Unknown,
+        (None, kept) => kept,
+    };
+    let changed = new != *current;
+    *current = new;
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_keep_the_last_good_address() {
+        let a: SocketAddr = "10.0.0.1:2000".parse().expect("addr");
+        let b: SocketAddr = "10.0.0.2:2000".parse().expect("addr");
+        let mut r = Resolved::Pending;
+        assert!(next(&mut r, None));
+        assert_eq!(r, Resolved::Unknown);
+        assert!(next(&mut r, Some(a)));
+        assert!(!next(&mut r, None));
+        assert_eq!(r, Resolved::At(a));
+        assert!(!next(&mut r, Some(a)));
+        assert!(next(&mut r, Some(b)));
+        assert_eq!(r, Resolved::At(b));
+    }
+
+    #[tokio::test]
+    async fn ip_literals_are_known_at_once() {
+        let (_close, closed) = watch::channel(false);
+        let hp = HostPort { host: "127.0.0.1".into(), port: 2000 };
+        let rx = spawn(hp, Duration::from_secs(30), Arc::new(Metrics::default()), closed);
+        assert_eq!(*rx.borrow(), Resolved::At("127.0.0.1:2000".parse().expect("addr")));
+    }
+}

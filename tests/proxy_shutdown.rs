@@ -1,0 +1,84 @@
+//! SIGTERM under load, against the real binary: readiness turns first, connections are still
+//! served for the drain window, requests in flight complete, every segment is flushed, and only
+//! then are new connections refused.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::upstream::Upstream;
+use support::{Daemon, Sidecar};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One request on a new connection: `Some(true)` for a 200, `Some(false)` for any failure after the
+/// connection was accepted, `None` when the connection was refused.
+async fn one(addr: SocketAddr, path: &str) -> Option<bool> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return Some(false);
+    }
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    Some(matches!(read, Ok(Ok(_))) && out.starts_with(b"HTTP/1.1 200"))
+}
+
+async fn ready(admin: SocketAddr) -> Option<bool> {
+    let mut s = TcpStream::connect(admin).await.ok()?;
+    s.write_all(b"GET /ready HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await.ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    Some(out.starts_with(b"HTTP/1.1 200"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_fails_no_request_and_flushes_every_segment() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--drain-delay", "1500ms"]);
+    let (listen, admin) = (sc.listen, sc.admin);
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // Set once callers would have heard that the pod is leaving: they stop opening connections.
+    let gone = Arc::new(AtomicBool::new(false));
+    let mut loaders = Vec::new();
+    for _ in 0..4 {
+        let (ok, failed, gone) = (ok.clone(), failed.clone(), gone.clone());
+        loaders.push(tokio::spawn(async move {
+            while !gone.load(Ordering::SeqCst) {
+                match one(listen, "/slow/100").await {
+                    Some(true) => ok.fetch_add(1, Ordering::SeqCst),
+                    Some(false) => failed.fetch_add(1, Ordering::SeqCst),
+                    None => break,
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sc.terminate();
+    let signalled = Instant::now();
+    // Readiness turns at once, while connections are still accepted and served.
+    while ready(admin).await == Some(true) {
+        assert!(signalled.elapsed() < Duration::from_secs(1), "/ready still 200 after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let served_before = ok.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(one(listen, "/").await, Some(true), "a new connection during the drain window is served");
+    assert!(ok.load(Ordering::SeqCst) > served_before, "requests kept being served while draining");
+    gone.store(true, Ordering::SeqCst);
+    for l in loaders {
+        l.await.unwrap();
+    }
+    // After the drain window the listener is closed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(one(listen, "/").await, None, "new connections are refused once the listeners close");
+
+    let (ok, failed) = (ok.load(Ordering::SeqCst) + 1, failed.load(Ordering::SeqCst));
+    eprintln!("SIGTERM under load: {ok} requests served, {failed} failed");
+    assert_eq!(failed, 0);
+    let docs = daemon.take(ok).await;
+    assert_eq!(docs.len(), ok, "every served request's segment was flushed");
+}
