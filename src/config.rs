@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::contract::{INBOUND_PORT, proxy_env, proxy_flag};
 use crate::otel::propagation::Propagation;
 use crate::otel::settings::Exporters;
 use crate::xray::daemon::DaemonAddress;
@@ -16,26 +17,27 @@ use crate::xray::segment::Environment;
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
     /// Address to accept the application's inbound requests on.
-    #[arg(long, env = "XRAY_SIDECAR_LISTEN", value_name = "ADDR", default_value = "0.0.0.0:15100")]
+    #[arg(long, env = proxy_env::LISTEN, value_name = "ADDR",
+          default_value_t = SocketAddr::from(([0, 0, 0, 0], INBOUND_PORT)))]
     pub listen: SocketAddr,
 
     /// The application, as `http://host:port`. Required unless --transparent, where each connection
     /// goes to its original destination.
-    #[arg(long, env = "XRAY_SIDECAR_UPSTREAM", value_name = "URL", value_parser = parse_upstream)]
+    #[arg(long, env = proxy_env::UPSTREAM, value_name = "URL", value_parser = parse_upstream)]
     pub upstream: Option<Authority>,
 
     /// Name of this service in X-Ray (sanitised to the characters X-Ray accepts).
-    #[arg(long, env = "AWS_XRAY_TRACING_NAME", value_name = "NAME")]
+    #[arg(long, env = proxy_env::SERVICE_NAME, value_name = "NAME")]
     pub service_name: String,
 
     /// X-Ray daemon: `host:port`, or `tcp:host:port udp:host:port`. Host names are looked up again
     /// every 30 seconds.
-    #[arg(long, env = "AWS_XRAY_DAEMON_ADDRESS", value_name = "ADDR", default_value = "127.0.0.1:2000")]
+    #[arg(long, env = proxy_env::DAEMON_ADDRESS, value_name = "ADDR", default_value = "127.0.0.1:2000")]
     pub daemon_address: DaemonAddress,
 
     /// Local sampling rules in the X-Ray SDK format (version 1 or 2). Default: 1 request a second,
     /// then 5 %.
-    #[arg(long, env = "XRAY_SIDECAR_SAMPLING_RULES", value_name = "FILE")]
+    #[arg(long, env = proxy_env::SAMPLING_RULES, value_name = "FILE")]
     pub sampling_rules: Option<PathBuf>,
 
     /// Sample by the rules set in the X-Ray console, fetched through the daemon's TCP address
@@ -52,19 +54,19 @@ pub struct ProxyArgs {
 
     /// The application's HTTP probe paths (comma-separated): requests it receives on them, like every
     /// `User-Agent: kube-probe/*` request, are forwarded and counted but never sampled.
-    #[arg(long, env = "XRAY_SIDECAR_PROBE_PATHS", value_name = "PATHS", value_delimiter = ',')]
+    #[arg(long, env = proxy_env::PROBE_PATHS, value_name = "PATHS", value_delimiter = ',')]
     pub probe_paths: Vec<String>,
 
     /// Sample health checks (kubelet probes and --probe-paths) like any other request.
-    #[arg(long, env = "XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = proxy_env::SAMPLE_HEALTH_CHECKS, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub sample_health_checks: bool,
 
     /// Address for /ready, /live and /metrics. Off when not given.
-    #[arg(long, env = "XRAY_SIDECAR_ADMIN_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = proxy_env::ADMIN_LISTEN, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
     /// Address that accepts the application's outgoing calls (explicit proxy or iptables REDIRECT).
-    #[arg(long, env = "XRAY_SIDECAR_OUTBOUND_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = proxy_env::OUTBOUND_LISTEN, value_name = "ADDR")]
     pub outbound_listen: Option<SocketAddr>,
 
     /// Destination ports passed through without looking for HTTP: protocols where the server speaks
@@ -94,7 +96,7 @@ pub struct ProxyArgs {
     pub detect_timeout: Duration,
 
     /// Forward each inbound connection to its original destination (set by iptables REDIRECT).
-    #[arg(long, env = "XRAY_SIDECAR_TRANSPARENT")]
+    #[arg(long = proxy_flag::TRANSPARENT, env = "XRAY_SIDECAR_TRANSPARENT")]
     pub transparent: bool,
 
     /// Trace context formats read from callers and written for the next hop: `xray`
@@ -159,15 +161,15 @@ pub struct ProxyArgs {
     pub shutdown_grace: Duration,
 
     /// EKS cluster name, recorded in `aws.eks`.
-    #[arg(long, env = "XRAY_SIDECAR_CLUSTER_NAME", value_name = "NAME")]
+    #[arg(long, env = proxy_env::CLUSTER_NAME, value_name = "NAME")]
     pub cluster_name: Option<String>,
 
     /// Pod name (from the downward API), recorded in `aws.eks`.
-    #[arg(long, env = "XRAY_SIDECAR_POD_NAME", value_name = "NAME")]
+    #[arg(long, env = proxy_env::POD_NAME, value_name = "NAME")]
     pub pod_name: Option<String>,
 
     /// Pod namespace (from the downward API), recorded as the `k8s_namespace` annotation.
-    #[arg(long, env = "XRAY_SIDECAR_POD_NAMESPACE", value_name = "NAMESPACE")]
+    #[arg(long, env = proxy_env::POD_NAMESPACE, value_name = "NAMESPACE")]
     pub pod_namespace: Option<String>,
 }
 

@@ -7,6 +7,8 @@
 //! init container re-applies them instead of failing or duplicating.
 
 use clap::Args;
+
+use crate::contract::{self, init_flag};
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
@@ -17,35 +19,35 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Args)]
 pub struct InitArgs {
     /// UID the proxy runs as: its traffic is never redirected.
-    #[arg(long, env = "XRAY_SIDECAR_INIT_PROXY_UID", default_value_t = 2500)]
+    #[arg(long = init_flag::PROXY_UID, env = "XRAY_SIDECAR_INIT_PROXY_UID", default_value_t = contract::PROXY_UID)]
     pub proxy_uid: u32,
 
     /// The proxy's inbound listener port.
-    #[arg(long, env = "XRAY_SIDECAR_INIT_INBOUND_PORT", default_value_t = 15100)]
+    #[arg(long = init_flag::INBOUND_PORT, env = "XRAY_SIDECAR_INIT_INBOUND_PORT", default_value_t = contract::INBOUND_PORT)]
     pub inbound_port: u16,
 
     /// The proxy's outbound listener port.
-    #[arg(long, env = "XRAY_SIDECAR_INIT_OUTBOUND_PORT", default_value_t = 15101)]
+    #[arg(long = init_flag::OUTBOUND_PORT, env = "XRAY_SIDECAR_INIT_OUTBOUND_PORT", default_value_t = contract::OUTBOUND_PORT)]
     pub outbound_port: u16,
 
     /// The proxy's admin port: probes reach it directly.
-    #[arg(long, env = "XRAY_SIDECAR_INIT_ADMIN_PORT", default_value_t = 15102)]
+    #[arg(long = init_flag::ADMIN_PORT, env = "XRAY_SIDECAR_INIT_ADMIN_PORT", default_value_t = contract::ADMIN_PORT)]
     pub admin_port: u16,
 
     /// Inbound ports never redirected (e.g. 22,8081).
-    #[arg(long, env = "XRAY_SIDECAR_INIT_EXCLUDE_INBOUND_PORTS", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(long = init_flag::EXCLUDE_INBOUND_PORTS, env = "XRAY_SIDECAR_INIT_EXCLUDE_INBOUND_PORTS", value_name = "PORTS", value_delimiter = ',')]
     pub exclude_inbound_ports: Vec<u16>,
 
     /// Only these inbound ports are redirected (the application's); all others when not given.
-    #[arg(long, env = "XRAY_SIDECAR_INIT_INCLUDE_INBOUND_PORTS", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(long = init_flag::INCLUDE_INBOUND_PORTS, env = "XRAY_SIDECAR_INIT_INCLUDE_INBOUND_PORTS", value_name = "PORTS", value_delimiter = ',')]
     pub include_inbound_ports: Vec<u16>,
 
     /// Outbound destination ports never redirected (e.g. 5432).
-    #[arg(long, env = "XRAY_SIDECAR_INIT_EXCLUDE_OUTBOUND_PORTS", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(long = init_flag::EXCLUDE_OUTBOUND_PORTS, env = "XRAY_SIDECAR_INIT_EXCLUDE_OUTBOUND_PORTS", value_name = "PORTS", value_delimiter = ',')]
     pub exclude_outbound_ports: Vec<u16>,
 
     /// Outbound destinations never redirected, as CIDRs (169.254.0.0/16 always is).
-    #[arg(long, env = "XRAY_SIDECAR_INIT_EXCLUDE_OUTBOUND_CIDRS", value_name = "CIDRS", value_delimiter = ',')]
+    #[arg(long = init_flag::EXCLUDE_OUTBOUND_CIDRS, env = "XRAY_SIDECAR_INIT_EXCLUDE_OUTBOUND_CIDRS", value_name = "CIDRS", value_delimiter = ',')]
     pub exclude_outbound_cidrs: Vec<Cidr>,
 
     /// Only traffic to these CIDRs is redirected outbound; all destinations when not given.

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod contract;
 #[cfg(feature = "console")]
 pub mod demo;
 pub mod init;

@@ -17,8 +17,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the tracing proxy in front of a service.
+    #[command(name = xray_sidecar::contract::PROXY_COMMAND)]
     Proxy(Box<ProxyArgs>),
     /// Install the iptables rules that send the pod's traffic through the proxy (init container).
+    #[command(name = xray_sidecar::contract::INIT_COMMAND)]
     Init(xray_sidecar::init::InitArgs),
     /// Run the whole lab on this machine: console, front-end and back-end apps, a sidecar for each.
     #[cfg(feature = "console")]

@@ -23,7 +23,7 @@ pub struct InjectConfig {
     pub legacy_sidecar: bool,
 
     /// UID and GID the proxy runs as; its traffic is never intercepted.
-    #[arg(long, env = "XRAY_INJECTOR_PROXY_UID", default_value_t = 2500)]
+    #[arg(long, env = "XRAY_INJECTOR_PROXY_UID", default_value_t = xray_sidecar::contract::PROXY_UID)]
     pub proxy_uid: u32,
 
     /// Proxy CPU request.

@@ -3,6 +3,8 @@
 
 mod certs;
 mod config;
+#[cfg(test)]
+mod contract_tests;
 mod inject_cmd;
 mod metrics;
 mod mutate;

@@ -21,10 +21,10 @@ pub struct Metrics {
 
 impl Metrics {
     /// Counts one review and how long it took.
-    pub fn record(&self, result: Option<&crate::review::Result>, took: Duration) {
-        use crate::review::Result as R;
+    pub fn record(&self, verdict: Option<&crate::review::Verdict>, took: Duration) {
+        use crate::review::Verdict as R;
         self.requests.fetch_add(1, Relaxed);
-        match result {
+        match verdict {
             Some(R::Injected) => {
                 self.injected.fetch_add(1, Relaxed);
             }

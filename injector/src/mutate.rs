@@ -2,6 +2,11 @@
 //! its JSON Patch, out. Everything the injector does not add is left exactly as it came.
 
 use serde_json::{Map, Value, json};
+use std::str::FromStr;
+use xray_sidecar::contract::{
+    ADMIN_PORT, INBOUND_PORT, INIT_COMMAND, OUTBOUND_PORT, PROXY_COMMAND, init_flag, proxy_env, proxy_flag,
+};
+use xray_sidecar::init::Cidr;
 
 use crate::config::InjectConfig;
 
@@ -33,9 +38,6 @@ pub const PROXY: &str = "xray-sidecar";
 pub const INIT: &str = "xray-sidecar-init";
 const SAMPLING_VOLUME: &str = "xray-sidecar-sampling";
 const SAMPLING_DIR: &str = "/etc/xray-sidecar/sampling";
-const INBOUND_PORT: u16 = 15100;
-const OUTBOUND_PORT: u16 = 15101;
-const ADMIN_PORT: u16 = 15102;
 
 /// Why a pod is left alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,27 +128,27 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         return Outcome::Skip(Skip::AlreadyInjected);
     }
     let mut init_args = vec![
-        "init".to_owned(),
-        "--proxy-uid".into(),
+        INIT_COMMAND.to_owned(),
+        flag(init_flag::PROXY_UID),
         cfg.proxy_uid.to_string(),
-        "--inbound-port".into(),
+        flag(init_flag::INBOUND_PORT),
         INBOUND_PORT.to_string(),
-        "--outbound-port".into(),
+        flag(init_flag::OUTBOUND_PORT),
         OUTBOUND_PORT.to_string(),
-        "--admin-port".into(),
+        flag(init_flag::ADMIN_PORT),
         ADMIN_PORT.to_string(),
     ];
-    for (key, flag, check) in [
-        (keys::EXCLUDE_INBOUND_PORTS, "--exclude-inbound-ports", check_ports as fn(&str) -> Result<(), String>),
-        (keys::EXCLUDE_OUTBOUND_PORTS, "--exclude-outbound-ports", check_ports),
-        (keys::EXCLUDE_OUTBOUND_CIDRS, "--exclude-outbound-cidrs", check_cidrs),
-        (keys::APP_PORTS, "--include-inbound-ports", check_ports),
+    for (key, name, check) in [
+        (keys::EXCLUDE_INBOUND_PORTS, init_flag::EXCLUDE_INBOUND_PORTS, check_ports as fn(&str) -> Result<(), String>),
+        (keys::EXCLUDE_OUTBOUND_PORTS, init_flag::EXCLUDE_OUTBOUND_PORTS, check_ports),
+        (keys::EXCLUDE_OUTBOUND_CIDRS, init_flag::EXCLUDE_OUTBOUND_CIDRS, check_cidrs),
+        (keys::APP_PORTS, init_flag::INCLUDE_INBOUND_PORTS, check_ports),
     ] {
         if let Some(v) = annotation(key).filter(|v| !v.is_empty()) {
             if let Err(why) = check(v) {
                 return Outcome::Skip(Skip::InvalidAnnotation(format!("{key}: {why}")));
             }
-            init_args.push(flag.into());
+            init_args.push(flag(name));
             init_args.push(v.replace(' ', ""));
         }
     }
@@ -178,10 +180,10 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         // The sidecar keeps health checks off the service map unless the pod asks for them.
         let paths = crate::probes::http_probe_paths(pod);
         if !paths.is_empty() {
-            env.push(json!({"name": "XRAY_SIDECAR_PROBE_PATHS", "value": paths.join(",")}));
+            env.push(json!({"name": proxy_env::PROBE_PATHS, "value": paths.join(",")}));
         }
         if sample_probes {
-            env.push(json!({"name": "XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS", "value": "true"}));
+            env.push(json!({"name": proxy_env::SAMPLE_HEALTH_CHECKS, "value": "true"}));
         }
     }
     let init = init_container(cfg, init_args);
@@ -259,26 +261,25 @@ fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool) -> Value {
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let value = |name: &str, v: &str| json!({"name": name, "value": v});
     let mut env = vec![
-        value("XRAY_SIDECAR_LISTEN", &format!("0.0.0.0:{INBOUND_PORT}")),
-        value("XRAY_SIDECAR_OUTBOUND_LISTEN", &format!("127.0.0.1:{OUTBOUND_PORT}")),
-        value("XRAY_SIDECAR_ADMIN_LISTEN", &format!("0.0.0.0:{ADMIN_PORT}")),
-        value("AWS_XRAY_TRACING_NAME", service),
-        value("AWS_XRAY_DAEMON_ADDRESS", &cfg.daemon_address),
-        field("XRAY_SIDECAR_POD_NAME", "metadata.name"),
-        field("XRAY_SIDECAR_POD_NAMESPACE", "metadata.namespace"),
-        field("XRAY_SIDECAR_NODE_NAME", "spec.nodeName"),
+        value(proxy_env::LISTEN, &format!("0.0.0.0:{INBOUND_PORT}")),
+        value(proxy_env::OUTBOUND_LISTEN, &format!("127.0.0.1:{OUTBOUND_PORT}")),
+        value(proxy_env::ADMIN_LISTEN, &format!("0.0.0.0:{ADMIN_PORT}")),
+        value(proxy_env::SERVICE_NAME, service),
+        value(proxy_env::DAEMON_ADDRESS, &cfg.daemon_address),
+        field(proxy_env::POD_NAME, "metadata.name"),
+        field(proxy_env::POD_NAMESPACE, "metadata.namespace"),
     ];
     if let Some(cluster) = &cfg.cluster_name {
-        env.push(value("XRAY_SIDECAR_CLUSTER_NAME", cluster));
+        env.push(value(proxy_env::CLUSTER_NAME, cluster));
     }
     if sampling {
-        env.push(value("XRAY_SIDECAR_SAMPLING_RULES", &format!("{SAMPLING_DIR}/sampling-rules.json")));
+        env.push(value(proxy_env::SAMPLING_RULES, &format!("{SAMPLING_DIR}/sampling-rules.json")));
     }
     let probe = |path: &str, period: u32, failures: u32| json!({"httpGet": {"path": path, "port": ADMIN_PORT}, "periodSeconds": period, "failureThreshold": failures});
     let mut c = json!({
         "name": PROXY,
         "image": cfg.sidecar_image,
-        "args": ["proxy", "--transparent"],
+        "args": [PROXY_COMMAND, flag(proxy_flag::TRANSPARENT)],
         "env": env,
         "ports": [
             {"name": "xray-inbound", "containerPort": INBOUND_PORT, "protocol": "TCP"},
@@ -333,16 +334,14 @@ fn check_ports(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks CIDRs the way the init container will parse them.
 fn check_cidrs(v: &str) -> Result<(), String> {
-    for c in v.split(',').map(str::trim) {
-        let (addr, prefix) = c.split_once('/').unwrap_or((c, ""));
-        let ip: std::net::IpAddr = addr.parse().map_err(|_| format!("`{c}` is not a CIDR"))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        if !prefix.is_empty() && prefix.parse::<u8>().ok().filter(|p| *p <= max).is_none() {
-            return Err(format!("`{c}` has a bad prefix length"));
-        }
-    }
-    Ok(())
+    v.split(',').try_for_each(|c| Cidr::from_str(c).map(drop))
+}
+
+/// `--name` for a flag of the sidecar.
+fn flag(name: &str) -> String {
+    format!("--{name}")
 }
 
 fn is_dns_name(s: &str) -> bool {

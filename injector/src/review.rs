@@ -11,7 +11,7 @@ use crate::mutate::{self, Context, Outcome};
 
 /// What happened to one review, for metrics and logs.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Result {
+pub enum Verdict {
     /// The sidecar was added.
     Injected,
     /// Left alone for this reason (a metric label).
@@ -20,19 +20,28 @@ pub enum Result {
     Error,
 }
 
+/// Why a body gets a 400 instead of an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The body is not JSON.
+    #[error("not an admission.k8s.io/v1 AdmissionReview: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not a review with a request to answer.
+    #[error("not an admission.k8s.io/v1 AdmissionReview with a request and its uid")]
+    NoRequest,
+    /// The answer could not be written.
+    #[error("cannot encode the response: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
 /// Answers one AdmissionReview body: the response body, or the reason it is a bad request.
-pub fn answer(
-    body: &[u8],
-    namespace_opted_in: bool,
-    cfg: &InjectConfig,
-) -> std::result::Result<(Vec<u8>, Result), String> {
+pub fn answer(body: &[u8], namespace_opted_in: bool, cfg: &InjectConfig) -> Result<(Vec<u8>, Verdict), ReviewError> {
     // The patch must be computed against the pod exactly as sent, unknown fields included, so the
     // object is taken from the raw JSON rather than from the typed request.
-    let raw: Value =
-        serde_json::from_slice(body).map_err(|e| format!("not an admission.k8s.io/v1 AdmissionReview: {e}"))?;
+    let raw: Value = serde_json::from_slice(body).map_err(ReviewError::NotJson)?;
     let uid = match (raw["kind"].as_str(), raw.pointer("/request/uid").and_then(Value::as_str)) {
         (Some("AdmissionReview"), Some(uid)) => uid.to_owned(),
-        _ => return Err("not an admission.k8s.io/v1 AdmissionReview with a request and its uid".into()),
+        _ => return Err(ReviewError::NoRequest),
     };
     let request: AdmissionRequest<DynamicObject> = match serde_json::from_value::<AdmissionReview<DynamicObject>>(
         raw.clone(),
@@ -48,7 +57,7 @@ pub fn answer(
                 "kind": "AdmissionReview",
                 "response": {"uid": uid, "allowed": true, "warnings": [format!("xray-sidecar not injected: the request holds no readable pod: {e}")]}
             });
-            return Ok((answer.to_string().into_bytes(), Result::Error));
+            return Ok((answer.to_string().into_bytes(), Verdict::Error));
         }
     };
     let pod = raw.pointer("/request/object").filter(|o| o.is_object());
@@ -61,25 +70,25 @@ pub fn answer(
                 Outcome::Inject { patch, .. } => match response.clone().with_patch(patch) {
                     Ok(r) => {
                         response = r;
-                        Result::Injected
+                        Verdict::Injected
                     }
                     Err(e) => {
                         response.warnings =
                             Some(vec![format!("xray-sidecar not injected: cannot encode the patch: {e}")]);
-                        Result::Error
+                        Verdict::Error
                     }
                 },
                 Outcome::Skip(skip) => {
                     response.warnings = Some(vec![skip.message()]);
-                    Result::Skipped(skip.label())
+                    Verdict::Skipped(skip.label())
                 }
             }
         }
         _ => {
             response.warnings = Some(vec!["xray-sidecar not injected: the request holds no readable pod".into()]);
-            Result::Error
+            Verdict::Error
         }
     };
-    let body = serde_json::to_vec(&response.into_review()).map_err(|e| format!("cannot encode the response: {e}"))?;
+    let body = serde_json::to_vec(&response.into_review()).map_err(ReviewError::Encode)?;
     Ok((body, outcome))
 }

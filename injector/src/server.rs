@@ -118,9 +118,9 @@ async fn mutate(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>
         }
     };
     match review::answer(&body, namespace_opted_in, &shared.config) {
-        Ok((json, result)) => {
-            shared.metrics.record(Some(&result), start.elapsed());
-            tracing::info!(?result, took = ?start.elapsed(), "review answered");
+        Ok((json, verdict)) => {
+            shared.metrics.record(Some(&verdict), start.elapsed());
+            tracing::info!(?verdict, took = ?start.elapsed(), "review answered");
             let mut res = Response::new(Full::new(Bytes::from(json)));
             res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             res

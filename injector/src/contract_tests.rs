@@ -1,0 +1,125 @@
+//! The pods the injector writes start the sidecar with command lines the sidecar's own parsers
+//! (`ProxyArgs`, `InitArgs`) accept and read as meant: a flag or environment variable renamed on one
+//! side fails here.
+#![allow(clippy::unwrap_used)]
+
+use clap::{Args, Command, FromArgMatches, Parser};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use xray_sidecar::config::ProxyArgs;
+use xray_sidecar::contract::{ADMIN_PORT, INBOUND_PORT, INIT_COMMAND, OUTBOUND_PORT, PROXY_COMMAND};
+use xray_sidecar::init::{Cidr, InitArgs};
+
+use crate::config::InjectConfig;
+use crate::mutate::{self, Context, INIT, Outcome, PROXY};
+
+#[derive(Parser)]
+struct Cmd {
+    #[command(flatten)]
+    cfg: InjectConfig,
+}
+
+/// The pod the injector makes of a pod with these annotations, with the injector run with `flags`.
+fn injected(annotations: Value, flags: &[&str]) -> Value {
+    let cfg = Cmd::try_parse_from(["xray-injector"].iter().chain(flags)).unwrap().cfg;
+    let pod = json!({
+        "metadata": {"name": "web-0", "annotations": annotations, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx",
+                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}}}]}
+    });
+    let ctx = Context { namespace: "shop", namespace_opted_in: false, workload: None };
+    match mutate::mutate(&pod, ctx, &cfg) {
+        Outcome::Inject { pod, .. } => pod,
+        Outcome::Skip(why) => panic!("not injected: {why:?}"),
+    }
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| pod["spec"][k].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {pod}"))
+}
+
+/// The container's command line as the sidecar sees it: its args, then each `env` entry as the
+/// flag that declares that variable (a `fieldRef` gets a sample value). An entry that no flag of
+/// `command` declares fails the test: the sidecar would never read it.
+fn command_line(container: &Value, command: &Command, subcommand: &str) -> Vec<String> {
+    let args: Vec<String> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().into()).collect();
+    assert_eq!(args.first().map(String::as_str), Some(subcommand), "{args:?}");
+    let mut argv = vec!["xray-sidecar".to_owned()];
+    argv.extend(args.into_iter().skip(1));
+    for entry in container["env"].as_array().into_iter().flatten() {
+        let name = entry["name"].as_str().unwrap();
+        let value = match entry["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("metadata.name") => "web-0".to_owned(),
+            Some("metadata.namespace") => "shop".to_owned(),
+            Some(other) => panic!("{name} from {other}: no sample value"),
+            None => entry["value"].as_str().unwrap().to_owned(),
+        };
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name))
+            .unwrap_or_else(|| panic!("the injector sets {name}, which the sidecar never reads"));
+        argv.push(format!("--{}={value}", arg.get_long().unwrap()));
+    }
+    argv
+}
+
+fn parse<A: Args + FromArgMatches>(container: &Value, subcommand: &str) -> A {
+    let command = A::augment_args(Command::new("xray-sidecar"));
+    let argv = command_line(container, &command, subcommand);
+    let matches = command.try_get_matches_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    A::from_arg_matches(&matches).unwrap()
+}
+
+#[test]
+fn the_proxy_container_parses_with_the_sidecars_own_flags() {
+    let annotations = json!({
+        "xray-sidecar.io/inject": "true",
+        "xray-sidecar.io/sampling-rules": "web-rules",
+        "xray-sidecar.io/sample-health-checks": "true",
+    });
+    let pod = injected(annotations, &["--cluster-name", "prod", "--daemon-address", "xray.daemons:2000"]);
+    let args: ProxyArgs = parse(container(&pod, PROXY), PROXY_COMMAND);
+    assert!(args.validate().is_ok());
+    assert!(args.transparent);
+    assert_eq!(args.listen, SocketAddr::from(([0, 0, 0, 0], INBOUND_PORT)));
+    assert_eq!(args.outbound_listen, Some(SocketAddr::from(([127, 0, 0, 1], OUTBOUND_PORT))));
+    assert_eq!(args.admin_listen, Some(SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT))));
+    assert_eq!(args.service_name, "web");
+    assert_eq!(args.daemon_address.udp.to_string(), "xray.daemons:2000");
+    assert_eq!((args.pod_name.as_deref(), args.pod_namespace.as_deref()), (Some("web-0"), Some("shop")));
+    assert_eq!(args.cluster_name.as_deref(), Some("prod"));
+    assert!(args.sampling_rules.is_some_and(|p| p.ends_with("sampling-rules.json")));
+    assert_eq!(args.probe_paths, ["/healthz"]);
+    assert!(args.sample_health_checks);
+    let ports: Vec<&Value> =
+        container(&pod, PROXY)["ports"].as_array().unwrap().iter().map(|p| &p["containerPort"]).collect();
+    assert_eq!(ports, [&json!(INBOUND_PORT), &json!(ADMIN_PORT)]);
+}
+
+#[test]
+fn the_init_container_parses_with_the_sidecars_own_flags() {
+    let annotations = json!({
+        "xray-sidecar.io/inject": "true",
+        "xray-sidecar.io/exclude-inbound-ports": "22, 9090",
+        "xray-sidecar.io/exclude-outbound-ports": "5432",
+        "xray-sidecar.io/exclude-outbound-cidrs": "10.0.0.0/8,fd00::/8",
+        "xray-sidecar.io/app-ports": "8080",
+    });
+    let pod = injected(annotations, &["--proxy-uid", "3100"]);
+    let args: InitArgs = parse(container(&pod, INIT), INIT_COMMAND);
+    assert_eq!(args.proxy_uid, 3100);
+    assert_eq!((args.inbound_port, args.outbound_port, args.admin_port), (INBOUND_PORT, OUTBOUND_PORT, ADMIN_PORT));
+    assert_eq!(args.exclude_inbound_ports, [22, 9090]);
+    assert_eq!(args.exclude_outbound_ports, [5432]);
+    assert_eq!(args.include_inbound_ports, [8080]);
+    let cidrs: Vec<Cidr> = ["10.0.0.0/8", "fd00::/8"].iter().map(|c| c.parse().unwrap()).collect();
+    assert_eq!(args.exclude_outbound_cidrs, cidrs);
+    assert!(!args.dry_run);
+    let proxy = container(&pod, PROXY);
+    assert_eq!(proxy["securityContext"]["runAsUser"], 3100);
+}

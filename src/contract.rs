@@ -1,0 +1,72 @@
+//! What the injector and the sidecar agree on: the listener ports, the proxy's UID, the subcommand
+//! and flag names, and the environment variables the injector writes into the pods it mutates. The
+//! sidecar's parsers (`ProxyArgs`, `InitArgs`) are declared with these names and the injector writes
+//! them, so a rename on one side is a rename on both.
+
+/// The inbound listener's port in a pod.
+pub const INBOUND_PORT: u16 = 15100;
+/// The outbound listener's port in a pod.
+pub const OUTBOUND_PORT: u16 = 15101;
+/// The admin listener's port in a pod (probes reach it directly).
+pub const ADMIN_PORT: u16 = 15102;
+/// The UID (and GID) the proxy runs as; iptables never redirects its traffic.
+pub const PROXY_UID: u32 = 2500;
+
+/// The subcommand that runs the proxy.
+pub const PROXY_COMMAND: &str = "proxy";
+/// The subcommand that installs the iptables rules (the init container).
+pub const INIT_COMMAND: &str = "init";
+
+/// Flags of `xray-sidecar proxy` the injector passes (without the leading `--`).
+pub mod proxy_flag {
+    /// Forward each inbound connection to its original destination.
+    pub const TRANSPARENT: &str = "transparent";
+}
+
+/// Flags of `xray-sidecar init` (without the leading `--`).
+pub mod init_flag {
+    /// The proxy's UID.
+    pub const PROXY_UID: &str = "proxy-uid";
+    /// The inbound listener's port.
+    pub const INBOUND_PORT: &str = "inbound-port";
+    /// The outbound listener's port.
+    pub const OUTBOUND_PORT: &str = "outbound-port";
+    /// The admin listener's port.
+    pub const ADMIN_PORT: &str = "admin-port";
+    /// Inbound ports never redirected.
+    pub const EXCLUDE_INBOUND_PORTS: &str = "exclude-inbound-ports";
+    /// Only these inbound ports are redirected.
+    pub const INCLUDE_INBOUND_PORTS: &str = "include-inbound-ports";
+    /// Outbound destination ports never redirected.
+    pub const EXCLUDE_OUTBOUND_PORTS: &str = "exclude-outbound-ports";
+    /// Outbound destinations never redirected, as CIDRs.
+    pub const EXCLUDE_OUTBOUND_CIDRS: &str = "exclude-outbound-cidrs";
+}
+
+/// Environment variables `xray-sidecar proxy` reads (each also a flag).
+pub mod proxy_env {
+    /// `--listen`.
+    pub const LISTEN: &str = "XRAY_SIDECAR_LISTEN";
+    /// `--upstream`.
+    pub const UPSTREAM: &str = "XRAY_SIDECAR_UPSTREAM";
+    /// `--service-name`.
+    pub const SERVICE_NAME: &str = "AWS_XRAY_TRACING_NAME";
+    /// `--daemon-address`.
+    pub const DAEMON_ADDRESS: &str = "AWS_XRAY_DAEMON_ADDRESS";
+    /// `--sampling-rules`.
+    pub const SAMPLING_RULES: &str = "XRAY_SIDECAR_SAMPLING_RULES";
+    /// `--probe-paths`.
+    pub const PROBE_PATHS: &str = "XRAY_SIDECAR_PROBE_PATHS";
+    /// `--sample-health-checks`.
+    pub const SAMPLE_HEALTH_CHECKS: &str = "XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS";
+    /// `--admin-listen`.
+    pub const ADMIN_LISTEN: &str = "XRAY_SIDECAR_ADMIN_LISTEN";
+    /// `--outbound-listen`.
+    pub const OUTBOUND_LISTEN: &str = "XRAY_SIDECAR_OUTBOUND_LISTEN";
+    /// `--cluster-name`.
+    pub const CLUSTER_NAME: &str = "XRAY_SIDECAR_CLUSTER_NAME";
+    /// `--pod-name`.
+    pub const POD_NAME: &str = "XRAY_SIDECAR_POD_NAME";
+    /// `--pod-namespace`.
+    pub const POD_NAMESPACE: &str = "XRAY_SIDECAR_POD_NAMESPACE";
+}
