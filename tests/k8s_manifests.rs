@@ -182,3 +182,24 @@ fn the_images_are_named_in_one_place() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_cloudwatch_agent_overlay_replaces_the_daemon() {
+    let d = docs(&run("kubectl", &["kustomize", "k8s/with-cloudwatch-agent"], None));
+    let names: Vec<String> = d
+        .iter()
+        .map(|x| format!("{}/{}", x["kind"].as_str().unwrap(), x["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    for gone in ["DaemonSet/xray-daemon", "Service/xray-service", "ServiceAccount/xray-daemon"] {
+        assert!(!names.iter().any(|n| n == gone), "{gone} still in {names:?}");
+    }
+    for kept in ["Deployment/xray-injector", "MutatingWebhookConfiguration/xray-injector", "Deployment/front-end"] {
+        assert!(names.iter().any(|n| n == kept), "{kept} missing from {names:?}");
+    }
+    let deploy = find(&d, "Deployment", "xray-injector");
+    let env = deploy["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    let value = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+    assert_eq!(value("XRAY_INJECTOR_DAEMON_ADDRESS"), Some("cloudwatch-agent.amazon-cloudwatch:2000".into()));
+    assert!(value("XRAY_INJECTOR_SIDECAR_IMAGE").is_some(), "the rest of the environment is kept: {env:?}");
+    validate("with-cloudwatch-agent", &d.iter().collect::<Vec<_>>());
+}

@@ -13,6 +13,7 @@
 //!   `GetTraceSummaries`, newest first (`status` takes `500` or `5xx`; `client_ip` is a prefix;
 //!   `url` a case-insensitive part);
 //! - `GET /api/traces/{id}`: `BatchGetTraces` for one trace, with its `Summary` and `Timeline`;
+//! - `POST /v1/traces`: OTLP/HTTP protobuf spans, stored as segment documents (see `otlp`);
 //! - `GET /api/stats`: datagrams received, malformed (and why the last one was), forwarded; traces
 //!   held and evicted; segments and telemetry records taken through the API.
 //!
@@ -32,6 +33,7 @@ mod filter_expression;
 mod filter_parser;
 mod filter_tokens;
 mod graph;
+mod otlp;
 mod query;
 mod receiver;
 mod sampling_api;

@@ -1,6 +1,7 @@
 //! The HTTP servers: hyper 1 on one listener, HTTP/1 and HTTP/2, stopping gracefully.
 
 use super::api;
+use super::otlp;
 use super::state::State;
 use super::xray_api;
 use bytes::Bytes;
@@ -22,8 +23,13 @@ use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 /// How long open connections get to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// The X-Ray API for POSTs to its paths (their body read whole, within a bound), else the page.
+/// OTLP/HTTP spans and the X-Ray API for POSTs to their paths (their body read whole, within a
+/// bound), else the page.
 pub async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    // OTLP/HTTP exporters post here, on the page's own address, as to a collector.
+    if req.method() == Method::POST && req.uri().path() == "/v1/traces" {
+        return otlp::ingest(state, req).await;
+    }
     if req.method() != Method::POST || !xray_api::is_operation(req.uri().path()) {
         return api::handle(state, &req);
     }

@@ -1,0 +1,229 @@
+//! OTLP/HTTP trace ingest (`POST /v1/traces`, protobuf): spans from OpenTelemetry-only services
+//! become segment documents, so they appear in the service map, the trace list and the timelines
+//! beside what arrives over UDP.
+//!
+//! SERVER (and other local-root) spans become segments named after the resource's `service.name`;
+//! CLIENT and PRODUCER spans become remote subsegments named after `server.address`, which is what
+//! draws an edge to the service whose span names them as parent; INTERNAL spans become local
+//! subsegments.
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
+use prost::Message;
+use serde_json::{Map, Value, json};
+use std::sync::atomic::Ordering;
+
+use super::api::{error, respond};
+use super::datagram::Received;
+use super::document::Document;
+use super::state::State;
+use super::store::Inserted;
+
+/// The largest export request read; OpenTelemetry SDKs send a few hundred KiB at most.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Answers `POST /v1/traces`: stores the spans' documents and says how many were rejected.
+pub async fn ingest<B>(state: &State, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    if !header(CONTENT_TYPE).starts_with("application/x-protobuf") {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send OTLP/HTTP protobuf (application/x-protobuf)");
+    }
+    if !matches!(header(CONTENT_ENCODING).as_str(), "" | "identity") {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the body uncompressed");
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("cannot read the body: {e}")),
+    };
+    let (docs, mut rejected) = match documents(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            state.count_malformed(e.to_string());
+            return error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    for value in docs {
+        let Ok(document) = Document::parse(&value) else {
+            rejected += 1;
+            continue;
+        };
+        match state.store().insert(Received { text: value.to_string(), document }) {
+            Inserted::TraceFull => rejected += 1,
+            _ => {
+                state.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: i64::try_from(rejected).unwrap_or(i64::MAX),
+        error_message: "spans without valid ids, or in a full trace, were not kept".into(),
+    });
+    let answer = ExportTraceServiceResponse { partial_success };
+    respond(StatusCode::OK, "application/x-protobuf", Bytes::from(answer.encode_to_vec()))
+}
+
+/// Why an export request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    /// The body is not an `ExportTraceServiceRequest`.
+    #[error("not an OTLP ExportTraceServiceRequest: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// The segment documents (JSON values) an export request's spans stand for, and how many spans
+/// were skipped for invalid ids.
+pub fn documents(body: &[u8]) -> Result<(Vec<Value>, usize), OtlpError> {
+    let request = ExportTraceServiceRequest::decode(body)?;
+    let mut docs = Vec::new();
+    let mut skipped = 0;
+    for rs in &request.resource_spans {
+        let attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+        let service = text(attrs, "service.name").unwrap_or_else(|| "unknown_service".to_owned());
+        for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+            match document(span, &service) {
+                Some(d) => docs.push(d),
+                None => skipped += 1,
+            }
+        }
+    }
+    Ok((docs, skipped))
+}
+
+fn document(span: &Span, service: &str) -> Option<Value> {
+    let trace = hex(&span.trace_id, 16)?;
+    let id = hex(&span.span_id, 8)?;
+    let parent = hex(&span.parent_span_id, 8);
+    let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
+    let a = &span.attributes;
+    let remote = matches!(kind, SpanKind::Client | SpanKind::Producer);
+    let mut entry = Map::new();
+    entry.insert("id".into(), json!(id));
+    let name = if remote {
+        entry.insert("namespace".into(), json!("remote"));
+        text(a, "server.address").or_else(|| text(a, "peer.service")).unwrap_or_else(|| span.name.clone())
+    } else if kind == SpanKind::Internal && parent.is_some() {
+        span.name.clone()
+    } else {
+        service.to_owned()
+    };
+    entry.insert("name".into(), json!(name));
+    let start = span.start_time_unix_nano as f64 / 1e9;
+    let end = span.end_time_unix_nano.max(span.start_time_unix_nano) as f64 / 1e9;
+    entry.insert("start_time".into(), json!(start));
+    entry.insert("end_time".into(), json!(end));
+    http_and_outcome(&mut entry, span, service);
+    entry.insert("annotations".into(), json!({ "otel_span_kind": kind.as_str_name() }));
+
+    let root = json!(format!("1-{}-{}", &trace[..8], &trace[8..]));
+    let is_segment = matches!(kind, SpanKind::Server | SpanKind::Consumer) || parent.is_none();
+    if is_segment && !remote {
+        entry.insert("trace_id".into(), root);
+        if let Some(p) = parent {
+            entry.insert("parent_id".into(), json!(p));
+        }
+        return Some(Value::Object(entry));
+    }
+    if let Some(p) = parent {
+        // A span under another span of its service: an independent subsegment.
+        entry.insert("type".into(), json!("subsegment"));
+        entry.insert("trace_id".into(), root);
+        entry.insert("parent_id".into(), json!(p));
+        return Some(Value::Object(entry));
+    }
+    // A call that starts its trace: X-Ray holds the remote subsegment in a segment of the caller's
+    // service, with an id of its own derived from the span's.
+    let mut holder_id = span.span_id.clone();
+    holder_id[0] ^= 0xff;
+    let mut holder = Map::new();
+    holder.insert("trace_id".into(), root);
+    holder.insert("id".into(), json!(hex(&holder_id, 8)?));
+    holder.insert("name".into(), json!(service));
+    holder.insert("start_time".into(), json!(start));
+    holder.insert("end_time".into(), json!(end));
+    holder.insert("subsegments".into(), json!([Value::Object(entry)]));
+    Some(Value::Object(holder))
+}
+
+/// The `http` object and the error, throttle and fault flags, from the HTTP semantic conventions
+/// (current names, and the older ones many SDKs still send).
+fn http_and_outcome(entry: &mut Map<String, Value>, span: &Span, service: &str) {
+    let a = &span.attributes;
+    let status = int(a, "http.response.status_code").or_else(|| int(a, "http.status_code"));
+    let mut request = Map::new();
+    for (field, keys) in [
+        ("method", &["http.request.method", "http.method"][..]),
+        ("url", &["url.full", "http.url"][..]),
+        ("client_ip", &["client.address", "net.peer.ip"][..]),
+        ("user_agent", &["user_agent.original", "http.user_agent"][..]),
+    ] {
+        if let Some(v) = keys.iter().find_map(|k| text(a, k)) {
+            request.insert(field.into(), json!(v));
+        }
+    }
+    if !request.contains_key("url") {
+        if let Some(path) = text(a, "url.path").or_else(|| text(a, "http.target")) {
+            let host = text(a, "server.address").unwrap_or_else(|| service.to_owned());
+            let scheme = text(a, "url.scheme").unwrap_or_else(|| "http".into());
+            request.insert("url".into(), json!(format!("{scheme}://{host}{path}")));
+        }
+    }
+    if !request.is_empty() || status.is_some() {
+        let mut http = Map::new();
+        http.insert("request".into(), Value::Object(request));
+        if let Some(s) = status {
+            http.insert("response".into(), json!({ "status": s }));
+        }
+        entry.insert("http".into(), Value::Object(http));
+    }
+    let errored = span.status.as_ref().is_some_and(|s| s.code == SpanStatus::Error as i32);
+    let status = status.unwrap_or(0);
+    if status == 429 {
+        entry.insert("throttle".into(), json!(true));
+    }
+    if (400..500).contains(&status) {
+        entry.insert("error".into(), json!(true));
+    } else if status >= 500 || errored {
+        entry.insert("fault".into(), json!(true));
+    }
+}
+
+/// Lower-case hex of an id of `len` bytes; `None` when absent, of another length, or all zero.
+fn hex(bytes: &[u8], len: usize) -> Option<String> {
+    if bytes.len() != len || bytes.iter().all(|&b| b == 0) {
+        return None;
+    }
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn value<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs.iter().find(|kv| kv.key == key)?.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref())
+}
+
+fn text(attrs: &[KeyValue], key: &str) -> Option<String> {
+    match value(attrs, key)? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        any_value::Value::IntValue(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match value(attrs, key)? {
+        any_value::Value::IntValue(i) => Some(*i),
+        any_value::Value::StringValue(s) => s.parse().ok(),
+        _ => None,
+    }
+}

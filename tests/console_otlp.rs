@@ -1,0 +1,74 @@
+//! OTLP/HTTP into the console: spans from the real OpenTelemetry Python SDK (with its OTLP/HTTP
+//! protobuf exporter) show as traces and as nodes and edges in the service map; bad requests get a
+//! clear answer.
+
+#[path = "support/console.rs"]
+mod console_support;
+
+use bytes::Bytes;
+use console_support::*;
+use http_body_util::{BodyExt, Full};
+use std::net::SocketAddr;
+
+async fn post(addr: SocketAddr, content_type: &str, body: &'static [u8]) -> (u16, Bytes) {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = http::Request::post(format!("http://{addr}/v1/traces"))
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from_static(body)))
+        .expect("request");
+    let res = client.request(req).await.expect("the console answers");
+    let status = res.status().as_u16();
+    (status, res.into_body().collect().await.expect("body").to_bytes())
+}
+
+#[tokio::test]
+async fn opentelemetry_only_services_appear_in_the_map_and_the_traces() {
+    let running = start(loopback_config()).await;
+    let http = running.console.http_addr();
+    let script = repo_root().join("tests/fixtures/console/otel_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").arg(&script).arg(http.to_string()).output()
+    })
+    .await
+    .expect("the script's task")
+    .expect("python3 runs (scripts/setup installs tests/requirements.txt)");
+    assert!(out.status.success(), "the OpenTelemetry script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let trace_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(trace_id.len(), 35, "a trace id: {trace_id:?}");
+    wait_for_stats(http, |s| s["Accepted"] == 3).await;
+
+    let (status, body) = get(http, &format!("/api/traces/{trace_id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let trace = &body["Traces"][0];
+    assert_eq!(trace["Segments"].as_array().map(Vec::len), Some(3), "{trace}");
+    let summary = &trace["Summary"];
+    assert_eq!(summary["Http"]["HttpStatus"], 500);
+    assert_eq!(summary["Http"]["ClientIp"], "10.0.7.7");
+    assert_eq!(summary["HasFault"], true);
+
+    let (_, graph) = get(http, "/api/service-graph").await;
+    let services = graph["Services"].as_array().expect("services");
+    let node =
+        |name: &str| services.iter().find(|s| s["Name"] == name).unwrap_or_else(|| panic!("no node {name}: {graph}"));
+    let front = node("otel-front");
+    let back = node("otel-back");
+    assert_eq!(front["Edges"][0]["ReferenceId"], back["ReferenceId"], "{graph}");
+    assert_eq!(node("client")["Edges"][0]["ReferenceId"], front["ReferenceId"]);
+}
+
+#[tokio::test]
+async fn bad_export_requests_get_a_clear_answer() {
+    let running = start(loopback_config()).await;
+    let http = running.console.http_addr();
+    let (status, body) = post(http, "application/x-protobuf", b"\xff\xff\xff not protobuf").await;
+    assert_eq!(status, 400, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("OTLP"), "{body:?}");
+    let (status, _) = post(http, "application/json", b"{}").await;
+    assert_eq!(status, 415);
+    // An empty request is valid protobuf with no spans.
+    let (status, _) = post(http, "application/x-protobuf", b"").await;
+    assert_eq!(status, 200);
+    let (_, stats) = get(http, "/api/stats").await;
+    assert_eq!(stats["Accepted"], 0);
+}
