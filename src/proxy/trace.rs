@@ -227,3 +227,7 @@ where
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
+
+#[cfg(test)]
+#[path = "trace_tests.rs"]
+mod tests;
