@@ -53,7 +53,7 @@ async fn serve(mut s: TcpStream, how: Misbehaviour) {
                 let _ = s.write_all(&[b'x'; 1000]).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 // Linger 0: closing sends RST instead of FIN.
-                let _ = s.set_linger(Some(Duration::ZERO));
+                let _ = s.set_zero_linger();
                 return;
             }
             Misbehaviour::HalfCloseBeforeHead | Misbehaviour::HalfCloseAfterHead => {
