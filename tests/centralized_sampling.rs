@@ -7,10 +7,10 @@ mod support;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::sampling_api::{ApiState, SamplingApi, rule};
 use support::upstream::Upstream;
-use support::{Daemon, Sidecar, http_get, sample_all_rules};
+use support::{Daemon, Sidecar, http_get, metric, sample_all_rules, until};
 
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
@@ -44,18 +44,6 @@ fn reported(api: &SamplingApi, rule: &str) -> (u64, u64, u64) {
         let n = |k: &str| d[k].as_u64().unwrap();
         (r + n("RequestCount"), s + n("SampledCount"), b + n("BorrowCount"))
     })
-}
-
-async fn until(what: &str, wait: Duration, mut ok: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + wait;
-    while !ok().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test]

@@ -26,7 +26,9 @@
 mod api;
 mod assets;
 mod daemon_tcp;
-mod datagram;
+/// Public only so the fuzz targets can reach the parser; not a stable interface.
+#[doc(hidden)]
+pub mod datagram;
 mod document;
 mod filter;
 mod filter_expression;

@@ -264,3 +264,17 @@ pub fn trace_pairs(v: &str) -> Vec<(String, String)> {
 pub fn pair<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
+
+/// Polls `ok` every 100 ms until it holds, failing the test after `wait`.
+pub async fn until(what: &str, wait: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + wait;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the metric line `name` (with its labels) in a Prometheus text page.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}

@@ -1,0 +1,17 @@
+//! W3C `traceparent` from any client: parsing never panics, and an accepted value formats and
+//! re-parses to the same ids (byte-for-byte for version 00 with flags 00/01).
+#![no_main]
+
+use http::HeaderValue;
+use libfuzzer_sys::fuzz_target;
+use xray_sidecar::otel::traceparent::TraceParent;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(value) = HeaderValue::from_bytes(data) else { return };
+    let Ok(tp) = TraceParent::parse(&value) else { return };
+    let formatted = TraceParent::format(&tp.trace_id, &tp.parent, tp.sampled);
+    assert_eq!(TraceParent::parse(&formatted), Ok(tp), "{formatted:?} must re-parse to the same ids");
+    if data.starts_with(b"00-") && (data.ends_with(b"-00") || data.ends_with(b"-01")) {
+        assert_eq!(formatted.as_bytes(), data);
+    }
+});
