@@ -177,6 +177,12 @@ impl Failure {
     pub fn client_aborted(&self) -> bool {
         self.kind == FailureKind::ClientAborted
     }
+
+    /// The counter a failure after the response head is reported under: a body that broke off
+    /// is the upstream's connection failing, like a reset before the head.
+    pub fn metric(&self) -> Option<UpstreamError> {
+        (self.kind == FailureKind::UpstreamBody).then_some(UpstreamError::Broken)
+    }
 }
 
 impl ProxyError {

@@ -106,6 +106,9 @@ impl OnEnd for Completion {
             End::Failed(why) => Some(Failure::upstream_body(bytes, &why)),
             End::Aborted => Some(Failure::client_left(Some(bytes))),
         };
+        if let Some(m) = failure.as_ref().and_then(Failure::metric) {
+            self.tracer.metrics.record_upstream_error(m);
+        }
         self.close(Some(bytes), failure);
     }
 }
