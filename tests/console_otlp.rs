@@ -1,6 +1,6 @@
 //! OTLP/HTTP into the console: spans from the real OpenTelemetry Python SDK (with its OTLP/HTTP
-//! protobuf exporter) show as traces and as nodes and edges in the service map; bad requests get a
-//! clear answer.
+//! protobuf exporter, uncompressed, gzip or deflate) show as traces and as nodes and edges in the
+//! service map; bad requests get a clear answer.
 
 #[path = "support/console.rs"]
 mod console_support;
@@ -11,12 +11,17 @@ use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 
 async fn post(addr: SocketAddr, content_type: &str, body: &'static [u8]) -> (u16, Bytes) {
+    post_encoded(addr, content_type, None, Bytes::from_static(body)).await
+}
+
+async fn post_encoded(addr: SocketAddr, content_type: &str, encoding: Option<&str>, body: Bytes) -> (u16, Bytes) {
     let client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = http::Request::post(format!("http://{addr}/v1/traces"))
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from_static(body)))
-        .expect("request");
+    let mut req = http::Request::post(format!("http://{addr}/v1/traces")).header("content-type", content_type);
+    if let Some(e) = encoding {
+        req = req.header("content-encoding", e);
+    }
+    let req = req.body(Full::new(body)).expect("request");
     let res = client.request(req).await.expect("the console answers");
     let status = res.status().as_u16();
     (status, res.into_body().collect().await.expect("body").to_bytes())
@@ -24,11 +29,26 @@ async fn post(addr: SocketAddr, content_type: &str, body: &'static [u8]) -> (u16
 
 #[tokio::test]
 async fn opentelemetry_only_services_appear_in_the_map_and_the_traces() {
+    otel_services_appear("none").await;
+}
+
+/// What the ADOT collector and the CloudWatch agent send by default.
+#[tokio::test]
+async fn gzip_bodies_from_the_opentelemetry_exporter_are_read() {
+    otel_services_appear("gzip").await;
+}
+
+#[tokio::test]
+async fn deflate_bodies_from_the_opentelemetry_exporter_are_read() {
+    otel_services_appear("deflate").await;
+}
+
+async fn otel_services_appear(compression: &'static str) {
     let running = start(loopback_config()).await;
     let http = running.console.http_addr();
     let script = repo_root().join("tests/fixtures/console/otel_client.py");
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(&script).arg(http.to_string()).output()
+        std::process::Command::new("python3").arg(&script).arg(http.to_string()).arg(compression).output()
     })
     .await
     .expect("the script's task")
@@ -68,6 +88,34 @@ async fn bad_export_requests_get_a_clear_answer() {
     assert_eq!(status, 415);
     // An empty request is valid protobuf with no spans.
     let (status, _) = post(http, "application/x-protobuf", b"").await;
+    assert_eq!(status, 200);
+    let (_, stats) = get(http, "/api/stats").await;
+    assert_eq!(stats["Accepted"], 0);
+}
+
+#[tokio::test]
+async fn bad_or_oversized_compressed_bodies_are_refused_clearly() {
+    use std::io::Write;
+    let running = start(loopback_config()).await;
+    let http = running.console.http_addr();
+    let gzip = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).expect("in memory");
+        Bytes::from(e.finish().expect("in memory"))
+    };
+    let protobuf = "application/x-protobuf";
+    let (status, body) = post_encoded(http, protobuf, Some("gzip"), Bytes::from_static(b"not gzip at all")).await;
+    assert_eq!(status, 400, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("gzip"), "{body:?}");
+    // 64 MiB of zeros is about 64 KiB of gzip: refused without holding it all in memory.
+    let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
+    assert!(bomb.len() < 1024 * 1024);
+    let (status, body) = post_encoded(http, protobuf, Some("gzip"), bomb).await;
+    assert_eq!(status, 413, "{body:?}");
+    let (status, body) = post_encoded(http, protobuf, Some("br"), Bytes::from_static(b"")).await;
+    assert_eq!(status, 415, "{body:?}");
+    // A valid gzip body of an empty request: accepted, nothing stored.
+    let (status, _) = post_encoded(http, protobuf, Some("gzip"), gzip(b"")).await;
     assert_eq!(status, 200);
     let (_, stats) = get(http, "/api/stats").await;
     assert_eq!(stats["Accepted"], 0);

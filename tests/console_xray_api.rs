@@ -6,7 +6,10 @@ mod console_support;
 
 use console_support::*;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 /// Dummy credentials and no config file of the machine: the console checks no signature.
 fn aws_env(cmd: &mut Command) -> &mut Command {
@@ -98,6 +101,40 @@ async fn boto3_drives_every_operation() {
 }
 
 #[tokio::test]
+async fn boto3_pages_through_every_trace_once_while_traces_arrive() {
+    let running = start(loopback_config()).await;
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo_root().join("tests/fixtures/console/boto3_xray.py"))
+        .arg(running.console.http_addr().to_string())
+        .arg("paging");
+    let got = json_out(&run(cmd).await);
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array().expect("a list").iter().map(|s| s.as_str().expect("an id").to_owned()).collect()
+    };
+    let pages: Vec<Vec<String>> = got["pages"].as_array().expect("pages").iter().map(list).collect();
+    let (first, older, newer) = (list(&got["first"]), list(&got["older"]), list(&got["newer"]));
+    assert!(
+        pages.len() >= 3 && pages.iter().all(|p| p.len() <= 100),
+        "{:?}",
+        pages.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(pages[0].len(), 100);
+
+    let seen: Vec<&String> = pages.iter().flatten().collect();
+    let mut once = seen.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), seen.len(), "a trace came back on two pages");
+    // Every trace there from the start, and every older one that arrived while paging (it sorts
+    // after the rows already read), exactly once; the newer ones sort before them and are for the
+    // next listing.
+    let missing: Vec<&String> = first.iter().chain(&older).filter(|t| !seen.contains(t)).collect();
+    assert_eq!(missing, Vec::<&String>::new(), "{} seen", seen.len());
+    assert!(!older.is_empty() && newer.iter().all(|t| !seen.contains(&t)));
+    assert_eq!(seen.len(), first.len() + older.len());
+}
+
+#[tokio::test]
 async fn aws_cli_reads_the_graph_and_the_daemon_port_serves_sampling_rules() {
     let running = start(loopback_config()).await;
     let (udp, http) = (running.console.udp_addr(), running.console.http_addr());
@@ -173,6 +210,54 @@ async fn forward_relays_sampling_calls_to_the_real_daemon() {
     let (status, rules) = post(local.console.udp_addr(), "/GetSamplingRules", &json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(rules["SamplingRuleRecords"].as_array().map(Vec::len), Some(1), "{rules}");
+}
+
+/// A "real daemon" that answers every call with `status` and `body`; counts the calls.
+async fn canned_daemon(status: &str, body: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let answer = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf).await;
+            counted.fetch_add(1, SeqCst);
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    (addr, calls)
+}
+
+#[tokio::test]
+async fn forward_answers_locally_when_the_real_daemon_errs_or_answers_garbage() {
+    let answers = [
+        ("500 Internal Server Error", "{}"),
+        // An error status with a body shaped like a good answer is still an error.
+        ("403 Forbidden", r#"{"SamplingRuleRecords": [], "SamplingTargetDocuments": [], "Message": "not yours"}"#),
+        ("200 OK", "<html></html>"),
+        ("200 OK", r#"{"message": "hello"}"#),
+    ];
+    for (status, body) in answers {
+        let (daemon, calls) = canned_daemon(status, body).await;
+        let local = start(ConsoleConfig { forward: Some(daemon.to_string()), ..loopback_config() }).await;
+        let udp = local.console.udp_addr();
+
+        let (code, rules) = post(udp, "/GetSamplingRules", &json!({})).await;
+        assert_eq!(code, 200, "{status} {body}: {rules}");
+        assert_eq!(rules["SamplingRuleRecords"][0]["SamplingRule"]["RuleName"], "Default", "{status} {body}: {rules}");
+
+        let report = json!({"SamplingStatisticsDocuments": [{"RuleName": "Default",
+            "ClientID": "0123456789abcdef01234567", "Timestamp": now(), "RequestCount": 3, "SampledCount": 1,
+            "BorrowCount": 0}]});
+        let (code, targets) = post(udp, "/SamplingTargets", &report).await;
+        assert_eq!(code, 200, "{status} {body}: {targets}");
+        let target = &targets["SamplingTargetDocuments"][0];
+        assert_eq!((&target["RuleName"], &target["ReservoirQuota"]), (&json!("Default"), &json!(1)), "{targets}");
+        assert_eq!(calls.load(SeqCst), 2, "both calls were relayed first: {status} {body}");
+    }
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! The web routes: the embedded page and the JSON API modelled on X-Ray's.
 
 use super::assets;
+use super::clock::now;
 use super::filter::{self, Filter};
 use super::graph::{self, Window};
-use super::now;
 use super::query;
 use super::state::State;
 use super::summary;

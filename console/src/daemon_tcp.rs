@@ -3,8 +3,9 @@
 //! and sidecars given only `AWS_XRAY_DAEMON_ADDRESS` fetch their rules from it.
 //!
 //! With a forward daemon, each call is relayed there too and the real daemon's answer is returned
-//! (the console still records the statistics for its page); if it cannot be reached in time the
-//! console answers itself.
+//! (the console still records the statistics for its page); if it cannot be reached in time, answers
+//! with an error status, or answers something that is not the operation's JSON, the console answers
+//! itself: a client never gets a worse answer than the console's own.
 
 use super::state::State;
 use super::xray_api;
@@ -21,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
-/// The paths the daemon serves over TCP.
+/// The paths the daemon serves over TCP, with the list every good answer to each carries.
 const PATHS: [&str; 2] = ["/GetSamplingRules", "/SamplingTargets"];
+const ANSWER_LISTS: [&str; 2] = ["SamplingRuleRecords", "SamplingTargetDocuments"];
 /// How long a relayed call may take before the console answers itself.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest answer taken from the real daemon.
@@ -49,11 +51,29 @@ impl Relay {
         let call = async {
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
             let (parts, body) = resp.into_parts();
-            let body =
-                http_body_util::Limited::new(body, MAX_RELAYED_ANSWER).collect().await.map_err(|e| e.to_string())?;
-            Ok(Response::from_parts(parts, Full::new(body.to_bytes())))
+            if !parts.status.is_success() {
+                return Err(format!("answered {}", parts.status));
+            }
+            let body = http_body_util::Limited::new(body, MAX_RELAYED_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            check_answer(path, &body)?;
+            Ok(Response::from_parts(parts, Full::new(body)))
         };
         tokio::time::timeout(RELAY_TIMEOUT, call).await.map_err(|_| "timed out".to_owned())?
+    }
+}
+
+/// Whether `body` is the JSON object an answer to `path` is: it carries the operation's list.
+fn check_answer(path: &str, body: &[u8]) -> Result<(), String> {
+    let list = PATHS.iter().position(|p| *p == path).map_or("", |i| ANSWER_LISTS[i]);
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("answered no JSON: {e}"))?;
+    if value.get(list).is_some_and(serde_json::Value::is_array) {
+        Ok(())
+    } else {
+        Err(format!("answered JSON without {list}"))
     }
 }
 
@@ -77,7 +97,7 @@ pub async fn answer(state: Arc<State>, relay: Option<Relay>, req: Request<Incomi
     match relay.send(&path, body).await {
         Ok(real) => real,
         Err(error) => {
-            warn!(target = %relay.target, path, %error, "the real daemon did not answer a sampling call; answering locally");
+            warn!(target = %relay.target, path, %error, "no usable answer from the real daemon to a sampling call; answering locally");
             local
         }
     }

@@ -102,6 +102,57 @@ impl Filter {
     }
 }
 
+/// Where a page of the list starts, and what its `next_token` is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paging {
+    /// After this many matches; the next token is the next offset. The page's own list pages both
+    /// ways with it.
+    Offset(usize),
+    /// After this row of the previous page (from the start when `None`); the next token is the page's
+    /// last row. The API's `NextToken`: traces that arrive or are evicted between two calls shift
+    /// nothing, so a client paging through sees each trace at most once and skips none that stayed.
+    After(Option<Cursor>),
+}
+
+/// A row's place in the list's order (newest first, then trace id), as a `NextToken`: the start time's
+/// exact bits in 16 hex digits, then the trace id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    start_time: f64,
+    id: String,
+}
+
+impl Cursor {
+    fn at(s: &TraceSummary) -> Self {
+        Cursor { start_time: s.start_time, id: s.id.clone() }
+    }
+
+    /// Reads a token [`Cursor::token`] made; `None` for anything else.
+    pub fn parse(token: &str) -> Option<Self> {
+        let (hex, id) = (token.get(..16)?, token.get(16..)?);
+        if id.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let bits = u64::from_str_radix(hex, 16).ok()?;
+        Some(Cursor { start_time: f64::from_bits(bits), id: id.to_owned() })
+    }
+
+    /// The token naming this place.
+    pub fn token(&self) -> String {
+        format!("{:016x}{}", self.start_time.to_bits(), self.id)
+    }
+
+    /// Whether `s` comes after this place in the list.
+    fn precedes(&self, s: &TraceSummary) -> bool {
+        list_order(self.start_time, &self.id, s.start_time, &s.id).is_lt()
+    }
+}
+
+/// The list's order: newest first, then by trace id, so that every row has one place.
+fn list_order(a_start: f64, a_id: &str, b_start: f64, b_id: &str) -> std::cmp::Ordering {
+    b_start.total_cmp(&a_start).then_with(|| a_id.cmp(b_id))
+}
+
 /// The page of matching summaries, newest first, starting after `offset` matches.
 pub fn page<'a>(
     traces: impl IntoIterator<Item = &'a Trace>,
@@ -110,26 +161,36 @@ pub fn page<'a>(
     limit: usize,
     now: f64,
 ) -> TraceSummaries {
-    page_matching(traces, |s| filter.matches(s), offset, limit, now)
+    page_matching(traces, |s| filter.matches(s), &Paging::Offset(offset), limit, now)
 }
 
 /// The page of the summaries `matches` keeps (the API's filter expressions), newest first, starting
-/// after `offset` of them.
+/// where `paging` says.
 pub fn page_matching<'a>(
     traces: impl IntoIterator<Item = &'a Trace>,
     matches: impl Fn(&TraceSummary) -> bool,
-    offset: usize,
+    paging: &Paging,
     limit: usize,
     now: f64,
 ) -> TraceSummaries {
     let mut processed = 0;
     let mut matched: Vec<TraceSummary> =
         traces.into_iter().inspect(|_| processed += 1).map(summarize).filter(|s| matches(s)).collect();
-    matched.sort_by(|a, b| b.start_time.total_cmp(&a.start_time).then_with(|| a.id.cmp(&b.id)));
+    matched.sort_by(|a, b| list_order(a.start_time, &a.id, b.start_time, &b.id));
     let matched_count = matched.len();
-    let end = offset.saturating_add(limit).min(matched_count);
-    let next_token = (end < matched_count).then(|| end.to_string());
-    let trace_summaries = matched.into_iter().skip(offset).take(limit).collect();
+    let skip = match paging {
+        Paging::Offset(offset) => (*offset).min(matched_count),
+        Paging::After(None) => 0,
+        Paging::After(Some(cursor)) => matched.partition_point(|s| !cursor.precedes(s)),
+    };
+    let end = skip.saturating_add(limit).min(matched_count);
+    let trace_summaries: Vec<TraceSummary> = matched.drain(skip..end).collect();
+    let next_token = (end < matched_count)
+        .then(|| match paging {
+            Paging::Offset(_) => Some(end.to_string()),
+            Paging::After(_) => trace_summaries.last().map(|s| Cursor::at(s).token()),
+        })
+        .flatten();
     TraceSummaries {
         trace_summaries,
         matched_count,

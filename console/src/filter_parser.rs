@@ -1,7 +1,7 @@
 //! The grammar of filter expressions, by recursive descent:
 //! `or := and (OR and)*`, `and := unary (AND unary)*`, `unary := (NOT | !) unary | ( or ) | condition`.
 
-use super::filter_expression::{Cond, Expr, ExpressionError, Field, Flag, Literal, Op};
+use super::filter_ast::{Cond, Expr, ExpressionError, Field, Flag, Literal, Op};
 use super::filter_tokens::{Tok, Token};
 
 /// Reads tokens into an [`Expr`].

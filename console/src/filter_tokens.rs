@@ -1,6 +1,6 @@
 //! Splits a filter expression into tokens: words, quoted strings, numbers, operators, brackets.
 
-use super::filter_expression::{ExpressionError, Op};
+use super::filter_ast::{ExpressionError, Op};
 
 /// One token.
 #[derive(Debug, Clone, PartialEq)]

@@ -25,12 +25,14 @@
 
 mod api;
 mod assets;
+mod clock;
 mod daemon_tcp;
 /// Public only so the fuzz targets can reach the parser; not a stable interface.
 #[doc(hidden)]
 pub mod datagram;
 mod document;
 mod filter;
+mod filter_ast;
 mod filter_expression;
 mod filter_parser;
 mod filter_tokens;
@@ -55,6 +57,7 @@ mod xray_error;
 pub use state::Stats;
 
 use clap::Args as ClapArgs;
+use clock::now;
 use state::State;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -295,11 +298,6 @@ async fn bind_daemon(addr: SocketAddr) -> Result<(tokio::net::UdpSocket, tokio::
             Err(source) => return Err(ConsoleError::BindDaemonTcp { addr: bound, source }),
         }
     }
-}
-
-/// The time now, epoch seconds.
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Runs the console until Ctrl-C or SIGTERM.

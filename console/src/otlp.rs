@@ -41,12 +41,21 @@ where
     if !header(CONTENT_TYPE).starts_with("application/x-protobuf") {
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send OTLP/HTTP protobuf (application/x-protobuf)");
     }
-    if !matches!(header(CONTENT_ENCODING).as_str(), "" | "identity") {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the body uncompressed");
-    }
+    let Some(encoding) = Encoding::from_header(&header(CONTENT_ENCODING)) else {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the body uncompressed, gzip or deflate");
+    };
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("cannot read the body: {e}")),
+    };
+    let body = match encoding.decode(body) {
+        Ok(b) => b,
+        Err(e) => {
+            state.count_malformed(e.to_string());
+            let status =
+                if matches!(e, OtlpError::TooLarge) { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+            return error(status, &e.to_string());
+        }
     };
     let (docs, mut rejected) = match documents(&body) {
         Ok(d) => d,
@@ -81,6 +90,57 @@ pub enum OtlpError {
     /// The body is not an `ExportTraceServiceRequest`.
     #[error("not an OTLP ExportTraceServiceRequest: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// The body is not valid for its `Content-Encoding`.
+    #[error("the body is not valid {encoding}: {source}")]
+    Compressed {
+        /// The declared encoding.
+        encoding: &'static str,
+        /// What the decoder found.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The body decompresses to more than the console reads.
+    #[error("the body decompresses to more than {} MiB", MAX_BODY / (1024 * 1024))]
+    TooLarge,
+}
+
+/// A request body's `Content-Encoding`: the ADOT collector and the CloudWatch agent send gzip by
+/// default, and OpenTelemetry's Python exporter can also send deflate (zlib).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+impl Encoding {
+    /// The encoding a lower-cased header value names; `None` for one the console cannot read.
+    fn from_header(value: &str) -> Option<Encoding> {
+        match value.trim() {
+            "" | "identity" => Some(Encoding::Identity),
+            "gzip" | "x-gzip" => Some(Encoding::Gzip),
+            "deflate" => Some(Encoding::Deflate),
+            _ => None,
+        }
+    }
+
+    /// The decoded body, read at most to [`MAX_BODY`] bytes so that a small compressed body cannot
+    /// claim unbounded memory.
+    fn decode(self, body: Bytes) -> Result<Bytes, OtlpError> {
+        use std::io::Read;
+        let (encoding, reader): (_, Box<dyn Read + '_>) = match self {
+            Encoding::Identity => return Ok(body),
+            Encoding::Gzip => ("gzip", Box::new(flate2::read::GzDecoder::new(&body[..]))),
+            Encoding::Deflate => ("deflate", Box::new(flate2::read::ZlibDecoder::new(&body[..]))),
+        };
+        let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_BODY));
+        let limit = u64::try_from(MAX_BODY).unwrap_or(u64::MAX) + 1;
+        reader.take(limit).read_to_end(&mut out).map_err(|source| OtlpError::Compressed { encoding, source })?;
+        if out.len() > MAX_BODY {
+            return Err(OtlpError::TooLarge);
+        }
+        Ok(Bytes::from(out))
+    }
 }
 
 /// The segment documents (JSON values) an export request's spans stand for, and how many spans

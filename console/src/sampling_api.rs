@@ -1,12 +1,12 @@
 //! The sampling operations of the X-Ray API: the rules (get, create, update, delete), the clients'
 //! targets, and the rules' recent statistics.
 
-use super::now;
+use super::clock::now;
 use super::sampling_rules::{SamplingRule, SamplingRuleUpdate};
 use super::sampling_targets::StatisticsDocument;
 use super::state::State;
-use super::xray_api::input;
 use super::xray_error::XrayError;
+use super::xray_error::input;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -4,6 +4,7 @@
 //! Shares are max-min fair over the clients that reported a rule in the last [`ACTIVE_SECONDS`]:
 //! a client that needs less than an equal share gets what it needs, the rest is split among the
 //! busier ones, and what nobody needs is spread evenly so a client whose traffic grows has room.
+//! Units that do not split evenly go to each client in turn, one poll interval after another.
 
 use super::sampling_rules::Rules;
 use serde::{Deserialize, Serialize};
@@ -30,9 +31,10 @@ pub struct StatisticsDocument {
     pub client_id: String,
     /// Requests the rule matched.
     pub request_count: u64,
-    /// Of which sampled.
+    /// Of which sampled from the client's quota or by the rule's rate.
     pub sampled_count: u64,
-    /// Of which sampled by borrowing, while the client had no quota.
+    /// Of which sampled by borrowing, while the client had no quota; the SDKs count these apart
+    /// from `SampledCount`, so the requests recorded are the sum of both.
     #[serde(default)]
     pub borrow_count: u64,
 }
@@ -84,9 +86,9 @@ pub struct TargetsAnswer {
 pub struct RuleStatistics {
     /// Requests the rule matched.
     pub requests: u64,
-    /// Of which sampled.
+    /// Of which sampled from a quota or by the rate.
     pub sampled: u64,
-    /// Of which borrowed.
+    /// Of which borrowed (not in `sampled`).
     pub borrowed: u64,
     /// Clients reporting it now.
     pub clients: usize,
@@ -145,7 +147,7 @@ impl Targets {
             targets.push(TargetDocument {
                 rule_name: rule_name.to_owned(),
                 fixed_rate: rule.fixed_rate,
-                reservoir_quota: self.share(rule_name, client, reservoir),
+                reservoir_quota: self.share(rule_name, client, reservoir, now),
                 reservoir_quota_ttl: (now + QUOTA_TTL_SECONDS).floor(),
                 interval: INTERVAL_SECONDS,
             });
@@ -185,13 +187,16 @@ impl Targets {
         self.demands.retain(|_, clients| !clients.is_empty());
     }
 
-    /// This client's share of the rule's reservoir among the rule's active clients.
-    fn share(&self, rule: &str, client: &str, reservoir: u64) -> u64 {
+    /// This client's share of the rule's reservoir among the rule's active clients at `now`.
+    fn share(&self, rule: &str, client: &str, reservoir: u64, now: f64) -> u64 {
         let Some(clients) = self.demands.get(rule) else { return reservoir };
         let mut ids: Vec<&String> = clients.keys().collect();
         ids.sort();
         let demands: Vec<f64> = ids.iter().map(|id| clients[*id].per_second).collect();
-        let shares = fair_shares(reservoir, &demands);
+        // Every client polls once per interval: all the polls of one interval see the same turn, so
+        // their shares add up to the reservoir, and the next interval hands the odd units on.
+        let turn = (now.max(0.0) / INTERVAL_SECONDS as f64) as usize;
+        let shares = fair_shares(reservoir, &demands, turn);
         ids.iter().position(|id| id.as_str() == client).and_then(|i| shares.get(i).copied()).unwrap_or(0)
     }
 
@@ -222,7 +227,13 @@ impl Targets {
 }
 
 /// Splits `reservoir` among clients needing `demands` per second: max-min fair, all of it handed out.
-pub fn fair_shares(reservoir: u64, demands: &[f64]) -> Vec<u64> {
+///
+/// Clients needing no more than an even split of what is left get what they need, quietest first;
+/// the busier ones split the rest evenly (when everyone is served, everyone splits what nobody
+/// needs). Whole units rarely split evenly: the odd ones go round the clients sharing them, starting
+/// at `turn`, so that with a new `turn` each poll round equally busy clients take them by turns (a
+/// reservoir of 1 shared by 3 clients would otherwise always go to the same one).
+pub fn fair_shares(reservoir: u64, demands: &[f64], turn: usize) -> Vec<u64> {
     let n = demands.len();
     if n == 0 {
         return Vec::new();
@@ -232,18 +243,21 @@ pub fn fair_shares(reservoir: u64, demands: &[f64]) -> Vec<u64> {
     order.sort_by_key(|&i| want[i]);
     let mut shares = vec![0; n];
     let mut left = reservoir;
+    let mut served = 0;
     for (k, &i) in order.iter().enumerate() {
-        let give = want[i].min(left / (n - k) as u64);
-        shares[i] = give;
-        left -= give;
+        if want[i] > left / (n - k) as u64 {
+            break;
+        }
+        shares[i] = want[i];
+        left -= want[i];
+        served += 1;
     }
-    // Nobody needs the rest now: spread it, the odd units to the busiest clients.
-    let (each, extra) = (left / n as u64, (left % n as u64) as usize);
-    for s in &mut shares {
-        *s += each;
-    }
-    for &i in order.iter().rev().take(extra) {
-        shares[i] += 1;
+    let mut sharing: Vec<usize> = if served < n { order[served..].to_vec() } else { (0..n).collect() };
+    sharing.sort_unstable();
+    let m = sharing.len();
+    let (each, odd) = (left / m as u64, (left % m as u64) as usize);
+    for (j, &i) in sharing.iter().enumerate() {
+        shares[i] += each + u64::from((j + m - turn % m) % m < odd);
     }
     shares
 }

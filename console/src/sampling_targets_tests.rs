@@ -31,15 +31,60 @@ fn quota(answer: &TargetsAnswer, rule: &str) -> u64 {
 
 #[test]
 fn shares_are_max_min_fair_and_hand_out_the_whole_reservoir() {
-    assert_eq!(fair_shares(10, &[100.0, 100.0, 100.0]), [3, 3, 4]);
+    assert_eq!(fair_shares(10, &[100.0, 100.0, 100.0], 0), [4, 3, 3]);
     // The quiet client gets what it needs; the busy ones split the rest.
-    assert_eq!(fair_shares(10, &[1.0, 50.0, 50.0]), [1, 4, 5]);
+    assert_eq!(fair_shares(10, &[1.0, 50.0, 50.0], 0), [1, 5, 4]);
+    // One needs a little more than the others' even split: max-min, it shares the rest with the busiest.
+    assert_eq!(fair_shares(10, &[3.0, 4.0, 100.0], 1), [3, 3, 4]);
     // Nobody needs it all: the rest is spread evenly.
-    assert_eq!(fair_shares(9, &[1.0, 2.0, 0.0]), [3, 4, 2]);
-    assert_eq!(fair_shares(0, &[5.0, 5.0]), [0, 0]);
-    assert_eq!(fair_shares(5, &[]), Vec::<u64>::new());
-    for (reservoir, demands) in [(7, vec![0.5, 3.2, 9.0, f64::NAN]), (1, vec![10.0, 10.0]), (100, vec![1.0])] {
-        assert_eq!(fair_shares(reservoir, &demands).iter().sum::<u64>(), reservoir, "{demands:?}");
+    assert_eq!(fair_shares(9, &[1.0, 2.0, 0.0], 0), [3, 4, 2]);
+    assert_eq!(fair_shares(0, &[5.0, 5.0], 3), [0, 0]);
+    assert_eq!(fair_shares(5, &[], 1), Vec::<u64>::new());
+    for turn in 0..4 {
+        for (reservoir, demands) in [(7, vec![0.5, 3.2, 9.0, f64::NAN]), (1, vec![10.0, 10.0]), (100, vec![1.0])] {
+            let shares = fair_shares(reservoir, &demands, turn);
+            assert_eq!(shares.iter().sum::<u64>(), reservoir, "{demands:?}");
+        }
+        // Never more than a client needs while another needs more.
+        let shares = fair_shares(10, &[3.0, 4.0, 100.0], turn);
+        assert!(shares[0] == 3 && shares[1] <= 4, "{shares:?}");
+    }
+}
+
+#[test]
+fn odd_units_go_to_each_busy_client_in_turn() {
+    // A reservoir of 1 among 3 equally busy clients: each poll round hands it to the next one.
+    let rounds: Vec<Vec<u64>> = (0..6).map(|turn| fair_shares(1, &[50.0, 50.0, 50.0], turn)).collect();
+    assert_eq!(rounds[..3], [vec![1, 0, 0], vec![0, 1, 0], vec![0, 0, 1]]);
+    assert_eq!(rounds[3..], rounds[..3]);
+    // Two odd units among three: over three rounds each client has them twice.
+    let mut got = [0; 3];
+    for turn in 0..3 {
+        let shares = fair_shares(5, &[50.0, 50.0, 50.0], turn);
+        assert_eq!(shares.iter().sum::<u64>(), 5);
+        got.iter_mut().zip(shares).for_each(|(g, s)| *g += s);
+    }
+    assert_eq!(got, [5, 5, 5]);
+
+    // Through the API: three clients polling every 10 s, each round the quota moves on.
+    let rules = rules(1);
+    let mut targets = Targets::default();
+    let mut quotas: Vec<[u64; 3]> = Vec::new();
+    for round in 0..6 {
+        let t = 1000.0 + 10.0 * f64::from(round);
+        let mut this = [0; 3];
+        for (k, client) in [A, B, C].into_iter().enumerate() {
+            this[k] = quota(&targets.report(&rules, &[doc("api", client, 500, 1, 0)], t + k as f64 / 10.0), "api");
+        }
+        quotas.push(this);
+    }
+    // From the second round on, all three are known: one unit a round, each client's in turn.
+    for q in &quotas[1..] {
+        assert_eq!(q.iter().sum::<u64>(), 1, "{quotas:?}");
+    }
+    let holders: Vec<usize> = quotas[1..].iter().map(|q| q.iter().position(|&n| n == 1).unwrap_or(9)).collect();
+    for k in 0..3 {
+        assert!(holders.contains(&k), "client {k} never got the reservoir: {quotas:?}");
     }
 }
 

@@ -83,7 +83,7 @@ impl State {
             forwarded: AtomicU64::new(0),
             forward_errors: AtomicU64::new(0),
             last_malformed: Mutex::new(None),
-            sampling: Mutex::new(Sampling { rules: Rules::new(super::now()), targets: Targets::default() }),
+            sampling: Mutex::new(Sampling { rules: Rules::new(super::clock::now()), targets: Targets::default() }),
             put_segments: AtomicU64::new(0),
             telemetry_records: AtomicU64::new(0),
         }

@@ -76,6 +76,44 @@ fn pages_with_a_next_token() {
 }
 
 #[test]
+fn a_cursor_pages_past_traces_that_arrive_between_pages() {
+    use crate::filter::{Cursor, Paging, page_matching};
+    let segment = |trace: &str, start: f64| {
+        format!(
+            r#"{{"name": "late", "id": "{:016x}", "trace_id": "{trace}", "start_time": {start}, "end_time": {}}}"#,
+            start as u64,
+            start + 0.01
+        )
+    };
+    let mut store = store_of(THREE_TIER.lines());
+    let all = |store: &crate::store::Store, paging: &Paging| page_matching(store.traces(), |_| true, paging, 2, 0.0);
+    let first = all(&store, &Paging::After(None));
+    assert_eq!(ids(&first), ["1-6b05d0a3", "1-6b05d0a2"]);
+    let token = first.next_token.clone().expect("a second page");
+    assert_eq!(Cursor::parse(&token).map(|c| c.token()), Some(token.clone()), "the token reads back");
+
+    // Between the pages a newer trace arrives (it sorts before the cursor) and an older one (after it).
+    let mut insert = |line: String| {
+        let datagram = format!("{{\"format\": \"json\", \"version\": 1}}\n{line}");
+        store.insert(crate::datagram::parse(datagram.as_bytes()).expect("parses"));
+    };
+    insert(segment("1-7fffffff-000000000000000000000001", 2.1e9));
+    insert(segment("1-00000001-000000000000000000000002", 1.0));
+    let second = all(&store, &Paging::After(Cursor::parse(&token)));
+    assert_eq!(ids(&second), ["1-6b05d0a1", "1-6b05d0a0"], "no row of the first page again");
+    let third = all(&store, &Paging::After(second.next_token.as_deref().and_then(Cursor::parse)));
+    assert_eq!(ids(&third), ["1-00000001"]);
+    assert_eq!(third.next_token, None);
+
+    // An offset would have shown the first page's last row again.
+    assert_eq!(ids(&all(&store, &Paging::Offset(2))), ["1-6b05d0a2", "1-6b05d0a1"]);
+    for garbage in ["2", "", "zzzzzzzzzzzzzzzz1-abc", "00000000000000001"] {
+        assert!(Cursor::parse(garbage).is_none_or(|c| c.token() == garbage), "{garbage:?}");
+    }
+    assert_eq!(Cursor::parse("2"), None);
+}
+
+#[test]
 fn peer_captures_summarize() {
     let envoy = peer("envoy-1.40-ingress.jsonl").expect("../shared/xray/peers beside the repository");
     let store = store_of(envoy.lines());

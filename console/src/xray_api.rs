@@ -3,23 +3,22 @@
 //! signatures are not checked: this is a local stand-in.
 
 use super::api::{json_response, respond};
+use super::clock::now;
 use super::datagram::Received;
 use super::document::Document;
 use super::filter;
 use super::filter_expression::Expr;
 use super::graph::{self, Window};
-use super::now;
 use super::sampling_api;
 use super::state::State;
 use super::store::Inserted;
 use super::summary;
-use super::xray_error::{ErrorKind, XrayError};
+use super::xray_error::{ErrorKind, XrayError, input};
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
@@ -84,12 +83,6 @@ pub async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, XrayError> 
             Err(XrayError { kind, message: format!("cannot read the request body: {e}") })
         }
     }
-}
-
-/// The request body as the operation's input; an empty body is an empty object.
-pub fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, XrayError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| XrayError::invalid(format!("the request does not fit the operation: {e}")))
 }
 
 /// The time range of a query; botocore sends timestamps as epoch seconds.
@@ -157,16 +150,18 @@ fn get_trace_summaries(state: &State, body: &[u8]) -> Result<Value, XrayError> {
     let window = window(input.start_time, input.end_time)?;
     let expr =
         Expr::parse(input.filter_expression.as_deref().unwrap_or("")).map_err(|e| XrayError::invalid(e.to_string()))?;
-    let offset = match input.next_token.as_deref().filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => {
-            t.parse().map_err(|_| XrayError::invalid(format!("NextToken {t:?} was not given by this console")))?
-        }
+    let after = match input.next_token.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            filter::Cursor::parse(t)
+                .ok_or_else(|| XrayError::invalid(format!("NextToken {t:?} was not given by this console")))?,
+        ),
     };
     let matches = |s: &summary::TraceSummary| {
         s.start_time >= window.start && s.start_time <= window.end && expr.as_ref().is_none_or(|e| e.matches(s))
     };
-    let page = filter::page_matching(state.store().traces(), matches, offset, SUMMARY_PAGE, now());
+    let paging = filter::Paging::After(after);
+    let page = filter::page_matching(state.store().traces(), matches, &paging, SUMMARY_PAGE, now());
     serde_json::to_value(page).map_err(|e| XrayError::invalid(e.to_string()))
 }
 

@@ -1,6 +1,8 @@
-//! The X-Ray API's error answers: an exception name, a message and a 4xx status, as botocore reads them.
+//! The X-Ray API's error answers: an exception name, a message and a 4xx status, as botocore reads them;
+//! and reading an operation's input, whose failure is the commonest of them.
 
 use http::StatusCode;
+use serde::de::DeserializeOwned;
 
 /// The exceptions the X-Ray service model declares, with the status X-Ray answers them with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,4 +59,11 @@ impl XrayError {
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({ "__type": self.kind.code(), "message": self.message, "Message": self.message })
     }
+}
+
+/// The request body as the operation's input; an empty body is an empty object, and one that does
+/// not fit is an `InvalidRequestException`.
+pub fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, XrayError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| XrayError::invalid(format!("the request does not fit the operation: {e}")))
 }

@@ -50,7 +50,8 @@ window.SamplingView = (function () {
 
   function row(r, s) {
     const requests = s.RequestCount || 0;
-    const share = requests ? Fmt.percent((s.SampledCount || 0) / requests) : "–";
+    // As the SDKs report them, borrowed requests are not in SampledCount: both were recorded.
+    const share = requests ? Fmt.percent(((s.SampledCount || 0) + (s.BorrowCount || 0)) / requests) : "–";
     const isDefault = r.RuleName === "Default";
     return `<tr data-rule="${esc(r.RuleName)}">
       <td><b>${esc(r.RuleName)}</b></td>
@@ -61,7 +62,7 @@ window.SamplingView = (function () {
       <td class="num" data-stat="requests">${requests}</td>
       <td class="num" data-stat="sampled">${s.SampledCount || 0}</td>
       <td class="num" data-stat="borrowed">${s.BorrowCount || 0}</td>
-      <td class="num">${share}</td>
+      <td class="num" data-stat="share">${share}</td>
       <td class="num">${s.Clients || 0}</td>
       <td class="actions"><button type="button" class="secondary" data-edit="${esc(r.RuleName)}">Edit</button>
         ${isDefault ? "" : `<button type="button" class="secondary danger" data-delete="${esc(r.RuleName)}">Delete</button>`}</td>
