@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
+use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Stopped};
 
+use crate::contract::{LIVE_PATH, READY_PATH};
 use crate::metrics::Metrics;
 
 /// Whether the proxy wants traffic: true once listening, false again once shutting down.
@@ -44,7 +45,8 @@ pub async fn serve(
     stopped: Stopped,
     grace: Duration,
 ) {
-    let accept = AcceptSettings { server: "admin", max_connections: Some(MAX_CONNECTIONS), grace };
+    let accept =
+        AcceptSettings { server: "admin", max_connections: Some(ConnectionLimit::new(MAX_CONNECTIONS)), grace };
     let serve_http = move |stream, _, watcher: Watcher| {
         let (metrics, ready) = (metrics.clone(), ready.clone());
         let svc = service_fn(move |req| {
@@ -67,9 +69,9 @@ fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Respo
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     match req.uri().path() {
-        "/live" => text(StatusCode::OK, "live\n"),
-        "/ready" if ready.get() => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        LIVE_PATH => text(StatusCode::OK, "live\n"),
+        READY_PATH if ready.get() => text(StatusCode::OK, "ready\n"),
+        READY_PATH => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
             let mut res = Response::new(Full::new(Bytes::from(metrics.render())));
             res.headers_mut()

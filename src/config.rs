@@ -1,13 +1,13 @@
 //! `xray-sidecar proxy` flags (each also read from the environment) and their validation into a
-//! [`ProxyConfig`]. A bad value stops start-up with one line naming the flag.
+//! [`ProxyConfig`](crate::proxy::config::ProxyConfig). A bad value stops start-up with one line naming the flag.
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use http::uri::Authority;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::contract::{INBOUND_PORT, proxy_env, proxy_flag};
+use crate::contract::{INBOUND_PORT, PROXY_COMMAND, proxy_env, proxy_flag};
 use crate::otel::propagation::Propagation;
 use crate::otel::settings::Exporters;
 use crate::xray::daemon::DaemonAddress;
@@ -41,8 +41,9 @@ pub struct ProxyArgs {
     pub sampling_rules: Option<PathBuf>,
 
     /// Sample by the rules set in the X-Ray console, fetched through the daemon's TCP address
-    /// (GetSamplingRules every 5 minutes, SamplingTargets every 10 s). The local rules decide until
-    /// the first rules arrive, while the API cannot be reached, and once the rules are an hour old.
+    /// (GetSamplingRules every 5 minutes, SamplingTargets every 10 s), whichever exporters are on.
+    /// The local rules decide until the first rules arrive, while the API cannot be reached, and
+    /// once the rules are an hour old.
     #[arg(
         long,
         env = "XRAY_SIDECAR_CENTRALIZED_SAMPLING",
@@ -91,7 +92,8 @@ pub struct ProxyArgs {
     )]
     pub connect_deny_cidrs: Vec<crate::init::Cidr>,
 
-    /// How long an intercepted connection may stay silent before it is passed through unread.
+    /// How long an intercepted connection (or a `CONNECT` tunnel) may stay silent before it is passed
+    /// through unread.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub detect_timeout: Duration,
 
@@ -130,9 +132,11 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
-    /// Client connections served at once on each listener; beyond it a connection is answered
-    /// `503 too many connections` and closed.
-    #[arg(long, env = "XRAY_SIDECAR_MAX_CONNECTIONS", value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Client connections served at once, inbound and outbound together; beyond it a connection
+    /// is answered `503 too many connections` and closed.
+    // A connection holding a head just under --max-header-size costs about 75 KB: 1024 of them
+    // stay within the injected 128Mi memory limit (README, "Reliability and security").
+    #[arg(long, env = "XRAY_SIDECAR_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// Largest request or response head accepted, in bytes.
@@ -173,16 +177,35 @@ pub struct ProxyArgs {
     pub pod_namespace: Option<String>,
 }
 
+/// Flags that clap accepts one by one but that do not make a proxy together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidArgs {
+    /// Neither a fixed upstream nor transparent mode.
+    #[error("--upstream (XRAY_SIDECAR_UPSTREAM) is required unless --transparent is set")]
+    NoUpstream,
+    /// A blank service name.
+    #[error("--service-name (AWS_XRAY_TRACING_NAME) must not be empty")]
+    EmptyServiceName,
+}
+
 impl ProxyArgs {
     /// Checks what clap cannot check on its own.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidArgs> {
         if self.upstream.is_none() && !self.transparent {
-            return Err("--upstream (XRAY_SIDECAR_UPSTREAM) is required unless --transparent is set".into());
+            return Err(InvalidArgs::NoUpstream);
         }
         if self.service_name.trim().is_empty() {
-            return Err("--service-name (AWS_XRAY_TRACING_NAME) must not be empty".into());
+            return Err(InvalidArgs::EmptyServiceName);
         }
         Ok(())
+    }
+
+    /// Every flag at its default and an empty service name, for a proxy started in-process (the
+    /// demo): nothing is read from the environment, unlike on the command line, so the shell's
+    /// `XRAY_SIDECAR_*` settings stay out of it.
+    pub fn defaults() -> Result<ProxyArgs, clap::Error> {
+        let matches = defaults_command().try_get_matches_from([PROXY_COMMAND])?;
+        ProxyArgs::from_arg_matches(&matches)
     }
 
     /// The worker thread count to run with.
@@ -205,6 +228,14 @@ impl ProxyArgs {
             namespace: self.pod_namespace.clone(),
         }
     }
+}
+
+/// `ProxyArgs`' command with no flag read from the environment and no flag required.
+fn defaults_command() -> clap::Command {
+    ProxyArgs::augment_args(clap::Command::new(PROXY_COMMAND))
+        .mut_args(|arg| arg.env(None))
+        // The one flag without a default: left empty, for the caller to set.
+        .mut_arg("service_name", |arg| arg.required(false).default_value(""))
 }
 
 fn parse_upstream(s: &str) -> Result<Authority, String> {
@@ -262,6 +293,18 @@ fn container_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_in_process_defaults_are_the_flags_defaults_and_ignore_the_environment() {
+        assert!(defaults_command().get_arguments().all(|a| a.get_env().is_none()));
+        let args = ProxyArgs::defaults().expect("the defaults parse");
+        assert_eq!(args.listen, SocketAddr::from(([0, 0, 0, 0], INBOUND_PORT)));
+        assert_eq!((args.upstream, args.service_name.as_str(), args.transparent), (None, "", false));
+        assert_eq!((args.admin_listen, args.outbound_listen), (None, None));
+        assert_eq!(args.daemon_address, DaemonAddress::default());
+        assert_eq!((args.max_connections, args.drain_delay), (1024, Duration::from_secs(2)));
+        assert!(args.centralized_sampling && !args.disable_tracing);
+    }
 
     #[test]
     fn durations_take_the_usual_units() {

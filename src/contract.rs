@@ -1,5 +1,6 @@
-//! What the injector and the sidecar agree on: the listener ports, the proxy's UID, the subcommand
-//! and flag names, and the environment variables the injector writes into the pods it mutates. The
+//! What the injector and the sidecar agree on: the listener ports, the proxy's UID, the admin paths
+//! the pod's probes call, the subcommand and flag names, and the environment variables the injector
+//! writes into the pods it mutates. The
 //! sidecar's parsers (`ProxyArgs`, `InitArgs`) are declared with these names and the injector writes
 //! them, so a rename on one side is a rename on both.
 
@@ -11,6 +12,11 @@ pub const OUTBOUND_PORT: u16 = 15101;
 pub const ADMIN_PORT: u16 = 15102;
 /// The UID (and GID) the proxy runs as; iptables never redirects its traffic.
 pub const PROXY_UID: u32 = 2500;
+
+/// The admin listener's readiness path: the pod's startup and readiness probes.
+pub const READY_PATH: &str = "/ready";
+/// The admin listener's liveness path: the pod's liveness probe.
+pub const LIVE_PATH: &str = "/live";
 
 /// The subcommand that runs the proxy.
 pub const PROXY_COMMAND: &str = "proxy";

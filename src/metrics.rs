@@ -2,9 +2,11 @@
 //! listener in the Prometheus text format.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::xray::delivery::DeliveryCounters;
 use crate::xray::segment::Direction;
 
 /// Latency histogram bucket bounds, in seconds.
@@ -16,24 +18,8 @@ pub struct Metrics {
     /// Requests by direction (inbound, outbound) and status class (1xx..5xx; index 0 = no response).
     requests: [[AtomicU64; 6]; 2],
     latency: [Histogram; 2],
-    /// Segment documents handed to the UDP socket.
-    pub segments_emitted: AtomicU64,
-    /// Segments dropped because the emitter's queue was full.
-    pub segments_dropped: AtomicU64,
-    /// Segments too large for one datagram even after trimming.
-    pub segments_too_large: AtomicU64,
-    /// Segments whose subsegments had to be sent separately to fit.
-    pub segments_split: AtomicU64,
-    /// Datagrams the socket refused (daemon unreachable, no address).
-    pub daemon_send_errors: AtomicU64,
-    /// Failed look-ups of the daemon's host name.
-    pub daemon_resolve_errors: AtomicU64,
-    /// System calls that sent segment datagrams (one call may carry many).
-    pub datagram_send_calls: AtomicU64,
-    /// Times the kernel or route refused UDP GSO and sending moved to `sendmmsg`.
-    pub gso_fallbacks: AtomicU64,
-    /// Times the kernel refused `sendmmsg` and sending moved to one call per datagram.
-    pub sendmmsg_fallbacks: AtomicU64,
+    /// What delivering segments to the daemon counts, shared with the emitter.
+    pub delivery: Arc<DeliveryCounters>,
     /// Sampling decisions by source ([`DecisionSource`] order), yes then no.
     sampling: [[AtomicU64; 2]; 4],
     /// The centralized sampling engine, whose per-rule counters `/metrics` shows.
@@ -46,6 +32,8 @@ pub struct Metrics {
     pub tunnels: AtomicU64,
     /// `CONNECT` requests refused because they named the proxy itself or a denied range.
     pub connects_denied: AtomicU64,
+    /// Connections answered 503 and closed because `--max-connections` were already open.
+    pub connections_refused: AtomicU64,
     /// Spans the OTLP collector accepted.
     pub otlp_spans_exported: AtomicU64,
     /// Spans dropped: queue full, or the collector refused or stayed unreachable past the retries.
@@ -151,16 +139,36 @@ impl Metrics {
             let _ = writeln!(o, "xray_sidecar_request_duration_seconds_count{{direction=\"{d}\"}} {count}");
         }
         for (name, help, v) in [
-            ("segments_emitted_total", "Segment documents sent to the daemon.", &self.segments_emitted),
-            ("segments_dropped_total", "Segments dropped because the emit queue was full.", &self.segments_dropped),
-            ("segments_too_large_total", "Segments too large for one datagram, not sent.", &self.segments_too_large),
-            ("segments_split_total", "Segments whose subsegments were sent separately to fit.", &self.segments_split),
-            ("daemon_send_errors_total", "Datagrams that could not be sent to the daemon.", &self.daemon_send_errors),
-            ("daemon_resolve_errors_total", "Failed look-ups of the daemon address.", &self.daemon_resolve_errors),
+            ("segments_emitted_total", "Segment documents sent to the daemon.", &self.delivery.segments_emitted),
+            (
+                "segments_dropped_total",
+                "Segments dropped because the emit queue was full.",
+                &self.delivery.segments_dropped,
+            ),
+            (
+                "segments_too_large_total",
+                "Segments too large for one datagram, not sent.",
+                &self.delivery.segments_too_large,
+            ),
+            (
+                "segments_split_total",
+                "Segments whose subsegments were sent separately to fit.",
+                &self.delivery.segments_split,
+            ),
+            (
+                "daemon_send_errors_total",
+                "Datagrams that could not be sent to the daemon.",
+                &self.delivery.daemon_send_errors,
+            ),
+            (
+                "daemon_resolve_errors_total",
+                "Failed look-ups of the daemon address.",
+                &self.delivery.daemon_resolve_errors,
+            ),
             (
                 "datagram_send_calls_total",
                 "System calls that sent segment datagrams (one may carry many).",
-                &self.datagram_send_calls,
+                &self.delivery.datagram_send_calls,
             ),
             (
                 "malformed_trace_headers_total",
@@ -173,6 +181,11 @@ impl Metrics {
                 "CONNECT requests refused: the proxy itself or a denied range.",
                 &self.connects_denied,
             ),
+            (
+                "connections_refused_total",
+                "Connections answered 503 because --max-connections were open.",
+                &self.connections_refused,
+            ),
             ("otlp_spans_exported_total", "Spans the OTLP collector accepted.", &self.otlp_spans_exported),
             ("otlp_spans_dropped_total", "Spans dropped: OTLP queue full or export failed.", &self.otlp_spans_dropped),
             ("otlp_export_retries_total", "OTLP export requests retried.", &self.otlp_export_retries),
@@ -182,7 +195,7 @@ impl Metrics {
         }
         o.push_str("# HELP xray_sidecar_segment_send_fallbacks_total Batched sending the kernel refused, by what it fell back to.\n");
         o.push_str("# TYPE xray_sidecar_segment_send_fallbacks_total counter\n");
-        for (to, n) in [("sendmmsg", &self.gso_fallbacks), ("send", &self.sendmmsg_fallbacks)] {
+        for (to, n) in [("sendmmsg", &self.delivery.gso_fallbacks), ("send", &self.delivery.sendmmsg_fallbacks)] {
             let _ = writeln!(o, "xray_sidecar_segment_send_fallbacks_total{{to=\"{to}\"}} {}", n.load(Relaxed));
         }
         o.push_str("# HELP xray_sidecar_sampling_decisions_total Sampling decisions, by source and outcome.\n");

@@ -1,14 +1,19 @@
-//! gRPC through the sidecar with the real `grpcio` client and server, inbound and outbound: each
-//! call's outcome comes from `grpc-status` (trailers or a trailers-only response), with the flags,
-//! cause, annotations and message counts X-Ray needs to show failing gRPC services as failing.
+//! gRPC through the sidecar with the real `grpcio` client and server, inbound and outbound (named
+//! as the call's authority, or through `grpc_proxy` as gRPC clients do by default): each call's
+//! outcome comes from `grpc-status` (trailers or a trailers-only response), with the flags, cause,
+//! annotations and message counts X-Ray needs to show failing gRPC services as failing, and the
+//! OTLP span's RPC attributes and status.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use support::{Daemon, Sidecar, free_port};
+use std::time::Duration;
+use support::python::PythonApp;
+use support::{Daemon, Sidecar, free_port, sample_all_rules};
 
 /// The `grpcio` server of `grpc_app.py`; killed on drop.
 struct GrpcServer {
@@ -37,11 +42,18 @@ impl Drop for GrpcServer {
     }
 }
 
-/// Runs every kind of call through `target`; the client's view of each, in order.
-fn client(target: &str, authority: Option<&str>) -> Vec<Value> {
+/// Runs every kind of call through `target` (through `proxy` as `grpc_proxy`, when given); the
+/// client's view of each, in order.
+fn client(target: &str, authority: Option<&str>, proxy: Option<SocketAddr>) -> Vec<Value> {
     let mut cmd = Command::new("python3");
     cmd.arg(support::repo_root().join("tests/support/grpc_app.py")).args(["client", target]);
     cmd.args(authority);
+    for var in ["grpc_proxy", "https_proxy", "http_proxy", "no_proxy", "no_grpc_proxy", "NO_PROXY"] {
+        cmd.env_remove(var);
+    }
+    if let Some(p) = proxy {
+        cmd.env("grpc_proxy", format!("http://{p}"));
+    }
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -108,16 +120,69 @@ fn check(seen: &[Value], tops: &[Value], pick: impl Fn(&Value) -> &Value) {
     }
 }
 
+/// The gRPC code of a status name the tests use.
+fn code(status: &str) -> u64 {
+    let codes = [("OK", 0), ("DEADLINE_EXCEEDED", 4), ("NOT_FOUND", 5), ("RESOURCE_EXHAUSTED", 8)];
+    let more = [("INTERNAL", 13), ("UNAVAILABLE", 14)];
+    codes.iter().chain(&more).find(|(n, _)| *n == status).map(|(_, c)| *c).unwrap()
+}
+
+/// A sidecar recording every request, exporting spans to `receiver` beside the UDP segments.
+fn sidecar(name: &str, upstream: &str, daemon: SocketAddr, receiver: &PythonApp, extra: &[&str]) -> Sidecar {
+    let rules = sample_all_rules();
+    let endpoint = receiver.url("");
+    let mut args = vec!["--sampling-rules", rules.to_str().unwrap(), "--otlp-endpoint", &endpoint];
+    args.extend_from_slice(extra);
+    Sidecar::with_env(name, upstream, daemon, &args, &[("OTEL_BSP_SCHEDULE_DELAY", "200")])
+}
+
+/// Checks the OTLP span of each call: OpenTelemetry's RPC conventions, and its status as the gRPC
+/// conventions judge it from the `kind` side (a SERVER fails only for the server's own codes).
+fn check_spans(spans: &[Value], kind: &str) {
+    assert_eq!(spans.len(), EXPECTED.len(), "{spans:#?}");
+    for (call, method, status, ..) in EXPECTED {
+        let name = format!("shop.v1.Catalog/{method}");
+        let span = spans
+            .iter()
+            .find(|s| s["name"] == name.as_str() && s["attributes"]["rpc.grpc.status_code"] == code(status))
+            .unwrap_or_else(|| panic!("no span for {call} ({name} {status}): {spans:#?}"));
+        assert_eq!(span["kind"], kind, "{span}");
+        let a = &span["attributes"];
+        assert_eq!(
+            (&a["rpc.system"], &a["rpc.service"], &a["rpc.method"]),
+            (&"grpc".into(), &"shop.v1.Catalog".into(), &method.into()),
+            "{span}"
+        );
+        let server_failed = ["UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"];
+        let failed = status != "OK" && (kind == "SPAN_KIND_CLIENT" || server_failed.contains(&status));
+        if failed {
+            assert_eq!(
+                (&span["status"], &a["error.type"]),
+                (&"STATUS_CODE_ERROR".into(), &status.into()),
+                "{call}: {span}"
+            );
+        } else {
+            assert_eq!(span["status"], "STATUS_CODE_UNSET", "{call}: {span}");
+            assert!(a.get("error.type").is_none(), "{call}: {span}");
+        }
+        if failed && ["NOT_FOUND", "INTERNAL"].contains(&status) {
+            let message = format!("{} for item 42: 100% sure", status.to_lowercase());
+            assert_eq!(span["status_message"], message.as_str(), "{span}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_grpc_calls_take_their_outcome_from_grpc_status() {
-    let (server, daemon) = (GrpcServer::start(), Daemon::start().await);
-    let sc = Sidecar::sample_all_named("catalog", &format!("http://127.0.0.1:{}", server.port), daemon.addr, &[]);
-    let seen = client(&sc.listen.to_string(), None);
+    let (server, daemon, receiver) = (GrpcServer::start(), Daemon::start().await, PythonApp::otlp_receiver(0));
+    let sc = sidecar("catalog", &format!("http://127.0.0.1:{}", server.port), daemon.addr, &receiver, &[]);
+    let seen = client(&sc.listen.to_string(), None, None);
     let docs = daemon.take(EXPECTED.len()).await;
     for d in &docs {
         assert_eq!((&d["name"], &d["annotations"]["direction"]), (&"catalog".into(), &"inbound".into()), "{d}");
     }
     check(&seen, &docs, |d| d);
+    check_spans(&receiver.received_spans(EXPECTED.len()).await.1, "SPAN_KIND_SERVER");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +193,7 @@ async fn outbound_grpc_calls_are_remote_subsegments_with_the_same_outcomes() {
     // The client dials the outbound listener and names the server as the call's authority, as an
     // explicit proxy client does.
     let authority = format!("127.0.0.1:{}", server.port);
-    let seen = client(&sc.outbound.unwrap().to_string(), Some(&authority));
+    let seen = client(&sc.outbound.unwrap().to_string(), Some(&authority), None);
     let docs = daemon.take(EXPECTED.len()).await;
     for d in &docs {
         let sub = &d["subsegments"][0];
@@ -136,4 +201,39 @@ async fn outbound_grpc_calls_are_remote_subsegments_with_the_same_outcomes() {
         assert!(sub["cause"]["exceptions"][0].get("remote").and_then(Value::as_bool).unwrap_or(true), "{sub}");
     }
     check(&seen, &docs, |d| &d["subsegments"][0]);
+}
+
+/// What gRPC clients do by default with `grpc_proxy` (or `http_proxy`) set: `CONNECT host:port`, then
+/// plaintext h2 inside the tunnel. Each call is still its own record, with its outcome and the trace
+/// headers written, and no per-connection tunnel record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_through_grpc_proxy_are_traced_one_by_one_inside_the_connect_tunnel() {
+    let (server, daemon, receiver) = (GrpcServer::start(), Daemon::start().await, PythonApp::otlp_receiver(0));
+    let outbound = format!("127.0.0.1:{}", free_port());
+    let sc = sidecar("front-end", "http://127.0.0.1:9", daemon.addr, &receiver, &["--outbound-listen", &outbound]);
+    let proxy = sc.outbound.unwrap();
+    let seen = client(&format!("localhost:{}", server.port), None, Some(proxy));
+    let docs = daemon.take(EXPECTED.len()).await;
+    for d in &docs {
+        let sub = &d["subsegments"][0];
+        assert_eq!((&sub["name"], &sub["namespace"]), (&"localhost".into(), &"remote".into()), "{d}");
+        assert!(sub["metadata"].get("tunnel").is_none(), "a call, not a tunnel: {sub}");
+    }
+    check(&seen, &docs, |d| &d["subsegments"][0]);
+    daemon.nothing(Duration::from_millis(500)).await;
+    let m = sc.metrics().await;
+    assert!(m.contains("xray_sidecar_tunnels_total 0"), "{m}");
+
+    // The server got the headers naming the call's subsegment as its parent.
+    let ok = &docs
+        .iter()
+        .find(|d| d["annotations"]["grpc_status"] == "OK" && d["annotations"]["grpc_method"] == "GetItem")
+        .unwrap();
+    let (root, sub_id) = (ok["trace_id"].as_str().unwrap(), ok["subsegments"][0]["id"].as_str().unwrap());
+    let trace = seen[0]["trace"].as_str().unwrap();
+    assert!(trace.contains(&format!("Root={root}")) && trace.contains(&format!("Parent={sub_id}")), "{trace}");
+    let traceparent = seen[0]["traceparent"].as_str().unwrap();
+    assert!(traceparent.contains(&format!("-{sub_id}-01")), "{traceparent}");
+
+    check_spans(&receiver.received_spans(EXPECTED.len()).await.1, "SPAN_KIND_CLIENT");
 }

@@ -56,15 +56,15 @@ async fn connections_that_send_nothing_are_closed_at_the_header_timeout() {
 async fn beyond_max_connections_clients_get_a_clear_503() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "5"]);
-    let mut held = Vec::new();
-    for _ in 0..5 {
-        held.push(TcpStream::connect(sc.listen).await.unwrap());
-    }
-    // Let the proxy accept them all before the sixth arrives.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = hold(&[sc.listen; 5]).await;
     let answer = raw_get(sc.listen).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("too many connections"), "{answer}");
+    // A flood beyond the limit is refused as cheaply, and every refusal is counted.
+    for _ in 0..20 {
+        assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 503"));
+    }
+    assert!(sc.metrics().await.contains("xray_sidecar_connections_refused_total 21"));
     // Freed slots serve again.
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -76,4 +76,127 @@ async fn beyond_max_connections_clients_get_a_clear_503() {
         assert!(Instant::now() < deadline, "still refused after the held connections closed: {answer}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The proxy's resident memory, in KB.
+fn rss_kb(sc: &Sidecar) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sc.child.id())).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap()
+}
+
+/// The proxy's open file descriptors.
+fn open_files(sc: &Sidecar) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", sc.child.id())).map(Iterator::count).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_is_shared_by_inbound_and_outbound() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let outbound = format!("127.0.0.1:{}", support::free_port());
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "6", "--outbound-listen", &outbound]);
+    let outbound = sc.outbound.unwrap();
+    let held = hold(&[sc.listen, sc.listen, sc.listen, sc.listen, outbound, outbound]).await;
+    // Each side alone is under the limit; together they are at it.
+    for addr in [sc.listen, outbound] {
+        let answer = raw_get(addr).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{addr}: {answer}");
+    }
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !raw_get(sc.listen).await.starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "still refused after the held connections closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_the_limit_holds_few_sockets() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "5"]);
+    let _held = hold(&[sc.listen; 5]).await;
+    let idle = open_files(&sc);
+    // 400 connections beyond the limit that never read their answer nor close: each answer may
+    // wait up to a second for its client, so only a bounded number of them may be in progress.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        flood.push(TcpStream::connect(sc.listen).await.unwrap());
+    }
+    let mut most = 0;
+    for _ in 0..10 {
+        most = most.max(open_files(&sc));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    eprintln!("open files: {idle} at the limit, at most {most} during a flood of 400 more");
+    assert!(most <= idle + 64 + 16, "{most} open files during the flood ({idle} before)");
+    // Every one was refused and counted, with an answer or a close, and none was served.
+    let mut buf = [0u8; 256];
+    for s in &mut flood {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) => assert!(n == 0 || buf.starts_with(b"HTTP/1.1 503"), "{:?}", &buf[..n]),
+            Ok(Err(_)) => {}
+            Err(_) => panic!("a refused connection was left open"),
+        }
+    }
+    let m = sc.metrics().await;
+    assert!(m.contains("xray_sidecar_connections_refused_total 400"), "{m}");
+}
+
+/// The limit a pod gets when nobody sets one, from the binary's own help.
+fn default_max_connections() -> u64 {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_xray-sidecar")).args(["proxy", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let flag = &help[help.find("--max-connections").unwrap()..];
+    let default = &flag[flag.find("[default: ").unwrap() + 10..];
+    default[..default.find(']').unwrap()].parse().unwrap()
+}
+
+/// The memory limit the injector gives the proxy container, in KB.
+fn injected_memory_limit_kb() -> u64 {
+    let config = std::fs::read_to_string(support::repo_root().join("injector/src/config.rs")).unwrap();
+    let line = config.lines().find(|l| l.contains("\"XRAY_INJECTOR_PROXY_MEMORY_LIMIT\"")).unwrap();
+    let value = line.split("default_value = \"").nth(1).unwrap();
+    value.split("Mi\"").next().unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_limit_of_costly_connections_fits_the_injected_memory_limit() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "1000", "--header-read-timeout", "60s"]);
+    assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kb(&sc);
+    // The costliest connection a client can hold: a head just under the 64 KiB limit, unfinished.
+    let mut head = String::from("GET / HTTP/1.1\r\nhost: a\r\n");
+    while head.len() < 60_000 {
+        head.push_str(&format!("x-pad-{:05}: {}\r\n", head.len(), "a".repeat(80)));
+    }
+    const N: u64 = 300;
+    let mut held = Vec::new();
+    for _ in 0..N {
+        let mut s = TcpStream::connect(sc.listen).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let per_connection = (rss_kb(&sc).saturating_sub(before)) as f64 / N as f64;
+    let (limit, memory) = (default_max_connections(), injected_memory_limit_kb());
+    let at_limit = before as f64 + per_connection * limit as f64;
+    eprintln!(
+        "{per_connection:.1} KB per connection holding a 60 KB head; {limit} of them: {at_limit:.0} KB of {memory} KB"
+    );
+    assert!(per_connection > 30.0, "the measurement saw no cost: {per_connection:.1} KB");
+    assert!(at_limit < memory as f64 * 0.9, "{limit} connections would need {at_limit:.0} KB of {memory} KB");
+    drop(held);
+}
+
+/// Opens a connection to each of `addrs` and gives the proxy time to accept them all, so that the
+/// next one is beyond the limit.
+async fn hold(addrs: &[std::net::SocketAddr]) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for addr in addrs {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    held
 }

@@ -1,6 +1,6 @@
 //! SIGTERM under load, against the real binary: readiness turns first, connections are still
-//! served for the drain window, requests in flight complete, every segment is flushed, and only
-//! then are new connections refused.
+//! served for the drain window, then new connections are refused while requests in flight
+//! complete, and every segment is flushed before the process exits.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -81,4 +81,74 @@ async fn sigterm_under_load_fails_no_request_and_flushes_every_segment() {
     assert_eq!(failed, 0);
     let docs = daemon.take(ok).await;
     assert_eq!(docs.len(), ok, "every served request's segment was flushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_still_running_when_the_listeners_close_finish_and_are_flushed() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--drain-delay", "1s"]);
+    let listen = sc.listen;
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gone = Arc::new(AtomicBool::new(false));
+    let mut loaders = Vec::new();
+    for _ in 0..4 {
+        let (ok, failed, gone) = (ok.clone(), failed.clone(), gone.clone());
+        loaders.push(tokio::spawn(async move {
+            while !gone.load(Ordering::SeqCst) {
+                match one(listen, "/slow/100").await {
+                    Some(true) => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Requests that outlast the drain window by far: in flight when the listeners close.
+    let long_done = Arc::new(AtomicUsize::new(0));
+    let long: Vec<_> = (0..8)
+        .map(|_| {
+            let done = long_done.clone();
+            tokio::spawn(async move {
+                let answer = one(listen, "/slow/3000").await;
+                done.fetch_add(1, Ordering::SeqCst);
+                answer
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sc.terminate();
+    let signalled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    gone.store(true, Ordering::SeqCst);
+    for l in loaders {
+        l.await.unwrap();
+    }
+    // The listeners close once the drain window is over...
+    while let Some(served) = one(listen, "/").await {
+        // A probe that races the close can be left in the listen backlog and reset with it: the
+        // callers that matter stopped sending when readiness turned.
+        if served {
+            ok.fetch_add(1, Ordering::SeqCst);
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(3), "still accepting 3 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...while the long requests are still running.
+    assert_eq!(long_done.load(Ordering::SeqCst), 0, "the long requests ended before the listeners closed");
+    let mut long_ok = 0;
+    for l in long {
+        assert_eq!(l.await.unwrap(), Some(true), "a request in flight at close failed");
+        long_ok += 1;
+    }
+    let served = ok.load(Ordering::SeqCst) + long_ok;
+    let failed = failed.load(Ordering::SeqCst);
+    eprintln!("SIGTERM with {long_ok} requests in flight at close: {served} served, {failed} failed");
+    assert_eq!(failed, 0);
+    let docs = daemon.take(served).await;
+    let slow = docs.iter().filter(|d| d["http"]["request"]["url"].as_str().is_some_and(|u| u.ends_with("/slow/3000")));
+    assert_eq!(slow.count(), long_ok, "every long request's segment was flushed");
+    daemon.nothing(Duration::from_millis(300)).await;
+    // And the process then exits cleanly.
+    let status = sc.exited().await;
+    assert!(status.success(), "{status:?}");
 }

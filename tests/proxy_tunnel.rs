@@ -1,6 +1,6 @@
 //! HTTPS through the outbound listener: an `https_proxy` client's `CONNECT` is tunnelled to a real
 //! TLS server and recorded as one remote subsegment per connection; tunnels to the proxy itself or
-//! to denied ranges are refused.
+//! to denied ranges are refused. Plain HTTP sent inside a `CONNECT` is traced request by request.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use support::upstream::Upstream;
 use support::{Daemon, Sidecar, free_port};
 
 /// A self-signed certificate for `localhost`, 127.0.0.1 and an AWS endpoint name, in a fresh dir.
@@ -161,4 +162,96 @@ async fn connects_to_the_proxy_itself_to_instance_metadata_or_to_denied_ranges_a
     assert!(sc.metrics().await.contains("xray_sidecar_connects_denied_total 5"));
     // The same server on an allowed address still works.
     assert!(raw_connect(proxy, &format!("127.0.0.1:{}", server.port)).starts_with("HTTP/1.1 200"));
+}
+
+/// `curl --proxytunnel` (like gRPC with `grpc_proxy`) sends plain HTTP inside a `CONNECT`: each
+/// request is its own remote subsegment, and the application gets the trace header naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_inside_connect_is_traced_request_by_request() {
+    let (upstream, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = outbound_sidecar(&daemon, &[]);
+    let proxy = format!("http://{}", sc.outbound.unwrap());
+    let url = |path: &str| format!("http://localhost:{}{path}", upstream.addr.port());
+    // Two URLs on one command line: curl reuses the tunnel for the second.
+    let out = Command::new("curl")
+        .args(["-s", "--proxytunnel", "--proxy", &proxy, "-D", "-", "--max-time", "10"])
+        .args([url("/orders/7"), url("/status/404")])
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("\r\n\r\nok\n"), "{text}");
+    assert!(text.contains("HTTP/1.1 404") && text.contains("status 404"), "{text}");
+    let saw: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("x-saw-trace")).map(|(_, v)| v.trim()))
+        .collect();
+    assert_eq!(saw.len(), 2, "{text}");
+
+    let docs = daemon.take(2).await;
+    for (doc, status) in docs.iter().zip([200, 404]) {
+        let sub = &doc["subsegments"][0];
+        assert_eq!((&sub["name"], &sub["namespace"]), (&"localhost".into(), &"remote".into()), "{doc}");
+        assert_eq!(sub["http"]["request"]["method"], "GET", "{sub}");
+        assert_eq!(sub["http"]["response"]["status"], status, "{sub}");
+        assert!(sub["metadata"].get("tunnel").is_none(), "a request, not a tunnel: {sub}");
+        let parent = format!("Parent={}", sub["id"].as_str().unwrap());
+        assert!(saw.iter().any(|h| h.contains(&parent)), "{parent} in {saw:?}");
+    }
+    daemon.nothing(std::time::Duration::from_millis(300)).await;
+    assert!(sc.metrics().await.contains("xray_sidecar_tunnels_total 0"));
+}
+
+/// A request inside a tunnel cannot name another destination: the tunnel's checked address is
+/// where it goes, whatever its target or Host say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_inside_a_tunnel_goes_only_where_the_tunnel_goes() {
+    let (upstream, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = outbound_sidecar(&daemon, &[]);
+    let mut s = std::net::TcpStream::connect(sc.outbound.unwrap()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let target = upstream.addr.to_string();
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut head = [0u8; 512];
+    let n = s.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let admin = sc.admin;
+    write!(s, "GET http://{admin}/metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok\n") && !answer.contains("xray_sidecar_"), "the upstream answered: {answer}");
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["subsegments"][0]["http"]["response"]["status"], 200, "{doc}");
+}
+
+/// A tunnel to a port whose server speaks first (`--skip-detect-ports`, as for interception) is
+/// relayed at once: the proxy does not wait for the client's first bytes to look for HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_to_a_server_first_port_is_relayed_without_waiting_for_the_client() {
+    let daemon = Daemon::start().await;
+    let banner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = banner.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in banner.incoming().flatten() {
+            let _ = conn.write_all(b"220 ready\r\n");
+        }
+    });
+    let skip = port.to_string();
+    let sc = outbound_sidecar(&daemon, &["--skip-detect-ports", &skip, "--detect-timeout", "20s"]);
+    let mut s = std::net::TcpStream::connect(sc.outbound.unwrap()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    write!(s, "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&got).contains("220 ready") {
+        let n = s.read(&mut buf).expect("the banner, long before the 20 s detection wait");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }

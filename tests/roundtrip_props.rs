@@ -2,25 +2,15 @@
 //! value.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use http::HeaderValue;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use support::ids::{segment_id, trace_id};
 use xray_sidecar::otel::traceparent::TraceParent;
 use xray_sidecar::xray::header::{Sampled, TraceHeader};
 use xray_sidecar::xray::id::{SegmentId, TraceId};
-
-/// A valid trace id: `1-` epoch (8 hex) `-` 96 random bits (24 hex).
-fn trace_id() -> impl Strategy<Value = TraceId> {
-    (any::<u32>(), any::<[u8; 12]>()).prop_map(|(epoch, random)| {
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        TraceId::parse(&format!("1-{epoch:08x}-{hex}")).unwrap()
-    })
-}
-
-/// A valid (non-zero) segment id.
-fn segment_id() -> impl Strategy<Value = SegmentId> {
-    any::<[u8; 8]>().prop_filter_map("the zero id is invalid", SegmentId::from_bytes)
-}
 
 /// Text from `chars`, `len` long.
 fn text(chars: &'static str, len: std::ops::Range<usize>) -> impl Strategy<Value = String> {

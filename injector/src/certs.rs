@@ -5,6 +5,7 @@ use base64::Engine;
 use clap::Args;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Command-line arguments of `xray-injector certs`.
@@ -23,6 +24,43 @@ pub struct CertsArgs {
     /// folder, with `caBundle` set on every webhook.
     #[arg(long, value_name = "FILE")]
     pub webhook_config: Option<PathBuf>,
+}
+
+/// Why `certs` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    /// The key pairs or certificates could not be made.
+    #[error("{0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be read or written, or the output folder made.
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        /// `read`, `write` or `create`.
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The webhook configuration is not YAML.
+    #[error("{}: {source}", path.display())]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_norway::Error,
+    },
+    /// The webhook configuration holds no webhook to give the CA bundle to.
+    #[error("{}: no MutatingWebhookConfiguration with webhooks found", path.display())]
+    NoWebhooks {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The patched configuration could not be written as YAML.
+    #[error("{0}")]
+    Render(#[source] serde_norway::Error),
 }
 
 /// The generated PEM files.
@@ -75,19 +113,19 @@ pub fn patch_ca_bundle(docs: &mut [Value], ca_pem: &str) -> usize {
 }
 
 /// Runs the command.
-pub fn run(args: &CertsArgs) -> Result<(), crate::BoxError> {
+pub fn run(args: &CertsArgs) -> Result<(), CertsError> {
     let g = generate(&args.service, &args.namespace)?;
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| format!("cannot create {}: {e}", args.out_dir.display()))?;
+    std::fs::create_dir_all(&args.out_dir).map_err(file_error("create", &args.out_dir))?;
     write(&args.out_dir.join("ca.crt"), &g.ca)?;
     write(&args.out_dir.join("tls.crt"), &g.cert)?;
     write(&args.out_dir.join("tls.key"), &g.key)?;
     if let Some(file) = &args.webhook_config {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let mut docs = crate::yaml::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(file_error("read", file))?;
+        let mut docs = crate::yaml::parse(&text).map_err(|source| CertsError::Yaml { path: file.clone(), source })?;
         if patch_ca_bundle(&mut docs, &g.ca) == 0 {
-            return Err(format!("{}: no MutatingWebhookConfiguration with webhooks found", file.display()).into());
+            return Err(CertsError::NoWebhooks { path: file.clone() });
         }
-        write(&args.out_dir.join("webhook.yaml"), &crate::yaml::render(&docs)?)?;
+        write(&args.out_dir.join("webhook.yaml"), &crate::yaml::render(&docs).map_err(CertsError::Render)?)?;
     }
     eprintln!(
         "wrote ca.crt, tls.crt, tls.key{} to {}",
@@ -97,6 +135,11 @@ pub fn run(args: &CertsArgs) -> Result<(), crate::BoxError> {
     Ok(())
 }
 
-fn write(path: &Path, text: &str) -> Result<(), crate::BoxError> {
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()).into())
+fn write(path: &Path, text: &str) -> Result<(), CertsError> {
+    std::fs::write(path, text).map_err(file_error("write", path))
+}
+
+fn file_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CertsError {
+    let path = path.to_owned();
+    move |source| CertsError::File { action, path, source }
 }

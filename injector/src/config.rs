@@ -57,6 +57,17 @@ pub struct InjectConfig {
 }
 
 impl InjectConfig {
+    /// The configuration `xray-injector serve` runs with when given no flags: the defaults, and
+    /// whatever the environment sets.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            cfg: InjectConfig,
+        }
+        <Only as clap::Parser>::try_parse_from(["xray-injector"]).map(|o| o.cfg)
+    }
+
     /// Whether pods in `ns` are never touched.
     pub fn is_system(&self, ns: &str) -> bool {
         self.system_namespaces.iter().any(|s| s == ns) || self.own_namespace.as_deref() == Some(ns)

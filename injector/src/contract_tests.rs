@@ -1,14 +1,23 @@
 //! The pods the injector writes start the sidecar with command lines the sidecar's own parsers
-//! (`ProxyArgs`, `InitArgs`) accept and read as meant: a flag or environment variable renamed on one
-//! side fails here.
+//! (`ProxyArgs`, `InitArgs`) accept and read as meant, and probe paths the sidecar's own admin
+//! listener answers: a flag, an environment variable or a path renamed on one side fails here.
 #![allow(clippy::unwrap_used)]
 
 use clap::{Args, Command, FromArgMatches, Parser};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use xray_lifecycle::Shutdown;
+use xray_sidecar::admin::{self, Readiness};
 use xray_sidecar::config::ProxyArgs;
-use xray_sidecar::contract::{ADMIN_PORT, INBOUND_PORT, INIT_COMMAND, OUTBOUND_PORT, PROXY_COMMAND};
+use xray_sidecar::contract::{
+    ADMIN_PORT, INBOUND_PORT, INIT_COMMAND, LIVE_PATH, OUTBOUND_PORT, PROXY_COMMAND, READY_PATH,
+};
 use xray_sidecar::init::{Cidr, InitArgs};
+use xray_sidecar::metrics::Metrics;
 
 use crate::config::InjectConfig;
 use crate::mutate::{self, Context, INIT, Outcome, PROXY};
@@ -122,4 +131,66 @@ fn the_init_container_parses_with_the_sidecars_own_flags() {
     assert!(!args.dry_run);
     let proxy = container(&pod, PROXY);
     assert_eq!(proxy["securityContext"]["runAsUser"], 3100);
+}
+
+#[test]
+fn the_widest_values_the_injector_accepts_parse_in_the_sidecar() {
+    let ports: Vec<String> = (65472..=65535).map(|p| p.to_string()).collect();
+    let cidrs: Vec<String> = (0..64).map(|i| format!("fd00:{i:x}::/32")).collect();
+    let name = format!("shop/cart v2:blue@eu-west-1_%&#=+.{}", "x".repeat(166));
+    let annotations = json!({
+        "xray-sidecar.io/inject": "true",
+        "xray-sidecar.io/service-name": name,
+        "xray-sidecar.io/exclude-inbound-ports": ports.join(" , "),
+        "xray-sidecar.io/exclude-outbound-cidrs": cidrs.join(", "),
+        "xray-sidecar.io/app-ports": "1,65535",
+    });
+    let pod = injected(annotations, &[]);
+    let init: InitArgs = parse(container(&pod, INIT), INIT_COMMAND);
+    assert_eq!(init.exclude_inbound_ports.len(), 64);
+    assert_eq!(init.exclude_outbound_cidrs.len(), 64);
+    assert_eq!(init.include_inbound_ports, [1, 65535]);
+    let proxy: ProxyArgs = parse(container(&pod, PROXY), PROXY_COMMAND);
+    assert!(proxy.validate().is_ok());
+    assert_eq!(name.len(), 200);
+    assert_eq!(proxy.service_name, name);
+    assert_eq!(xray_sidecar::xray::segment::sanitize_name(&proxy.service_name), name, "X-Ray takes it as is");
+}
+
+/// The status the sidecar's admin listener at `addr` answers a GET of `path` with.
+async fn status(addr: SocketAddr, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{path}: {response:?}"))
+}
+
+#[tokio::test]
+async fn the_proxy_containers_probes_are_answered_by_the_sidecars_admin_listener() {
+    let pod = injected(json!({"xray-sidecar.io/inject": "true"}), &[]);
+    let proxy = container(&pod, PROXY);
+    let mut paths = Vec::new();
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let get = &proxy[probe]["httpGet"];
+        assert_eq!(get["port"], json!(ADMIN_PORT), "{probe}: {proxy}");
+        paths.push(get["path"].as_str().unwrap_or_else(|| panic!("{probe}: {proxy}")).to_owned());
+    }
+    assert_eq!(paths, [READY_PATH, READY_PATH, LIVE_PATH]);
+
+    // The sidecar's own admin listener, ready, answers every probe path the injector wrote.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ready = Readiness::default();
+    ready.set(true);
+    let (shutdown, stopped) = Shutdown::new();
+    let timeout = Duration::from_secs(5);
+    let server = tokio::spawn(admin::serve(listener, Arc::new(Metrics::default()), ready, timeout, stopped, timeout));
+    for path in &paths {
+        assert_eq!(status(addr, path).await, 200, "{path}");
+    }
+    assert_eq!(status(addr, "/not-a-probe").await, 404, "the listener tells paths apart");
+    shutdown.trigger();
+    server.await.unwrap();
 }

@@ -3,7 +3,7 @@
 
 use clap::Args;
 use serde_json::Value;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::PathBuf;
 
 use crate::config::InjectConfig;
@@ -19,6 +19,35 @@ pub struct InjectArgs {
     /// What to inject.
     #[command(flatten)]
     pub config: InjectConfig,
+}
+
+/// Why `inject` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// The manifest file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Standard input could not be read.
+    #[error("{0}")]
+    Stdin(#[source] io::Error),
+    /// The manifest is not YAML.
+    #[error("{}: not YAML: {source}", path.display())]
+    NotYaml {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_norway::Error,
+    },
+    /// The mutated manifests could not be written as YAML.
+    #[error("{0}")]
+    Render(#[source] serde_norway::Error),
 }
 
 /// Injects every pod and pod template in `doc`; returns the messages for those left alone.
@@ -58,20 +87,21 @@ pub fn inject_doc(doc: &mut Value, cfg: &InjectConfig, notes: &mut Vec<String>) 
 }
 
 /// Runs the command: the mutated manifests on standard output, notes on standard error.
-pub fn run(args: &InjectArgs) -> Result<(), crate::BoxError> {
-    let text = if args.file.as_os_str() == "-" {
+pub fn run(args: &InjectArgs) -> Result<(), InjectError> {
+    let path = &args.file;
+    let text = if path.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
+        io::stdin().read_to_string(&mut s).map_err(InjectError::Stdin)?;
         s
     } else {
-        std::fs::read_to_string(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?
+        std::fs::read_to_string(path).map_err(|source| InjectError::Read { path: path.clone(), source })?
     };
-    let mut docs = crate::yaml::parse(&text).map_err(|e| format!("{}: not YAML: {e}", args.file.display()))?;
+    let mut docs = crate::yaml::parse(&text).map_err(|source| InjectError::NotYaml { path: path.clone(), source })?;
     let mut notes = Vec::new();
     for doc in &mut docs {
         inject_doc(doc, &args.config, &mut notes);
     }
-    print!("{}", crate::yaml::render(&docs)?);
+    print!("{}", crate::yaml::render(&docs).map_err(InjectError::Render)?);
     for n in notes {
         eprintln!("{n}");
     }

@@ -1,28 +1,15 @@
 //! `xray-injector`: the mutating admission webhook that adds xray-sidecar to pods that opt in, and
-//! its helpers `inject` and `certs`.
-
-mod certs;
-mod config;
-#[cfg(test)]
-mod contract_tests;
-mod inject_cmd;
-mod metrics;
-mod mutate;
-mod probes;
-mod review;
-mod server;
-mod tls;
-mod yaml;
+//! its helpers `inject` and `certs`; the command line only (the rest is the library).
 
 use clap::{Args, Parser, Subcommand};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use xray_injector::{BoxError, certs, config, inject_cmd, server, tls};
 use xray_lifecycle::{Shutdown, signal};
-
-pub use xray_lifecycle::BoxError;
 
 #[derive(Parser)]
 #[command(name = "xray-injector", version, about = "Adds the xray-sidecar proxy to Kubernetes pods that opt in")]
@@ -60,14 +47,34 @@ struct ServeArgs {
     config: config::InjectConfig,
 }
 
+/// Why the webhook server could not start.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    /// The serving certificate or key is unusable.
+    #[error("--tls-cert-file/--tls-key-file: {0}")]
+    Certificate(#[source] tls::TlsError),
+    /// The TLS configuration could not be built.
+    #[error("{0}")]
+    Tls(#[source] tls::TlsError),
+    /// The listen address cannot be bound.
+    #[error("--listen {addr}: cannot listen: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     xray_lifecycle::logging::init();
     let result = match cli.command {
-        Command::Inject(args) => inject_cmd::run(&args),
-        Command::Certs(args) => certs::run(&args),
+        Command::Inject(args) => inject_cmd::run(&args).map_err(BoxError::from),
+        Command::Certs(args) => certs::run(&args).map_err(BoxError::from),
         Command::Serve(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(serve(args)),
+            Ok(rt) => rt.block_on(serve(args)).map_err(BoxError::from),
             Err(e) => Err(e.into()),
         },
     };
@@ -80,17 +87,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), BoxError> {
-    let store = Arc::new(
-        tls::CertStore::open(&args.tls_cert_file, &args.tls_key_file)
-            .map_err(|e| format!("--tls-cert-file/--tls-key-file: {e}"))?,
-    );
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(store.clone().server_config()?));
+async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let store =
+        Arc::new(tls::CertStore::open(&args.tls_cert_file, &args.tls_key_file).map_err(ServeError::Certificate)?);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(store.clone().server_config().map_err(ServeError::Tls)?));
     tokio::spawn(store.watch(Duration::from_secs(args.cert_reload_seconds.max(1))));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("--listen {}: cannot listen: {e}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "xray-injector serving");
+    let addr = args.listen;
+    let listen_error = |source| ServeError::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_error)?;
+    tracing::info!(addr = %listener.local_addr().map_err(listen_error)?, "xray-injector serving");
     let shared = Arc::new(server::Shared::new(args.config));
     let stopped = Shutdown::on(async {
         signal::terminated().await;

@@ -2,12 +2,12 @@
 //! its JSON Patch, out. Everything the injector does not add is left exactly as it came.
 
 use serde_json::{Map, Value, json};
-use std::str::FromStr;
 use xray_sidecar::contract::{
-    ADMIN_PORT, INBOUND_PORT, INIT_COMMAND, OUTBOUND_PORT, PROXY_COMMAND, init_flag, proxy_env, proxy_flag,
+    ADMIN_PORT, INBOUND_PORT, INIT_COMMAND, LIVE_PATH, OUTBOUND_PORT, PROXY_COMMAND, READY_PATH, init_flag, proxy_env,
+    proxy_flag,
 };
-use xray_sidecar::init::Cidr;
 
+use crate::annotation;
 use crate::config::InjectConfig;
 
 /// Annotation and label keys.
@@ -54,7 +54,24 @@ pub enum Skip {
     AlreadyInjected,
     /// An annotation could not be used; injecting with it ignored could intercept what the
     /// operator meant to exclude.
-    InvalidAnnotation(String),
+    InvalidAnnotation(Unusable),
+}
+
+/// Why a pod that asked for the sidecar cannot be given it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    /// An annotation's value fails its check.
+    #[error("{key}: {source}")]
+    Annotation {
+        /// The annotation.
+        key: &'static str,
+        /// What is wrong with its value.
+        #[source]
+        source: annotation::InvalidValue,
+    },
+    /// There is no `spec` to add the containers to.
+    #[error("the pod has no spec")]
+    NoSpec,
 }
 
 impl Skip {
@@ -138,49 +155,42 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         flag(init_flag::ADMIN_PORT),
         ADMIN_PORT.to_string(),
     ];
+    // One policy for every value that reaches the sidecar or the init container: it is used only
+    // as the strict check returns it, and a value that fails skips injection with a warning.
+    let checked = |key: &'static str, check: fn(&str) -> Result<String, annotation::InvalidValue>| {
+        annotation(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| check(v).map_err(|source| Skip::InvalidAnnotation(Unusable::Annotation { key, source })))
+            .transpose()
+    };
     for (key, name, check) in [
-        (keys::EXCLUDE_INBOUND_PORTS, init_flag::EXCLUDE_INBOUND_PORTS, check_ports as fn(&str) -> Result<(), String>),
-        (keys::EXCLUDE_OUTBOUND_PORTS, init_flag::EXCLUDE_OUTBOUND_PORTS, check_ports),
-        (keys::EXCLUDE_OUTBOUND_CIDRS, init_flag::EXCLUDE_OUTBOUND_CIDRS, check_cidrs),
-        (keys::APP_PORTS, init_flag::INCLUDE_INBOUND_PORTS, check_ports),
+        (keys::EXCLUDE_INBOUND_PORTS, init_flag::EXCLUDE_INBOUND_PORTS, annotation::ports as fn(&str) -> _),
+        (keys::EXCLUDE_OUTBOUND_PORTS, init_flag::EXCLUDE_OUTBOUND_PORTS, annotation::ports),
+        (keys::EXCLUDE_OUTBOUND_CIDRS, init_flag::EXCLUDE_OUTBOUND_CIDRS, annotation::cidrs),
+        (keys::APP_PORTS, init_flag::INCLUDE_INBOUND_PORTS, annotation::ports),
     ] {
-        if let Some(v) = annotation(key).filter(|v| !v.is_empty()) {
-            if let Err(why) = check(v) {
-                return Outcome::Skip(Skip::InvalidAnnotation(format!("{key}: {why}")));
-            }
-            init_args.push(flag(name));
-            init_args.push(v.replace(' ', ""));
+        match checked(key, check) {
+            Ok(Some(v)) => init_args.extend([flag(name), v]),
+            Ok(None) => {}
+            Err(skip) => return Outcome::Skip(skip),
         }
     }
-    let sampling = annotation(keys::SAMPLING_RULES).filter(|v| !v.is_empty());
-    if let Some(name) = sampling {
-        if !is_dns_name(name) {
-            return Outcome::Skip(Skip::InvalidAnnotation(format!(
-                "{}: `{name}` is not a ConfigMap name",
-                keys::SAMPLING_RULES
-            )));
-        }
-    }
-
-    let sample_probes = match annotation(keys::SAMPLE_HEALTH_CHECKS) {
-        None | Some("") => false,
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(v) => {
-            return Outcome::Skip(Skip::InvalidAnnotation(format!(
-                "{}: `{v}` is not \"true\" or \"false\"",
-                keys::SAMPLE_HEALTH_CHECKS
-            )));
-        }
+    let (sampling, sample_probes, service_annotation) = match (
+        checked(keys::SAMPLING_RULES, annotation::config_map_name),
+        checked(keys::SAMPLE_HEALTH_CHECKS, |v| annotation::boolean(v).map(|b| b.to_string())),
+        checked(keys::SERVICE_NAME, annotation::service_name),
+    ) {
+        (Ok(sampling), Ok(probes), Ok(service)) => (sampling, probes.as_deref() == Some("true"), service),
+        (Err(skip), _, _) | (_, Err(skip), _) | (_, _, Err(skip)) => return Outcome::Skip(skip),
     };
 
-    let service = service_name(pod, annotation(keys::SERVICE_NAME), ctx.workload);
+    let service = service_name(pod, service_annotation.as_deref(), ctx.workload);
     let mut proxy = proxy_container(cfg, &service, sampling.is_some());
     if let Some(env) = proxy["env"].as_array_mut() {
         // The sidecar keeps health checks off the service map unless the pod asks for them.
         let paths = crate::probes::http_probe_paths(pod);
         if !paths.is_empty() {
-            env.push(json!({"name": proxy_env::PROBE_PATHS, "value": paths.join(",")}));
+            env.push(json!({"name": proxy_env::PROBE_PATHS, "value": annotation::env_literal(&paths.join(","))}));
         }
         if sample_probes {
             env.push(json!({"name": proxy_env::SAMPLE_HEALTH_CHECKS, "value": "true"}));
@@ -189,7 +199,7 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
     let init = init_container(cfg, init_args);
     let mut new = pod.clone();
     let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
-        return Outcome::Skip(Skip::InvalidAnnotation("the pod has no spec".into()));
+        return Outcome::Skip(Skip::InvalidAnnotation(Unusable::NoSpec));
     };
     let mut status =
         json!({"version": env!("CARGO_PKG_VERSION"), "initContainers": [INIT], "containers": [], "volumes": []});
@@ -204,7 +214,7 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         prepend(spec, "initContainers", vec![init, proxy]);
         status["initContainers"] = json!([INIT, PROXY]);
     }
-    if let Some(name) = sampling {
+    if let Some(name) = &sampling {
         let volume = json!({"name": SAMPLING_VOLUME, "configMap": {"name": name}});
         if let Some(volumes) = spec.entry("volumes").or_insert_with(|| json!([])).as_array_mut() {
             volumes.push(volume);
@@ -289,9 +299,9 @@ fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool) -> Value {
             "requests": {"cpu": cfg.proxy_cpu_request, "memory": cfg.proxy_memory_request},
             "limits": {"cpu": cfg.proxy_cpu_limit, "memory": cfg.proxy_memory_limit}
         },
-        "startupProbe": probe("/ready", 1, 30),
-        "readinessProbe": probe("/ready", 5, 3),
-        "livenessProbe": probe("/live", 10, 3),
+        "startupProbe": probe(READY_PATH, 1, 30),
+        "readinessProbe": probe(READY_PATH, 5, 3),
+        "livenessProbe": probe(LIVE_PATH, 10, 3),
         "securityContext": {
             "runAsUser": cfg.proxy_uid,
             "runAsGroup": cfg.proxy_uid,
@@ -324,30 +334,9 @@ fn init_container(cfg: &InjectConfig, args: Vec<String>) -> Value {
     })
 }
 
-fn check_ports(v: &str) -> Result<(), String> {
-    for p in v.split(',').map(str::trim) {
-        match p.parse::<u16>() {
-            Ok(n) if n > 0 => {}
-            _ => return Err(format!("`{p}` is not a port")),
-        }
-    }
-    Ok(())
-}
-
-/// Checks CIDRs the way the init container will parse them.
-fn check_cidrs(v: &str) -> Result<(), String> {
-    v.split(',').try_for_each(|c| Cidr::from_str(c).map(drop))
-}
-
 /// `--name` for a flag of the sidecar.
 fn flag(name: &str) -> String {
     format!("--{name}")
-}
-
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ fn system_namespaces_and_bad_annotations_are_skipped() {
     ] {
         let r = mutate(&pod(json!({"xray-sidecar.io/inject": "true", key: value})), ctx(), &c);
         match r {
-            Outcome::Skip(Skip::InvalidAnnotation(why)) => assert!(why.contains(key), "{why}"),
+            Outcome::Skip(Skip::InvalidAnnotation(why)) => assert!(why.to_string().contains(key), "{why}"),
             other => panic!("{key}={value}: {other:?}"),
         }
     }
@@ -76,4 +76,83 @@ fn the_service_name_comes_from_annotation_labels_owner_or_name() {
     let images: Vec<&Value> =
         pod["spec"]["initContainers"].as_array().expect("init").iter().map(|c| &c["image"]).collect();
     assert!(images.iter().all(|i| *i == "ghcr.io/xray-sidecar/xray-sidecar:0.1.0"), "{images:?}");
+}
+
+/// Values an attacker or an unlucky operator could put in each annotation that reaches the sidecar
+/// or the init container.
+fn hostile() -> Vec<(&'static str, String)> {
+    let many_ports = (1..=65).map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+    let many_cidrs = (0..65).map(|i| format!("10.{i}.0.0/16")).collect::<Vec<_>>().join(",");
+    let mut table: Vec<(&'static str, String)> = Vec::new();
+    for key in [keys::EXCLUDE_INBOUND_PORTS, keys::EXCLUDE_OUTBOUND_PORTS, keys::APP_PORTS] {
+        for v in ["80,\t443", "8080,\n9090", "80 443", "80,,443", "+80", "65536", "0", "--dry-run", "80,--dry-run"] {
+            table.push((key, v.to_owned()));
+        }
+        table.push((key, many_ports.clone()));
+        table.push((key, "1,".repeat(5000)));
+    }
+    for v in
+        ["10.0.0.0/8,\n10.1.0.0/16", "10.0.0.0/8\t,10.1.0.0/16", "10.0.0.0/8 --dry-run", "--dry-run", "10.0.0.0/8,,"]
+    {
+        table.push((keys::EXCLUDE_OUTBOUND_CIDRS, v.to_owned()));
+    }
+    table.push((keys::EXCLUDE_OUTBOUND_CIDRS, many_cidrs));
+    for v in
+        ["web\nXRAY_SIDECAR_DAEMON_ADDRESS=evil:2000", "$(POD_NAME)", "web$(HOME)", "web;rm", "--dry-run", "a\u{0}b"]
+    {
+        table.push((keys::SERVICE_NAME, v.to_owned()));
+    }
+    table.push((keys::SERVICE_NAME, "x".repeat(10_000)));
+    for v in ["Rules", "rules/../x", "-rules", "rules-", "rules\nx", "a b"] {
+        table.push((keys::SAMPLING_RULES, v.to_owned()));
+    }
+    for v in ["yes", "1", "true --dry-run", "true,false"] {
+        table.push((keys::SAMPLE_HEALTH_CHECKS, v.to_owned()));
+    }
+    table
+}
+
+#[test]
+fn hostile_annotation_values_skip_injection_with_a_short_warning() {
+    for (key, value) in hostile() {
+        let r = mutate(&pod(json!({"xray-sidecar.io/inject": "true", key: value})), ctx(), &cfg(&[]));
+        let Outcome::Skip(skip) = r else { panic!("{key}={value:?} was injected") };
+        let Skip::InvalidAnnotation(why) = &skip else { panic!("{key}={value:?}: {skip:?}") };
+        assert!(why.to_string().contains(key), "{why}");
+        let warning = skip.message();
+        assert!(warning.len() < 200, "{key}: the warning stays short: {warning}");
+        assert!(!warning.chars().any(char::is_control), "{key}: the warning stays one line: {warning:?}");
+    }
+}
+
+#[test]
+fn valid_annotation_values_reach_the_init_container_normalised() {
+    let annotations = json!({
+        "xray-sidecar.io/inject": "true",
+        keys::EXCLUDE_INBOUND_PORTS: " 22 , 9090 ",
+        keys::APP_PORTS: (1..=64).map(|p| p.to_string()).collect::<Vec<_>>().join(","),
+        keys::EXCLUDE_OUTBOUND_CIDRS: "10.0.0.0/8, fd00::/8",
+        keys::SERVICE_NAME: "shop/cart v2:blue@eu-west-1",
+        keys::SAMPLE_HEALTH_CHECKS: "FALSE",
+    });
+    let Outcome::Inject { pod, .. } = mutate(&pod(annotations), ctx(), &cfg(&[])) else { panic!("expected injection") };
+    let init = &pod["spec"]["initContainers"][0];
+    let args: Vec<&str> = init["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+    let after = |f: &str| args.iter().position(|a| *a == f).map(|i| args[i + 1]);
+    assert_eq!(after("--exclude-inbound-ports"), Some("22,9090"));
+    assert_eq!(after("--exclude-outbound-cidrs"), Some("10.0.0.0/8,fd00::/8"));
+    assert_eq!(after("--include-inbound-ports").map(|v| v.split(',').count()), Some(64));
+    let env = pod["spec"]["initContainers"][1]["env"].to_string();
+    assert!(env.contains("shop/cart v2:blue@eu-west-1"), "{env}");
+    assert!(!env.contains("SAMPLE_HEALTH_CHECKS"), "{env}");
+}
+
+#[test]
+fn probe_paths_reach_the_sidecar_unexpanded() {
+    let mut p = pod(json!({"xray-sidecar.io/inject": "true"}));
+    p["spec"]["containers"][0]["readinessProbe"] = json!({"httpGet": {"path": "/ready$(HOME)", "port": 8080}});
+    let Outcome::Inject { pod, .. } = mutate(&p, ctx(), &cfg(&[])) else { panic!("expected injection") };
+    let env = pod["spec"]["initContainers"][1]["env"].to_string();
+    // The kubelet turns `$$` back into `$`, so the sidecar reads the path as the pod wrote it.
+    assert!(env.contains("/ready$$(HOME)"), "{env}");
 }

@@ -3,7 +3,7 @@
 //! unchanged with a warning, because tracing must never block a workload.
 
 use kube_core::DynamicObject;
-use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, ConvertAdmissionReviewError};
 use serde_json::Value;
 
 use crate::config::InjectConfig;
@@ -34,6 +34,17 @@ pub enum ReviewError {
     Encode(#[source] serde_json::Error),
 }
 
+/// Why a review's request cannot be read, though it has a uid to answer.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    /// It does not have the shape of a review.
+    #[error("{0}")]
+    Shape(#[source] serde_json::Error),
+    /// It has the shape but not a request.
+    #[error("{0}")]
+    Request(#[source] ConvertAdmissionReviewError),
+}
+
 /// Answers one AdmissionReview body: the response body, or the reason it is a bad request.
 pub fn answer(body: &[u8], namespace_opted_in: bool, cfg: &InjectConfig) -> Result<(Vec<u8>, Verdict), ReviewError> {
     // The patch must be computed against the pod exactly as sent, unknown fields included, so the
@@ -46,8 +57,8 @@ pub fn answer(body: &[u8], namespace_opted_in: bool, cfg: &InjectConfig) -> Resu
     let request: AdmissionRequest<DynamicObject> = match serde_json::from_value::<AdmissionReview<DynamicObject>>(
         raw.clone(),
     )
-    .map_err(|e| e.to_string())
-    .and_then(|r| r.try_into().map_err(|e: kube_core::admission::ConvertAdmissionReviewError| e.to_string()))
+    .map_err(Unreadable::Shape)
+    .and_then(|r| r.try_into().map_err(Unreadable::Request))
     {
         Ok(r) => r,
         // A review we cannot fully read still gets an answer that lets the pod through.

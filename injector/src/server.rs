@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
+use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Stopped};
 
 use crate::config::InjectConfig;
 use crate::metrics::Metrics;
@@ -56,7 +56,11 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// Serves until `stopped`, then answers the reviews still in flight (up to [`DRAIN`]) before
 /// returning.
 pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>, stopped: Stopped) {
-    let accept = AcceptSettings { server: "webhook", max_connections: Some(MAX_CONNECTIONS), grace: DRAIN };
+    let accept = AcceptSettings {
+        server: "webhook",
+        max_connections: Some(ConnectionLimit::new(MAX_CONNECTIONS)),
+        grace: DRAIN,
+    };
     let serve_https = move |tcp, peer, watcher: Watcher| {
         let (acceptor, shared) = (acceptor.clone(), shared.clone());
         async move {

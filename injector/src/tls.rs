@@ -22,9 +22,36 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
-    /// The PEM held no usable certificate or key.
+    /// A file is not PEM of the kind expected.
+    #[error("{}: {source}", path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("{}: no certificate", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key is not one rustls can sign with.
+    #[error("{}: {source}", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The key is not the certificate's.
+    #[error("the key does not match the certificate: {0}")]
+    Mismatch(#[source] rustls::Error),
+    /// The TLS configuration could not be built.
     #[error("{0}")]
-    Invalid(String),
+    Config(#[source] rustls::Error),
 }
 
 /// The certificate currently served, swapped in place when the files change.
@@ -70,7 +97,7 @@ impl CertStore {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Invalid(e.to_string()))?
+            .map_err(TlsError::Config)?
             .with_no_client_auth()
             .with_cert_resolver(self);
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -92,20 +119,17 @@ fn load(cert: &Path, key: &Path) -> Result<(Vec<u8>, CertifiedKey), TlsError> {
     let (cert_pem, key_pem) = (read(cert)?, read(key)?);
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Invalid(format!("{}: {e}", cert.display())))?;
+        .map_err(|source| TlsError::Pem { path: cert.into(), source })?;
     if chain.is_empty() {
-        return Err(TlsError::Invalid(format!("{}: no certificate", cert.display())));
+        return Err(TlsError::NoCertificate { path: cert.into() });
     }
-    let der =
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Invalid(format!("{}: {e}", key.display())))?;
+    let der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::Pem { path: key.into(), source })?;
     let provider =
         CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-    let signer = provider
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| TlsError::Invalid(format!("{}: {e}", key.display())))?;
+    let signer =
+        provider.key_provider.load_private_key(der).map_err(|source| TlsError::Key { path: key.into(), source })?;
     let ck = CertifiedKey::new(chain, signer);
-    ck.keys_match().map_err(|e| TlsError::Invalid(format!("the key does not match the certificate: {e}")))?;
+    ck.keys_match().map_err(TlsError::Mismatch)?;
     let mut raw = cert_pem;
     raw.extend_from_slice(&key_pem);
     Ok((raw, ck))

@@ -1,6 +1,6 @@
 //! The webhook black-box: the real binary over TLS on loopback, real AdmissionReview documents, the
-//! returned JSON Patch applied to the pod, the result validated against Kubernetes' schema, and the
-//! certificate rotated under a running server.
+//! returned JSON Patch applied to the pod, the result validated against Kubernetes' schema, the
+//! certificate rotated under a running server, and a review in flight answered through SIGTERM.
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
@@ -384,4 +384,119 @@ async fn stalled_and_silent_clients_are_answered_in_bounded_time_and_memory() {
     // And the server is healthy afterwards.
     let (status, _, _) = post(&server, "/mutate", fixture("review-plain-pod.json")).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn hostile_annotations_are_refused_with_a_warning_and_the_pod_admitted_untouched() {
+    let server = start("hostile");
+    let hostile = [
+        ("xray-sidecar.io/exclude-inbound-ports", "80,\t443".to_owned()),
+        ("xray-sidecar.io/app-ports", "8080,\n9090".to_owned()),
+        ("xray-sidecar.io/exclude-outbound-ports", "1,".repeat(5000)),
+        ("xray-sidecar.io/exclude-outbound-cidrs", "10.0.0.0/8,--dry-run".to_owned()),
+        ("xray-sidecar.io/service-name", "web\nAWS_XRAY_DAEMON_ADDRESS=evil:2000$(POD_NAME)".to_owned()),
+        ("xray-sidecar.io/service-name", "s".repeat(10_000)),
+        ("xray-sidecar.io/sampling-rules", "rules --dry-run".to_owned()),
+        ("xray-sidecar.io/sample-health-checks", "true\n--dry-run".to_owned()),
+    ];
+    for (key, value) in hostile {
+        let mut asked: Value = serde_json::from_slice(&fixture("review-plain-pod.json")).unwrap();
+        asked["request"]["object"]["metadata"]["annotations"]["xray-sidecar.io/inject"] = json!("true");
+        asked["request"]["object"]["metadata"]["annotations"][key] = json!(value);
+        let (status, out, _) = post(&server, "/mutate", asked.to_string().into_bytes()).await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&out);
+        let res = serde_json::from_slice::<Value>(&out).unwrap()["response"].clone();
+        assert_eq!(res["allowed"], true, "{key}: {text}");
+        assert!(res.get("patch").is_none(), "{key}: the pod is admitted untouched: {text}");
+        let warnings = res["warnings"].as_array().unwrap();
+        assert!(warnings.iter().any(|w| w.as_str().unwrap().contains(key)), "{key}: {text}");
+        for w in warnings {
+            let w = w.as_str().unwrap();
+            assert!(w.len() < 200 && !w.chars().any(char::is_control), "{key}: short, one-line warning: {w:?}");
+        }
+        assert!(!text.contains("evil:2000") && !text.contains("$(POD_NAME)"), "{text}");
+    }
+    // The same pod with usable values is injected, with the values normalised.
+    let mut asked: Value = serde_json::from_slice(&fixture("review-plain-pod.json")).unwrap();
+    let annotations = &mut asked["request"]["object"]["metadata"]["annotations"];
+    annotations["xray-sidecar.io/inject"] = json!("true");
+    annotations["xray-sidecar.io/exclude-inbound-ports"] = json!("80, 443");
+    annotations["xray-sidecar.io/service-name"] = json!("shop/cart v2");
+    let (_, out, _) = post(&server, "/mutate", asked.to_string().into_bytes()).await;
+    let res = serde_json::from_slice::<Value>(&out).unwrap()["response"].clone();
+    let injected = apply(&asked["request"]["object"], &res);
+    assert_eq!(sidecar_env(&injected).get("AWS_XRAY_TRACING_NAME").map(String::as_str), Some("shop/cart v2"));
+    let init = &injected["spec"]["initContainers"][0]["args"];
+    assert!(init.to_string().contains("\"80,443\""), "{init}");
+    validate(&[injected]);
+}
+
+/// Reads one HTTP/1.1 response from `stream`: the status and the body (by its content-length).
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (u16, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+            let length: usize =
+                head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                return (status, buf[end + 4..end + 4 + length].to_vec());
+            }
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed after {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_review_in_flight_at_sigterm_is_still_answered_and_the_process_exits_0() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = start("drain");
+    let body = fixture("review-plain-pod.json");
+    let uid = serde_json::from_slice::<Value>(&body).unwrap()["request"]["uid"].clone();
+    let mut tls = connect(&server).await;
+    // `Expect: 100-continue` makes the server say when it has started reading the body: from then
+    // on the review is in flight.
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let (status, _) = read_response(&mut tls).await;
+    assert_eq!(status, 100);
+    let (first, rest) = body.split_at(body.len() / 2);
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+
+    let kill = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    // The rest of the body arrives after the signal, slowly as the API server's might.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.child.try_wait().unwrap().is_none(), "the injector exited with a review in flight");
+    tls.write_all(rest).await.unwrap();
+    tls.flush().await.unwrap();
+
+    let (status, out) = tokio::time::timeout(Duration::from_secs(10), read_response(&mut tls)).await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
+    let answer: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(answer["response"]["uid"], uid);
+    assert_eq!(answer["response"]["allowed"], true);
+    drop(tls);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the injector did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
 }

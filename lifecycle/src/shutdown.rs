@@ -7,11 +7,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// How long the accept loop waits after a failed accept (usually out of file descriptors) before
 /// trying again, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Refusals answered at once per server; beyond them a refused connection is closed without an
+/// answer. Each answer holds its socket for up to a second, so without this bound a flood beyond
+/// the connection limit would hold as many sockets (and tasks) as it opens.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// Refused connections are logged at most once per this period, with how many there were: a flood
+/// of connections must not become a flood of log lines.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Tells every [`Stopped`] made from it to stop; dropping it does too.
 #[derive(Debug)]
@@ -63,22 +72,44 @@ impl Stopped {
     }
 }
 
+/// How many connections may be served at once, shared by every server given a clone: one
+/// process-wide limit is what bounds the process's memory, however its listeners split the load.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimit {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionLimit {
+    /// At most `max` connections at once.
+    pub fn new(max: usize) -> Self {
+        ConnectionLimit { permits: Arc::new(Semaphore::new(max)), max }
+    }
+
+    /// A slot for one connection, held until it closes; `None` at the limit.
+    fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+}
+
 /// How a server accepts connections.
 #[derive(Clone, Debug)]
 pub struct AcceptSettings {
     /// Its name in logs.
     pub server: &'static str,
-    /// Connections served at once; one beyond it goes to the refusal instead. `None`: no limit.
-    pub max_connections: Option<usize>,
+    /// Connections served at once (with every server sharing the limit); one beyond it goes to the
+    /// refusal instead. `None`: no limit.
+    pub max_connections: Option<ConnectionLimit>,
     /// How long open connections get to finish their requests once stopped.
     pub grace: Duration,
 }
 
 /// Accepts connections on `listener` until `stopped`, handing each (with `TCP_NODELAY` set) to
 /// `handle` on its own task along with a [`Watcher`] to serve its HTTP connection through; one
-/// beyond the connection limit goes to `refuse` instead (see [`close`]). A failed accept is logged
-/// and retried after a short back-off. Once stopped, the listener is closed and the watched
-/// connections get the grace period to finish their requests (idle ones close at once).
+/// beyond the connection limit goes to `refuse` instead (see [`close`]), at most
+/// [`REFUSALS_AT_ONCE`] at a time. A failed accept is logged and retried after a short back-off.
+/// Once stopped, the listener is closed and the watched connections get the grace period to finish
+/// their requests (idle ones close at once).
 pub async fn serve<H, F, R, G>(
     listener: TcpListener,
     mut stopped: Stopped,
@@ -91,9 +122,10 @@ pub async fn serve<H, F, R, G>(
     R: Fn(TcpStream) -> G,
     G: Future<Output = ()> + Send + 'static,
 {
-    let AcceptSettings { server, max_connections, grace } = settings;
-    let connections = max_connections.map(|n| Arc::new(Semaphore::new(n)));
+    let AcceptSettings { server, max_connections: limit, grace } = settings;
+    let refusing = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let graceful = GracefulShutdown::new();
+    let mut refusals = RefusalLog::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -107,13 +139,21 @@ pub async fn serve<H, F, R, G>(
             _ = stopped.wait() => break,
         };
         let _ = stream.set_nodelay(true);
-        let permit = match &connections {
+        let permit = match &limit {
             None => None,
-            Some(limit) => match limit.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    tracing::warn!(server, %peer, limit = ?max_connections, "connection limit reached: refused");
-                    tokio::spawn(refuse(stream));
+            Some(limit) => match limit.try_acquire() {
+                Some(permit) => Some(permit),
+                None => {
+                    refusals.refused(server, peer, limit.max);
+                    // The refusal is made either way (it may count itself); when too many are
+                    // already being answered, dropping it unstarted closes the connection at once.
+                    let answer = refuse(stream);
+                    if let Ok(slot) = refusing.clone().try_acquire_owned() {
+                        tokio::spawn(async move {
+                            answer.await;
+                            drop(slot);
+                        });
+                    }
                     continue;
                 }
             },
@@ -127,6 +167,27 @@ pub async fn serve<H, F, R, G>(
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(server, ?grace, "connections still open after the grace period were closed");
+    }
+}
+
+/// Counts refused connections and logs them once per [`REFUSAL_LOG_EVERY`].
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, server: &'static str, peer: SocketAddr, limit: usize) {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY) {
+            tracing::debug!(server, %peer, "connection limit reached: refused");
+            return;
+        }
+        tracing::warn!(server, %peer, limit, refused_since_last = self.since, "connection limit reached: refusing connections");
+        self.last = Some(now);
+        self.since = 0;
     }
 }
 

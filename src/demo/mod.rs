@@ -4,14 +4,17 @@
 
 mod apps;
 
-use clap::{Args as ClapArgs, Parser};
+use clap::Args as ClapArgs;
+use http::uri::Authority;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::ProxyArgs;
+use crate::otel::settings::Exporters;
 use crate::proxy::Proxy;
 use crate::proxy::config::ProxyConfig;
+use crate::xray::daemon::{DaemonAddress, HostPort};
 use xray_lifecycle::{Shutdown, Stopped};
 
 /// Command-line arguments of `xray-sidecar demo`.
@@ -37,13 +40,8 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-#[derive(Parser)]
-struct ProxyCommand {
-    #[command(flatten)]
-    args: ProxyArgs,
-}
-
-/// Builds a sidecar's configuration the way its command line would.
+/// A sidecar's configuration: the flags' defaults (never the shell's environment), this sidecar's
+/// addresses and rules, and X-Ray export only.
 fn sidecar(
     service: &str,
     upstream: SocketAddr,
@@ -51,18 +49,17 @@ fn sidecar(
     rules: &str,
     outbound: bool,
 ) -> Result<ProxyConfig, crate::BoxError> {
-    let mut argv = vec![
-        "proxy".to_owned(),
-        "--listen=127.0.0.1:0".to_owned(),
-        format!("--upstream=http://{upstream}"),
-        format!("--service-name={service}"),
-        format!("--daemon-address={daemon}"),
-        format!("--sampling-rules={rules}"),
-    ];
-    if outbound {
-        argv.push("--outbound-listen=127.0.0.1:0".to_owned());
-    }
-    Ok(ProxyConfig::try_from(&ProxyCommand::try_parse_from(argv)?.args)?)
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let daemon = HostPort { host: daemon.ip().to_string(), port: daemon.port() };
+    let mut args = ProxyArgs::defaults()?;
+    args.listen = loopback;
+    args.upstream = Some(Authority::try_from(upstream.to_string())?);
+    args.service_name = service.to_owned();
+    args.daemon_address = DaemonAddress { udp: daemon.clone(), tcp: daemon };
+    args.sampling_rules = Some(rules.into());
+    args.outbound_listen = outbound.then_some(loopback);
+    args.exporter = Some(Exporters { xray: true, otlp: false });
+    Ok(ProxyConfig::try_from(&args)?)
 }
 
 /// The client's walk through the shop: mostly fine, now and then a failure of each kind.

@@ -13,19 +13,20 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+use xray_lifecycle::Flush;
 
-use super::settings::OtlpSettings;
-use super::span::{push_spans, span_count};
+use super::settings::{Compression, OtlpSettings};
+use super::span::span_count;
+use super::wire::{self, Envelope, Scratch};
 use crate::metrics::Metrics;
 use crate::xray::segment::Segment;
 
@@ -58,16 +59,9 @@ struct Queue {
     spans: usize,
 }
 
-/// Ends the exporter task after what is queued has been sent.
-#[derive(Debug)]
-pub struct OtlpFlush {
-    close: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 impl OtlpExporter {
     /// Starts the exporter task.
-    pub fn spawn(settings: OtlpSettings, metrics: Arc<Metrics>) -> (OtlpExporter, OtlpFlush) {
+    pub fn spawn(settings: OtlpSettings, metrics: Arc<Metrics>) -> (OtlpExporter, Flush) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
@@ -80,8 +74,17 @@ impl OtlpExporter {
         http.set_connect_timeout(Some(Duration::from_secs(2)));
         http.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(http);
-        let task = tokio::spawn(Sender { settings, shared: shared.clone(), client }.run(closed));
-        (OtlpExporter { shared }, OtlpFlush { close, task })
+        let envelope = Envelope::new(
+            Resource { attributes: settings.resource.clone(), ..Resource::default() },
+            InstrumentationScope {
+                name: "xray-sidecar".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..InstrumentationScope::default()
+            },
+        );
+        let sender = Sender { settings, shared: shared.clone(), client, envelope, scratch: Scratch::default() };
+        let task = tokio::spawn(sender.run(closed));
+        (OtlpExporter { shared }, Flush::new(close, task, "spans still queued for OTLP at shutdown were dropped"))
     }
 
     /// Queues a segment's spans; drops and counts them when the queue is full.
@@ -104,21 +107,23 @@ impl OtlpExporter {
     }
 }
 
-impl OtlpFlush {
-    /// Sends what is queued, then stops; gives up after `grace`.
-    pub async fn flush(mut self, grace: Duration) {
-        let _ = self.close.send(true);
-        if tokio::time::timeout(grace, &mut self.task).await.is_err() {
-            self.task.abort();
-            tracing::warn!(?grace, "spans still queued for OTLP at shutdown were dropped");
-        }
-    }
+/// `data` gzip-compressed at the fastest level: spans are repetitive enough that it already saves
+/// most of the bytes, and the sidecar's CPU is the application's. Writing into memory cannot fail.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default()
 }
 
 struct Sender {
     settings: OtlpSettings,
     shared: Arc<Shared>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// The resource and scope, encoded once.
+    envelope: Envelope,
+    /// Buffers each export's encoding reuses.
+    scratch: Scratch,
 }
 
 /// How one export request ended.
@@ -129,7 +134,7 @@ enum Outcome {
 }
 
 impl Sender {
-    async fn run(self, mut closed: watch::Receiver<bool>) {
+    async fn run(mut self, mut closed: watch::Receiver<bool>) {
         loop {
             let closing = tokio::select! {
                 _ = tokio::time::sleep(self.settings.batching.delay) => false,
@@ -171,29 +176,14 @@ impl Sender {
         Some((q.segments.drain(..end).collect(), spans))
     }
 
-    async fn export(&self, batch: Vec<Segment>) {
-        let mut spans = Vec::with_capacity(batch.len());
-        for seg in &batch {
-            push_spans(seg, &mut spans);
-        }
+    async fn export(&mut self, batch: Vec<Segment>) {
+        let mut encoded = Vec::new();
+        let count = wire::request(&self.envelope, &batch, &mut encoded, &mut self.scratch) as u64;
         drop(batch);
-        let count = spans.len() as u64;
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource { attributes: self.settings.resource.clone(), ..Resource::default() }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "xray-sidecar".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..InstrumentationScope::default()
-                    }),
-                    spans,
-                    ..ScopeSpans::default()
-                }],
-                ..ResourceSpans::default()
-            }],
+        let body = match self.settings.compression {
+            Compression::None => Bytes::from(encoded),
+            Compression::Gzip => Bytes::from(gzip(&encoded)),
         };
-        let body = Bytes::from(request.encode_to_vec());
         let metrics = &self.shared.metrics;
         let deadline = Instant::now() + self.settings.batching.timeout;
         let mut backoff = FIRST_BACKOFF;
@@ -236,6 +226,9 @@ impl Sender {
         let mut req = Request::post(self.settings.endpoint.clone())
             .header(header::CONTENT_TYPE, "application/x-protobuf")
             .header(header::USER_AGENT, concat!("xray-sidecar/", env!("CARGO_PKG_VERSION")));
+        if self.settings.compression == Compression::Gzip {
+            req = req.header(header::CONTENT_ENCODING, "gzip");
+        }
         for (k, v) in &self.settings.headers {
             req = req.header(k, v);
         }

@@ -6,3 +6,4 @@ pub mod propagation;
 pub mod settings;
 pub mod span;
 pub mod traceparent;
+pub mod wire;

@@ -11,6 +11,12 @@ use crate::xray::segment::Environment;
 
 /// Where the collector listens when nothing says otherwise (OpenTelemetry's default for HTTP).
 const DEFAULT_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+/// Bounds of `OTEL_BSP_SCHEDULE_DELAY`: the exporter wakes this often when idle, so 0 or a few
+/// milliseconds would keep it spinning; a day is far beyond any sensible delay.
+const DELAY_BOUNDS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(86_400));
+/// Bounds of `OTEL_BSP_EXPORT_TIMEOUT`: the deadline is computed from it, and an absurd value would
+/// overflow the clock's arithmetic.
+const TIMEOUT_BOUNDS: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
 
 /// The exporters a sampled request goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +71,30 @@ pub struct OtlpSettings {
     pub resource: Vec<KeyValue>,
     /// Batching and its bounds.
     pub batching: Batching,
+    /// How request bodies are compressed.
+    pub compression: Compression,
+}
+
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`: what the OpenTelemetry specification allows for OTLP/HTTP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Bodies sent as they are (the specification's default).
+    #[default]
+    None,
+    /// Bodies gzip-compressed, with `Content-Encoding: gzip`.
+    Gzip,
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            other => Err(format!("unknown compression `{other}` (use gzip or none)")),
+        }
+    }
 }
 
 /// Resolves the exporters: `--exporter` when given, else X-Ray plus OTLP when an endpoint is set.
@@ -101,10 +131,16 @@ pub fn resolve(
     let batching = Batching {
         max_queue,
         max_batch: (num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1) as usize).min(max_queue),
-        delay: Duration::from_millis(num("OTEL_BSP_SCHEDULE_DELAY", 5000)?),
-        timeout: Duration::from_millis(num("OTEL_BSP_EXPORT_TIMEOUT", 30_000)?.max(1)),
+        delay: Duration::from_millis(num("OTEL_BSP_SCHEDULE_DELAY", 5000)?).clamp(DELAY_BOUNDS.0, DELAY_BOUNDS.1),
+        timeout: Duration::from_millis(num("OTEL_BSP_EXPORT_TIMEOUT", 30_000)?)
+            .clamp(TIMEOUT_BOUNDS.0, TIMEOUT_BOUNDS.1),
     };
-    Ok((chosen.xray, Some(OtlpSettings { endpoint, headers, resource, batching })))
+    let compression =
+        match env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION").or_else(|| env("OTEL_EXPORTER_OTLP_COMPRESSION")) {
+            Some(c) => c.parse().map_err(|e| format!("OTEL_EXPORTER_OTLP_COMPRESSION: {e}"))?,
+            None => Compression::None,
+        };
+    Ok((chosen.xray, Some(OtlpSettings { endpoint, headers, resource, batching, compression })))
 }
 
 /// A bare `http://host:port` gets the traces path; anything with a path is used as it is.

@@ -113,3 +113,30 @@ fn headers_resource_and_batching_come_from_the_standard_variables() {
     assert!(run(Some("otlp"), None, &[("OTEL_BSP_SCHEDULE_DELAY", "soon")]).is_err());
     assert!(run(Some("otlp"), None, &[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]).is_err());
 }
+
+#[test]
+fn a_tiny_schedule_delay_or_an_absurd_timeout_is_brought_within_bounds() {
+    let batching = |vars: &[(&str, &str)]| run(Some("otlp"), None, vars).expect("ok").1.expect("otlp").batching;
+    // 0 would wake the exporter in a loop; the floor keeps it idle between rounds.
+    for tiny in ["0", "1", "99"] {
+        assert_eq!(batching(&[("OTEL_BSP_SCHEDULE_DELAY", tiny)]).delay, Duration::from_millis(100), "{tiny}");
+    }
+    assert_eq!(batching(&[("OTEL_BSP_SCHEDULE_DELAY", "250")]).delay, Duration::from_millis(250));
+    let huge = u64::MAX.to_string();
+    let b = batching(&[("OTEL_BSP_SCHEDULE_DELAY", &huge), ("OTEL_BSP_EXPORT_TIMEOUT", &huge)]);
+    assert_eq!((b.delay, b.timeout), (Duration::from_secs(86_400), Duration::from_secs(3600)));
+    assert_eq!(batching(&[("OTEL_BSP_EXPORT_TIMEOUT", "0")]).timeout, Duration::from_millis(1));
+}
+
+#[test]
+fn compression_comes_from_the_traces_variable_then_the_general_one() {
+    let compression = |vars: &[(&str, &str)]| run(Some("otlp"), None, vars).map(|(_, o)| o.expect("otlp").compression);
+    assert_eq!(compression(&[]), Ok(Compression::None));
+    assert_eq!(compression(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP")]), Ok(Compression::Gzip));
+    assert_eq!(
+        compression(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"), ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none")]),
+        Ok(Compression::None)
+    );
+    let err = compression(&[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd")]).expect_err("unknown");
+    assert!(err.contains("zstd"), "{err}");
+}

@@ -103,7 +103,7 @@ impl TraceParent {
         b.put_slice(b"00-");
         b.put_slice(&trace.w3c());
         b.put_u8(b'-');
-        b.put_slice(parent.as_str().as_bytes());
+        b.put_slice(parent.as_bytes());
         b.put_slice(if sampled { b"-01" } else { b"-00" });
         // Only hex digits and dashes were written.
         HeaderValue::from_maybe_shared(b.freeze()).unwrap_or(HeaderValue::from_static(""))

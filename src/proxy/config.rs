@@ -4,16 +4,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::Interception;
+use super::detect::Interception;
 use super::forward::UpstreamSettings;
 use super::inbound::Destination;
 use super::probes::Probes;
 use super::server::ServerSettings;
-use crate::config::ProxyArgs;
+use crate::config::{InvalidArgs, ProxyArgs};
 use crate::otel::propagation::Propagation;
 use crate::otel::settings::{OtlpSettings, resolve as resolve_exporters};
 use crate::xray::daemon::HostPort;
-use crate::xray::sampling::Sampler;
+use crate::xray::sampling::{RulesError, Sampler};
 use crate::xray::segment::{Environment, sanitize_name};
 
 /// What a proxy listens on, where it forwards, and how it traces.
@@ -44,8 +44,9 @@ pub struct TracingConfig {
     pub emission: Option<Emission>,
     /// Where OTLP spans go; `None` when OTLP export is off. With neither, tracing is disabled.
     pub otlp: Option<OtlpSettings>,
-    /// Whether the X-Ray console's rules decide (when tracing is on), fetched through the daemon.
-    pub centralized_sampling: bool,
+    /// Where the X-Ray console's rules are fetched, when they decide; `None` when centralized
+    /// sampling is off or nothing is exported.
+    pub centralized: Option<CentralizedSampling>,
     /// Health checks, never sampled unless asked.
     pub probes: Probes,
 }
@@ -70,21 +71,32 @@ pub struct ServingConfig {
 pub struct Emission {
     /// The daemon's UDP address.
     pub daemon: HostPort,
-    /// The daemon's TCP address, where the sampling API is.
-    pub sampling_api: HostPort,
     /// Where the proxy runs.
     pub environment: Environment,
+}
+
+/// Where the sampling API is and what this service is to its rules.
+///
+/// Independent of the exporters: the daemon's TCP side serves the sampling API whether segments go
+/// to its UDP side or spans go over OTLP (the CloudWatch agent serves both), so the console's rules
+/// decide for OTLP-only export too.
+#[derive(Debug)]
+pub struct CentralizedSampling {
+    /// The daemon's TCP address.
+    pub api: HostPort,
+    /// Our segment `origin`, which the rules' `ServiceType` matches; `None` outside AWS environments.
+    pub origin: Option<&'static str>,
 }
 
 /// Why the command line does not make a working proxy.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Flags that clap accepted but do not go together.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidArgs),
     /// The sampling rules file cannot be read or parsed.
     #[error("--sampling-rules: {0}")]
-    SamplingRules(String),
+    SamplingRules(#[source] RulesError),
     /// `--exporter`, `--otlp-endpoint` or an `OTEL_*` variable has a bad value.
     #[error("{0}")]
     Export(String),
@@ -94,9 +106,9 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
     type Error = ConfigError;
 
     fn try_from(args: &ProxyArgs) -> Result<Self, ConfigError> {
-        args.validate().map_err(ConfigError::Invalid)?;
+        args.validate()?;
         let sampler = match &args.sampling_rules {
-            Some(path) => Sampler::from_file(path).map_err(|e| ConfigError::SamplingRules(e.to_string()))?,
+            Some(path) => Sampler::from_file(path).map_err(ConfigError::SamplingRules)?,
             None => Sampler::default(),
         };
         let environment = args.environment();
@@ -108,11 +120,9 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
             resolve_exporters(args.exporter, endpoint, &args.service_name, &environment, env)
                 .map_err(ConfigError::Export)?
         };
-        let emission = xray.then(|| Emission {
-            daemon: args.daemon_address.udp.clone(),
-            sampling_api: args.daemon_address.tcp.clone(),
-            environment,
-        });
+        let centralized = (args.centralized_sampling && (xray || otlp.is_some()))
+            .then(|| CentralizedSampling { api: args.daemon_address.tcp.clone(), origin: environment.origin });
+        let emission = xray.then(|| Emission { daemon: args.daemon_address.udp.clone(), environment });
         let destination = match (&args.upstream, args.transparent) {
             (Some(a), false) => Destination::Fixed(a.clone()),
             _ => Destination::OriginalDst,
@@ -127,7 +137,7 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
                 propagation: args.propagation,
                 emission,
                 otlp,
-                centralized_sampling: args.centralized_sampling,
+                centralized,
                 probes: Probes::new(&args.probe_paths, args.sample_health_checks),
             },
             serving: ServingConfig {

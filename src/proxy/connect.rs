@@ -1,6 +1,8 @@
 //! `CONNECT host:port` on the outbound listener: what `https_proxy` clients (and gRPC clients with a
 //! proxy) send. The proxy opens the tunnel, relays it and records it; a `CONNECT` to the proxy's own
 //! listeners or to a denied range is refused, so the explicit proxy opens no new way into the pod.
+//! A tunnel whose client speaks plain HTTP/1 or h2c is served request by request instead (see
+//! `plaintext`).
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -8,7 +10,7 @@ use http_body_util::{Either, Full};
 use hyper_util::rt::TokioIo;
 use pin_project::pin_project;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,11 +18,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+use super::detect::{self, Protocol};
 use super::error::ProxyError;
 use super::guard::OwnListeners;
 use super::opaque;
+use super::plaintext::Plaintext;
 use super::record::Tracer;
-use super::tunnel::{self, Record, Target};
+use super::rewind::Rewind;
+use super::tunnel::{self, Opened, Target, TunnelRecord};
 use crate::init::Cidr;
 use crate::xray::tunnel::Ended;
 
@@ -40,13 +45,15 @@ pub struct ConnectPolicy {
 pub struct Connect<S> {
     inner: S,
     policy: Arc<ConnectPolicy>,
-    tracer: Arc<Tracer>,
+    plaintext: Arc<Plaintext>,
+    /// The application process's address, for the records of the requests inside a tunnel.
+    peer: IpAddr,
 }
 
 impl<S> Connect<S> {
-    /// Wraps `inner`, the traced forwarder of an explicit-proxy connection.
-    pub fn new(inner: S, policy: Arc<ConnectPolicy>, tracer: Arc<Tracer>) -> Self {
-        Connect { inner, policy, tracer }
+    /// Wraps `inner`, the traced forwarder of an explicit-proxy connection from `peer`.
+    pub fn new(inner: S, policy: Arc<ConnectPolicy>, plaintext: Arc<Plaintext>, peer: IpAddr) -> Self {
+        Connect { inner, policy, plaintext, peer }
     }
 }
 
@@ -69,7 +76,7 @@ where
         if req.method() != Method::CONNECT {
             return ConnectFuture::Inner(self.inner.call(req));
         }
-        ConnectFuture::Tunnel(Box::pin(open(req, self.policy.clone(), self.tracer.clone())))
+        ConnectFuture::Tunnel(Box::pin(open(req, self.policy.clone(), self.plaintext.clone(), self.peer)))
     }
 }
 
@@ -96,9 +103,11 @@ where
     }
 }
 
-/// Resolves and checks the destination, connects, answers 200 and relays once the client's
-/// connection is handed over.
-async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, tracer: Arc<Tracer>) -> Answer {
+/// Resolves and checks the destination, connects, answers 200 and, once the client's connection is
+/// handed over, serves the HTTP it sends or relays whatever else it is.
+async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc<Plaintext>, peer: IpAddr) -> Answer {
+    let opened = Opened::now();
+    let tracer = &plaintext.tracer;
     let Some(authority) = req.uri().authority().cloned() else {
         return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
@@ -111,33 +120,51 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, tracer: Arc<Tr
             Ok(Ok(addrs)) => addrs.collect(),
             _ => Vec::new(),
         };
-    let target = Target { host, port, explicit: true };
     let refused = |a: &SocketAddr| policy.own.check(*a).is_err() || policy.deny.iter().any(|c| c.contains(a.ip()));
     if let Some(denied) = addrs.iter().find(|a| refused(a)) {
-        return refuse(&tracer, &authority, *denied);
+        return refuse(tracer, &authority, *denied);
     }
-    let record = Record::start(&tracer, target);
     let upstream = match connect_any(&addrs, &policy).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%authority, error = %e, "CONNECT destination unreachable");
             let (status, failure) = (e.status(), e.failure());
+            let record = TunnelRecord::start(tracer, Target { host, port, explicit: true }, opened);
             record.finish(0, 0, Ended::ConnectFailed, Some(failure));
             return answer(status, &format!("{}", e.kind));
         }
     };
     if is_self(&upstream, &policy) {
-        drop(record);
         let peer = upstream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], port)));
-        return refuse(&tracer, &authority, peer);
+        return refuse(tracer, &authority, peer);
     }
     let upgrade = hyper::upgrade::on(&mut req);
+    let host = host.to_owned();
     tokio::spawn(async move {
-        match upgrade.await {
-            Ok(client) => tunnel::relay(TokioIo::new(client), upstream, record).await,
+        let tracer = &plaintext.tracer;
+        let client = match upgrade.await {
+            Ok(client) => client,
             Err(e) => {
                 tracing::debug!(error = %e, "CONNECT client left before the tunnel opened");
-                record.finish(0, 0, Ended::Broken, None);
+                let record = TunnelRecord::start(tracer, Target { host: &host, port, explicit: true }, opened);
+                return record.finish(0, 0, Ended::Broken, None);
+            }
+        };
+        let (protocol, client) = if plaintext.skip_ports.contains(&port) {
+            (Protocol::Opaque, Rewind::new(Bytes::new(), TokioIo::new(client)))
+        } else {
+            detect::sniff(TokioIo::new(client), plaintext.detect_timeout).await
+        };
+        match (protocol, upstream.peer_addr()) {
+            (Protocol::Http1 | Protocol::Http2, Ok(dst)) => {
+                tracing::debug!(%host, %dst, ?protocol, "plain HTTP inside a tunnel: traced request by request");
+                // The pooled upstream clients connect again, to the same checked address.
+                drop(upstream);
+                plaintext.serve(client, dst, peer).await;
+            }
+            _ => {
+                let record = TunnelRecord::start(tracer, Target { host: &host, port, explicit: true }, opened);
+                tunnel::relay(client, upstream, record).await;
             }
         }
     });

@@ -1,8 +1,14 @@
-//! Protocol detection on intercepted connections: HTTP is traced, everything else is passed through
-//! byte for byte. The decision peeks at the first bytes and consumes nothing.
+//! Protocol detection on intercepted connections and inside `CONNECT` tunnels: HTTP is traced,
+//! everything else is passed through byte for byte. The decision peeks at the first bytes and
+//! consumes nothing (a tunnel, which cannot be peeked at, gets the bytes read put back in front).
 
+use bytes::{BufMut, BytesMut};
+use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
+
+use super::rewind::Rewind;
 
 /// What a connection speaks, as far as the proxy cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +19,29 @@ pub enum Protocol {
     Http2,
     /// Anything else: TLS, databases, a server that speaks first, or silence.
     Opaque,
+}
+
+/// Bytes looked at before deciding that a connection is not HTTP: a request line longer than this
+/// is read as HTTP (see [`classify`]).
+const LOOK_AHEAD: usize = 1100;
+
+/// How intercepted connections are told apart and passed through.
+#[derive(Clone, Debug)]
+pub struct Interception {
+    /// Destination ports never inspected (protocols where the server speaks first).
+    pub skip_ports: Vec<u16>,
+    /// How long to wait for a client's first bytes.
+    pub detect_timeout: Duration,
+    /// Connect timeout for passed-through connections.
+    pub connect_timeout: Duration,
+}
+
+impl Interception {
+    /// Whether a redirected connection to `dst` is HTTP to trace, rather than bytes to pass through:
+    /// ports that skip detection never are, the rest are peeked at.
+    pub async fn is_http(&self, stream: &TcpStream, dst: SocketAddr) -> bool {
+        !self.skip_ports.contains(&dst.port()) && detect(stream, self.detect_timeout).await != Protocol::Opaque
+    }
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -55,11 +84,33 @@ pub fn classify(b: &[u8]) -> Option<Protocol> {
 /// Peeks at `stream` until [`classify`] decides, or `timeout` passes (then it is opaque: a
 /// protocol where the server speaks first waits for nobody).
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> Protocol {
-    let mut buf = [0u8; 1100];
+    let mut buf = [0u8; LOOK_AHEAD];
     let cap = buf.len();
     let decided =
         peek_until(stream, timeout, &mut buf, |b| classify(b).or_else(|| (b.len() == cap).then_some(Protocol::Opaque)));
     decided.await.unwrap_or(Protocol::Opaque)
+}
+
+/// Reads the first bytes of `io` until [`classify`] decides, or `timeout` passes, or the client
+/// closes (then it is opaque, as for [`detect`]); the stream comes back with those bytes in front.
+pub async fn sniff<T: AsyncRead + Unpin>(mut io: T, timeout: Duration) -> (Protocol, Rewind<T>) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen = BytesMut::with_capacity(LOOK_AHEAD);
+    let protocol = loop {
+        if let Some(p) = classify(&seen) {
+            break p;
+        }
+        if seen.len() >= LOOK_AHEAD {
+            break Protocol::Opaque;
+        }
+        let left = LOOK_AHEAD - seen.len();
+        let mut room = (&mut seen).limit(left);
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut room)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break Protocol::Opaque,
+        }
+    };
+    (protocol, Rewind::new(seen.freeze(), io))
 }
 
 /// Peeks at `stream` into `buf` until `decide` answers for the bytes so far; `None` when the peer
@@ -104,6 +155,35 @@ mod tests {
         assert_eq!(classify(b"GE"), None);
         assert_eq!(classify(b"GET /partial"), None);
         assert_eq!(classify(&H2_PREFACE[..10]), None);
+    }
+
+    #[tokio::test]
+    async fn sniffing_a_stream_decides_and_gives_every_byte_back() {
+        use tokio::io::AsyncWriteExt;
+        for (first, want) in [
+            (&b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"[..], Protocol::Http1),
+            (H2_PREFACE, Protocol::Http2),
+            (&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..], Protocol::Opaque),
+        ] {
+            let (near, mut far) = tokio::io::duplex(4096);
+            // Sent in two pieces, as a slow client would.
+            let (a, b) = first.split_at(first.len() / 2);
+            far.write_all(a).await.expect("write");
+            let writer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                far.write_all(b).await.expect("write");
+                far
+            });
+            let (got, mut stream) = sniff(near, Duration::from_secs(5)).await;
+            assert_eq!(got, want, "{first:?}");
+            drop(writer.await.expect("writer"));
+            let mut all = Vec::new();
+            stream.read_to_end(&mut all).await.expect("read");
+            assert_eq!(all, first);
+        }
+        // A client that says nothing (a protocol where the server speaks first) is opaque in time.
+        let (near, _far) = tokio::io::duplex(64);
+        assert_eq!(sniff(near, Duration::from_millis(50)).await.0, Protocol::Opaque);
     }
 
     #[test]

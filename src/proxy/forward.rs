@@ -1,16 +1,17 @@
-//! Forwarding to the upstream: pooled HTTP/1.1 and HTTP/2 clients, hop-by-hop hygiene,
+//! Forwarding to the upstream: pooled HTTP/1.1 ([`super::pool`]) and HTTP/2 clients, hop-by-hop hygiene,
 //! `X-Forwarded-*`, timeouts, and `Upgrade` tunnels.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, ResponseFuture as ClientFuture, connect::HttpConnector};
+use hyper_util::client::legacy::{Builder, Client, ResponseFuture as ClientFuture, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pin_project::pin_project;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::Sleep;
@@ -19,7 +20,8 @@ use super::error::{ErrorKind, ProxyError};
 use super::grpc::SentCount;
 use super::grpc_body::CountMessages;
 use super::guard::{GuardedConnector, OwnListeners};
-use super::hop;
+use super::pool::H1Pool;
+use super::{hop, target};
 
 /// Timeouts and limits of the upstream side.
 #[derive(Clone, Debug)]
@@ -34,14 +36,21 @@ pub struct UpstreamSettings {
     pub max_header_size: usize,
 }
 
-/// The shared upstream clients: one pool for HTTP/1.1, one for HTTP/2 (prior knowledge).
+/// The shared upstream clients: a pool for HTTP/1.1, hyper-util's clients for HTTP/2 (prior
+/// knowledge) and for HTTP/1.1 upgrades (which hand the connection over).
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    h1: Client<GuardedConnector, CountMessages<Incoming>>,
-    h2: Client<GuardedConnector, CountMessages<Incoming>>,
+    pool: H1Pool,
+    upgrades: Client<GuardedConnector, CountMessages<Incoming>>,
+    h2: H2Client,
+    /// What builds [`Upstream::h2`], for the clients pinned to one destination.
+    h2_builder: Builder,
+    connector: GuardedConnector,
     response_timeout: Option<Duration>,
     own: OwnListeners,
 }
+
+type H2Client = Client<GuardedConnector, CountMessages<Incoming>>;
 
 impl Upstream {
     /// Builds the pools; they never connect to `own` (nor to link-local addresses).
@@ -57,9 +66,22 @@ impl Upstream {
             .http1_max_buf_size(s.max_header_size.max(8192))
             // Headers as the upstream wrote them: some clients care about case.
             .http1_title_case_headers(false);
-        let h1 = b.build(connector.clone());
-        let h2 = b.http2_only(true).build(connector);
-        Upstream { h1, h2, response_timeout: s.response_timeout, own }
+        let pool = H1Pool::new(connector.clone(), s.max_header_size.max(8192), s.idle_timeout);
+        let upgrades = b.build(connector.clone());
+        b.http2_only(true);
+        let h2 = b.build(connector.clone());
+        Upstream { pool, upgrades, h2, h2_builder: b, connector, response_timeout: s.response_timeout, own }
+    }
+
+    /// An HTTP/2 client whose connections all go to `to`, whatever `:authority` its requests carry.
+    fn h2_pinned_to(&self, to: &Authority) -> Option<H2Client> {
+        match self.connector.pinned_to(to) {
+            Ok(connector) => Some(self.h2_builder.build(connector)),
+            Err(e) => {
+                tracing::debug!(%to, error = %e, "no HTTP/2 client for this destination");
+                None
+            }
+        }
     }
 
     /// The proxy's own listeners, which nothing is forwarded to.
@@ -68,28 +90,38 @@ impl Upstream {
     }
 }
 
-/// Where one connection's requests go, and who they came from.
+/// Where one connection's requests go, and who they came from. Cloned for every request (hyper
+/// calls a service by reference), so it is one shared pointer.
 #[derive(Clone, Debug)]
-pub struct Forward {
+pub struct Forward(Arc<Route>);
+
+#[derive(Debug)]
+struct Route {
     upstream: Upstream,
     /// The destination; `None` takes it from each request (explicit proxy: absolute-form targets).
     authority: Option<Authority>,
-    /// Added to `X-Forwarded-For` (inbound only: the application's own calls are not forwarded
-    /// on anyone's behalf).
-    forwarded_for: Option<IpAddr>,
+    /// The client's address as added to `X-Forwarded-For` (inbound only: the application's own
+    /// calls are not forwarded on anyone's behalf), formatted once per connection.
+    forwarded_for: Option<HeaderValue>,
+    /// HTTP/2 to the fixed destination, made on this connection's first HTTP/2 request: its
+    /// requests keep the `:authority` the client gave, which the shared client would replace with
+    /// the destination's address (it connects to what the request names).
+    h2: OnceLock<Option<H2Client>>,
 }
 
 impl Forward {
     /// Forwards to `authority` (or each request's own) on behalf of `forwarded_for`.
     pub fn new(upstream: Upstream, authority: Option<Authority>, forwarded_for: Option<IpAddr>) -> Self {
-        Forward { upstream, authority, forwarded_for }
+        let forwarded_for = forwarded_for.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
+        Forward(Arc::new(Route { upstream, authority, forwarded_for, h2: OnceLock::new() }))
     }
 }
 
 impl Forward {
     /// Refuses what no application behind us should receive: an ambiguous or missing `Host`
-    /// (two would let the proxy and the application disagree on the destination), and `CONNECT`
-    /// where the destination is already fixed (it asks for a tunnel the application does not offer).
+    /// (two would let the proxy and the application disagree on the destination), `CONNECT`
+    /// where the destination is already fixed (it asks for a tunnel the application does not offer),
+    /// and a target that would have to be reinterpreted (see [`target`]).
     fn acceptable<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
         let hosts = req.headers().get_all(header::HOST).iter().count();
         if hosts > 1 {
@@ -98,10 +130,10 @@ impl Forward {
         if hosts == 0 && req.version() == Version::HTTP_11 {
             return Err(ProxyError::new(ErrorKind::BadRequest, "an HTTP/1.1 request needs a Host header"));
         }
-        if req.method() == http::Method::CONNECT && self.authority.is_some() {
+        if req.method() == http::Method::CONNECT && self.0.authority.is_some() {
             return Err(ProxyError::new(ErrorKind::MethodNotAllowed, "CONNECT is not served here"));
         }
-        Ok(())
+        target::check(req, self.0.authority.is_some()).map_err(|e| ProxyError::new(ErrorKind::BadRequest, e))
     }
 }
 
@@ -120,37 +152,61 @@ impl tower::Service<Request<Incoming>> for Forward {
         }
         let upgrade = hop::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         hop::strip(req.headers_mut(), upgrade.is_some());
-        if let Some(ip) = self.forwarded_for {
-            add_forwarded(req.headers_mut(), ip);
+        if let Some(client) = &self.0.forwarded_for {
+            add_forwarded(req.headers_mut(), client);
         }
-        let Some(authority) = self.authority.clone().or_else(|| request_authority(&req)) else {
+        // An HTTP/1.0 absolute-form request may come without Host: the target's authority is the
+        // one the client meant, and the application must hear it rather than our destination's.
+        if req.version() < Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+            let host = req.uri().authority().map(|a| match a.port() {
+                Some(port) => format!("{}:{port}", a.host()),
+                None => a.host().to_owned(),
+            });
+            if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let Some(authority) = self.0.authority.clone().or_else(|| request_authority(&req)) else {
             let e = "no destination: the request names no host";
             return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e));
         };
         // Address literals are refused here, before any connection; names once connected.
-        if let Err(refusal) = self.upstream.own.check_authority(&authority) {
+        if let Err(refusal) = self.0.upstream.own.check_authority(&authority) {
             return ForwardFuture::failed(ProxyError::new(refusal.kind(), refusal));
-        }
-        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority);
-        parts.path_and_query = Some(path);
-        match Uri::from_parts(parts) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(e) => return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e)),
         }
         // A traced gRPC call counts the messages it sends on the way through.
         let sent = req.extensions_mut().remove::<SentCount>();
-        let req = req.map(|b| CountMessages::new(b, sent));
+        let mut req = req.map(|b| CountMessages::new(b, sent));
         let version = req.version();
-        let client = if version == Version::HTTP_2 { &self.upstream.h2 } else { &self.upstream.h1 };
-        ForwardFuture {
-            version,
-            state: State::Waiting(client.request(req)),
-            timeout: self.upstream.response_timeout.map(tokio::time::sleep),
-            upgrade,
-        }
+        let upstream = &self.0.upstream;
+        let state = if version < Version::HTTP_2 && upgrade.is_none() {
+            let pool = upstream.pool.clone();
+            State::Pooled(Box::pin(async move { pool.send(authority, req).await }))
+        } else {
+            // HTTP/2 to a fixed destination goes through this connection's pinned client, and the
+            // application hears the authority the client named, as an HTTP/1.1 one hears its Host.
+            let pinned = match &self.0.authority {
+                Some(to) if version == Version::HTTP_2 => self.0.h2.get_or_init(|| upstream.h2_pinned_to(to)).as_ref(),
+                _ => None,
+            };
+            let named = pinned.and_then(|_| named_authority(&req));
+            let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(named.unwrap_or(authority));
+            parts.path_and_query = Some(path);
+            match Uri::from_parts(parts) {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(e) => return ForwardFuture::failed(ProxyError::new(ErrorKind::NoRoute, e)),
+            }
+            let client = match pinned {
+                Some(client) => client,
+                None if version == Version::HTTP_2 => &upstream.h2,
+                None => &upstream.upgrades,
+            };
+            State::Waiting(client.request(req))
+        };
+        ForwardFuture { version, state, timeout: upstream.response_timeout.map(tokio::time::sleep), upgrade }
     }
 }
 
@@ -166,6 +222,9 @@ pub struct ForwardFuture {
 }
 
 enum State {
+    /// On a connection of the HTTP/1.1 pool.
+    Pooled(Pin<Box<dyn Future<Output = Result<Response<Incoming>, ProxyError>> + Send>>),
+    /// On hyper-util's client: HTTP/2, and HTTP/1.1 upgrades.
     Waiting(ClientFuture),
     Failed(Option<ProxyError>),
 }
@@ -181,14 +240,15 @@ impl Future for ForwardFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let fut = match this.state {
-            State::Waiting(fut) => fut,
+        let polled = match this.state {
+            State::Pooled(fut) => fut.as_mut().poll(cx),
+            State::Waiting(fut) => Pin::new(fut).poll(cx).map_err(ProxyError::from_client),
             State::Failed(e) => {
                 return Poll::Ready(Err(e.take().unwrap_or(ProxyError { kind: ErrorKind::NoRoute, source: None })));
             }
         };
-        if let Poll::Ready(res) = Pin::new(fut).poll(cx) {
-            let mut res = res.map_err(ProxyError::from_client)?;
+        if let Poll::Ready(res) = polled {
+            let mut res = res?;
             *res.version_mut() = *this.version;
             if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client_side) = this.upgrade.take() {
@@ -223,13 +283,19 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
+/// The authority a request names, as the client wrote it: in the target (or `:authority`), else
+/// in `Host`.
+fn named_authority<B>(req: &Request<B>) -> Option<Authority> {
+    match req.uri().authority() {
+        Some(a) => Some(a.clone()),
+        None => req.headers().get(header::HOST)?.to_str().ok()?.parse().ok(),
+    }
+}
+
 /// An explicit proxy client names the destination in the target (`GET http://svc/x`) or, failing
 /// that, in Host; the port defaults to 80.
 fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
-    let a = match req.uri().authority() {
-        Some(a) => a.clone(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?.parse().ok()?,
-    };
+    let a = named_authority(req)?;
     if a.port().is_some() {
         return Some(a);
     }
@@ -239,16 +305,16 @@ fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-fn add_forwarded(h: &mut HeaderMap, client: IpAddr) {
+fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue) {
     let value = match h.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 42);
+            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
             v.extend_from_slice(prev);
             v.extend_from_slice(b", ");
-            v.extend_from_slice(client.to_string().as_bytes());
+            v.extend_from_slice(client.as_bytes());
             HeaderValue::from_bytes(&v).ok()
         }
-        _ => HeaderValue::from_str(&client.to_string()).ok(),
+        _ => Some(client.clone()),
     };
     if let Some(v) = value {
         h.insert(X_FORWARDED_FOR, v);
@@ -265,11 +331,11 @@ mod tests {
     #[test]
     fn forwarded_for_is_appended_and_proto_kept() {
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, [10, 0, 0, 1].into());
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.1"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        add_forwarded(&mut h, "::1".parse().expect("ip"));
+        add_forwarded(&mut h, &HeaderValue::from_static("::1"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, ::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }

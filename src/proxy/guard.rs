@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
-use super::error::ErrorKind;
-
 /// Why a destination is refused; carried through the upstream client's error so that the client
 /// gets the matching status and the segment the matching cause.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -25,16 +23,6 @@ pub enum Refusal {
     /// The destination is link-local (instance metadata and the like).
     #[error("{0} is link-local: the proxy does not forward to instance metadata or link-local addresses")]
     LinkLocal(IpAddr),
-}
-
-impl Refusal {
-    /// The failure kind the client and the segment see.
-    pub fn kind(self) -> ErrorKind {
-        match self {
-            Refusal::Loop(_) => ErrorKind::Loop,
-            Refusal::LinkLocal(_) => ErrorKind::Forbidden,
-        }
-    }
 }
 
 /// The addresses the proxy listens on.
@@ -106,12 +94,22 @@ pub fn is_link_local(ip: IpAddr) -> bool {
 pub struct GuardedConnector {
     inner: HttpConnector,
     own: OwnListeners,
+    /// Where to connect whatever the request names (see [`GuardedConnector::pinned_to`]).
+    pinned: Option<http::Uri>,
 }
 
 impl GuardedConnector {
     /// Wraps `inner`.
     pub fn new(inner: HttpConnector, own: OwnListeners) -> Self {
-        GuardedConnector { inner, own }
+        GuardedConnector { inner, own, pinned: None }
+    }
+
+    /// The same connector, connecting to `to` whatever authority the requests carry: a client
+    /// built on it passes the caller's `:authority` on unchanged while the connection goes to the
+    /// destination the proxy chose.
+    pub fn pinned_to(&self, to: &http::uri::Authority) -> Result<Self, http::Error> {
+        let uri = http::Uri::builder().scheme("http").authority(to.clone()).path_and_query("/").build()?;
+        Ok(GuardedConnector { inner: self.inner.clone(), own: self.own.clone(), pinned: Some(uri) })
     }
 }
 
@@ -127,7 +125,7 @@ impl tower::Service<http::Uri> for GuardedConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Connecting {
-        let connecting = self.inner.call(uri);
+        let connecting = self.inner.call(self.pinned.clone().unwrap_or(uri));
         let own = self.own.clone();
         // One allocation per new upstream connection; pooled connections skip this.
         Box::pin(async move {

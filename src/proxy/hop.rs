@@ -1,14 +1,22 @@
 //! Hop-by-hop hygiene (RFC 9110 §7.6.1): the headers that describe one connection are not passed
 //! on, nor is anything a `Connection` header names, except what the next hop needs to make sense
 //! of the message (an upgrade's own headers, `te: trailers`, transfer codings other than chunked)
-//! and our own trace header, which no client may strip on its way to the application.
+//! and the trace context headers, which no client may strip on their way to the next hop.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::otel::traceparent::{TRACEPARENT, TRACESTATE};
 use crate::xray::header::TRACE_HEADER;
 
-/// Headers that describe one hop and must not be passed on.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// The trace context the proxy writes (or passes on beside what it writes): listing them in
+/// `Connection` would otherwise let a client cut the application off from its parent.
+const TRACE_CONTEXT: [HeaderName; 3] = [TRACE_HEADER, TRACEPARENT, TRACESTATE];
+
+const HOPS: usize = 6;
+
+/// Headers that describe one hop and must not be passed on (`strip` reads the first and the last
+/// two by position).
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -36,33 +44,54 @@ fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes the hop-by-hop headers from a message about to be forwarded. An upgrade keeps
 /// `Connection: upgrade` and `Upgrade`, and loses everything else that is hop-by-hop.
 pub fn strip(h: &mut HeaderMap, upgrade: bool) {
-    // Most messages have no Connection header: nothing to collect then.
-    if h.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> =
-            connection_tokens(h).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+    // This runs twice on every request, and most messages carry none of these headers or only
+    // `Connection`: one pass over the few names present says which are there, so that only those
+    // cost a look-up.
+    let mut present = [false; HOPS];
+    let mut upgrade_header = false;
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
+        upgrade_header |= name == header::UPGRADE;
+    }
+    let [connection, .., te, transfer_encoding] = present;
+    if !upgrade && !upgrade_header && !present.contains(&true) {
+        return;
+    }
+    if connection {
+        // Only the options that name a header actually present cost a name of their own
+        // (`keep-alive`, the common one, is a hop-by-hop header removed below anyway).
+        let listed: Vec<HeaderName> = connection_tokens(h)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive"))
+            .filter(|t| h.contains_key(*t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
         for name in listed {
-            if name != TRACE_HEADER && !(upgrade && name == header::UPGRADE) {
+            let kept = TRACE_CONTEXT.contains(&name) || (upgrade && name == header::UPGRADE);
+            if !kept {
                 h.remove(name);
             }
         }
     }
-    let trailers = h
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    let trailers = te
+        && h.get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
     // `gzip, chunked` says the body is gzip-coded as well as chunked: the next hop must know; bare
     // `chunked` is the connection's framing, redone by whoever sends it on.
-    let codings = h
-        .get(header::TRANSFER_ENCODING)
+    let codings = transfer_encoding
+        .then(|| h.get(header::TRANSFER_ENCODING))
+        .flatten()
         .filter(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
         .cloned();
-    for name in HOP_BY_HOP.iter() {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
         h.remove(name);
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if upgrade_header {
         h.remove(header::UPGRADE);
     }
     // gRPC needs `te: trailers` to reach the server.
@@ -99,12 +128,15 @@ mod tests {
     }
 
     #[test]
-    fn our_trace_header_survives_being_named_in_connection() {
+    fn the_trace_context_survives_being_named_in_connection() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("X-Amzn-Trace-Id"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("X-Amzn-Trace-Id, Traceparent, tracestate, x-other"));
         h.insert(TRACE_HEADER, HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"));
+        h.insert(TRACEPARENT, HeaderValue::from_static("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01"));
+        h.insert(TRACESTATE, HeaderValue::from_static("rojo=00f067aa0ba902b7"));
+        h.insert("x-other", HeaderValue::from_static("1"));
         strip(&mut h, false);
-        assert_eq!(names(&h), ["x-amzn-trace-id"]);
+        assert_eq!(names(&h), ["traceparent", "tracestate", "x-amzn-trace-id"]);
     }
 
     #[test]

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
+use super::detect::Interception;
 use super::forward::{Forward, Upstream};
 use super::record::Tracer;
 use super::server::HttpServer;
 use super::trace::Trace;
-use super::{Interception, opaque, orig_dst};
+use super::{opaque, orig_dst};
 use crate::xray::segment::Direction;
 
 /// Where inbound requests go.

@@ -14,10 +14,14 @@ pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;
 pub mod outbound;
+pub mod plaintext;
+pub mod pool;
 pub mod probes;
 pub mod record;
+pub mod rewind;
 pub mod server;
 pub mod sni;
+pub mod target;
 pub mod trace;
 pub mod tunnel;
 
@@ -26,19 +30,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use xray_lifecycle::{Shutdown, Stopped};
+use xray_lifecycle::shutdown::ConnectionLimit;
+use xray_lifecycle::{Flush, Shutdown, Stopped};
 
 use crate::admin::{self, Readiness};
 use crate::metrics::Metrics;
-use crate::otel::exporter::{OtlpExporter, OtlpFlush};
+use crate::otel::exporter::OtlpExporter;
 use crate::xray::centralized::{Centralized, poller};
-use crate::xray::emitter::{Emitter, Flush};
-use config::{Emission, ProxyConfig, ServingConfig, TracingConfig};
+use crate::xray::emitter::Emitter;
+use config::{CentralizedSampling, Emission, ProxyConfig, ServingConfig, TracingConfig};
 use connect::ConnectPolicy;
 use forward::Upstream;
 use guard::OwnListeners;
 use inbound::Inbound;
 use outbound::Outbound;
+use plaintext::Plaintext;
 use record::Tracer;
 
 /// How long queued segments get to reach the daemon once the listeners have stopped.
@@ -115,34 +121,29 @@ impl Proxy {
 #[derive(Default)]
 struct Flushes {
     udp: Option<Flush>,
-    otlp: Option<OtlpFlush>,
+    otlp: Option<Flush>,
 }
 
 impl Flushes {
     /// Sends what is queued, both exporters at once, within the same bound.
     async fn run(self) {
-        let udp = async {
-            if let Some(f) = self.udp {
+        let flush = |f: Option<Flush>| async move {
+            if let Some(f) = f {
                 f.flush(FLUSH_GRACE).await;
             }
         };
-        let otlp = async {
-            if let Some(f) = self.otlp {
-                f.flush(FLUSH_GRACE).await;
-            }
-        };
-        tokio::join!(udp, otlp);
+        tokio::join!(flush(self.udp), flush(self.otlp));
     }
 }
 
 /// Starts what records requests: the exporters that are on (with their flushes at shutdown) and,
-/// when on, the centralized sampling engine with its poller.
+/// when on, the centralized sampling engine with its poller (whichever exporters are on).
 fn tracing(
     config: TracingConfig,
     metrics: Arc<Metrics>,
     stopped: &Stopped,
 ) -> (Arc<Tracer>, Flushes, Option<JoinHandle<()>>) {
-    let TracingConfig { service_name, sampler, propagation, emission, otlp, centralized_sampling, probes } = config;
+    let TracingConfig { service_name, sampler, propagation, emission, otlp, centralized, probes } = config;
     let (otlp, otlp_flush) = match otlp {
         Some(settings) => {
             tracing::info!(endpoint = %settings.endpoint, "exporting spans over OTLP");
@@ -151,22 +152,24 @@ fn tracing(
         }
         None => (None, None),
     };
-    let Some(emission) = emission else {
-        let tracer =
-            Tracer { service_name, sampler, propagation, centralized: None, probes, emitter: None, otlp, metrics };
-        return (Arc::new(tracer), Flushes { udp: None, otlp: otlp_flush }, None);
+    let (centralized, poller) = match centralized {
+        Some(CentralizedSampling { api, origin }) => {
+            let engine = Arc::new(Centralized::new(service_name.clone(), origin));
+            let _ = metrics.centralized.set(engine.clone());
+            let poller = poller::spawn(engine.clone(), api, stopped.clone());
+            (Some(engine), Some(poller))
+        }
+        None => (None, None),
     };
-    let Emission { daemon, sampling_api, environment } = emission;
-    let centralized = centralized_sampling.then(|| {
-        let engine = Arc::new(Centralized::new(service_name.clone(), environment.origin));
-        let _ = metrics.centralized.set(engine.clone());
-        engine
-    });
-    let poller = centralized.clone().map(|engine| poller::spawn(engine, sampling_api, stopped.clone()));
-    let (emitter, flush) = Emitter::spawn(daemon, environment, metrics.clone());
-    let emitter = Some(emitter);
+    let (emitter, udp_flush) = match emission {
+        Some(Emission { daemon, environment }) => {
+            let (emitter, flush) = Emitter::spawn(daemon, environment, metrics.delivery.clone());
+            (Some(emitter), Some(flush))
+        }
+        None => (None, None),
+    };
     let tracer = Tracer { service_name, sampler, propagation, centralized, probes, emitter, otlp, metrics };
-    (Arc::new(tracer), Flushes { udp: Some(flush), otlp: otlp_flush }, poller)
+    (Arc::new(tracer), Flushes { udp: udp_flush, otlp: otlp_flush }, poller)
 }
 
 /// The tasks serving a proxy's listeners, and the sampling poller.
@@ -187,26 +190,39 @@ fn serve(
     stopped: &Stopped,
 ) -> Served {
     let upstream = Upstream::new(&config.upstream, own);
+    // One limit for both sides: it is the process's memory that must stay bounded.
+    let limit = ConnectionLimit::new(config.server.max_connections);
     let outbound = listeners.outbound.map(|listener| {
         let connect = ConnectPolicy {
             own: upstream.own().clone(),
             deny: config.connect_deny.clone(),
             connect_timeout: config.upstream.connect_timeout,
         };
+        let plaintext = Plaintext {
+            upstream: upstream.clone(),
+            tracer: tracer.clone(),
+            builder: Arc::new(server::builder(&config.server)),
+            detect_timeout: config.interception.detect_timeout,
+            skip_ports: config.interception.skip_ports.clone(),
+        };
         let ctx = Arc::new(Outbound {
             upstream: upstream.clone(),
             tracer: tracer.clone(),
             interception: config.interception.clone(),
             connect: Arc::new(connect),
+            plaintext: Arc::new(plaintext),
         });
         let handle = move |stream, peer, http| ctx.clone().handle(stream, peer, http);
-        tokio::spawn(server::serve(listener, "outbound", config.server.clone(), handle, stopped.clone()))
+        let metrics = tracer.metrics.clone();
+        let (settings, limit) = (config.server.clone(), limit.clone());
+        tokio::spawn(server::serve(listener, "outbound", settings, limit, metrics, handle, stopped.clone()))
     });
     let admin = listeners.admin.map(|listener| {
         let (metrics, ready) = (tracer.metrics.clone(), readiness.clone());
         let (header_read_timeout, grace) = (config.server.header_read_timeout, config.server.shutdown_grace);
         tokio::spawn(admin::serve(listener, metrics, ready, header_read_timeout, stopped.clone(), grace))
     });
+    let metrics = tracer.metrics.clone();
     let ctx = Arc::new(Inbound {
         destination: config.destination.clone(),
         upstream,
@@ -214,8 +230,15 @@ fn serve(
         interception: config.interception.clone(),
     });
     let handle = move |stream, peer, http| ctx.clone().handle(stream, peer, http);
-    let inbound =
-        tokio::spawn(server::serve(listeners.inbound, "inbound", config.server.clone(), handle, stopped.clone()));
+    let inbound = tokio::spawn(server::serve(
+        listeners.inbound,
+        "inbound",
+        config.server.clone(),
+        limit,
+        metrics,
+        handle,
+        stopped.clone(),
+    ));
     Served { inbound, outbound, admin, poller: None }
 }
 
@@ -244,26 +267,6 @@ async fn drain(
     flushes.run().await;
     if let Some(t) = served.admin {
         let _ = t.await;
-    }
-}
-
-/// How intercepted connections are told apart and passed through.
-#[derive(Clone, Debug)]
-pub struct Interception {
-    /// Destination ports never inspected (protocols where the server speaks first).
-    pub skip_ports: Vec<u16>,
-    /// How long to wait for a client's first bytes.
-    pub detect_timeout: Duration,
-    /// Connect timeout for passed-through connections.
-    pub connect_timeout: Duration,
-}
-
-impl Interception {
-    /// Whether a redirected connection to `dst` is HTTP to trace, rather than bytes to pass through:
-    /// ports that skip detection never are, the rest are peeked at.
-    pub async fn is_http(&self, stream: &tokio::net::TcpStream, dst: SocketAddr) -> bool {
-        !self.skip_ports.contains(&dst.port())
-            && detect::detect(stream, self.detect_timeout).await != detect::Protocol::Opaque
     }
 }
 

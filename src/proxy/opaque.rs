@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::guard::OwnListeners;
-use super::tunnel::{self, Record};
+use super::tunnel::{self, TunnelRecord};
 use crate::xray::tunnel::Ended;
 
 /// Connects to `dst` and copies bytes both ways until either side closes; with a `record` (TLS to
@@ -21,7 +21,7 @@ pub async fn tunnel(
     dst: SocketAddr,
     connect_timeout: Duration,
     own: &OwnListeners,
-    record: Option<Record>,
+    record: Option<TunnelRecord>,
 ) {
     if let Err(refusal) = own.check(dst) {
         tracing::warn!(%dst, peer = ?client.peer_addr().ok(), %refusal, "opaque connection refused");

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 use super::connect::{Connect, ConnectPolicy};
+use super::detect::Interception;
 use super::forward::{Forward, Upstream};
+use super::plaintext::Plaintext;
 use super::record::Tracer;
 use super::server::{self, HttpServer};
 use super::trace::Trace;
-use super::tunnel::{Record, Target};
-use super::{Interception, guard, opaque, orig_dst, sni};
+use super::tunnel::{Opened, Target, TunnelRecord};
+use super::{guard, opaque, orig_dst, sni};
 use crate::xray::segment::Direction;
 
 /// What every outbound connection needs.
@@ -25,6 +27,8 @@ pub struct Outbound {
     pub interception: Interception,
     /// Which `CONNECT` tunnels may be opened.
     pub connect: Arc<ConnectPolicy>,
+    /// How plain HTTP inside a tunnel is served.
+    pub plaintext: Arc<Plaintext>,
 }
 
 impl Outbound {
@@ -57,18 +61,20 @@ impl Outbound {
         if redirected.is_some() {
             return http.serve(stream, peer, service).await;
         }
-        http.serve(stream, peer, Connect::new(service, self.connect.clone(), self.tracer.clone())).await;
+        let connect = Connect::new(service, self.connect.clone(), self.plaintext.clone(), peer.ip());
+        http.serve(stream, peer, connect).await;
     }
 
     /// Passes a connection that is not HTTP through; TLS is recorded as a tunnel named after the
     /// server name its ClientHello asks for (or the address, without one).
     async fn pass_through(&self, stream: TcpStream, dst: SocketAddr) {
         let timeout = self.interception.connect_timeout;
+        let opened = Opened::now();
         let record = match sni::peek(&stream, self.interception.detect_timeout).await {
             sni::Hello::Tls(name) => {
                 let ip = dst.ip().to_string();
                 let host = name.as_deref().unwrap_or(&ip);
-                Some(Record::start(&self.tracer, Target { host, port: dst.port(), explicit: false }))
+                Some(TunnelRecord::start(&self.tracer, Target { host, port: dst.port(), explicit: false }, opened))
             }
             sni::Hello::NotTls | sni::Hello::Incomplete => None,
         };

@@ -1,7 +1,8 @@
 //! How a request's record begins, in both directions: read the caller's trace header, pick the
 //! trace, decide sampling, build the segment the request will be reported as, and pass the header on.
+//! A tunnel's record begins here too, as its own trace.
 
-use http::{HeaderMap, HeaderValue, Request, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,6 +13,7 @@ use crate::metrics::{DecisionSource, Metrics};
 use crate::otel::exporter::OtlpExporter;
 use crate::otel::propagation::Propagation;
 use crate::otel::traceparent::TRACEPARENT;
+use crate::xray::aws;
 use crate::xray::centralized::Centralized;
 use crate::xray::centralized::rule::RequestFacts;
 use crate::xray::emitter::Emitter;
@@ -19,6 +21,7 @@ use crate::xray::header::{Sampled, TRACE_HEADER, TraceHeader};
 use crate::xray::id::{SegmentId, TraceId};
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::{Direction, Http, Kind, Segment, sanitize_name};
+use crate::xray::tunnel::{Ended, Tunnel};
 
 /// Process-wide tracing state, shared by every connection.
 #[derive(Debug)]
@@ -162,16 +165,61 @@ fn inbound_segment<B>(tracer: &Tracer, o: &Opening, id: SegmentId, peer: IpAddr,
 /// The remote subsegment of a call the application makes, inside a new segment when the call starts
 /// a trace.
 fn outbound_segment<B>(tracer: &Tracer, o: &Opening, sub_id: SegmentId, req: &Request<B>) -> Segment {
-    let name = o.host.as_ref().and_then(|h| h.to_str().ok()).map_or_else(|| "unknown".to_owned(), destination_name);
+    let name = o.host.as_ref().and_then(|h| h.to_str().ok()).map_or_else(|| "unknown".to_owned(), remote_name);
     let http = http_facts(req, o.host.clone(), None, false);
     let name = Arc::from(sanitize_name(&name));
     if o.incoming.parent.is_some() {
         return o.segment(name, sub_id, Kind::IndependentSubsegment, Direction::Outbound, http);
     }
-    let sub = o.segment(name, sub_id, Kind::EmbeddedSubsegment, Direction::Outbound, http.clone());
+    let sub = o.segment(name, sub_id, Kind::EmbeddedSubsegment, Direction::Outbound, http);
+    holding(tracer, o, sub)
+}
+
+/// A segment for this service holding `sub`, the remote subsegment of a call that starts a trace.
+fn holding(tracer: &Tracer, o: &Opening, sub: Segment) -> Segment {
+    let http = sub.http.clone();
     let mut seg = o.segment(tracer.service_name.clone(), SegmentId::new(), Kind::Segment, Direction::Outbound, http);
+    seg.tunnel.clone_from(&sub.tunnel);
     seg.subsegments.push(sub);
     seg
+}
+
+/// The record of a tunnel to `host`:`port` opened at `wall` (with `CONNECT` when `explicit`, else
+/// intercepted), when sampling says yes: a segment for this service holding the remote (or `aws`)
+/// subsegment of the tunnel. Nothing inside a tunnel can carry a trace header, so each tunnel
+/// starts its own trace.
+pub fn tunnel_segment(tracer: &Tracer, host: &str, port: u16, explicit: bool, wall: Duration) -> Option<Box<Segment>> {
+    let facts = RequestFacts { host, method: Method::CONNECT.as_str(), path: "/" };
+    let (source, sampled) = by_rules(tracer, &facts, wall.as_secs());
+    tracer.metrics.record_decision(source, sampled);
+    if !sampled {
+        return None;
+    }
+    let name = remote_name(host);
+    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let o = Opening {
+        wall,
+        incoming: TraceHeader::EMPTY,
+        root: TraceId::new(wall.as_secs()),
+        host: HeaderValue::from_str(&authority).ok(),
+        sampled,
+    };
+    let http = Http {
+        method: Method::CONNECT,
+        // What goes through `CONNECT` is TLS in practice; the URL says where, not what was asked.
+        scheme: "https",
+        host: o.host.clone(),
+        uri: Uri::from_static("/"),
+        client_ip: None,
+        x_forwarded_for: false,
+        user_agent: None,
+        status: None,
+        content_length: None,
+    };
+    let name = Arc::from(sanitize_name(&name));
+    let mut sub = o.segment(name, SegmentId::new(), Kind::EmbeddedSubsegment, Direction::Outbound, http);
+    sub.tunnel = Some(Box::new(Tunnel { explicit, bytes_sent: 0, bytes_received: 0, ended: Ended::Closed }));
+    Some(Box::new(holding(tracer, &o, sub)))
 }
 
 /// Reads the caller's trace context, counting and logging headers that cannot be used as they came.
@@ -268,6 +316,13 @@ fn forwarded_for(h: &HeaderMap) -> Option<IpAddr> {
     })
 }
 
+/// The name X-Ray shows for a remote call or tunnel to `host`: the AWS service for
+/// `*.amazonaws.com` (`DynamoDB`, as the X-Ray SDKs name their calls; the document then says
+/// `namespace: aws`), else [`destination_name`].
+pub fn remote_name(host: &str) -> String {
+    aws::service(host).map_or_else(|| destination_name(host), |a| a.name)
+}
+
 /// The name X-Ray shows for a destination: the Kubernetes Service name for `svc`, `svc.ns`,
 /// `svc.ns.svc` and `svc.ns.svc.cluster.local`, else the host without its port.
 pub fn destination_name(host: &str) -> String {
@@ -321,5 +376,39 @@ mod tests {
         ] {
             assert_eq!(destination_name(host), name, "{host}");
         }
+    }
+
+    #[test]
+    fn plain_http_calls_to_aws_endpoints_are_named_and_typed_the_aws_way() {
+        let tracer = Tracer {
+            service_name: Arc::from("front-end"),
+            sampler: Sampler::from_json(br#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#)
+                .expect("rules"),
+            propagation: Propagation::default(),
+            centralized: None,
+            probes: Probes::default(),
+            emitter: None,
+            otlp: None,
+            metrics: Arc::default(),
+        };
+        let call = |host: &str| {
+            let mut req = Request::post("/").header(header::HOST, host).body(()).expect("request");
+            let rec = Record::begin(&tracer, Direction::Outbound, [127, 0, 0, 1].into(), &mut req);
+            rec.segment.expect("sampled").subsegments.remove(0)
+        };
+        let sub = call("dynamodb.us-east-1.amazonaws.com");
+        assert_eq!(&*sub.name, "DynamoDB");
+        let aws = sub.aws().expect("an AWS call");
+        assert_eq!((aws.name.as_str(), aws.region.as_deref()), ("DynamoDB", Some("us-east-1")));
+        let doc = serde_json::to_value(crate::xray::document::Document {
+            segment: &sub,
+            env: &crate::xray::segment::Environment::default(),
+        })
+        .expect("json");
+        assert_eq!((&doc["namespace"], &doc["aws"]["region"]), (&"aws".into(), &"us-east-1".into()), "{doc}");
+        assert_eq!(doc["http"]["request"]["url"], "http://dynamodb.us-east-1.amazonaws.com/");
+
+        let sub = call("back-end.shop:8080");
+        assert_eq!((&*sub.name, sub.aws()), ("back-end", None));
     }
 }

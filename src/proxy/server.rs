@@ -1,6 +1,7 @@
 //! Accepting connections and serving HTTP/1.1 (with upgrades) and HTTP/2 on them, with limits and
 //! graceful shutdown.
 
+use crate::metrics::Metrics;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
+use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Stopped};
 
 /// Limits applied to every client connection.
 #[derive(Clone, Debug)]
@@ -28,7 +29,8 @@ pub struct ServerSettings {
     /// How long connections are still accepted after readiness has turned, before the listeners
     /// close.
     pub drain_delay: Duration,
-    /// Connections served at once; more are answered 503 and closed.
+    /// Connections served at once, by every listener of the process together; more are answered
+    /// 503 and closed.
     pub max_connections: usize,
 }
 
@@ -82,11 +84,14 @@ impl HttpServer {
 
 /// Accepts on `listener` (named `server` in logs) until `stopped`, then lets open HTTP connections
 /// finish for the grace period. `handle` runs each connection (detection, HTTP or a tunnel) on its
-/// own task; a connection beyond the limit is answered 503 and closed.
+/// own task; a connection beyond `limit` (shared with the process's other listeners) is answered
+/// 503 and closed.
 pub async fn serve<H, F>(
     listener: TcpListener,
     server: &'static str,
     settings: ServerSettings,
+    limit: ConnectionLimit,
+    metrics: Arc<Metrics>,
     handle: H,
     stopped: Stopped,
 ) where
@@ -95,13 +100,14 @@ pub async fn serve<H, F>(
 {
     let builder = Arc::new(builder(&settings));
     let header_read_timeout = settings.header_read_timeout;
-    let accept =
-        AcceptSettings { server, max_connections: Some(settings.max_connections), grace: settings.shutdown_grace };
+    let accept = AcceptSettings { server, max_connections: Some(limit), grace: settings.shutdown_grace };
     let serve_http = move |stream, peer, watcher| {
         handle(stream, peer, HttpServer { builder: builder.clone(), watcher, header_read_timeout })
     };
-    let too_many =
-        |stream| refuse(stream, http::StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later");
+    let too_many = move |stream| {
+        metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        refuse(stream, http::StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later")
+    };
     shutdown::serve(listener, stopped, accept, serve_http, too_many).await;
 }
 

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use super::body::{End, OnEnd, TraceBody};
-use super::error::{ErrorKind, Failure, ProxyError};
+use super::error::{ErrorKind, Failure, ProxyError, failure_metric};
 use super::grpc;
 use super::record::{Record, Tracer};
 use crate::xray::header::{self as trace_header, TRACE_HEADER};
@@ -106,7 +106,7 @@ impl OnEnd for Completion {
             End::Failed(why) => Some(Failure::upstream_body(bytes, &why)),
             End::Aborted => Some(Failure::client_left(Some(bytes))),
         };
-        if let Some(m) = failure.as_ref().and_then(Failure::metric) {
+        if let Some(m) = failure.as_ref().and_then(failure_metric) {
             self.tracer.metrics.record_upstream_error(m);
         }
         self.close(Some(bytes), failure);

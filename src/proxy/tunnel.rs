@@ -1,22 +1,18 @@
 //! Tunnels: bytes relayed both ways between the application and a destination the proxy cannot
 //! read (a `CONNECT` or intercepted TLS), recorded as one remote subsegment per connection.
 
-use http::{HeaderValue, Method, Uri};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::Failure;
-use super::record::{Tracer, by_rules, destination_name};
-use crate::xray::aws;
-use crate::xray::centralized::rule::RequestFacts;
-use crate::xray::id::{SegmentId, TraceId};
-use crate::xray::segment::{Direction, Http, Kind, Segment, sanitize_name};
-use crate::xray::tunnel::{Ended, Tunnel};
+use super::record::{self, Tracer};
+use crate::xray::segment::Segment;
+use crate::xray::tunnel::Ended;
 
 /// Where a tunnel goes, as far as naming it is concerned.
 #[derive(Clone, Copy, Debug)]
@@ -30,20 +26,39 @@ pub struct Target<'a> {
     pub explicit: bool,
 }
 
+/// When a tunnel was asked for. Its record starts then, but is begun (and sampled) only once the
+/// connection turns out to be a tunnel: a `CONNECT` that carries plain HTTP is recorded request by
+/// request instead.
+#[derive(Clone, Copy, Debug)]
+pub struct Opened {
+    instant: Instant,
+    wall: Duration,
+}
+
+impl Opened {
+    /// Now.
+    pub fn now() -> Opened {
+        Opened { instant: Instant::now(), wall: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() }
+    }
+}
+
 /// The record of one tunnel, from its opening to its end.
 #[derive(Debug)]
-pub struct Record {
+pub struct TunnelRecord {
     tracer: Arc<Tracer>,
     start: Instant,
     segment: Option<Box<Segment>>,
 }
 
-impl Record {
-    /// Starts the record of a tunnel; nothing is kept when tracing is off or sampling says no.
-    pub fn start(tracer: &Arc<Tracer>, target: Target<'_>) -> Record {
-        let start = Instant::now();
-        let segment = tracer.enabled().then(|| segment(tracer, target)).flatten();
-        Record { tracer: tracer.clone(), start, segment }
+impl TunnelRecord {
+    /// Starts the record of a tunnel opened at `opened`; nothing is kept when tracing is off or
+    /// sampling says no.
+    pub fn start(tracer: &Arc<Tracer>, target: Target<'_>, opened: Opened) -> TunnelRecord {
+        let segment = tracer
+            .enabled()
+            .then(|| record::tunnel_segment(tracer, target.host, target.port, target.explicit, opened.wall))
+            .flatten();
+        TunnelRecord { tracer: tracer.clone(), start: opened.instant, segment }
     }
 
     /// Completes and emits the record.
@@ -63,61 +78,8 @@ impl Record {
     }
 }
 
-/// A segment for this service holding the remote (or `aws`) subsegment of the tunnel: nothing
-/// inside the tunnel can carry a trace header, so each tunnel starts its own trace.
-fn segment(tracer: &Tracer, target: Target<'_>) -> Option<Box<Segment>> {
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let facts = RequestFacts { host: target.host, method: Method::CONNECT.as_str(), path: "/" };
-    let (source, yes) = by_rules(tracer, &facts, wall.as_secs());
-    tracer.metrics.record_decision(source, yes);
-    if !yes {
-        return None;
-    }
-    let aws = aws::service(target.host);
-    let name = aws.as_ref().map_or_else(|| destination_name(target.host), |a| a.name.clone());
-    let authority = if target.host.contains(':') {
-        format!("[{}]:{}", target.host, target.port)
-    } else {
-        format!("{}:{}", target.host, target.port)
-    };
-    let tunnel = Tunnel { explicit: target.explicit, bytes_sent: 0, bytes_received: 0, ended: Ended::Closed, aws };
-    let sub = Segment {
-        name: Arc::from(sanitize_name(&name)),
-        id: SegmentId::new(),
-        trace_id: TraceId::new(wall.as_secs()),
-        parent_id: None,
-        start_time: wall.as_secs_f64(),
-        end_time: 0.0,
-        kind: Kind::EmbeddedSubsegment,
-        direction: Direction::Outbound,
-        traced: false,
-        http: Http {
-            method: Method::CONNECT,
-            // What goes through `CONNECT` is TLS in practice; the URL says where, not what was asked.
-            scheme: "https",
-            host: HeaderValue::from_str(&authority).ok(),
-            uri: Uri::from_static("/"),
-            client_ip: None,
-            x_forwarded_for: false,
-            user_agent: None,
-            status: None,
-            content_length: None,
-        },
-        failure: None,
-        subsegments: Vec::new(),
-        tunnel: Some(Box::new(tunnel)),
-        grpc: None,
-    };
-    let mut seg = sub.clone();
-    seg.name = tracer.service_name.clone();
-    seg.id = SegmentId::new();
-    seg.kind = Kind::Segment;
-    seg.subsegments.push(sub);
-    Some(Box::new(seg))
-}
-
 /// Copies bytes both ways until both sides are done, then finishes `record` with the counts.
-pub async fn relay<C, U>(client: C, upstream: U, record: Record)
+pub async fn relay<C, U>(client: C, upstream: U, record: TunnelRecord)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,

@@ -1,6 +1,8 @@
 //! AWS service endpoints: `dynamodb.us-east-1.amazonaws.com` is drawn on the map as the X-Ray SDKs
 //! draw their calls, an `aws` subsegment named `DynamoDB` with the region.
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
 /// An AWS service endpoint a call went to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AwsService {
@@ -9,6 +11,20 @@ pub struct AwsService {
     pub name: String,
     /// The region in the host name, when it has one (global endpoints have none).
     pub region: Option<String>,
+}
+
+/// The `aws` object of a subsegment for an AWS service call, as the X-Ray SDKs write it; only the
+/// region is known from the host (inside a tunnel the operation is encrypted).
+pub struct AwsJson<'a>(pub &'a AwsService);
+
+impl Serialize for AwsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(region) = &self.0.region {
+            m.serialize_entry("region", region)?;
+        }
+        m.end()
+    }
 }
 
 /// Endpoint prefixes and the names X-Ray shows for them.

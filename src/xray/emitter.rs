@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
+use xray_lifecycle::Flush;
 
 use super::daemon::HostPort;
+use super::delivery::DeliveryCounters;
+use super::document::Document;
 use super::resolver::{self, Resolved};
-use super::segment::{Document, Environment, Kind, Segment};
+use super::segment::{Environment, Kind, Segment};
 use super::udp_batch::{Datagrams, Sent, UdpBatch};
-use crate::metrics::Metrics;
 
 /// The daemon header that starts every datagram.
 pub const DATAGRAM_HEADER: &[u8] = b"{\"format\": \"json\", \"version\": 1}\n";
@@ -50,19 +52,12 @@ pub struct Emitter {
 struct Shared {
     queue: Mutex<Vec<Segment>>,
     wake: Notify,
-    metrics: Arc<Metrics>,
-}
-
-/// Ends the emitter task after what is queued has been sent.
-#[derive(Debug)]
-pub struct Flush {
-    close: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    metrics: Arc<DeliveryCounters>,
 }
 
 impl Emitter {
     /// Starts the sender task.
-    pub fn spawn(daemon: HostPort, env: Environment, metrics: Arc<Metrics>) -> (Emitter, Flush) {
+    pub fn spawn(daemon: HostPort, env: Environment, metrics: Arc<DeliveryCounters>) -> (Emitter, Flush) {
         let (close, closed) = watch::channel(false);
         let resolved = resolver::spawn(daemon, RESOLVE_EVERY, metrics.clone(), closed.clone());
         Emitter::spawn_resolved(resolved, env, metrics, close, closed)
@@ -72,7 +67,7 @@ impl Emitter {
     fn spawn_resolved(
         resolved: watch::Receiver<Resolved>,
         env: Environment,
-        metrics: Arc<Metrics>,
+        metrics: Arc<DeliveryCounters>,
         close: watch::Sender<bool>,
         closed: watch::Receiver<bool>,
     ) -> (Emitter, Flush) {
@@ -82,9 +77,9 @@ impl Emitter {
             metrics: metrics.clone(),
         });
         let udp = UdpBatch::new(metrics);
-        let sender = Sender { env, shared: shared.clone(), out: Datagrams::default(), udp };
+        let sender = Sender { env, shared: shared.clone(), out: Datagrams::default(), udp, unaddressable: None };
         let task = tokio::spawn(sender.run(closed, resolved));
-        (Emitter { shared }, Flush { close, task })
+        (Emitter { shared }, Flush::new(close, task, "segments still queued at shutdown were dropped"))
     }
 
     /// Queues a segment; drops and counts it when the queue is full.
@@ -105,16 +100,6 @@ impl Emitter {
     }
 }
 
-impl Flush {
-    /// Sends what is queued, then stops; gives up after `grace`.
-    pub async fn flush(self, grace: Duration) {
-        let _ = self.close.send(true);
-        if tokio::time::timeout(grace, self.task).await.is_err() {
-            tracing::warn!(?grace, "segments still queued at shutdown were dropped");
-        }
-    }
-}
-
 struct Sender {
     env: Environment,
     shared: Arc<Shared>,
@@ -122,6 +107,9 @@ struct Sender {
     out: Datagrams,
     /// How the burst goes out.
     udp: UdpBatch,
+    /// The daemon address the last attempt could not address (a blackhole route, say): told once,
+    /// not on every burst.
+    unaddressable: Option<SocketAddr>,
 }
 
 /// The resolved daemon and a socket connected to it (a connected socket skips the route look-up
@@ -183,7 +171,7 @@ impl Sender {
     }
 
     /// A socket connected to `addr`, reusing `previous` when it already is.
-    async fn connect(&self, addr: SocketAddr, previous: Option<Target>) -> Option<Target> {
+    async fn connect(&mut self, addr: SocketAddr, previous: Option<Target>) -> Option<Target> {
         if let Some(t) = previous.filter(|t| t.addr == addr) {
             return Some(t);
         }
@@ -196,9 +184,15 @@ impl Sender {
             }
         };
         if let Err(e) = socket.connect(addr).await {
-            tracing::warn!(daemon = %addr, error = %e, "cannot address the daemon");
+            // Tried again on every burst: a flood of identical warnings would help nobody.
+            if self.unaddressable.replace(addr) == Some(addr) {
+                tracing::debug!(daemon = %addr, error = %e, "cannot address the daemon");
+            } else {
+                tracing::warn!(daemon = %addr, error = %e, "cannot address the daemon; segments are counted as send errors until it can be");
+            }
             return None;
         }
+        self.unaddressable = None;
         tracing::debug!(daemon = %addr, "sending segments");
         Some(Target { addr, socket })
     }
@@ -227,7 +221,7 @@ impl Sender {
         let doc = Document { segment, env: &self.env };
         let fits = self.out.push(MAX_DATAGRAM, |buf| {
             buf.extend_from_slice(DATAGRAM_HEADER);
-            serde_json::to_writer(buf, &doc)
+            doc.write(buf)
         });
         match fits {
             Ok(true) => {}
@@ -254,124 +248,5 @@ impl Sender {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::xray::id::{SegmentId, TraceId};
-    use crate::xray::segment::{Direction, Http};
-
-    fn segment(subsegments: usize) -> Segment {
-        let long_path = format!("/{}", "p".repeat(240));
-        let mut seg = Segment {
-            name: Arc::from("front-end"),
-            id: SegmentId::new(),
-            trace_id: TraceId::new(1_700_000_000),
-            parent_id: None,
-            start_time: 1_700_000_000.0,
-            end_time: 1_700_000_000.5,
-            kind: Kind::Segment,
-            direction: Direction::Outbound,
-            traced: false,
-            http: Http {
-                method: http::Method::GET,
-                scheme: "http",
-                host: Some(http::HeaderValue::from_static("back-end")),
-                uri: long_path.parse().expect("uri"),
-                client_ip: None,
-                x_forwarded_for: false,
-                user_agent: None,
-                status: Some(200),
-                content_length: Some(1),
-            },
-            failure: None,
-            subsegments: Vec::new(),
-            tunnel: None,
-            grpc: None,
-        };
-        let mut sub = seg.clone();
-        sub.kind = Kind::EmbeddedSubsegment;
-        for _ in 0..subsegments {
-            sub.id = SegmentId::new();
-            seg.subsegments.push(sub.clone());
-        }
-        seg
-    }
-
-    async fn receive_all(socket: Arc<UdpSocket>) -> Vec<serde_json::Value> {
-        let mut docs = Vec::new();
-        let mut buf = vec![0u8; 70_000];
-        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), socket.recv(&mut buf)).await {
-            assert!(n <= MAX_DATAGRAM, "datagram of {n} bytes");
-            let body = buf[..n].strip_prefix(DATAGRAM_HEADER).expect("daemon header");
-            docs.push(serde_json::from_slice(body).expect("json"));
-        }
-        docs
-    }
-
-    // The daemon reads on a thread of its own while the emitter sends, as a real one does.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_segment_too_large_for_one_datagram_is_split_and_counted() {
-        // A daemon's receive buffer as large as the system allows (the bench's sink does the same).
-        let daemon = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
-        let _ = daemon.set_recv_buffer_size(4 << 20);
-        daemon.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
-        daemon.set_nonblocking(true).expect("nonblocking");
-        let daemon = Arc::new(UdpSocket::from_std(daemon.into()).expect("tokio socket"));
-        let addr = daemon.local_addr().expect("addr");
-        let metrics = Arc::new(Metrics::default());
-        let target = HostPort { host: "127.0.0.1".into(), port: addr.port() };
-        let (emitter, flush) = Emitter::spawn(target, Environment::default(), metrics.clone());
-        let big = segment(150);
-        let (parent_id, trace_id) = (big.id, big.trace_id);
-        let received = tokio::spawn(receive_all(daemon));
-        emitter.emit(big);
-        emitter.emit(segment(1));
-        let docs = received.await.expect("receiver");
-        flush.flush(Duration::from_secs(1)).await;
-        // 150 independent subsegments, the parent without them, and the small one whole.
-        assert_eq!(docs.len(), 152);
-        let subs: Vec<_> = docs.iter().filter(|d| d["type"] == "subsegment").collect();
-        assert_eq!(subs.len(), 150);
-        assert!(subs.iter().all(|d| d["parent_id"] == parent_id.as_str() && d["trace_id"] == trace_id.as_str()));
-        let parent = docs.iter().find(|d| d["id"] == parent_id.as_str()).expect("parent sent");
-        assert!(parent.get("subsegments").is_none());
-        let whole = docs.iter().filter(|d| d["subsegments"].as_array().map(Vec::len) == Some(1)).count();
-        assert_eq!(whole, 1);
-        assert_eq!(metrics.segments_split.load(Relaxed), 1);
-        assert_eq!(metrics.segments_emitted.load(Relaxed), 152);
-        // Documents of like size share a system call.
-        let calls = metrics.datagram_send_calls.load(Relaxed);
-        assert!(calls < 10, "{calls} system calls for 152 documents");
-    }
-
-    #[tokio::test]
-    async fn segments_wait_for_the_first_look_up_and_then_all_go_out() {
-        let daemon = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
-        let metrics = Arc::new(Metrics::default());
-        let (found, resolved) = watch::channel(Resolved::Pending);
-        let (close, closed) = watch::channel(false);
-        let (emitter, flush) =
-            Emitter::spawn_resolved(resolved, Environment::default(), metrics.clone(), close, closed);
-        for _ in 0..100 {
-            emitter.emit(segment(0));
-        }
-        // A slow answer: nothing sent, nothing dropped meanwhile.
-        assert!(receive_all(daemon.clone()).await.is_empty());
-        assert_eq!(metrics.segments_dropped.load(Relaxed) + metrics.daemon_send_errors.load(Relaxed), 0);
-        found.send_replace(Resolved::At(daemon.local_addr().expect("addr")));
-        assert_eq!(receive_all(daemon.clone()).await.len(), 100);
-        flush.flush(Duration::from_secs(1)).await;
-        assert_eq!(metrics.segments_emitted.load(Relaxed), 100);
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_drops_and_counts_without_blocking() {
-        let metrics = Arc::new(Metrics::default());
-        // Nobody receives: the sender task cannot run before we are done on this thread.
-        let target = HostPort { host: "127.0.0.1".into(), port: 9 };
-        let (emitter, _flush) = Emitter::spawn(target, Environment::default(), metrics.clone());
-        for _ in 0..QUEUE_CAPACITY + 10 {
-            emitter.emit(segment(0));
-        }
-        assert_eq!(metrics.segments_dropped.load(Relaxed), 10);
-    }
-}
+#[path = "emitter_tests.rs"]
+mod tests;

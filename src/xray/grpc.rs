@@ -3,6 +3,8 @@
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::flags::Flags;
+
 /// What a segment records about one gRPC call.
 #[derive(Clone, Debug, Default)]
 pub struct Grpc {
@@ -49,10 +51,10 @@ pub fn status_name(code: u32) -> &'static str {
     usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("UNKNOWN")
 }
 
-/// `(error, throttle, fault)` for a status code: the caller's mistakes are errors, running out of
-/// quota is a throttle (and an error), the server's failures are faults.
-pub fn flags(code: u32) -> (bool, bool, bool) {
-    match code {
+/// The flags of a status code: the caller's mistakes are errors, running out of quota is a
+/// throttle (and an error), the server's failures are faults.
+pub fn flags(code: u32) -> Flags {
+    let (error, throttle, fault) = match code {
         0 => (false, false, false),
         // CANCELLED, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED,
         // FAILED_PRECONDITION, OUT_OF_RANGE, UNAUTHENTICATED
@@ -61,7 +63,15 @@ pub fn flags(code: u32) -> (bool, bool, bool) {
         // UNKNOWN, DEADLINE_EXCEEDED, ABORTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS and
         // codes outside the specification (read as UNKNOWN).
         _ => (false, false, true),
-    }
+    };
+    Flags { error, throttle, fault }
+}
+
+/// Whether a call that ended with `code` failed on the server's side, as OpenTelemetry's gRPC
+/// conventions judge a SERVER span: `UNKNOWN`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`,
+/// `UNAVAILABLE`, `DATA_LOSS`, and codes outside the specification (read as `UNKNOWN`).
+pub fn server_failed(code: u32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15) || code > 16
 }
 
 /// `package.Service` and `Method` from a request path `/package.Service/Method`.
@@ -117,10 +127,10 @@ mod tests {
     #[test]
     fn codes_map_to_error_throttle_and_fault() {
         let kind = |c| match flags(c) {
-            (false, false, false) => "ok",
-            (true, false, false) => "error",
-            (true, true, false) => "throttle",
-            (false, false, true) => "fault",
+            Flags { error: false, throttle: false, fault: false } => "ok",
+            Flags { error: true, throttle: false, fault: false } => "error",
+            Flags { error: true, throttle: true, fault: false } => "throttle",
+            Flags { error: false, throttle: false, fault: true } => "fault",
             other => panic!("{other:?}"),
         };
         for (name, want) in [
@@ -147,6 +157,13 @@ mod tests {
             assert_eq!(kind(code), want, "{name}");
         }
         assert_eq!((status_name(99), kind(99)), ("UNKNOWN", "fault"));
+    }
+
+    #[test]
+    fn server_side_failures_are_the_six_codes_opentelemetry_names() {
+        let failed: Vec<&str> = (0..=16).filter(|c| server_failed(*c)).map(status_name).collect();
+        assert_eq!(failed, ["UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"]);
+        assert!(server_failed(99));
     }
 
     #[test]

@@ -142,9 +142,9 @@ impl TraceHeader {
         let extra = self.extra.as_deref().unwrap_or_default();
         let mut b = BytesMut::with_capacity(72 + extra.len());
         b.put_slice(b"Root=");
-        b.put_slice(root.as_str().as_bytes());
+        b.put_slice(root.as_bytes());
         b.put_slice(b";Parent=");
-        b.put_slice(parent.as_str().as_bytes());
+        b.put_slice(parent.as_bytes());
         b.put_slice(if sampled { b";Sampled=1" } else { b";Sampled=0" });
         if !extra.is_empty() {
             b.put_u8(b';');
@@ -161,7 +161,7 @@ impl TraceHeader {
 pub fn for_response(root: &TraceId, sampled: bool) -> HeaderValue {
     let mut b = BytesMut::with_capacity(50);
     b.put_slice(b"Root=");
-    b.put_slice(root.as_str().as_bytes());
+    b.put_slice(root.as_bytes());
     b.put_slice(if sampled { b";Sampled=1" } else { b";Sampled=0" });
     HeaderValue::from_maybe_shared(b.freeze()).unwrap_or(HeaderValue::from_static(""))
 }

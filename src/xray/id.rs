@@ -48,6 +48,11 @@ impl TraceId {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The text form's bytes (ASCII), without the UTF-8 check of [`TraceId::as_str`].
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The trace whose W3C form is these 32 lower-case hex digits: X-Ray accepts any W3C trace id,
     /// its first 8 digits standing where the time would be.
     pub fn from_w3c(hex32: &[u8]) -> Option<Self> {
@@ -127,6 +132,11 @@ impl SegmentId {
     /// The id as written on the wire.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text form's bytes (ASCII hex), without the UTF-8 check of [`SegmentId::as_str`].
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// The 8 bytes OpenTelemetry's protocol carries as a span id.

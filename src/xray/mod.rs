@@ -1,9 +1,13 @@
 //! X-Ray concepts: identifiers, the trace header, sampling, segment documents and their delivery.
 
 pub mod aws;
+pub mod cause;
 pub mod centralized;
 pub mod daemon;
+pub mod delivery;
+pub mod document;
 pub mod emitter;
+pub mod flags;
 pub mod grpc;
 pub mod header;
 pub mod id;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::daemon::HostPort;
-use crate::metrics::Metrics;
+use super::delivery::DeliveryCounters;
 
 /// How long one look-up may take before it counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,7 +29,7 @@ pub enum Resolved {
 pub fn spawn(
     daemon: HostPort,
     every: Duration,
-    metrics: Arc<Metrics>,
+    metrics: Arc<DeliveryCounters>,
     mut closed: watch::Receiver<bool>,
 ) -> watch::Receiver<Resolved> {
     if let Ok(ip) = daemon.host.parse::<IpAddr>() {
@@ -102,7 +102,7 @@ mod tests {
     async fn ip_literals_are_known_at_once() {
         let (_close, closed) = watch::channel(false);
         let hp = HostPort { host: "127.0.0.1".into(), port: 2000 };
-        let rx = spawn(hp, Duration::from_secs(30), Arc::new(Metrics::default()), closed);
+        let rx = spawn(hp, Duration::from_secs(30), Arc::new(DeliveryCounters::default()), closed);
         assert_eq!(*rx.borrow(), Resolved::At("127.0.0.1:2000".parse().expect("addr")));
     }
 }

@@ -3,8 +3,6 @@
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use super::aws::AwsService;
-
 /// The facts of one tunnelled connection.
 #[derive(Clone, Debug)]
 pub struct Tunnel {
@@ -16,8 +14,6 @@ pub struct Tunnel {
     pub bytes_received: u64,
     /// How the connection ended.
     pub ended: Ended,
-    /// The AWS service at the other end, for `*.amazonaws.com` destinations.
-    pub aws: Option<AwsService>,
 }
 
 /// How a tunnel ended.
@@ -61,20 +57,6 @@ impl Serialize for MetadataJson<'_> {
                 "ended": t.ended.as_str(),
             }),
         )?;
-        m.end()
-    }
-}
-
-/// The `aws` object of a subsegment for an AWS service call, as the X-Ray SDKs write it (the
-/// operation is inside the encrypted stream, so only the region is known).
-pub struct AwsJson<'a>(pub &'a AwsService);
-
-impl Serialize for AwsJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        if let Some(region) = &self.0.region {
-            m.serialize_entry("region", region)?;
-        }
         m.end()
     }
 }

@@ -18,7 +18,7 @@ use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::metrics::Metrics;
+use super::delivery::DeliveryCounters;
 
 /// Datagrams in one GSO send: the kernel's `UDP_MAX_SEGMENTS` before Linux 6.6 raised it.
 pub const MAX_SEGMENTS: usize = 64;
@@ -113,7 +113,7 @@ pub struct UdpBatch {
     /// Datagram indices, reused from burst to burst.
     order: Vec<usize>,
     singles: Vec<usize>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<DeliveryCounters>,
     /// Makes the kernel's answer to a mode this error, to exercise the fallbacks.
     #[cfg(test)]
     pub(crate) refuse: Vec<(Mode, Errno)>,
@@ -121,7 +121,7 @@ pub struct UdpBatch {
 
 impl UdpBatch {
     /// Starts with GSO; falls back as the kernel answers.
-    pub fn new(metrics: Arc<Metrics>) -> UdpBatch {
+    pub fn new(metrics: Arc<DeliveryCounters>) -> UdpBatch {
         UdpBatch {
             mode: Mode::Gso,
             gso_limit: usize::MAX,

@@ -50,7 +50,7 @@ async fn receive(daemon: &UdpSocket, docs: &[Vec<u8>]) -> usize {
 #[tokio::test]
 async fn gso_delivers_every_document_intact_in_a_few_calls() {
     let (daemon, socket) = pair().await;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(DeliveryCounters::default());
     let mut udp = UdpBatch::new(metrics.clone());
     let (out, docs) = documents(60);
     let sent = udp.send(&socket, &out).await;
@@ -65,7 +65,7 @@ async fn gso_delivers_every_document_intact_in_a_few_calls() {
 #[tokio::test]
 async fn a_kernel_refusing_gso_then_sendmmsg_still_gets_every_document() {
     let (daemon, socket) = pair().await;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(DeliveryCounters::default());
     let mut udp = UdpBatch::new(metrics.clone());
     udp.refuse.push((Mode::Gso, Errno::EIO));
     let (out, docs) = documents(50);
@@ -87,7 +87,7 @@ async fn a_kernel_refusing_gso_then_sendmmsg_still_gets_every_document() {
 async fn a_closed_daemon_port_counts_failures_without_falling_back() {
     let (daemon, socket) = pair().await;
     drop(daemon);
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(DeliveryCounters::default());
     let mut udp = UdpBatch::new(metrics.clone());
     let (out, _) = documents(20);
     // The first burst provokes the port-unreachable answer; the next meets it.
@@ -102,7 +102,7 @@ async fn a_closed_daemon_port_counts_failures_without_falling_back() {
 
 #[test]
 fn a_route_refusing_large_groups_keeps_gso_for_smaller_ones() {
-    let mut udp = UdpBatch::new(Arc::new(Metrics::default()));
+    let mut udp = UdpBatch::new(Arc::new(DeliveryCounters::default()));
     assert!(udp.refused_gso(&io::Error::from(Errno::EINVAL), 9000));
     assert_eq!((udp.mode(), udp.gso_limit), (Mode::Gso, 9000));
     assert!(!udp.refused_gso(&io::Error::from(Errno::ECONNREFUSED), 600));

@@ -3,13 +3,18 @@
   server PORT          serve `shop.v1.Catalog` on 127.0.0.1:PORT (0 picks one; printed first)
   client TARGET [AUTHORITY]
                        make one call of each kind through TARGET and print one JSON line per call:
-                       {"call": ..., "code": "OK" | status name, "replies": n}
+                       {"call": ..., "code": "OK" | status name, "replies": n}; the "ok" call also
+                       has "trace" and "traceparent", the headers the server received. The client
+                       dials TARGET itself unless `grpc_proxy` is set in the environment, when it
+                       goes through that proxy (with `CONNECT`) as gRPC does by default.
 
-`GetItem` (unary) answers by its request: b"ok", or fails with the status named in the request
+`GetItem` (unary) answers by its request: b"ok" (echoing the trace headers it got in its trailing
+metadata as `seen-trace-id` and `seen-traceparent`), or fails with the status named in the request
 (`NOT_FOUND`, `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNAVAILABLE`), or sleeps past the client's deadline
 (b"slow"). `ListItems` streams 3 replies, `Upload` takes a stream and answers once, `Chat` echoes.
 """
 import json
+import os
 import sys
 import time
 from concurrent import futures
@@ -21,6 +26,11 @@ SERVICE = "shop.v1.Catalog"
 
 def get_item(request, context):
     if request == b"ok":
+        got = dict(context.invocation_metadata())
+        context.set_trailing_metadata((
+            ("seen-trace-id", got.get("x-amzn-trace-id", "")),
+            ("seen-traceparent", got.get("traceparent", "")),
+        ))
         return b"item-42"
     if request == b"slow":
         time.sleep(2)
@@ -61,18 +71,28 @@ def serve(port):
 def run(channel, name, fn):
     try:
         replies = fn(channel)
-        print(json.dumps({"call": name, "code": "OK", "replies": replies}), flush=True)
+        extra = {}
+        if isinstance(replies, tuple):
+            replies, extra = replies
+        print(json.dumps({"call": name, "code": "OK", "replies": replies, **extra}), flush=True)
     except grpc.RpcError as e:
         print(json.dumps({"call": name, "code": e.code().name, "details": e.details()}), flush=True)
 
 
+def ok_call(unary):
+    _, call = unary.with_call(b"ok", timeout=10)
+    seen = dict(call.trailing_metadata())
+    return 1, {"trace": seen.get("seen-trace-id"), "traceparent": seen.get("seen-traceparent")}
+
+
 def client(target, authority=None):
-    options = [("grpc.enable_http_proxy", 0)]
+    options = [] if os.environ.get("grpc_proxy") else [("grpc.enable_http_proxy", 0)]
     if authority:
         options.append(("grpc.default_authority", authority))
     channel = grpc.insecure_channel(target, options=options)
     unary = channel.unary_unary(f"/{SERVICE}/GetItem")
-    for request in ["ok", "NOT_FOUND", "RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE"]:
+    run(channel, "ok", lambda c: ok_call(unary))
+    for request in ["NOT_FOUND", "RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE"]:
         run(channel, request, lambda c, r=request: len([unary(r.encode(), timeout=10)]))
     run(channel, "slow", lambda c: len([unary(b"slow", timeout=0.5)]))
     stream = channel.unary_stream(f"/{SERVICE}/ListItems")

@@ -2,6 +2,7 @@
 //! real `xray-sidecar` binary, and schema validation of what it sends.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod ids;
 pub mod python;
 pub mod sampling_api;
 pub mod upstream;
@@ -166,25 +167,51 @@ impl Sidecar {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Sidecar {
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
-        cmd.arg("proxy")
-            .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
-            .args(["--upstream", upstream, "--service-name", name])
-            .args(["--daemon-address", &daemon.to_string()])
-            .args(extra)
-            .envs(env.iter().copied())
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let child = cmd.spawn().expect("xray-sidecar starts");
         let outbound =
             extra.iter().position(|a| *a == "--outbound-listen").and_then(|i| extra.get(i + 1)?.parse().ok());
-        let sidecar = Sidecar { child, listen, admin, outbound };
-        sidecar.wait_ready();
-        sidecar
+        // A port found free can be taken by another test (or an outgoing connection) before the
+        // sidecar binds it; the sidecar then exits at start, and is started again on other ports.
+        let mut attempt = 1;
+        loop {
+            let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
+            cmd.arg("proxy")
+                .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
+                .args(["--upstream", upstream, "--service-name", name])
+                .args(["--daemon-address", &daemon.to_string()])
+                .args(extra)
+                .envs(env.iter().copied())
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .env("RUST_LOG", "debug")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            let child = cmd.spawn().expect("xray-sidecar starts");
+            let mut sidecar = Sidecar { child, listen, admin, outbound };
+            match sidecar.until_ready() {
+                Ok(()) => return sidecar,
+                Err(status) if attempt < 3 => {
+                    eprintln!("xray-sidecar exited at start ({status}); again on other ports")
+                }
+                Err(status) => panic!("xray-sidecar exited at start: {status}"),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Waits until `/ready` answers 200, or the process exits first (fails the test after 10 s).
+    fn until_ready(&mut self) -> Result<(), std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(status);
+            }
+            if self.ready() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("xray-sidecar did not become ready");
     }
 
     /// Like `start`, recording every request.
@@ -200,21 +227,26 @@ impl Sidecar {
         Sidecar::named(name, upstream, daemon, &args)
     }
 
-    fn wait_ready(&self) {
+    /// Waits until `/ready` answers 200 (fails the test after 10 s).
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut s) = std::net::TcpStream::connect(self.admin) {
-                use std::io::Read;
-                let _ = s.write_all(b"GET /ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                if out.starts_with("HTTP/1.1 200") {
-                    return;
-                }
+            if self.ready() {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("xray-sidecar did not become ready");
+    }
+
+    /// Whether `/ready` answers 200 now.
+    fn ready(&self) -> bool {
+        let Ok(mut s) = std::net::TcpStream::connect(self.admin) else { return false };
+        use std::io::Read;
+        let _ = s.write_all(b"GET /ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -230,6 +262,19 @@ impl Sidecar {
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// Waits for the process to end by itself (after `terminate`) and returns how it ended.
+    pub async fn exited(self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || {
+            let mut sc = self;
+            let status = sc.child.wait().unwrap();
+            // Dropping would kill and wait for a process that is already gone.
+            std::mem::forget(sc);
+            status
+        })
+        .await
+        .unwrap()
     }
 }
 

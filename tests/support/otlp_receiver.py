@@ -4,8 +4,11 @@
 Usage: otlp_receiver.py PORT [FAIL_FIRST [STATUS]]
   POST /v1/traces   decodes an ExportTraceServiceRequest; the first FAIL_FIRST requests are answered
                     with STATUS (default 503) and Retry-After: 0 and not kept
-  GET /received     {"requests": n, "refused": n, "batches": [{"resource": {...}, "scope": ..., "spans": [...]}]}
+                    (a gzip body, Content-Encoding: gzip, is decompressed first)
+  GET /received     {"requests": n, "refused": n, "content_types": [...], "content_encodings": [...],
+                     "bytes": n (as received), "decoded_bytes": n, "batches": [{"resource": {...}, "scope": ..., "spans": [...]}]}
 """
+import gzip
 import json
 import sys
 import threading
@@ -21,7 +24,7 @@ port = int(sys.argv[1])
 fail_first = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 fail_status = int(sys.argv[3]) if len(sys.argv) > 3 else 503
 lock = threading.Lock()
-state = {"requests": 0, "refused": 0, "batches": [], "content_types": []}
+state = {"requests": 0, "refused": 0, "batches": [], "content_types": [], "content_encodings": [], "bytes": 0, "decoded_bytes": 0}
 
 
 def value(any_value):
@@ -60,6 +63,12 @@ class Handler(BaseHTTPRequestHandler):
             if refuse:
                 state["refused"] += 1
             else:
+                encoding = self.headers.get("Content-Encoding")
+                state["content_encodings"].append(encoding)
+                state["bytes"] += len(body)
+                if encoding == "gzip":
+                    body = gzip.decompress(body)
+                state["decoded_bytes"] += len(body)
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 state["content_types"].append(self.headers.get("Content-Type"))

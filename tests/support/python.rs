@@ -68,6 +68,26 @@ impl PythonApp {
         serde_json::from_str(&body).expect("received is JSON")
     }
 
+    /// What the OTLP receiver kept, and every span in it, once there are at least `n` (fails the
+    /// test after 20 s).
+    pub async fn received_spans(&self, n: usize) -> (serde_json::Value, Vec<serde_json::Value>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.received().await;
+            let spans: Vec<serde_json::Value> = got["batches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|b| b["spans"].as_array().unwrap().clone())
+                .collect();
+            if spans.len() >= n {
+                return (got, spans);
+            }
+            assert!(Instant::now() < deadline, "expected {n} spans, got {}: {got:#}", spans.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `http://127.0.0.1:{port}{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)

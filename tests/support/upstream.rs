@@ -24,7 +24,12 @@ impl Upstream {
     /// `/slow/{ms}`, `/trailers`, `/ws` (upgrade, then echo), `/forever`; anything else 200 "ok".
     /// Every response says what the upstream received in `x-saw-trace`, `x-saw-xff`, `x-saw-proto`.
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Upstream::start_at([127, 0, 0, 1].into()).await
+    }
+
+    /// Like `start`, on a free port of `ip` (another namespace may have to reach it).
+    pub async fn start_at(ip: std::net::IpAddr) -> Upstream {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             loop {

@@ -70,7 +70,7 @@ impl Centralized {
             && now_secs.saturating_sub(set.fetched_at) <= RULES_MAX_AGE_SECS;
         let rule = usable.then(|| set.rules.iter().find(|r| r.matches(req))).flatten();
         match rule {
-            Some(rule) => Some(rule.state.sample(now_secs)),
+            Some(rule) => Some(rule.sample(now_secs)),
             None => {
                 self.fallbacks.fetch_add(1, Relaxed);
                 None
@@ -172,7 +172,10 @@ impl Centralized {
         let set = self.rules.load();
         for (metric, help) in [
             ("requests", "Requests each centralized sampling rule matched."),
-            ("sampled", "Requests each centralized sampling rule sampled."),
+            (
+                "sampled",
+                "Requests each centralized sampling rule sampled from its quota or by its rate (borrowed ones apart).",
+            ),
             ("borrowed", "Requests each centralized sampling rule sampled by borrowing, without a quota."),
         ] {
             let _ = writeln!(o, "# HELP xray_sidecar_sampling_rule_{metric}_total {help}");

@@ -68,7 +68,16 @@ struct Poller {
 }
 
 impl Poller {
+    /// Polls until `stop`, which also drops a call in flight: a sampling API that does not answer
+    /// must not hold up the proxy's shutdown for the call's timeout.
     async fn run(self, mut stop: Stopped) {
+        tokio::select! {
+            () = self.poll() => {}
+            _ = stop.wait() => {}
+        }
+    }
+
+    async fn poll(&self) {
         let mut next_rules = Instant::now();
         let mut next_targets = Instant::now() + TARGETS_INTERVAL;
         loop {
@@ -85,10 +94,7 @@ impl Poller {
                     next_rules = Instant::now();
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep_until(next_rules.min(next_targets)) => {}
-                _ = stop.wait() => return,
-            }
+            tokio::time::sleep_until(next_rules.min(next_targets)).await;
         }
     }
 

@@ -12,6 +12,10 @@ use crate::xray::sampling::{host_wildcard, wildcard};
 
 /// No quota assigned (before the first targets, or when the service withheld one).
 const NO_QUOTA: u64 = u64::MAX;
+/// Indexes of the counters in [`RuleState`]'s arrays.
+const REQUESTS: usize = 0;
+const SAMPLED: usize = 1;
+const BORROWED: usize = 2;
 
 /// The facts of a request that rules match on.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +38,10 @@ pub struct Rule {
     host: String,
     method: String,
     path: String,
+    /// Whether a request may be borrowed while no quota holds: only for a rule whose
+    /// `ReservoirSize` is not 0, as the SDKs do, so that a rule meant to record nothing records
+    /// nothing.
+    can_borrow: bool,
     /// Shared with the rule of the same name in the next rule set, so a refresh keeps the quota and
     /// the counts not yet reported.
     pub state: Arc<RuleState>,
@@ -60,9 +68,10 @@ pub struct RuleState {
 pub struct Counts {
     /// Requests matched.
     pub requests: u64,
-    /// Of those, sampled.
+    /// Of those, sampled from the quota or by the fixed rate.
     pub sampled: u64,
-    /// Of the sampled, borrowed without a quota.
+    /// Of those, sampled by borrowing while no quota held; not counted in `sampled`, as the SDKs
+    /// report it (so a request sampled either way is `sampled + borrowed`).
     pub borrowed: u64,
 }
 
@@ -87,22 +96,35 @@ impl Rule {
         };
         let (service_name, service_kind) =
             (field(&raw.service_name, "ServiceName")?, field(&raw.service_type, "ServiceType")?);
-        if !wildcard(&service_name, service) || !wildcard(&service_kind, service_type) {
+        // Outside an AWS environment our type is unknown, and the SDKs take an unknown type to match
+        // any `ServiceType`.
+        let kind_matches = service_type.is_empty() || wildcard(&service_kind, service_type);
+        if !wildcard(&service_name, service) || !kind_matches {
             return Err(format!("{name}: for another service"));
         }
         Ok(Rule {
             host: field(&raw.host, "Host")?,
             method: field(&raw.http_method, "HTTPMethod")?,
             path: field(&raw.url_path, "URLPath")?,
+            can_borrow: raw.reservoir_size.is_some_and(|n| n != 0),
             name,
             priority,
             state: Arc::new(RuleState::new(rate)),
         })
     }
 
-    /// Whether the request is this rule's.
+    /// Whether the request is this rule's. A fact the request lacks (no `Host`) matches any
+    /// pattern, as in the SDKs.
     pub fn matches(&self, r: &RequestFacts<'_>) -> bool {
-        host_wildcard(&self.host, r.host) && wildcard(&self.method, r.method) && wildcard(&self.path, r.path)
+        let fits = |pattern: &str, fact: &str, by: fn(&str, &str) -> bool| fact.is_empty() || by(pattern, fact);
+        fits(&self.host, r.host, host_wildcard)
+            && fits(&self.method, r.method, wildcard)
+            && fits(&self.path, r.path, wildcard)
+    }
+
+    /// Decides for a request this rule matched.
+    pub fn sample(&self, now_secs: u64) -> bool {
+        self.state.sample(now_secs, self.can_borrow)
     }
 
     /// Whether this is the catch-all that goes last.
@@ -123,22 +145,24 @@ impl RuleState {
         }
     }
 
-    /// Decides for a request this rule matched: the assigned quota while it holds, else one borrowed
-    /// request a second; then the fixed rate.
-    pub fn sample(&self, now_secs: u64) -> bool {
-        self.pending[0].fetch_add(1, Relaxed);
+    /// Decides for a request a rule matched, as the SDKs do: the assigned quota while it holds (its
+    /// TTL second included); without one, one borrowed request a second if `can_borrow`; then the
+    /// fixed rate. A borrowed request counts as borrowed, not sampled.
+    pub fn sample(&self, now_secs: u64, can_borrow: bool) -> bool {
+        self.pending[REQUESTS].fetch_add(1, Relaxed);
         let quota = self.quota.load(Relaxed);
-        let taken = if quota != NO_QUOTA && now_secs < self.quota_expires.load(Relaxed) {
-            self.reservoir.take(now_secs, quota)
-        } else if self.reservoir.take(now_secs, 1) {
-            self.pending[2].fetch_add(1, Relaxed);
-            true
-        } else {
-            false
-        };
-        let sampled = taken || rand::random::<f64>() < self.fixed_rate();
+        if quota != NO_QUOTA && now_secs <= self.quota_expires.load(Relaxed) {
+            if self.reservoir.take(now_secs, quota) {
+                self.pending[SAMPLED].fetch_add(1, Relaxed);
+                return true;
+            }
+        } else if can_borrow && self.reservoir.take(now_secs, 1) {
+            self.pending[BORROWED].fetch_add(1, Relaxed);
+            return true;
+        }
+        let sampled = rand::random::<f64>() < self.fixed_rate();
         if sampled {
-            self.pending[1].fetch_add(1, Relaxed);
+            self.pending[SAMPLED].fetch_add(1, Relaxed);
         }
         sampled
     }

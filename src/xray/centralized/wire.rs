@@ -89,7 +89,7 @@ pub struct Statistics {
     pub timestamp: f64,
     /// Requests the rule matched.
     pub request_count: u64,
-    /// Of those, sampled (borrowed ones included).
+    /// Of those, sampled from the quota or by the fixed rate; borrowed ones are not counted here.
     pub sampled_count: u64,
     /// Of those, sampled by borrowing while no quota was assigned.
     pub borrow_count: u64,

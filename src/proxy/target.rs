@@ -1,0 +1,110 @@
+//! Request-target checks (RFC 9112 §3.2): a target the proxy would have to reinterpret before
+//! forwarding is refused, so that the application never receives a request other than the one the
+//! client sent (`GET foo` must not become `GET /`, nor `GET http://other/x` a request for our host).
+
+use http::uri::{Authority, Scheme};
+use http::{Method, Request, header};
+
+/// Why a request's target cannot be forwarded as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadTarget {
+    /// `GET host:port`: the authority form belongs to `CONNECT`.
+    #[error("an authority-form target is only for CONNECT")]
+    AuthorityForm,
+    /// `GET *`: the asterisk form belongs to `OPTIONS`.
+    #[error("an asterisk-form target is only for OPTIONS")]
+    AsteriskForm,
+    /// Anything else that is not a path.
+    #[error("the request target is not a path")]
+    NotAPath,
+    /// `GET http://a/x` with `Host: b` where the destination is fixed: the target's host would be
+    /// dropped, and the application would believe `b`.
+    #[error("the request target names another host than the Host header")]
+    HostMismatch,
+}
+
+/// Checks the target of a request about to be forwarded; `fixed` when the connection decides the
+/// destination (inbound, intercepted outbound) rather than the target (the explicit proxy, where
+/// `curl -H 'Host: b' -x proxy http://a/` is a client's way to reach `b` at `a`, and `b` is what
+/// `a` will be told). `CONNECT` is not checked here: its authority form is its own, and the
+/// listeners that serve it decide.
+pub fn check<B>(req: &Request<B>, fixed: bool) -> Result<(), BadTarget> {
+    if req.method() == Method::CONNECT {
+        return Ok(());
+    }
+    let uri = req.uri();
+    match (uri.scheme(), uri.authority()) {
+        (None, Some(_)) => Err(BadTarget::AuthorityForm),
+        (None, None) if uri.path() == "*" => {
+            if req.method() == Method::OPTIONS {
+                Ok(())
+            } else {
+                Err(BadTarget::AsteriskForm)
+            }
+        }
+        (None, None) if uri.path().starts_with('/') => Ok(()),
+        (None, None) | (Some(_), None) => Err(BadTarget::NotAPath),
+        (Some(scheme), Some(target)) => {
+            // Absolute form (and every HTTP/2 request): a Host header, when there is one, must
+            // name the same authority (RFC 9112 §3.2.2, RFC 9113 §8.3.1) when only one of them can
+            // be passed on.
+            let Some(host) = req.headers().get(header::HOST).filter(|_| fixed) else {
+                return Ok(());
+            };
+            let same = host.to_str().ok().and_then(|h| h.parse::<Authority>().ok()).is_some_and(|h| {
+                h.host().eq_ignore_ascii_case(target.host()) && port(&h, scheme) == port(target, scheme)
+            });
+            if same { Ok(()) } else { Err(BadTarget::HostMismatch) }
+        }
+    }
+}
+
+/// The authority's port, or the scheme's default.
+fn port(a: &Authority, scheme: &Scheme) -> Option<u16> {
+    a.port_u16().or(if *scheme == Scheme::HTTPS { Some(443) } else { Some(80) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, target: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(target);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(()).expect("request")
+    }
+
+    fn check_fixed<B>(r: &Request<B>) -> Result<(), BadTarget> {
+        check(r, true)
+    }
+
+    #[test]
+    fn paths_and_matching_absolute_targets_pass() {
+        assert_eq!(check_fixed(&req("GET", "/x?y=1", Some("a"))), Ok(()));
+        assert_eq!(check_fixed(&req("GET", "/../etc/passwd", Some("a"))), Ok(()));
+        assert_eq!(check_fixed(&req("OPTIONS", "*", Some("a"))), Ok(()));
+        assert_eq!(check_fixed(&req("GET", "http://a/x", Some("a"))), Ok(()));
+        assert_eq!(check_fixed(&req("GET", "http://A:80/x", Some("a"))), Ok(()));
+        assert_eq!(check_fixed(&req("GET", "http://a:8080/x", Some("a:8080"))), Ok(()));
+        assert_eq!(check_fixed(&req("GET", "http://a/x", None)), Ok(()));
+        assert_eq!(check_fixed(&req("CONNECT", "a:443", Some("a:443"))), Ok(()));
+    }
+
+    #[test]
+    fn targets_that_would_be_reinterpreted_are_refused() {
+        assert_eq!(check_fixed(&req("GET", "foo", Some("a"))), Err(BadTarget::AuthorityForm));
+        assert_eq!(check_fixed(&req("GET", "a:80", Some("a"))), Err(BadTarget::AuthorityForm));
+        assert_eq!(check_fixed(&req("GET", "*", Some("a"))), Err(BadTarget::AsteriskForm));
+        assert_eq!(check_fixed(&req("GET", "http://evil/x", Some("a"))), Err(BadTarget::HostMismatch));
+        assert_eq!(check_fixed(&req("GET", "http://a:81/x", Some("a"))), Err(BadTarget::HostMismatch));
+        assert_eq!(check_fixed(&req("GET", "http://a/x", Some("a b"))), Err(BadTarget::HostMismatch));
+    }
+
+    #[test]
+    fn the_explicit_proxy_connects_to_the_target_and_passes_host_on() {
+        assert_eq!(check(&req("GET", "http://10.0.0.1/x", Some("vhost")), false), Ok(()));
+        assert_eq!(check(&req("GET", "foo", Some("a")), false), Err(BadTarget::AuthorityForm));
+    }
+}
