@@ -1,9 +1,14 @@
 //! xray-sidecar: AWS X-Ray tracing for unmodified HTTP services.
 //!
-//! The binary is a thin shell around these modules: `xray` holds the X-Ray concepts (ids, the trace
-//! header, sampling, segment documents, the UDP emitter), `proxy` the data path, `admin` the
-//! operator's endpoints, and, with the default `console` feature, `console` (the `xray-console`
-//! crate) the local trace viewer and `demo` the lab that runs everything on one machine.
+//! The binary is a thin shell around these modules, listed from the bottom up (each imports only
+//! modules listed before it, and `scripts/module-cycles` fails on any import cycle): `contract`,
+//! what the injector and the sidecar agree on; `xray`, the X-Ray concepts (ids, the trace header,
+//! sampling, segments and their documents, the UDP emitter); `init`, the iptables set-up;
+//! `metrics`, the counters; `memory`, handing freed memory back to the system; `otel`, the
+//! OpenTelemetry bridge (W3C trace context, OTLP export); `config`, the `proxy` flags; `admin`, the
+//! operator's endpoints; `proxy`, the data path. With the default `console` feature, `console` (the
+//! `xray-console` crate) is the local trace viewer and `demo` the lab that runs everything on one
+//! machine.
 
 pub mod admin;
 pub mod config;
@@ -11,6 +16,7 @@ pub mod contract;
 #[cfg(feature = "console")]
 pub mod demo;
 pub mod init;
+pub mod memory;
 pub mod metrics;
 pub mod otel;
 pub mod proxy;

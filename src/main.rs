@@ -72,9 +72,11 @@ fn main() -> ExitCode {
 
 async fn run_proxy(args: &ProxyArgs) -> Result<(), xray_sidecar::BoxError> {
     let proxy = Proxy::start(ProxyConfig::try_from(args)?).await?;
+    let trim = tokio::spawn(xray_sidecar::memory::trim_periodically());
     xray_sidecar::signal::terminated().await;
     tracing::info!(grace = ?args.shutdown_grace, "shutting down");
     proxy.shutdown().await;
+    trim.abort();
     Ok(())
 }
 
