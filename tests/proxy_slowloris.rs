@@ -1,0 +1,100 @@
+//! Slowloris against the real binary: hundreds of connections trickling a request head byte by
+//! byte neither slow other clients down nor outlive `--header-read-timeout`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::upstream::Upstream;
+use support::{Daemon, Sidecar};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TRICKLERS: usize = 300;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One request on a new connection, as a normal client makes it: how long the answer took.
+async fn timed_get(addr: SocketAddr) -> Duration {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+    start.elapsed()
+}
+
+/// Requests made one after the other for `period` (at least 20): their median and slowest.
+async fn latencies(addr: SocketAddr, period: Duration) -> (Duration, Duration) {
+    let (start, mut took) = (Instant::now(), Vec::new());
+    while start.elapsed() < period || took.len() < 20 {
+        took.push(timed_get(addr).await);
+    }
+    took.sort();
+    (took[took.len() / 2], took[took.len() - 1])
+}
+
+/// Connects and sends a head one byte every 200 ms, never finishing it; how long the proxy kept the
+/// connection open, or `None` if it was still open after 20 s.
+async fn trickle(addr: SocketAddr) -> Option<Duration> {
+    let start = Instant::now();
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    w.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nx-slow: ").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            read = r.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return Some(start.elapsed()),
+                // A 408 may come before the close.
+                Ok(_) => {}
+            },
+            _ = tick.tick() => {
+                if start.elapsed() > Duration::from_secs(20) {
+                    return None;
+                }
+                if w.write_all(b"a").await.is_err() {
+                    return Some(start.elapsed());
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tricklers_are_cut_at_the_header_timeout_and_slow_nobody_else() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let timeout = format!("{}s", HEADER_TIMEOUT.as_secs());
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", &timeout]);
+    let l = sc.listen;
+    timed_get(l).await;
+    let (baseline, _) = latencies(l, Duration::from_secs(1)).await;
+
+    let tricklers: Vec<_> = (0..TRICKLERS).map(|_| tokio::spawn(trickle(l))).collect();
+    // Let them all connect and start trickling, then measure a normal client meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let (during, slowest) = latencies(l, Duration::from_secs(2)).await;
+    let measured_for = started.elapsed();
+
+    let mut cut = Vec::new();
+    for t in tricklers {
+        cut.push(t.await.unwrap().expect("a trickling connection was still open after 20 s"));
+    }
+    cut.sort();
+    let (first, last) = (cut[0], cut[cut.len() - 1]);
+    eprintln!(
+        "slowloris: median latency {baseline:?} alone, {during:?} beside {TRICKLERS} tricklers \
+         (slowest {slowest:?}, measured over {measured_for:?}); tricklers cut after {first:?} to {last:?}"
+    );
+    assert!(measured_for < HEADER_TIMEOUT, "the normal client was not measured while they trickled");
+    // Generous: the machine is shared and small; what must not happen is waiting on the tricklers.
+    assert!(during < baseline * 10 + Duration::from_millis(50), "{during:?} beside tricklers, {baseline:?} alone");
+    assert!(slowest < Duration::from_secs(1), "one request took {slowest:?} beside the tricklers");
+    assert!(first >= HEADER_TIMEOUT - Duration::from_millis(100), "a trickler was cut early: {first:?}");
+    assert!(last < HEADER_TIMEOUT + Duration::from_secs(5), "a trickler outlived the timeout: {last:?}");
+    // Nothing is left behind: the proxy's connections went with them.
+    assert!(timed_get(l).await < Duration::from_secs(2));
+}
