@@ -338,6 +338,9 @@ def idle_connections(pid: int, port: int, count: int, out: Path) -> dict | None:
             r, w = await asyncio.open_connection("127.0.0.1", port)
             w.write(request)
             head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            if not head.startswith(b"HTTP/1.1 200"):
+                # A refused connection (a connection cap, a 503) holds nothing: not an idle one.
+                raise OSError("answered " + head.split(b"\r\n", 1)[0].decode("latin-1"))
             length = re.search(rb"(?i)content-length:\s*(\d+)", head)
             if length:
                 await asyncio.wait_for(r.readexactly(int(length.group(1))), 10)

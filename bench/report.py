@@ -4,6 +4,7 @@ and warnings where a figure should not be trusted."""
 TARGETS = {
     "rps_vs_nginx": (">=", 0.9, "sidecar (100 %) req/s / nginx req/s"),
     "rps_vs_envoy": (">=", 4.0, "sidecar (100 %) req/s / Envoy+X-Ray req/s"),
+    "rps_otlp_vs_nginx": (">=", 0.95, "sidecar (100 %, OTLP exporter) req/s / nginx req/s"),
     "added_p50_vs_nginx_us": ("<=", 0.0, "added p50 over direct at the fixed rate, sidecar - nginx, us"),
     "added_p99_vs_nginx_us": ("<=", 0.0, "added p99 over direct at the fixed rate, sidecar - nginx, us"),
     "tracing_cpu_us": ("<=", 3.0, "tracing CPU per request, on - off (closed loop), us"),
@@ -11,7 +12,13 @@ TARGETS = {
     "rss_mb": ("<=", 10.0, "sidecar (100 %) VmRSS after the load, MB"),
     "kb_per_idle_connection": ("<=", 4.0, "sidecar (100 %) RSS per idle keep-alive connection, KB"),
     "segments_lost": ("<=", 0.0, "segments lost (sidecar 100 %: requests - segments received)"),
+    "spans_lost": ("<=", 0.0, "spans lost (sidecar 100 %, OTLP: requests - spans received)"),
 }
+
+
+def received(sink: dict):
+    """What a sink counted: segment datagrams (UDP) or spans (OTLP); None without a count."""
+    return sink.get("datagrams", sink.get("spans"))
 
 
 def fmt(v, spec="{:.0f}"):
@@ -37,10 +44,16 @@ def summarise(results: list[dict], meta: dict) -> dict:
     by = {r["key"]: r for r in results}
     ratios: dict = {}
     sc, off, ng, ev, d = (by.get(k) for k in ("sidecar", "sidecar_off", "nginx", "envoy", "direct"))
+    otlp = by.get("sidecar_otlp")
     if sc and ng:
         ratios["rps_vs_nginx"] = sc["closed"]["rps"] / ng["closed"]["rps"]
     if sc and ev:
         ratios["rps_vs_envoy"] = sc["closed"]["rps"] / ev["closed"]["rps"]
+    if otlp and ng:
+        ratios["rps_otlp_vs_nginx"] = otlp["closed"]["rps"] / ng["closed"]["rps"]
+    if otlp and received(otlp.get("sink") or {}) is not None:
+        # Spans may exceed requests as segments do (requests in flight when wrk stops).
+        ratios["spans_lost"] = max(0, otlp["requests_sent"] - received(otlp["sink"]))
     if sc and d:
         ratios["added_p50_us"] = sc["open"]["p50_us"] - d["open"]["p50_us"]
         ratios["added_p99_us"] = sc["open"]["p99_us"] - d["open"]["p99_us"]
@@ -99,9 +112,11 @@ def warnings(results: list[dict], meta: dict) -> list[str]:
                        "its req/s is bounded by the load side, not by the proxy")
         sink = r.get("sink") or {}
         if r.get("traced"):
-            got, sent = sink.get("datagrams", 0), r["requests_sent"]
+            got, sent = received(sink) or 0, r["requests_sent"]
             if got < 0.99 * sent:
                 out.append(f"{name}: only {got} segments for {sent} requests")
+            if sink.get("malformed"):
+                out.append(f"{name}: the OTLP sink could not parse {sink['malformed']} exports")
             if sink.get("bad_header"):
                 out.append(f"{name}: {sink['bad_header']} datagrams without the daemon header")
             if sink.get("bad_document"):
@@ -120,7 +135,7 @@ def markdown(s: dict) -> str:
         "## Results",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}. Proxy under test on CPU "
-        f"{m['proxy_cpus'] or 'any'}; wrk/oha, upstream and UDP sink on CPU {m['load_cpus'] or 'any'}.",
+        f"{m['proxy_cpus'] or 'any'}; wrk/oha, upstream and the sinks (UDP, OTLP) on CPU {m['load_cpus'] or 'any'}.",
         f"Closed loop: `wrk -t1 -c{m['connections']} -d{m['duration_s']}s`, {m['rounds']} runs per "
         f"configuration in alternating rounds, after {m['warmup_s']} s warm-up; req/s is their "
         f"median (min-max in brackets). Open loop: `oha -q {m['rate']} --latency-correction "
@@ -134,8 +149,8 @@ def markdown(s: dict) -> str:
     for r in s["results"]:
         c, o, mem = r["closed"], r["open"], r["memory"]
         direct = r["measured"] == "upstream"
-        seg = (f"{r['sink'].get('datagrams')} / {r['requests_sent']}" if r.get("traced")
-               else str(r["sink"].get("datagrams", "-")))
+        seg = (f"{received(r['sink'])} / {r['requests_sent']}" if r.get("traced")
+               else str(received(r["sink"]) or "-"))
         lines.append(
             f"| {r['label']}{' (upstream)' if direct else ''} "
             f"| {c['rps']:.0f} ({c['rps_min']:.0f}-{c['rps_max']:.0f}) | {c['busy']:.0%} "
@@ -149,7 +164,7 @@ def markdown(s: dict) -> str:
               "req/s per core: 1 / CPU per request, what the proxy would do with a whole core. "
               "p50..p99.9: open loop at the fixed rate, corrected for coordinated omission. "
               "For direct, busy / CPU / RSS are the upstream's (nginx, master + worker); for "
-              "nginx they are master + worker. Segments may exceed requests by up to the "
+              "nginx they are master + worker. For the OTLP configuration, segments are the spans the stand-in collector received. Segments may exceed requests by up to the "
               "connections in flight when each wrk run stops (wrk does not count those). "
               "syscalls/req: all system calls of the measured process per request, counted by "
               "perf stat during a separate 2 s wrk run. KB/idle conn: growth of the proxy's RSS "

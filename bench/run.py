@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Runs the proxy benchmark: every configuration, the same load, on this machine, in one run.
 
-Configurations: direct to the upstream; xray-sidecar with 100 % sampling; xray-sidecar with
-tracing off; nginx as a reverse proxy; Envoy with the X-Ray tracer at 100 % sampling. Each proxy
-runs one worker. For each: a warm-up, a closed-loop run with wrk (requests per second, CPU per
-request), then an open-loop run with oha at a fixed rate with coordinated-omission correction
-(latency percentiles, CPU per request), and the resident set size after the load.
+Configurations: direct to the upstream; xray-sidecar with 100 % sampling (segments over UDP to a
+stand-in daemon); the same with the OTLP exporter instead (spans over OTLP/HTTP to a stand-in
+collector); xray-sidecar with tracing off; nginx as a reverse proxy; Envoy with the X-Ray tracer at
+100 % sampling. Each proxy runs one worker. For each: a warm-up, a closed-loop run with wrk
+(requests per second, CPU per request), then an open-loop run with oha at a fixed rate with
+coordinated-omission correction (latency percentiles, CPU per request), and the resident set size
+once the load has settled.
 
 Started by scripts/bench, which installs the tools and builds the sidecar first.
 """
@@ -35,12 +37,17 @@ SIDECAR_PORT = 18100
 SIDECAR_ADMIN_PORT = 18102
 SIDECAR_OFF_PORT = 18110
 SIDECAR_OFF_ADMIN_PORT = 18112
+SIDECAR_OTLP_PORT = 18120
+SIDECAR_OTLP_ADMIN_PORT = 18122
 NGINX_PORT = 18081
 ENVOY_PORT = 18082
 ENVOY_ADMIN_PORT = 18901
 # One sink per traced configuration, so that each one's segments are counted on their own.
 SIDECAR_SINK_PORT = 12000
 ENVOY_SINK_PORT = 12001
+OTLP_SINK_PORT = 12002
+# The stand-in for each kind of sink: the X-Ray daemon's UDP port, or an OTLP/HTTP collector.
+SINKS = {"udp": "udp_sink.py", "otlp": "otlp_sink.py"}
 
 
 def render(template: str, out: Path, **values) -> Path:
@@ -108,11 +115,11 @@ def wait_http(url: str, proc: Proc, timeout: float = 20.0) -> None:
     raise SystemExit(f"bench: {url} not ready after {timeout}s ({last}); see {proc.log}")
 
 
-def start_sink(name: str, port: int, out: Path, cpus: str | None) -> tuple[Proc, Path]:
+def start_sink(name: str, kind: str, port: int, out: Path, cpus: str | None) -> tuple[Proc, Path]:
     stats = out / f"sink-{name}.json"
     sink = Proc(
-        f"udp sink for {name}",
-        pinned(cpus, [sys.executable, str(BENCH / "udp_sink.py"), "--port", str(port),
+        f"{kind} sink for {name}",
+        pinned(cpus, [sys.executable, str(BENCH / SINKS[kind]), "--port", str(port),
                       "--stats", str(stats)]),
         out / f"sink-{name}.log",
     )
@@ -123,17 +130,20 @@ def start_sink(name: str, port: int, out: Path, cpus: str | None) -> tuple[Proc,
         if not sink.alive():
             break
         time.sleep(0.05)
-    raise SystemExit(f"bench: the UDP sink did not start; see {sink.log}")
+    raise SystemExit(f"bench: the {kind} sink did not start; see {sink.log}")
 
 
 def configurations(args, work: Path) -> list[dict]:
     """What to start for each configuration: argv (None for direct) and the port to load."""
 
     def sidecar(port: int, admin: int) -> list[str]:
+        # The connection cap (4,096 by default) would answer most of the idle connections with
+        # 503 and leave the RSS-per-connection figure and the segment count meaningless.
         return [str(args.sidecar), "proxy", "--listen", f"127.0.0.1:{port}",
                 "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}", "--service-name", "bench",
                 "--daemon-address", f"127.0.0.1:{SIDECAR_SINK_PORT}", "--workers", "1",
-                "--admin-listen", f"127.0.0.1:{admin}"]
+                "--admin-listen", f"127.0.0.1:{admin}",
+                "--max-connections", str(args.idle_connections + 1000)]
 
     envoy_conf = render("envoy-xray.yaml", work / "envoy.yaml", PORT=ENVOY_PORT,
                         UPSTREAM_PORT=UPSTREAM_PORT, SINK_PORT=ENVOY_SINK_PORT,
@@ -146,6 +156,13 @@ def configurations(args, work: Path) -> list[dict]:
          "argv": sidecar(SIDECAR_PORT, SIDECAR_ADMIN_PORT)
          + ["--sampling-rules", str(BENCH / "sampling-all.json")],
          "port": SIDECAR_PORT, "sink_port": SIDECAR_SINK_PORT},
+        {"key": "sidecar_otlp", "label": "xray-sidecar, 100 %, OTLP",
+         "argv": sidecar(SIDECAR_OTLP_PORT, SIDECAR_OTLP_ADMIN_PORT)
+         + ["--sampling-rules", str(BENCH / "sampling-all.json"), "--exporter", "otlp",
+            "--otlp-endpoint", f"http://127.0.0.1:{OTLP_SINK_PORT}/v1/traces"],
+         "port": SIDECAR_OTLP_PORT, "sink_port": OTLP_SINK_PORT, "sink": "otlp",
+         # The same proxy as the one above but for the exporter: its idle connections cost the same.
+         "idle": False},
         {"key": "sidecar_off", "label": "xray-sidecar, tracing off",
          "argv": sidecar(SIDECAR_OFF_PORT, SIDECAR_OFF_ADMIN_PORT) + ["--disable-tracing"],
          "port": SIDECAR_OFF_PORT},
@@ -201,7 +218,8 @@ def undisturbed(run, cfg: dict, ours: list[int], args) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sidecar", type=Path, default=ROOT / "target/release/xray-sidecar")
+    ap.add_argument("--sidecar", type=Path, default=ROOT / "target/per-pod/release/xray-sidecar",
+                    help="the sidecar binary (scripts/bench builds the per-pod one there)")
     ap.add_argument("--envoy", type=Path, required=True, help="the envoy binary itself")
     ap.add_argument("--nginx", default="nginx")
     ap.add_argument("--wrk", default="wrk")
@@ -226,6 +244,8 @@ def main() -> int:
                     help="skip counting system calls per request with perf")
     ap.add_argument("--idle-connections", type=int, default=10000,
                     help="idle keep-alive connections for the RSS-per-connection figure (0: skip)")
+    ap.add_argument("--settle", type=float, default=11,
+                    help="seconds without load before RSS is read (steady, not at the peak)")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     args = ap.parse_args()
     args.proxy_cpus = args.proxy_cpus or None
@@ -276,7 +296,8 @@ def main() -> int:
             cfg["out"] = out
             cfg["url"] = f"http://127.0.0.1:{cfg['port']}/"
             if cfg.get("sink_port"):
-                sinks[cfg["key"]] = start_sink(cfg["key"], cfg["sink_port"], out, args.load_cpus)
+                sinks[cfg["key"]] = start_sink(cfg["key"], cfg.get("sink", "udp"), cfg["sink_port"],
+                                               out, args.load_cpus)
             if cfg["argv"]:
                 env = dict(os.environ, RUST_LOG="warn")
                 proc = Proc(cfg["key"], pinned(args.proxy_cpus, cfg["argv"]), out / "proxy.log",
@@ -337,6 +358,10 @@ def main() -> int:
                 results[cfg["key"]].setdefault("open_runs", []).append(o)
                 print(f"       {cfg['label']:32s} p50 {o['p50_us']:.0f} us, p99 {o['p99_us']:.0f} us,"
                       f" {o['cpu_us_per_req']:.1f} us CPU/req", flush=True)
+        # RSS is read once the load has stopped for a while, as a pod sits between bursts: the
+        # sidecar looks at its heap every 10 s and hands back what a burst left free.
+        print(f"bench: {args.settle} s without load before reading RSS", flush=True)
+        time.sleep(args.settle)
         for cfg in configs:
             res = results[cfg["key"]]
             res["open"] = measure.combine_open(res["open_runs"])
@@ -347,7 +372,7 @@ def main() -> int:
             print(f"bench: RSS per idle keep-alive connection ({args.idle_connections} connections)",
                   flush=True)
             for cfg in configs:
-                if results[cfg["key"]]["measured"] != "proxy":
+                if results[cfg["key"]]["measured"] != "proxy" or not cfg.get("idle", True):
                     continue
                 idle = measure.idle_connections(cfg["pid"], cfg["port"], args.idle_connections,
                                                 cfg["out"] / "idle-connections.json")
@@ -362,7 +387,7 @@ def main() -> int:
             for cfg in configs:
                 if cfg.get("proc") is proc and proc is not procs[0]:
                     results[cfg["key"]]["exit_code"] = code
-        time.sleep(0.3)  # let the last datagrams land before the sinks count
+        time.sleep(0.3)  # let the last datagrams and exports land before the sinks count
         for sink, _ in sinks.values():
             sink.stop()
     for cfg in configs:
