@@ -160,7 +160,8 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc
                 tracing::debug!(%host, %dst, ?protocol, "plain HTTP inside a tunnel: traced request by request");
                 // The pooled upstream clients connect again, to the same checked address.
                 drop(upstream);
-                plaintext.serve(client, dst, peer).await;
+                let version = if protocol == Protocol::Http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+                plaintext.serve(client, version, dst, peer).await;
             }
             _ => {
                 let record = TunnelRecord::start(tracer, Target { host: &host, port, explicit: true }, opened);

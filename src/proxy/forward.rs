@@ -97,7 +97,7 @@ pub struct Forward(Arc<Route>);
 
 #[derive(Debug)]
 struct Route {
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     /// The destination; `None` takes it from each request (explicit proxy: absolute-form targets).
     authority: Option<Authority>,
     /// The client's address as added to `X-Forwarded-For` (inbound only: the application's own
@@ -106,12 +106,13 @@ struct Route {
     /// HTTP/2 to the fixed destination, made on this connection's first HTTP/2 request: its
     /// requests keep the `:authority` the client gave, which the shared client would replace with
     /// the destination's address (it connects to what the request names).
-    h2: OnceLock<Option<H2Client>>,
+    /// Boxed: most connections never make one, and every connection holds a `Route`.
+    h2: OnceLock<Option<Box<H2Client>>>,
 }
 
 impl Forward {
     /// Forwards to `authority` (or each request's own) on behalf of `forwarded_for`.
-    pub fn new(upstream: Upstream, authority: Option<Authority>, forwarded_for: Option<IpAddr>) -> Self {
+    pub fn new(upstream: Arc<Upstream>, authority: Option<Authority>, forwarded_for: Option<IpAddr>) -> Self {
         let forwarded_for = forwarded_for.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
         Forward(Arc::new(Route { upstream, authority, forwarded_for, h2: OnceLock::new() }))
     }
@@ -186,7 +187,9 @@ impl tower::Service<Request<Incoming>> for Forward {
             // HTTP/2 to a fixed destination goes through this connection's pinned client, and the
             // application hears the authority the client named, as an HTTP/1.1 one hears its Host.
             let pinned = match &self.0.authority {
-                Some(to) if version == Version::HTTP_2 => self.0.h2.get_or_init(|| upstream.h2_pinned_to(to)).as_ref(),
+                Some(to) if version == Version::HTTP_2 => {
+                    self.0.h2.get_or_init(|| upstream.h2_pinned_to(to).map(Box::new)).as_deref()
+                }
                 _ => None,
             };
             let named = pinned.and_then(|_| named_authority(&req));

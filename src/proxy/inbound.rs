@@ -28,7 +28,7 @@ pub struct Inbound {
     /// Where requests go.
     pub destination: Destination,
     /// The upstream clients.
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// Tracing state.
     pub tracer: Arc<Tracer>,
     /// Detection settings for redirected connections.

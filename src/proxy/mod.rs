@@ -189,7 +189,7 @@ fn serve(
     readiness: &Readiness,
     stopped: &Stopped,
 ) -> Served {
-    let upstream = Upstream::new(&config.upstream, own);
+    let upstream = Arc::new(Upstream::new(&config.upstream, own));
     // One limit for both sides: it is the process's memory that must stay bounded.
     let limit = ConnectionLimit::new(config.server.max_connections);
     let outbound = listeners.outbound.map(|listener| {
@@ -201,7 +201,8 @@ fn serve(
         let plaintext = Plaintext {
             upstream: upstream.clone(),
             tracer: tracer.clone(),
-            builder: Arc::new(server::builder(&config.server)),
+            http: Arc::new(server::Http::new(&config.server)),
+            stopped: stopped.clone(),
             detect_timeout: config.interception.detect_timeout,
             skip_ports: config.interception.skip_ports.clone(),
         };

@@ -20,7 +20,7 @@ use crate::xray::segment::Direction;
 #[derive(Debug)]
 pub struct Outbound {
     /// The upstream clients (pooled per destination).
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// Tracing state.
     pub tracer: Arc<Tracer>,
     /// Detection settings for redirected connections.

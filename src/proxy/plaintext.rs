@@ -4,17 +4,18 @@
 //! exactly as explicit-proxy requests to the tunnel's destination: traced one by one as remote
 //! subsegments, with the trace headers written and gRPC outcomes read.
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use http::Version;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use xray_lifecycle::Stopped;
+
 use super::forward::{Forward, Upstream};
 use super::orig_dst;
 use super::record::Tracer;
+use super::server::Http;
 use super::trace::Trace;
 use crate::xray::segment::Direction;
 
@@ -22,11 +23,13 @@ use crate::xray::segment::Direction;
 #[derive(Debug)]
 pub struct Plaintext {
     /// The upstream clients.
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// Tracing state.
     pub tracer: Arc<Tracer>,
-    /// The HTTP/1 + HTTP/2 server, with the outbound listener's limits.
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    /// The HTTP/1.1 and HTTP/2 servers, with the outbound listener's limits.
+    pub http: Arc<Http>,
+    /// The proxy's shutdown: a tunnel's connection then closes once its requests are answered.
+    pub stopped: Stopped,
     /// How long to wait for the client's first bytes once the tunnel is open: a protocol where the
     /// server speaks first waits this long before it is relayed.
     pub detect_timeout: Duration,
@@ -36,13 +39,13 @@ pub struct Plaintext {
 }
 
 impl Plaintext {
-    /// Serves the HTTP requests `client` sends through its tunnel to `dst`, traced as calls made by
-    /// `peer`.
+    /// Serves the HTTP requests `client` sends through its tunnel to `dst` (in `version`: HTTP/2
+    /// with prior knowledge, else HTTP/1.1), traced as calls made by `peer`.
     ///
     /// `dst` is the address the `CONNECT` was checked against and connected to (not its host name,
     /// which could resolve elsewhere the second time), so every check the tunnel passed holds for
     /// each request; a request cannot name another destination, nor open a tunnel of its own.
-    pub async fn serve<T>(&self, client: T, dst: SocketAddr, peer: IpAddr)
+    pub async fn serve<T>(&self, client: T, version: Version, dst: SocketAddr, peer: IpAddr)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -51,8 +54,7 @@ impl Plaintext {
         };
         let forward = Forward::new(self.upstream.clone(), Some(authority), None);
         let service = Trace::new(forward, self.tracer.clone(), peer, Direction::Outbound);
-        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(client), TowerToHyperService::new(service));
-        if let Err(e) = conn.await {
+        if let Err(e) = self.http.serve(client, version, service, self.stopped.clone()).await {
             tracing::debug!(%dst, %peer, error = %e, "HTTP inside a tunnel ended with an error");
         }
     }

@@ -2,18 +2,20 @@
 //! graceful shutdown.
 
 use crate::metrics::Metrics;
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Stopped};
 
@@ -34,27 +36,86 @@ pub struct ServerSettings {
     pub max_connections: usize,
 }
 
-/// The HTTP/1 + HTTP/2 connection builder with the limits applied.
-pub fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(s.max_header_size.max(8192))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(s.max_header_size).unwrap_or(u32::MAX))
-        // Idle h2 connections are probed so that dead clients do not hold streams for ever.
-        .keep_alive_interval(Some(Duration::from_secs(60)));
-    b
+/// The HTTP/1.1 and HTTP/2 servers, with the limits applied.
+///
+/// Which of the two a connection speaks is known before it is served (peeked at on the socket, or
+/// sniffed inside a tunnel), so hyper's own builders serve it. hyper-util's `auto` builder reads
+/// the first 24 bytes itself to tell the versions apart and hands them back as a read of their
+/// own: hyper's read buffer, 8 KB, then had to grow to 16 KB on every connection to take the rest
+/// of the first request head, and kept that size for the connection's life.
+#[derive(Debug)]
+pub struct Http {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+/// A connection's service, as hyper calls it.
+type Hyper<S> = TowerToHyperService<S>;
+
+impl Http {
+    /// The servers with the limits of `s`.
+    pub fn new(s: &ServerSettings) -> Http {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(s.header_read_timeout)
+            .max_buf_size(s.max_header_size.max(8192))
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(s.max_header_size).unwrap_or(u32::MAX))
+            // Idle h2 connections are probed so that dead clients do not hold streams for ever.
+            .keep_alive_interval(Some(Duration::from_secs(60)));
+        Http { http1, http2 }
+    }
+
+    /// Serves `io`, which speaks `version` (HTTP/2 with prior knowledge, else HTTP/1.1 with
+    /// upgrades), until the connection closes. Once `stopped`, the requests in flight finish and the
+    /// connection closes (an idle one at once).
+    pub async fn serve<I, S, B>(&self, io: I, version: Version, service: S, stopped: Stopped) -> hyper::Result<()>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<crate::BoxError>,
+    {
+        let (io, service) = (TokioIo::new(io), TowerToHyperService::new(service));
+        // The connection lives in an allocation of its own, sized for the version it speaks: inside
+        // the connection's task it would cost every connection the larger (HTTP/2's) size, and an
+        // idle keep-alive connection is mostly this state and hyper's buffers.
+        if version == Version::HTTP_2 {
+            let conn = Box::pin(self.http2.serve_connection(io, service));
+            until_closed(conn, stopped, http2::Connection::<TokioIo<I>, Hyper<S>, TokioExecutor>::graceful_shutdown)
+                .await
+        } else {
+            let conn = Box::pin(self.http1.serve_connection(io, service).with_upgrades());
+            until_closed(conn, stopped, http1::UpgradeableConnection::<TokioIo<I>, Hyper<S>>::graceful_shutdown).await
+        }
+    }
+}
+
+/// Drives `conn` until it closes; once `stopped`, starts its graceful close with `close` first.
+async fn until_closed<C>(mut conn: Pin<Box<C>>, mut stopped: Stopped, close: fn(Pin<&mut C>)) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::select! {
+        done = conn.as_mut() => return done,
+        () = stopped.wait() => close(conn.as_mut()),
+    }
+    conn.await
 }
 
 /// Serves HTTP on one accepted connection; handed to the connection's handler, which drops it
 /// unused when the connection turns out not to be HTTP.
 pub struct HttpServer {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    http: Arc<Http>,
+    /// Held while the connection is served: the listener's graceful shutdown waits for it.
     watcher: Watcher,
+    stopped: Stopped,
     header_read_timeout: Duration,
 }
 
@@ -71,14 +132,14 @@ impl HttpServer {
     {
         // Telling HTTP/2 from HTTP/1 waits for the client's first bytes, and the header timer
         // only starts after that: a client that says nothing must not hold the connection for ever.
-        if !version_known(&stream, self.header_read_timeout).await {
+        let Some(version) = version(&stream, self.header_read_timeout).await else {
             tracing::debug!(%peer, timeout = ?self.header_read_timeout, "closed a connection that sent no request");
             return;
-        }
-        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        if let Err(e) = self.watcher.watch(conn).await {
+        };
+        if let Err(e) = self.http.serve(stream, version, service, self.stopped).await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
+        drop(self.watcher);
     }
 }
 
@@ -98,11 +159,13 @@ pub async fn serve<H, F>(
     H: Fn(TcpStream, SocketAddr, HttpServer) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let builder = Arc::new(builder(&settings));
+    let http = Arc::new(Http::new(&settings));
     let header_read_timeout = settings.header_read_timeout;
     let accept = AcceptSettings { server, max_connections: Some(limit), grace: settings.shutdown_grace };
+    let watching = stopped.clone();
     let serve_http = move |stream, peer, watcher| {
-        handle(stream, peer, HttpServer { builder: builder.clone(), watcher, header_read_timeout })
+        let stopped = watching.clone();
+        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, header_read_timeout })
     };
     let too_many = move |stream| {
         metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -111,23 +174,24 @@ pub async fn serve<H, F>(
     shutdown::serve(listener, stopped, accept, serve_http, too_many).await;
 }
 
-/// Waits until the first bytes of `stream` tell HTTP/2's preface from anything else (what the
-/// connection builder needs to choose), at most `timeout`; false if the client said nothing in time
-/// or closed.
-async fn version_known(stream: &TcpStream, timeout: Duration) -> bool {
+/// Which HTTP the client speaks, from its first bytes (peeked, not read): HTTP/2 when they are
+/// its connection preface, HTTP/1.1 otherwise. Waits for them at most `timeout`; `None` if the
+/// client said nothing in time or closed.
+async fn version(stream: &TcpStream, timeout: Duration) -> Option<Version> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let wait = async {
         let mut buf = [0u8; PREFACE.len()];
         loop {
             match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n == buf.len() || buf[..n] != PREFACE[..n] => return true,
+                Ok(0) | Err(_) => return None,
+                Ok(n) if buf[..n] != PREFACE[..n] => return Some(Version::HTTP_11),
+                Ok(n) if n == buf.len() => return Some(Version::HTTP_2),
                 // A prefix of the preface: the rest is on its way.
                 Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
             }
         }
     };
-    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+    tokio::time::timeout(timeout, wait).await.ok().flatten()
 }
 
 /// Answers a connection the proxy will not serve with a short HTTP/1.1 response and closes it, so
