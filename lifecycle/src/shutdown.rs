@@ -4,7 +4,9 @@
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -158,15 +160,30 @@ pub async fn serve<H, F, R, G>(
                 }
             },
         };
-        let conn = handle(stream, peer, graceful.watcher());
-        tokio::spawn(async move {
-            conn.await;
-            drop(permit);
-        });
+        tokio::spawn(Holding { conn: handle(stream, peer, graceful.watcher()), _permit: permit });
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(server, ?grace, "connections still open after the grace period were closed");
+    }
+}
+
+/// A connection's task: its future, and its slot under the connection limit until it ends.
+///
+/// A named future rather than `async move { conn.await; drop(permit) }`: such a block keeps the
+/// captured future and the one it awaits side by side, twice the connection's state in every task.
+#[pin_project::pin_project]
+struct Holding<F> {
+    #[pin]
+    conn: F,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<F: Future<Output = ()>> Future for Holding<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().conn.poll(cx)
     }
 }
 

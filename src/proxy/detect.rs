@@ -84,7 +84,9 @@ pub fn classify(b: &[u8]) -> Option<Protocol> {
 /// Peeks at `stream` until [`classify`] decides, or `timeout` passes (then it is opaque: a
 /// protocol where the server speaks first waits for nobody).
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> Protocol {
-    let mut buf = [0u8; LOOK_AHEAD];
+    // On the heap for the detection only: in the future it would be part of every connection's
+    // task for the connection's whole life.
+    let mut buf = vec![0u8; LOOK_AHEAD];
     let cap = buf.len();
     let decided =
         peek_until(stream, timeout, &mut buf, |b| classify(b).or_else(|| (b.len() == cap).then_some(Protocol::Opaque)));
