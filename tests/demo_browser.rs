@@ -8,7 +8,7 @@ mod support;
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, http_get, repo_root};
+use support::{free_port, http_get, is_root, repo_root};
 
 struct Demo(Child);
 
@@ -17,10 +17,6 @@ impl Drop for Demo {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

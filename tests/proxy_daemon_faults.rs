@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::upstream::Upstream;
-use support::{Sidecar, metric};
+use support::{Sidecar, is_root, metric, sh};
 use tokio::io::AsyncReadExt;
 
 const REQUESTS: usize = 5_000;
@@ -147,15 +147,6 @@ async fn a_slow_otlp_collector_fails_no_request_and_its_drops_are_counted() {
     .await;
     assert_eq!(count(&m, "xray_sidecar_otlp_spans_exported_total"), 0, "{m}");
     eprintln!("slow OTLP collector: {} spans dropped", count(&m, "xray_sidecar_otlp_spans_dropped_total"));
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A network namespace joined to ours by a veth pair, with the daemon addresses blackholed in it:

@@ -35,6 +35,17 @@ pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Whether the tests run as root (network namespaces, iptables, rootful podman need it).
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
+}
+
+/// Runs a command (program and arguments), failing the test with its stderr unless it succeeds.
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// YAML documents as JSON values (PyYAML comes with kubernetes-validate).
 pub fn yaml_docs(yaml: &str) -> Vec<Value> {
     let script = "import sys, json, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))";
