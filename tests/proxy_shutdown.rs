@@ -13,6 +13,7 @@ use support::upstream::Upstream;
 use support::{Daemon, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 /// One request on a new connection: `Some(true)` for a 200, `Some(false)` for any failure after the
 /// connection was accepted, `None` when the connection was refused.
@@ -25,6 +26,47 @@ async fn one(addr: SocketAddr, path: &str) -> Option<bool> {
     let mut out = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     Some(matches!(read, Ok(Ok(_))) && out.starts_with(b"HTTP/1.1 200"))
+}
+
+/// Four clients each sending `/slow/100` on a new connection, again and again, until stopped.
+struct Load {
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    gone: Arc<AtomicBool>,
+    clients: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the clients against `listen`. With `refusal_ends`, a refused connection ends a client
+    /// (the listener has closed) rather than counting as a failure.
+    fn start(listen: SocketAddr, refusal_ends: bool) -> Load {
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let gone = Arc::new(AtomicBool::new(false));
+        let clients = (0..4)
+            .map(|_| {
+                let (ok, failed, gone) = (ok.clone(), failed.clone(), gone.clone());
+                tokio::spawn(async move {
+                    while !gone.load(Ordering::SeqCst) {
+                        match one(listen, "/slow/100").await {
+                            Some(true) => ok.fetch_add(1, Ordering::SeqCst),
+                            None if refusal_ends => break,
+                            _ => failed.fetch_add(1, Ordering::SeqCst),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load { ok, failed, gone, clients }
+    }
+
+    /// Stops the clients, as callers do once they have heard that the pod is leaving, and waits for
+    /// their requests in flight.
+    async fn stop(&mut self) {
+        self.gone.store(true, Ordering::SeqCst);
+        for c in self.clients.drain(..) {
+            c.await.unwrap();
+        }
+    }
 }
 
 async fn ready(admin: SocketAddr) -> Option<bool> {
@@ -40,22 +82,8 @@ async fn sigterm_under_load_fails_no_request_and_flushes_every_segment() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--drain-delay", "1500ms"]);
     let (listen, admin) = (sc.listen, sc.admin);
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    // Set once callers would have heard that the pod is leaving: they stop opening connections.
-    let gone = Arc::new(AtomicBool::new(false));
-    let mut loaders = Vec::new();
-    for _ in 0..4 {
-        let (ok, failed, gone) = (ok.clone(), failed.clone(), gone.clone());
-        loaders.push(tokio::spawn(async move {
-            while !gone.load(Ordering::SeqCst) {
-                match one(listen, "/slow/100").await {
-                    Some(true) => ok.fetch_add(1, Ordering::SeqCst),
-                    Some(false) => failed.fetch_add(1, Ordering::SeqCst),
-                    None => break,
-                };
-            }
-        }));
-    }
+    let mut load = Load::start(listen, true);
+    let (ok, failed) = (load.ok.clone(), load.failed.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     sc.terminate();
     let signalled = Instant::now();
@@ -68,10 +96,7 @@ async fn sigterm_under_load_fails_no_request_and_flushes_every_segment() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(one(listen, "/").await, Some(true), "a new connection during the drain window is served");
     assert!(ok.load(Ordering::SeqCst) > served_before, "requests kept being served while draining");
-    gone.store(true, Ordering::SeqCst);
-    for l in loaders {
-        l.await.unwrap();
-    }
+    load.stop().await;
     // After the drain window the listener is closed.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(one(listen, "/").await, None, "new connections are refused once the listeners close");
@@ -88,20 +113,8 @@ async fn requests_still_running_when_the_listeners_close_finish_and_are_flushed(
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--drain-delay", "1s"]);
     let listen = sc.listen;
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let gone = Arc::new(AtomicBool::new(false));
-    let mut loaders = Vec::new();
-    for _ in 0..4 {
-        let (ok, failed, gone) = (ok.clone(), failed.clone(), gone.clone());
-        loaders.push(tokio::spawn(async move {
-            while !gone.load(Ordering::SeqCst) {
-                match one(listen, "/slow/100").await {
-                    Some(true) => ok.fetch_add(1, Ordering::SeqCst),
-                    _ => failed.fetch_add(1, Ordering::SeqCst),
-                };
-            }
-        }));
-    }
+    let mut load = Load::start(listen, false);
+    let (ok, failed) = (load.ok.clone(), load.failed.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Requests that outlast the drain window by far: in flight when the listeners close.
     let long_done = Arc::new(AtomicUsize::new(0));
@@ -119,10 +132,7 @@ async fn requests_still_running_when_the_listeners_close_finish_and_are_flushed(
     sc.terminate();
     let signalled = Instant::now();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    gone.store(true, Ordering::SeqCst);
-    for l in loaders {
-        l.await.unwrap();
-    }
+    load.stop().await;
     // The listeners close once the drain window is over...
     while let Some(served) = one(listen, "/").await {
         // A probe that races the close can be left in the listen backlog and reset with it: the
