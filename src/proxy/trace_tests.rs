@@ -157,6 +157,20 @@ fn answering(
     tower::service_fn(move |_: Request<Full<Bytes>>| async move { Ok::<_, ProxyError>(Response::new(body())) })
 }
 
+/// An upstream that answers with `answer()` and sends the `X-Amzn-Trace-Id` its (one) request
+/// carried to `sent`, empty without one.
+fn header_catcher(
+    sent: tokio::sync::oneshot::Sender<String>,
+    answer: fn() -> Response<Full<Bytes>>,
+) -> impl tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = ProxyError> {
+    let sent = Arc::new(std::sync::Mutex::new(Some(sent)));
+    tower::service_fn(move |req: Request<Full<Bytes>>| {
+        let header = req.headers().get("x-amzn-trace-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let _ = sent.lock().unwrap().take().unwrap().send(header);
+        async move { Ok::<_, ProxyError>(answer()) }
+    })
+}
+
 /// The header fields of an `X-Amzn-Trace-Id` value.
 fn fields(header: &str) -> Vec<(&str, &str)> {
     header.split(';').filter_map(|kv| kv.split_once('=')).collect()
@@ -165,17 +179,12 @@ fn fields(header: &str) -> Vec<(&str, &str)> {
 #[tokio::test]
 async fn an_outbound_call_with_the_callers_header_is_an_independent_subsegment_and_the_callee_its_child() {
     let (tracer, daemon, _flush) = tracer().await;
-    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<String>();
-    let sent_tx = Arc::new(std::sync::Mutex::new(Some(sent_tx)));
-    let upstream = tower::service_fn(move |req: Request<Full<Bytes>>| {
-        let sent = req.headers()["x-amzn-trace-id"].to_str().unwrap().to_owned();
-        let _ = sent_tx.lock().unwrap().take().unwrap().send(sent);
-        async {
-            // The callee records its own segment, and says so with the header.
-            let mut res = Response::new(Full::new(Bytes::from_static(b"item")));
-            res.headers_mut().insert("x-amzn-trace-id", http::HeaderValue::from_static("Root=x"));
-            Ok::<_, ProxyError>(res)
-        }
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let upstream = header_catcher(sent_tx, || {
+        // The callee records its own segment, and says so with the header.
+        let mut res = Response::new(Full::new(Bytes::from_static(b"item")));
+        res.headers_mut().insert("x-amzn-trace-id", http::HeaderValue::from_static("Root=x"));
+        res
     });
     let trace = Trace::new(upstream, tracer, peer(), Direction::Outbound);
     let res = trace.oneshot(request(&format!("Root={ROOT};Parent={PARENT};Sampled=1"))).await.unwrap();
@@ -197,13 +206,8 @@ async fn an_outbound_call_with_the_callers_header_is_an_independent_subsegment_a
 #[tokio::test]
 async fn a_request_without_a_trace_header_starts_a_trace_and_passes_it_on() {
     let (tracer, daemon, _flush) = tracer().await;
-    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<String>();
-    let sent_tx = Arc::new(std::sync::Mutex::new(Some(sent_tx)));
-    let upstream = tower::service_fn(move |req: Request<Full<Bytes>>| {
-        let sent = req.headers().get("x-amzn-trace-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-        let _ = sent_tx.lock().unwrap().take().unwrap().send(sent);
-        async { Ok::<_, ProxyError>(Response::new(Full::<Bytes>::default())) }
-    });
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let upstream = header_catcher(sent_tx, || Response::new(Full::<Bytes>::default()));
     let trace = Trace::new(upstream, tracer, peer(), Direction::Inbound);
     let req = Request::get("http://back-end/items").body(Full::default()).unwrap();
     let res = trace.oneshot(req).await.unwrap();
