@@ -13,21 +13,8 @@ N=${1:-5000}
 command -v valgrind >/dev/null || { echo "instructions: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 OHA="$(command -v oha || echo "$PWD/bench/.tools/bin/oha")"
 [ -x "$OHA" ] || { echo "instructions: needs oha (scripts/bench builds it)" >&2; exit 1; }
-BIN="$PWD/target/per-pod/release/xray-sidecar"
-[ -x "$BIN" ] || { echo "instructions: needs $BIN (scripts/bench builds it)" >&2; exit 1; }
 
-OUT="$PWD/bench/results/instructions-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT/tmp-upstream"
-sed -e "s#@@DIR@@#$OUT#g" -e "s#@@PORT@@#18080#" bench/nginx-upstream.conf > "$OUT/upstream.conf"
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-nginx -p "$OUT" -c "$OUT/upstream.conf" >"$OUT/upstream.log" 2>&1 &
-pids+=($!)
-python3 bench/udp_sink.py --port 12000 --stats "$OUT/sink.json" >"$OUT/sink.log" 2>&1 &
-pids+=($!)
+. bench/lab.sh instructions
 python3 bench/otlp_sink.py --port 12002 --stats "$OUT/otlp-sink.json" >"$OUT/otlp-sink.log" 2>&1 &
 pids+=($!)
 

@@ -1,25 +1,15 @@
 #!/usr/bin/env bash
 # Profiles xray-sidecar under closed-loop load with perf (software cpu-clock event: this machine has
 # no hardware counters) and prints where its CPU goes. Run scripts/bench once first (it installs
-# wrk and nginx and builds the release binary). Usage: bench/profile.sh [extra proxy flags, e.g.
-# --disable-tracing]. Writes bench/results/profile-<time>/ (perf.data, reports).
+# wrk and nginx and builds the per-pod release binary, target/per-pod). Usage: bench/profile.sh
+# [extra proxy flags, e.g. --disable-tracing]. Writes bench/results/profile-<time>/ (perf.data,
+# reports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v perf >/dev/null || { echo "profile: needs perf (apt-get install linux-perf)" >&2; exit 1; }
 
-OUT="$PWD/bench/results/profile-$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT/tmp-upstream"
-sed -e "s#@@DIR@@#$OUT#g" -e "s#@@PORT@@#18080#" bench/nginx-upstream.conf > "$OUT/upstream.conf"
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-taskset -c 0 nginx -p "$OUT" -c "$OUT/upstream.conf" >"$OUT/upstream.log" 2>&1 &
-pids+=($!)
-taskset -c 0 python3 bench/udp_sink.py --port 12000 --stats "$OUT/sink.json" >"$OUT/sink.log" 2>&1 &
-pids+=($!)
-RUST_LOG=warn taskset -c 1 target/release/xray-sidecar proxy --listen 127.0.0.1:18100 \
+. bench/lab.sh profile taskset -c 0
+RUST_LOG=warn taskset -c 1 "$BIN" proxy --listen 127.0.0.1:18100 \
   --upstream http://127.0.0.1:18080 --service-name bench --daemon-address 127.0.0.1:12000 \
   --workers 1 --sampling-rules bench/sampling-all.json "$@" >"$OUT/proxy.log" 2>&1 &
 SIDECAR=$!
