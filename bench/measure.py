@@ -324,10 +324,10 @@ def memory(pid: int) -> dict:
     return {"rss_mb": rss / 1024, "hwm_mb": hwm / 1024, "processes": len(pids)}
 
 
-def idle_connections(pid: int, port: int, count: int, out: Path) -> dict | None:
+def idle_connections(pid: int, port: int, count: int, out: Path, settle: float) -> dict | None:
     """RSS per idle keep-alive connection: opens `count` connections to the proxy, makes one
     request on each (so that each has served a request and holds whatever a served connection
-    keeps), leaves them idle, and divides the growth of the proxy's RSS by `count`. Needs
+    keeps), leaves them idle for `settle` seconds, and divides the growth of the proxy's RSS by `count`. Needs
     `count` + a few hundred file descriptors (raised by raise_fd_limit)."""
     import asyncio
 
@@ -354,7 +354,9 @@ def idle_connections(pid: int, port: int, count: int, out: Path) -> dict | None:
         failures: list = []
         for start in range(0, count, 250):
             await asyncio.gather(*(one(conns, failures) for _ in range(min(250, count - start))))
-        await asyncio.sleep(1.0)
+        # Idle, as a pod's keep-alive connections sit between requests: the sidecar hands an idle
+        # connection's buffers back after 1-2 s and the freed heap to the system within 10 s.
+        await asyncio.sleep(settle)
         after = memory(pid)["rss_mb"] * 1024
         for w in conns:
             w.close()

@@ -138,12 +138,15 @@ def configurations(args, work: Path) -> list[dict]:
 
     def sidecar(port: int, admin: int) -> list[str]:
         # The connection cap (4,096 by default) would answer most of the idle connections with
-        # 503 and leave the RSS-per-connection figure and the segment count meaningless.
+        # 503 and leave the RSS-per-connection figure and the segment count meaningless. Idle
+        # connections are closed at the header read timeout (10 s by default); they must outlive
+        # --idle-settle to be measured (nginx keeps them 75 s, Envoy an hour).
         return [str(args.sidecar), "proxy", "--listen", f"127.0.0.1:{port}",
                 "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}", "--service-name", "bench",
                 "--daemon-address", f"127.0.0.1:{SIDECAR_SINK_PORT}", "--workers", "1",
                 "--admin-listen", f"127.0.0.1:{admin}",
-                "--max-connections", str(args.idle_connections + 1000)]
+                "--max-connections", str(args.idle_connections + 1000),
+                "--header-read-timeout", "60s"]
 
     envoy_conf = render("envoy-xray.yaml", work / "envoy.yaml", PORT=ENVOY_PORT,
                         UPSTREAM_PORT=UPSTREAM_PORT, SINK_PORT=ENVOY_SINK_PORT,
@@ -244,6 +247,8 @@ def main() -> int:
                     help="skip counting system calls per request with perf")
     ap.add_argument("--idle-connections", type=int, default=10000,
                     help="idle keep-alive connections for the RSS-per-connection figure (0: skip)")
+    ap.add_argument("--idle-settle", type=float, default=12,
+                    help="seconds the idle connections sit idle before RSS is read")
     ap.add_argument("--settle", type=float, default=11,
                     help="seconds without load before RSS is read (steady, not at the peak)")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
@@ -375,7 +380,7 @@ def main() -> int:
                 if results[cfg["key"]]["measured"] != "proxy" or not cfg.get("idle", True):
                     continue
                 idle = measure.idle_connections(cfg["pid"], cfg["port"], args.idle_connections,
-                                                cfg["out"] / "idle-connections.json")
+                                                cfg["out"] / "idle-connections.json", args.idle_settle)
                 results[cfg["key"]]["idle"] = idle
                 cfg["sent"] += idle["connections"]
                 print(f"       {cfg['label']:32s} {idle['connections']} connections, "

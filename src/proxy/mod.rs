@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod grpc_body;
 pub mod guard;
 pub mod hop;
+pub mod idle;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;

@@ -20,6 +20,11 @@ impl<T> Rewind<T> {
     pub fn new(prefix: Bytes, inner: T) -> Self {
         Rewind { prefix, inner }
     }
+
+    /// What is left of the prefix, and the stream.
+    pub fn into_parts(self) -> (Bytes, T) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {

@@ -1,6 +1,7 @@
 //! Accepting connections and serving HTTP/1.1 (with upgrades) and HTTP/2 on them, with limits and
 //! graceful shutdown.
 
+use super::idle;
 use crate::metrics::Metrics;
 use http::{Request, Response, Version};
 use http_body::Body;
@@ -117,14 +118,20 @@ pub struct HttpServer {
     watcher: Watcher,
     stopped: Stopped,
     header_read_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl HttpServer {
     /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on `stream` until the connection closes or a
-    /// graceful shutdown completes it.
+    /// graceful shutdown completes it. An idle HTTP/1.1 connection gives hyper's buffers back
+    /// ([`idle`]).
     pub async fn serve<S, B>(self, stream: TcpStream, peer: SocketAddr, service: S)
     where
-        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+        S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Unpin
+            + 'static,
         S::Future: Send + 'static,
         B: Body + Send + 'static,
         B::Data: Send,
@@ -136,7 +143,13 @@ impl HttpServer {
             tracing::debug!(%peer, timeout = ?self.header_read_timeout, "closed a connection that sent no request");
             return;
         };
-        if let Err(e) = self.http.serve(stream, version, service, self.stopped).await {
+        let served = if version == Version::HTTP_2 {
+            self.http.serve(stream, version, service, self.stopped).await
+        } else {
+            let limits = idle::Limits { header_read_timeout: self.header_read_timeout, metrics: &self.metrics };
+            idle::serve(&self.http.http1, stream, service, self.stopped, limits).await
+        };
+        if let Err(e) = served {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
         drop(self.watcher);
@@ -163,9 +176,10 @@ pub async fn serve<H, F>(
     let header_read_timeout = settings.header_read_timeout;
     let accept = AcceptSettings { server, max_connections: Some(limit), grace: settings.shutdown_grace };
     let watching = stopped.clone();
+    let counting = metrics.clone();
     let serve_http = move |stream, peer, watcher| {
-        let stopped = watching.clone();
-        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, header_read_timeout })
+        let (stopped, metrics) = (watching.clone(), counting.clone());
+        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, header_read_timeout, metrics })
     };
     let too_many = move |stream| {
         metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

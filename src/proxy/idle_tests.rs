@@ -1,0 +1,37 @@
+use super::*;
+
+#[test]
+fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing_waits() {
+    let activity = Arc::new(Activity::default());
+    assert_eq!(activity.look(), Look::Idle);
+
+    activity.moved.store(true, Relaxed);
+    assert_eq!(activity.look(), Look::Busy, "bytes moved since the last look");
+    assert_eq!(activity.look(), Look::Idle, "each look starts a new period");
+
+    let request = InFlight::new(&activity);
+    assert!(activity.started.load(Relaxed));
+    assert_eq!(activity.look(), Look::Busy, "a request in flight, however quiet");
+    assert_eq!(activity.look(), Look::Busy);
+    drop(request);
+    assert_eq!(activity.look(), Look::Idle);
+
+    activity.wrote::<usize>(&Poll::Pending);
+    assert_eq!(activity.look(), Look::Busy, "hyper may hold bytes the client has not taken");
+    activity.wrote(&Poll::Ready(Ok(10usize)));
+    assert_eq!(activity.look(), Look::Busy, "the write moved bytes");
+    assert_eq!(activity.look(), Look::Idle);
+}
+
+#[test]
+fn unread_bytes_keep_their_order_and_leave_hyper_s_buffer() {
+    assert!(unread(Bytes::new(), Bytes::new()).is_empty());
+    let prefix = Bytes::from_static(b"rest");
+    assert_eq!(unread(Bytes::new(), prefix.clone()), prefix);
+
+    let mut hyper_buf = BytesMut::with_capacity(8192);
+    hyper_buf.extend_from_slice(b"GET / HT");
+    let kept = unread(hyper_buf.freeze(), Bytes::from_static(b"TP/1.1\r\n"));
+    assert_eq!(kept, Bytes::from_static(b"GET / HTTP/1.1\r\n"));
+    assert!(kept.len() < 64, "a copy of the bytes, not the 8 KB buffer");
+}
