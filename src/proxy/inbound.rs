@@ -48,10 +48,13 @@ impl Inbound {
                         return;
                     }
                 };
-                if !self.interception.is_http(&stream, dst).await {
+                // Boxed, as is the tunnel: inline, their state would size every HTTP connection's
+                // task.
+                if !Box::pin(self.interception.is_http(&stream, dst)).await {
                     drop(http);
                     let own = self.upstream.own();
-                    return opaque::tunnel(stream, dst, self.interception.connect_timeout, own, None).await;
+                    let tunnel = opaque::tunnel(stream, dst, self.interception.connect_timeout, own, None);
+                    return Box::pin(tunnel).await;
                 }
                 match orig_dst::authority(dst) {
                     Some(a) => a,

@@ -40,7 +40,7 @@ impl Outbound {
             drop(http);
             tracing::warn!(%peer, "refused an outbound connection from outside the pod");
             let why = "this proxy serves only its own pod";
-            return server::refuse(stream, http::StatusCode::FORBIDDEN, why).await;
+            return Box::pin(server::refuse(stream, http::StatusCode::FORBIDDEN, why)).await;
         }
         // A redirected connection remembers where it was going; one made to our own address is an
         // explicit proxy client, whose requests name their destination.
@@ -49,9 +49,11 @@ impl Outbound {
         let authority = match redirected {
             None => None,
             Some(dst) => {
-                if !self.interception.is_http(&stream, dst).await {
+                // Boxed, as is the pass-through: inline, their state would size every HTTP
+                // connection's task.
+                if !Box::pin(self.interception.is_http(&stream, dst)).await {
                     drop(http);
-                    return self.pass_through(stream, dst).await;
+                    return Box::pin(self.pass_through(stream, dst)).await;
                 }
                 orig_dst::authority(dst)
             }
