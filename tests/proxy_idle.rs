@@ -106,7 +106,7 @@ async fn idle_connections_give_their_buffers_back_and_go_on_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_that_pauses_half_way_is_served_whole() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
-    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", "30s"]);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", "4s"]);
     let mut s = connect(sc.listen).await;
     assert_eq!(get(&mut s, "/").await, "200");
     s.write_all(b"GET /status/203 HTTP/1.1\r\nhost: a\r\nx-first: half").await.unwrap();
@@ -114,6 +114,9 @@ async fn a_request_head_that_pauses_half_way_is_served_whole() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     s.write_all(b" and the rest\r\n\r\n").await.unwrap();
     assert_eq!(status(&mut s).await, "203");
+    // The half head's deadline ended with its request: the connection idles on afresh.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(get(&mut s, "/").await, "200");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

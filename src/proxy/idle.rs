@@ -293,6 +293,10 @@ where
             Driven::Closed(done) => return done,
             Driven::Idle(conn, busy_at) => (conn, busy_at),
         };
+        if activity.started.load(Relaxed) {
+            // A request came since the head deadline was set: the next one starts afresh.
+            head_deadline = None;
+        }
         let Some(parts) = conn.into_parts() else { return Ok(()) };
         service = parts.service;
         let (prefix, watched) = parts.io.into_inner().into_parts();
