@@ -3,16 +3,17 @@
 //! hyper gives every HTTP/1 connection an 8 KB read buffer and an 8 KB write buffer and keeps both
 //! until the connection closes, idle or not: 10,000 idle keep-alive connections cost the sidecar
 //! 12.8 KB of RSS each, where nginx, which frees its buffers between requests, needs 0.6 KB. So a
-//! client connection that has moved no bytes for [`QUIET`], with no request in flight and nothing
-//! waiting to be written, is taken apart (`into_parts`, which frees hyper's state and buffers), and
+//! client connection that has moved no bytes for [`QUIET`], with no request in flight, no head
+//! arriving and nothing waiting to be written, is taken apart (`into_parts`, which frees hyper's state and buffers), and
 //! the bare socket waits for its next bytes; when they come, a new hyper connection serves them. A
 //! busy connection never notices: the only cost per request is a count kept by a wrapper around the
 //! service, and the connection's task looks at it once every [`QUIET`].
 //!
 //! An idle connection is closed, as hyper would have, once the header read timeout has passed
-//! without a new request: counted from when the connection was last seen busy, and carried over to
-//! the next hyper connection when a partial request head was waiting (so that trickling a head
-//! byte by byte cannot renew it).
+//! without a new request: counted from when the connection was last seen busy. A head that has
+//! begun to arrive keeps its hyper connection (taken apart, its bytes would be copied and read
+//! again, up to `--max-header-size` every second). Only when pipelined requests leave part of the
+//! next head in hyper's buffer is it carried over, with its deadline, so that it cannot renew it.
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -56,6 +57,9 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// A request has started since this flag was last cleared.
     started: AtomicBool,
+    /// Bytes came in since the last request started: hyper holds (part of) the next head, which
+    /// would have to be copied out and read again if the connection were taken apart.
+    head_arriving: AtomicBool,
 }
 
 /// What one look at a connection found.
@@ -71,11 +75,8 @@ impl Activity {
     /// Looks at the connection, and starts the next period of watching.
     pub fn look(&self) -> Look {
         let moved = self.moved.swap(false, Relaxed);
-        if moved || self.in_flight.load(Relaxed) > 0 || self.write_blocked.load(Relaxed) {
-            Look::Busy
-        } else {
-            Look::Idle
-        }
+        let under_way = self.in_flight.load(Relaxed) > 0 || self.head_arriving.load(Relaxed);
+        if moved || under_way || self.write_blocked.load(Relaxed) { Look::Busy } else { Look::Idle }
     }
 
     fn wrote<T>(&self, r: &Poll<io::Result<T>>) {
@@ -97,6 +98,7 @@ impl InFlight {
     fn new(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Relaxed);
         activity.started.store(true, Relaxed);
+        activity.head_arriving.store(false, Relaxed);
         InFlight(activity.clone())
     }
 }
@@ -116,9 +118,13 @@ pub struct Watched {
 
 impl AsyncRead for Watched {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let r = Pin::new(&mut self.stream).poll_read(cx, buf);
         if r.is_ready() {
             self.activity.moved.store(true, Relaxed);
+            if buf.filled().len() > before {
+                self.activity.head_arriving.store(true, Relaxed);
+            }
         }
         r
     }
@@ -289,10 +295,11 @@ where
     loop {
         activity.started.store(false, Relaxed);
         let conn = Box::new(http1.serve_connection(TokioIo::new(io), service).with_upgrades());
-        let (conn, busy_at) = match drive(conn, &activity, &mut stopped, head_deadline).await {
-            Driven::Closed(done) => return done,
-            Driven::Idle(conn, busy_at) => (conn, busy_at),
-        };
+        let (conn, busy_at) =
+            match drive(conn, Conn::<S>::graceful_shutdown, &activity, &mut stopped, head_deadline).await {
+                Driven::Closed(done) => return done,
+                Driven::Idle(conn, busy_at) => (conn, busy_at),
+            };
         if activity.started.load(Relaxed) {
             // A request came since the head deadline was set: the next one starts afresh.
             head_deadline = None;
@@ -321,19 +328,16 @@ where
 }
 
 /// Drives `conn` until it closes or goes idle for [`QUIET`]. Once `stopped`, starts its graceful
-/// close and drives it to the end.
-async fn drive<S, B>(
-    mut conn: Box<Conn<S>>,
+/// close with `close` and drives it to the end.
+async fn drive<C>(
+    mut conn: Box<C>,
+    close: fn(Pin<&mut C>),
     activity: &Activity,
     stopped: &mut Stopped,
     head_deadline: Option<Instant>,
-) -> Driven<Conn<S>>
+) -> Driven<C>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Unpin + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<crate::BoxError>,
+    C: Future<Output = hyper::Result<()>> + Unpin,
 {
     let mut check = pin!(tokio::time::sleep(QUIET));
     let mut busy_at = Instant::now();
@@ -356,7 +360,7 @@ where
             }
         }
     }
-    Pin::new(&mut *conn).graceful_shutdown();
+    close(Pin::new(&mut *conn));
     Driven::Closed(conn.await)
 }
 

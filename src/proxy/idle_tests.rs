@@ -16,6 +16,11 @@ fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing
     drop(request);
     assert_eq!(activity.look(), Look::Idle);
 
+    activity.head_arriving.store(true, Relaxed);
+    assert_eq!(activity.look(), Look::Busy, "hyper holds part of a head");
+    drop(InFlight::new(&activity));
+    assert_eq!(activity.look(), Look::Idle, "a request started from it");
+
     activity.wrote::<usize>(&Poll::Pending);
     assert_eq!(activity.look(), Look::Busy, "hyper may hold bytes the client has not taken");
     activity.wrote(&Poll::Ready(Ok(10usize)));
