@@ -4,10 +4,11 @@
 //! until the connection closes, idle or not: 10,000 idle keep-alive connections cost the sidecar
 //! 12.8 KB of RSS each, where nginx, which frees its buffers between requests, needs 0.6 KB. So a
 //! client connection that has moved no bytes for [`QUIET`], with no request in flight, no head
-//! arriving and nothing waiting to be written, is taken apart (`into_parts`, which frees hyper's state and buffers), and
-//! the bare socket waits for its next bytes; when they come, a new hyper connection serves them. A
-//! busy connection never notices: the only cost per request is a count kept by a wrapper around the
-//! service, and the connection's task looks at it once every [`QUIET`].
+//! arriving and nothing waiting to be written, is taken apart (`into_parts`, which frees hyper's
+//! state and buffers), and the bare socket waits for its next bytes; when they come, a new hyper
+//! connection serves them. A busy connection never notices: the only cost per request is a count
+//! kept by a wrapper around the service, and the connection's task looks at it once every
+//! [`QUIET`].
 //!
 //! An idle connection is closed, as hyper would have, once the header read timeout has passed
 //! without a new request: counted from when the connection was last seen busy. A head that has
@@ -67,7 +68,8 @@ pub struct Activity {
 pub enum Look {
     /// Something happened since the last look, or is still under way.
     Busy,
-    /// Nothing moved since the last look, no request is in flight and nothing waits to be written.
+    /// Nothing moved since the last look, no request is in flight or arriving, and nothing waits
+    /// to be written.
     Idle,
 }
 
