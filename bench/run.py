@@ -247,8 +247,9 @@ def main() -> int:
                     help="skip counting system calls per request with perf")
     ap.add_argument("--idle-connections", type=int, default=10000,
                     help="idle keep-alive connections for the RSS-per-connection figure (0: skip)")
-    ap.add_argument("--idle-settle", type=float, default=12,
-                    help="seconds the idle connections sit idle before RSS is read")
+    ap.add_argument("--idle-settle", type=float, default=15,
+                    help="seconds the idle connections sit idle before RSS is read (the sidecar looks at its "
+                         "heap every 10 s: the window must hold a whole period after they go idle)")
     ap.add_argument("--settle", type=float, default=11,
                     help="seconds without load before RSS is read (steady, not at the peak)")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
