@@ -36,6 +36,8 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// HTTP/1.1 client connections open but idle, hyper's buffers handed back (a gauge).
     pub idle_connections: AtomicU64,
+    /// HTTP/1.1 upstream connections kept open but idle, hyper's buffers handed back (a gauge).
+    pub idle_upstream_connections: AtomicU64,
     /// Spans the OTLP collector accepted.
     pub otlp_spans_exported: AtomicU64,
     /// Spans dropped: queue full, or the collector refused or stayed unreachable past the retries.
@@ -198,6 +200,9 @@ impl Metrics {
         o.push_str("# HELP xray_sidecar_idle_connections HTTP/1.1 client connections open but idle, their buffers handed back.\n");
         o.push_str("# TYPE xray_sidecar_idle_connections gauge\n");
         let _ = writeln!(o, "xray_sidecar_idle_connections {}", self.idle_connections.load(Relaxed));
+        o.push_str("# HELP xray_sidecar_idle_upstream_connections HTTP/1.1 upstream connections kept open but idle, their buffers handed back.\n");
+        o.push_str("# TYPE xray_sidecar_idle_upstream_connections gauge\n");
+        let _ = writeln!(o, "xray_sidecar_idle_upstream_connections {}", self.idle_upstream_connections.load(Relaxed));
         o.push_str("# HELP xray_sidecar_segment_send_fallbacks_total Batched sending the kernel refused, by what it fell back to.\n");
         o.push_str("# TYPE xray_sidecar_segment_send_fallbacks_total counter\n");
         for (to, n) in [("sendmmsg", &self.delivery.gso_fallbacks), ("send", &self.delivery.sendmmsg_fallbacks)] {

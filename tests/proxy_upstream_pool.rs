@@ -1,7 +1,8 @@
 //! The HTTP/1.1 upstream pool, seen from a raw upstream that counts its connections and can
 //! misbehave: connections are reused across client connections, one closed by the upstream while
-//! idle costs no request, idle ones are closed on time, and a response the client abandoned does
-//! not leave a broken connection behind.
+//! idle costs no request, idle ones are parked (hyper's buffers handed back) and used again, one
+//! the upstream closes while parked costs no request either, idle ones are closed on time, and a
+//! response the client abandoned does not leave a broken connection behind.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -24,6 +25,8 @@ enum Manner {
     CloseAfterOne,
     /// `/big` gets a 1 MiB body sent in slow pieces; anything else is answered as `KeepAlive`.
     SlowBig,
+    /// Keep-alive, but a connection idle for this long is closed (a server's keep-alive timeout).
+    IdleTimeout(Duration),
 }
 
 struct RawUpstream {
@@ -65,7 +68,14 @@ async fn serve(mut stream: TcpStream, manner: Manner, closed_by_proxy: Arc<Atomi
                 break head;
             }
             let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
+            let read = match manner {
+                Manner::IdleTimeout(after) => match tokio::time::timeout(after, stream.read(&mut chunk)).await {
+                    Ok(read) => read,
+                    Err(_) => return,
+                },
+                _ => stream.read(&mut chunk).await,
+            };
+            match read {
                 Ok(0) | Err(_) => {
                     closed_by_proxy.fetch_add(1, SeqCst);
                     return;
@@ -137,6 +147,60 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert_eq!(up.accepted.load(SeqCst), 10);
+    let m = sc.metrics().await;
+    assert!(m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="5xx"} 0"#), "{m}");
+}
+
+/// The sidecar's count of parked upstream connections.
+async fn parked(sc: &Sidecar) -> u64 {
+    let m = sc.metrics().await;
+    let line =
+        m.lines().find(|l| l.starts_with("xray_sidecar_idle_upstream_connections ")).unwrap_or_else(|| panic!("{m}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+async fn wait_until_parked(sc: &Sidecar, n: u64) {
+    let started = Instant::now();
+    while parked(sc).await != n {
+        assert!(started.elapsed() < Duration::from_secs(5), "not {n} parked upstream connections");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_upstream_connection_is_parked_and_used_again() {
+    let (up, daemon) = (RawUpstream::start(Manner::KeepAlive).await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &[]);
+    assert_eq!(parked(&sc).await, 0);
+    for round in 0..3 {
+        let (status, _, body) = http_get(&sc.url("/"), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "round {round}");
+        // Taken again for the request, it is live and no longer counted.
+        assert_eq!(parked(&sc).await, 0, "round {round}");
+        // Some 1-2 s later it is parked, and the socket stays open.
+        wait_until_parked(&sc, 1).await;
+    }
+    assert_eq!(up.accepted.load(SeqCst), 1, "the parked connection was used again");
+    assert_eq!(up.closed_by_proxy.load(SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_upstream_closing_a_parked_connection_costs_no_request() {
+    let up = RawUpstream::start(Manner::IdleTimeout(Duration::from_millis(2500))).await;
+    let daemon = Daemon::start().await;
+    let sc = Sidecar::start(&up.url(), daemon.addr, &[]);
+    for i in 0..2 {
+        let (status, _, body) = http_get(&sc.url("/"), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "request {i}");
+        wait_until_parked(&sc, 1).await;
+        // The upstream closes it while it is parked; the close has reached the proxy by the next
+        // request, which must go on a new connection, and the closed one is no longer counted.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+    }
+    let (status, _, body) = http_get(&sc.url("/"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert_eq!(up.accepted.load(SeqCst), 3);
+    assert_eq!(parked(&sc).await, 0);
     let m = sc.metrics().await;
     assert!(m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="5xx"} 0"#), "{m}");
 }

@@ -22,6 +22,7 @@ use super::grpc_body::CountMessages;
 use super::guard::{GuardedConnector, OwnListeners};
 use super::pool::H1Pool;
 use super::{hop, target};
+use crate::metrics::Metrics;
 
 /// Timeouts and limits of the upstream side.
 #[derive(Clone, Debug)]
@@ -53,8 +54,9 @@ pub struct Upstream {
 type H2Client = Client<GuardedConnector, CountMessages<Incoming>>;
 
 impl Upstream {
-    /// Builds the pools; they never connect to `own` (nor to link-local addresses).
-    pub fn new(s: &UpstreamSettings, own: OwnListeners) -> Self {
+    /// Builds the pools; they never connect to `own` (nor to link-local addresses). `metrics`
+    /// counts the pool's parked connections.
+    pub fn new(s: &UpstreamSettings, own: OwnListeners, metrics: Arc<Metrics>) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(s.connect_timeout));
         http.set_nodelay(true);
@@ -66,7 +68,7 @@ impl Upstream {
             .http1_max_buf_size(s.max_header_size.max(8192))
             // Headers as the upstream wrote them: some clients care about case.
             .http1_title_case_headers(false);
-        let pool = H1Pool::new(connector.clone(), s.max_header_size.max(8192), s.idle_timeout);
+        let pool = H1Pool::new(connector.clone(), s.max_header_size.max(8192), s.idle_timeout, metrics);
         let upgrades = b.build(connector.clone());
         b.http2_only(true);
         let h2 = b.build(connector.clone());

@@ -190,7 +190,7 @@ fn serve(
     readiness: &Readiness,
     stopped: &Stopped,
 ) -> Served {
-    let upstream = Arc::new(Upstream::new(&config.upstream, own));
+    let upstream = Arc::new(Upstream::new(&config.upstream, own, tracer.metrics.clone()));
     // One limit for both sides: it is the process's memory that must stay bounded.
     let limit = ConnectionLimit::new(config.server.max_connections);
     let outbound = listeners.outbound.map(|listener| {

@@ -7,18 +7,29 @@
 //! arrived and is taken again only once hyper says it is ready, that is once that response's body
 //! has been read to the end; a connection whose body was abandoned is closed by hyper and dropped
 //! from the list. HTTP/2 and upgrades keep hyper-util's client (see `forward`).
+//!
+//! A connection idle for [`QUIET`] is parked: hyper holds some 36 KB for each (an 8 KB read and an
+//! 8 KB write buffer, its request channel, its task) whether or not it carries anything, so its
+//! sender is dropped, hyper hands the bare socket back (`without_shutdown`) and the list keeps only
+//! that. The next request for its destination runs a new hyper connection on it (no I/O: the
+//! handshake of HTTP/1 is nothing on the wire). A parked socket the upstream has closed, or sent
+//! anything on, is dropped when next looked at; the idle timeout counts from when it went idle.
 
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response, Uri, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 use tower::Service;
 
 use super::error::ProxyError;
 use super::grpc_body::CountMessages;
 use super::guard::GuardedConnector;
+use crate::metrics::Metrics;
 
 /// What the proxy sends upstream.
 pub type UpstreamBody = CountMessages<Incoming>;
@@ -26,6 +37,12 @@ pub type UpstreamBody = CountMessages<Incoming>;
 /// Connections kept at most, busy or idle; beyond it a finished connection is closed instead. The
 /// connection limit keeps the number in use far below it.
 const MAX_KEPT: usize = 4096;
+
+/// Idle time after which a connection is parked (see the module docs). Requests a second apart or
+/// closer keep their connection live; one a second, a new hyper connection per request.
+const QUIET: Duration = Duration::from_secs(1);
+
+type Io = TokioIo<TcpStream>;
 
 /// The pool; cheap to clone.
 #[derive(Clone, Debug)]
@@ -39,13 +56,58 @@ struct Shared {
     connector: GuardedConnector,
     builder: http1::Builder,
     idle_timeout: Duration,
+    /// Names each connection, so that its socket finds its place again once hyper is done with it.
+    next_id: AtomicU64,
+    /// `idle_upstream_connections` counts the parked ones.
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
 struct Kept {
+    id: u64,
     authority: Authority,
-    sender: http1::SendRequest<UpstreamBody>,
+    link: Link,
+    /// When it was last seen busy (or parked).
     since: Instant,
+}
+
+#[derive(Debug)]
+enum Link {
+    /// hyper serves it, on a task of its own.
+    Live(http1::SendRequest<UpstreamBody>),
+    /// Its sender dropped to park it; hyper is handing the socket back.
+    Parking,
+    /// Just the socket.
+    Parked(Parked),
+}
+
+/// A parked socket, counted in `idle_upstream_connections` while it is one.
+#[derive(Debug)]
+struct Parked {
+    io: Io,
+    _counted: Counted,
+}
+
+#[derive(Debug)]
+struct Counted(Arc<Metrics>);
+
+impl Counted {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.idle_upstream_connections.fetch_add(1, Relaxed);
+        Counted(metrics.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.idle_upstream_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A connection taken for a request, with its id.
+enum Taken {
+    Live(u64, http1::SendRequest<UpstreamBody>),
+    Parked(u64, Io),
 }
 
 /// Where a kept connection stands.
@@ -60,30 +122,46 @@ enum State {
 }
 
 impl Kept {
-    /// Where the connection stands at `now`; a busy one's idle time starts afresh.
+    /// Where the connection stands at `now`; a busy one's idle time starts afresh. One being
+    /// parked counts as busy: it cannot be taken until hyper has handed it back.
     fn state(&mut self, now: Instant, idle_timeout: Duration) -> State {
-        if self.sender.is_closed() {
-            State::Gone
-        } else if !self.sender.is_ready() {
-            self.since = now;
-            State::Busy
-        } else if now.duration_since(self.since) > idle_timeout {
-            State::Gone
-        } else {
-            State::Idle
+        let expired = now.duration_since(self.since) > idle_timeout;
+        match &self.link {
+            Link::Live(sender) if sender.is_closed() => State::Gone,
+            Link::Live(sender) if !sender.is_ready() => {
+                self.since = now;
+                State::Busy
+            }
+            Link::Parked(p) if !quiet(&p.io) => State::Gone,
+            _ if expired => State::Gone,
+            Link::Parking => State::Busy,
+            Link::Live(_) | Link::Parked(_) => State::Idle,
         }
     }
+}
+
+/// Whether a socket at rest is still open and has received nothing; costs no system call unless
+/// the upstream has sent something (tokio keeps the socket's readiness).
+fn quiet(io: &Io) -> bool {
+    matches!(io.inner().try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 impl H1Pool {
     /// A pool connecting through `connector`, whose responses may have heads up to
     /// `max_buf_size`, and which closes connections idle for `idle_timeout`.
-    pub fn new(connector: GuardedConnector, max_buf_size: usize, idle_timeout: Duration) -> Self {
+    pub fn new(
+        connector: GuardedConnector,
+        max_buf_size: usize,
+        idle_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut builder = http1::Builder::new();
         // Headers as the upstream wrote them: some clients care about case.
         builder.max_buf_size(max_buf_size).title_case_headers(false);
-        let shared = Arc::new(Shared { kept: Mutex::new(Vec::new()), connector, builder, idle_timeout });
-        // Idle connections are closed on time even when no request comes to notice them.
+        let kept = Mutex::new(Vec::new());
+        let next_id = AtomicU64::new(0);
+        let shared = Arc::new(Shared { kept, connector, builder, idle_timeout, next_id, metrics });
+        // Idle connections are parked and closed on time even when no request comes to notice them.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(sweep(Arc::downgrade(&shared)));
         }
@@ -99,10 +177,15 @@ impl H1Pool {
     ) -> Result<Response<Incoming>, ProxyError> {
         prepare(&mut req, &authority);
         let shared = &self.shared;
-        if let Some(mut sender) = shared.checkout(&authority) {
+        let taken = match shared.checkout(&authority) {
+            Some(Taken::Live(id, sender)) => Some((id, sender)),
+            Some(Taken::Parked(id, io)) => shared.run(id, io).await.ok().map(|sender| (id, sender)),
+            None => None,
+        };
+        if let Some((id, mut sender)) = taken {
             match sender.try_send_request(req).await {
                 Ok(res) => {
-                    shared.checkin(authority, sender);
+                    shared.checkin(authority, id, sender);
                     return Ok(res);
                 }
                 // The connection closed before the request went out (the upstream timed it out
@@ -113,9 +196,10 @@ impl H1Pool {
                 },
             }
         }
-        let mut sender = shared.connect(&authority).await?;
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        let mut sender = shared.connect(id, &authority).await?;
         let res = sender.send_request(req).await.map_err(ProxyError::from_exchange)?;
-        shared.checkin(authority, sender);
+        shared.checkin(authority, id, sender);
         Ok(res)
     }
 }
@@ -139,7 +223,7 @@ fn prepare(req: &mut Request<UpstreamBody>, authority: &Authority) {
 impl Shared {
     /// The most recently used connection to `authority` that is ready for a request; closed and
     /// expired ones met on the way are dropped.
-    fn checkout(&self, authority: &Authority) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn checkout(&self, authority: &Authority) -> Option<Taken> {
         let mut kept = self.kept.lock().ok()?;
         let now = Instant::now();
         let mut i = kept.len();
@@ -148,7 +232,14 @@ impl Shared {
             match kept[i].state(now, self.idle_timeout) {
                 State::Gone => drop(kept.swap_remove(i)),
                 State::Busy => {}
-                State::Idle if kept[i].authority == *authority => return Some(kept.swap_remove(i).sender),
+                State::Idle if kept[i].authority == *authority => {
+                    let k = kept.swap_remove(i);
+                    match k.link {
+                        Link::Live(sender) => return Some(Taken::Live(k.id, sender)),
+                        Link::Parked(Parked { io, .. }) => return Some(Taken::Parked(k.id, io)),
+                        Link::Parking => {}
+                    }
+                }
                 State::Idle => {}
             }
         }
@@ -156,20 +247,24 @@ impl Shared {
     }
 
     /// Keeps a connection that has just carried a request, to be taken again once it is idle.
-    fn checkin(&self, authority: Authority, sender: http1::SendRequest<UpstreamBody>) {
+    fn checkin(&self, authority: Authority, id: u64, sender: http1::SendRequest<UpstreamBody>) {
         if sender.is_closed() {
             return;
         }
         if let Ok(mut kept) = self.kept.lock() {
             if kept.len() < MAX_KEPT {
-                kept.push(Kept { authority, sender, since: Instant::now() });
+                kept.push(Kept { id, authority, link: Link::Live(sender), since: Instant::now() });
             }
         }
     }
 
     /// Opens a connection to `authority` (refused destinations are refused by the connector) and
     /// runs it on a task of its own.
-    async fn connect(&self, authority: &Authority) -> Result<http1::SendRequest<UpstreamBody>, ProxyError> {
+    async fn connect(
+        self: &Arc<Self>,
+        id: u64,
+        authority: &Authority,
+    ) -> Result<http1::SendRequest<UpstreamBody>, ProxyError> {
         let uri = Uri::builder()
             .scheme("http")
             .authority(authority.clone())
@@ -177,25 +272,58 @@ impl Shared {
             .build()
             .map_err(|e| ProxyError::connecting_upstream(e.into()))?;
         let io = self.connector.clone().call(uri).await.map_err(ProxyError::connecting_upstream)?;
+        self.run(id, io).await
+    }
+
+    /// Serves a connection, new or parked, with hyper on a task of its own; once its
+    /// sender has been dropped hyper hands the socket back to [`Shared::park`].
+    async fn run(self: &Arc<Self>, id: u64, io: Io) -> Result<http1::SendRequest<UpstreamBody>, ProxyError> {
         let (sender, conn) = self.builder.handshake(io).await.map_err(ProxyError::from_exchange)?;
+        let shared = Arc::downgrade(self);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+            match conn.without_shutdown().await {
+                Ok(parts) => match shared.upgrade() {
+                    // Bytes the upstream sent unasked: not a connection to reuse.
+                    Some(shared) if parts.read_buf.is_empty() => shared.park(id, parts.io),
+                    _ => {}
+                },
+                Err(e) => tracing::debug!(error = %e, "upstream connection ended with an error"),
             }
         });
         Ok(sender)
     }
+
+    /// Parks the connections idle for [`QUIET`] by dropping their senders (hyper then ends their
+    /// tasks and hands the sockets to [`Shared::park`]), and drops the closed and expired ones.
+    fn sweep(&self) {
+        let Ok(mut kept) = self.kept.lock() else { return };
+        let now = Instant::now();
+        kept.retain_mut(|k| match k.state(now, self.idle_timeout) {
+            State::Gone => false,
+            State::Idle if matches!(k.link, Link::Live(_)) && now.duration_since(k.since) >= QUIET => {
+                k.link = Link::Parking;
+                true
+            }
+            State::Busy | State::Idle => true,
+        });
+    }
+
+    /// Keeps the socket of a connection hyper has finished with, if the pool parked it: one
+    /// dropped for any other reason (expired, the pool full) closes here.
+    fn park(&self, id: u64, io: Io) {
+        let Ok(mut kept) = self.kept.lock() else { return };
+        let Some(k) = kept.iter_mut().find(|k| k.id == id && matches!(k.link, Link::Parking)) else {
+            return;
+        };
+        k.link = Link::Parked(Parked { io, _counted: Counted::new(&self.metrics) });
+    }
 }
 
-/// Drops connections idle for longer than the idle timeout, until the pool is gone.
+/// Parks idle connections and drops expired ones every [`QUIET`], until the pool is gone.
 async fn sweep(shared: Weak<Shared>) {
-    let every = shared.upgrade().map_or(Duration::from_secs(1), |s| s.idle_timeout.max(Duration::from_secs(1)));
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(QUIET).await;
         let Some(shared) = shared.upgrade() else { return };
-        if let Ok(mut kept) = shared.kept.lock() {
-            let now = Instant::now();
-            kept.retain_mut(|k| k.state(now, shared.idle_timeout) != State::Gone);
-        }
+        shared.sweep();
     }
 }
