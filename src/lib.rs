@@ -16,7 +16,6 @@ pub mod contract;
 #[cfg(feature = "console")]
 pub mod demo;
 pub mod init;
-pub mod memory;
 pub mod metrics;
 pub mod otel;
 pub mod proxy;
