@@ -8,7 +8,7 @@
 //! has been read to the end; a connection whose body was abandoned is closed by hyper and dropped
 //! from the list. HTTP/2 and upgrades keep hyper-util's client (see `forward`).
 //!
-//! A connection idle for [`QUIET`] is parked: hyper holds some 36 KB for each (an 8 KB read and an
+//! A connection idle for [`QUIET`] is parked: hyper holds some 30 KB for each (an 8 KB read and an
 //! 8 KB write buffer, its request channel, its task) whether or not it carries anything, so its
 //! sender is dropped, hyper hands the bare socket back (`without_shutdown`) and the list keeps only
 //! that. The next request for its destination runs a new hyper connection on it (no I/O: the
