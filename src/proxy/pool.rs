@@ -237,6 +237,7 @@ impl Shared {
                     match k.link {
                         Link::Live(sender) => return Some(Taken::Live(k.id, sender)),
                         Link::Parked(Parked { io, .. }) => return Some(Taken::Parked(k.id, io)),
+                        // Never idle: `state` counts it busy until hyper hands the socket back.
                         Link::Parking => {}
                     }
                 }
