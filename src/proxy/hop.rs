@@ -41,6 +41,12 @@ fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether every `Connection` header is a lone `keep-alive`: answered without splitting the
+/// values into options and looking each up.
+fn only_keep_alive(h: &HeaderMap) -> bool {
+    h.get_all(header::CONNECTION).iter().all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
+}
+
 /// Removes the hop-by-hop headers from a message about to be forwarded. An upgrade keeps
 /// `Connection: upgrade` and `Upgrade`, and loses everything else that is hop-by-hop.
 pub fn strip(h: &mut HeaderMap, upgrade: bool) {
@@ -59,7 +65,8 @@ pub fn strip(h: &mut HeaderMap, upgrade: bool) {
     if !upgrade && !upgrade_header && !present.contains(&true) {
         return;
     }
-    if connection {
+    // `Connection: keep-alive` alone, what most messages carry, names nothing else to remove.
+    if connection && !only_keep_alive(h) {
         // Only the options that name a header actually present cost a name of their own
         // (`keep-alive`, the common one, is a hop-by-hop header removed below anyway).
         let listed: Vec<HeaderName> = connection_tokens(h)
@@ -125,6 +132,22 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip(&mut h, false);
         assert_eq!(names(&h), ["te", "x-kept"]);
+    }
+
+    #[test]
+    fn a_lone_keep_alive_goes_with_the_rest_and_hides_nothing_another_connection_header_names() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static(" Keep-Alive "));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip(&mut h, false);
+        assert_eq!(names(&h), ["x-kept"]);
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        strip(&mut h, false);
+        assert!(h.is_empty(), "{:?}", names(&h));
     }
 
     #[test]
