@@ -315,7 +315,7 @@ fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
     format!("{}:80", a.host()).parse().ok()
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue) {

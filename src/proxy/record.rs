@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::forward::X_FORWARDED_FOR;
 use super::probes::Probes;
 use crate::metrics::{DecisionSource, Metrics};
 use crate::otel::exporter::OtlpExporter;
@@ -309,7 +310,7 @@ fn host<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// The first address in `X-Forwarded-For`: the original client, as far as proxies before us know.
 fn forwarded_for(h: &HeaderMap) -> Option<IpAddr> {
-    let first = h.get("x-forwarded-for")?.to_str().ok()?.split(',').next()?.trim();
+    let first = h.get(&X_FORWARDED_FOR)?.to_str().ok()?.split(',').next()?.trim();
     first.parse().ok().or_else(|| {
         // Some proxies write `ip:port` or `[v6]:port`.
         first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
