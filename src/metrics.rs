@@ -12,6 +12,27 @@ use crate::xray::segment::Direction;
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
+/// One in a gauge of [`Metrics`] for as long as it lives: an idle connection, a parked socket.
+#[derive(Debug)]
+pub struct GaugeHeld {
+    metrics: Arc<Metrics>,
+    gauge: fn(&Metrics) -> &AtomicU64,
+}
+
+impl GaugeHeld {
+    /// Adds one to `gauge` of `metrics`, until dropped.
+    pub fn new(metrics: &Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicU64) -> Self {
+        gauge(metrics).fetch_add(1, Relaxed);
+        GaugeHeld { metrics: metrics.clone(), gauge }
+    }
+}
+
+impl Drop for GaugeHeld {
+    fn drop(&mut self) {
+        (self.gauge)(&self.metrics).fetch_sub(1, Relaxed);
+    }
+}
+
 /// Everything the proxy counts.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -197,12 +218,21 @@ impl Metrics {
             let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} counter");
             let _ = writeln!(o, "xray_sidecar_{name} {}", v.load(Relaxed));
         }
-        o.push_str("# HELP xray_sidecar_idle_connections HTTP/1.1 client connections open but idle, their buffers handed back.\n");
-        o.push_str("# TYPE xray_sidecar_idle_connections gauge\n");
-        let _ = writeln!(o, "xray_sidecar_idle_connections {}", self.idle_connections.load(Relaxed));
-        o.push_str("# HELP xray_sidecar_idle_upstream_connections HTTP/1.1 upstream connections kept open but idle, their buffers handed back.\n");
-        o.push_str("# TYPE xray_sidecar_idle_upstream_connections gauge\n");
-        let _ = writeln!(o, "xray_sidecar_idle_upstream_connections {}", self.idle_upstream_connections.load(Relaxed));
+        for (name, help, v) in [
+            (
+                "idle_connections",
+                "HTTP/1.1 client connections open but idle, their buffers handed back.",
+                &self.idle_connections,
+            ),
+            (
+                "idle_upstream_connections",
+                "HTTP/1.1 upstream connections kept open but idle, their buffers handed back.",
+                &self.idle_upstream_connections,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} gauge");
+            let _ = writeln!(o, "xray_sidecar_{name} {}", v.load(Relaxed));
+        }
         o.push_str("# HELP xray_sidecar_segment_send_fallbacks_total Batched sending the kernel refused, by what it fell back to.\n");
         o.push_str("# TYPE xray_sidecar_segment_send_fallbacks_total counter\n");
         for (to, n) in [("sendmmsg", &self.delivery.gso_fallbacks), ("send", &self.delivery.sendmmsg_fallbacks)] {

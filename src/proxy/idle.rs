@@ -30,7 +30,7 @@ use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use xray_lifecycle::Stopped;
 
 use super::rewind::Rewind;
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeHeld, Metrics};
 
 /// How long a connection must have been idle before hyper's buffers are handed back. Short enough
 /// that a pod's idle keep-alive connections soon cost little, long enough that a connection
@@ -245,23 +245,7 @@ pub struct Limits<'a> {
     /// How long a client may take to begin (and send) its next request head.
     pub header_read_timeout: Duration,
     /// `idle_connections` is the number of connections waiting here without hyper's buffers.
-    pub metrics: &'a Metrics,
-}
-
-/// Counts a connection as idle while it lives.
-struct Idle<'a>(&'a AtomicU64);
-
-impl<'a> Idle<'a> {
-    fn count(gauge: &'a AtomicU64) -> Self {
-        gauge.fetch_add(1, Relaxed);
-        Idle(gauge)
-    }
-}
-
-impl Drop for Idle<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
+    pub metrics: &'a Arc<Metrics>,
 }
 
 /// How driving one hyper connection ended.
@@ -312,7 +296,7 @@ where
         let unread = unread(parts.read_buf, prefix);
         let deadline = head_deadline.unwrap_or(busy_at + limits.header_read_timeout);
         if unread.is_empty() {
-            let _idle = Idle::count(&limits.metrics.idle_connections);
+            let _idle = GaugeHeld::new(limits.metrics, |m| &m.idle_connections);
             tokio::select! {
                 ready = watched.stream.readable() => if ready.is_err() { return Ok(()) },
                 () = stopped.wait() => return Ok(()),

@@ -29,7 +29,7 @@ use tower::Service;
 use super::error::ProxyError;
 use super::grpc_body::CountMessages;
 use super::guard::GuardedConnector;
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeHeld, Metrics};
 
 /// What the proxy sends upstream.
 pub type UpstreamBody = CountMessages<Incoming>;
@@ -85,23 +85,7 @@ enum Link {
 #[derive(Debug)]
 struct Parked {
     io: Io,
-    _counted: Counted,
-}
-
-#[derive(Debug)]
-struct Counted(Arc<Metrics>);
-
-impl Counted {
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        metrics.idle_upstream_connections.fetch_add(1, Relaxed);
-        Counted(metrics.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.idle_upstream_connections.fetch_sub(1, Relaxed);
-    }
+    _counted: GaugeHeld,
 }
 
 /// A connection taken for a request, with its id.
@@ -316,7 +300,8 @@ impl Shared {
         let Some(k) = kept.iter_mut().find(|k| k.id == id && matches!(k.link, Link::Parking)) else {
             return;
         };
-        k.link = Link::Parked(Parked { io, _counted: Counted::new(&self.metrics) });
+        let counted = GaugeHeld::new(&self.metrics, |m| &m.idle_upstream_connections);
+        k.link = Link::Parked(Parked { io, _counted: counted });
     }
 }
 
