@@ -355,8 +355,8 @@ def idle_connections(pid: int, port: int, count: int, out: Path, settle: float) 
         for start in range(0, count, 250):
             await asyncio.gather(*(one(conns, failures) for _ in range(min(250, count - start))))
         # Idle, as a pod's keep-alive connections sit between requests: the sidecar hands an idle
-        # connection's buffers back after 1-2 s and the freed heap to the system at its next look
-        # (every 10 s).
+        # connection's buffers back after 1-2 s, and its allocator the freed pages to the system
+        # about a second after they fall idle.
         await asyncio.sleep(settle)
         after = memory(pid)["rss_mb"] * 1024
         for w in conns:

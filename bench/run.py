@@ -248,8 +248,8 @@ def main() -> int:
     ap.add_argument("--idle-connections", type=int, default=10000,
                     help="idle keep-alive connections for the RSS-per-connection figure (0: skip)")
     ap.add_argument("--idle-settle", type=float, default=15,
-                    help="seconds the idle connections sit idle before RSS is read (the sidecar looks at its "
-                         "heap every 10 s: the window must hold a whole period after they go idle)")
+                    help="seconds the idle connections sit idle before RSS is read (the sidecar hands their "
+                         "buffers back after 1-2 s, its allocator the freed pages about a second later)")
     ap.add_argument("--settle", type=float, default=11,
                     help="seconds without load before RSS is read (steady, not at the peak)")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
@@ -365,7 +365,7 @@ def main() -> int:
                 print(f"       {cfg['label']:32s} p50 {o['p50_us']:.0f} us, p99 {o['p99_us']:.0f} us,"
                       f" {o['cpu_us_per_req']:.1f} us CPU/req", flush=True)
         # RSS is read once the load has stopped for a while, as a pod sits between bursts: the
-        # sidecar looks at its heap every 10 s and hands back what a burst left free.
+        # sidecar's allocator hands back what a burst left free about a second after it falls idle.
         print(f"bench: {args.settle} s without load before reading RSS", flush=True)
         time.sleep(args.settle)
         for cfg in configs:
