@@ -184,3 +184,29 @@ async fn idle_and_trickling_connections_still_meet_the_header_timeout() {
     let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf)).await;
     assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "an idle connection outlived the header timeout: {n:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_timeout_counts_from_the_last_response_and_is_never_cut_short() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let timeout = Duration::from_secs(2);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", "2s"]);
+    // Each request comes most of a timeout after the last response: never cut off, whether the
+    // connection waited under hyper or was taken apart meanwhile, as every request renews the wait.
+    let mut steady = connect(sc.listen).await;
+    for pause in [1600, 1800, 1600] {
+        assert_eq!(get(&mut steady, "/").await, "200");
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    assert_eq!(get(&mut steady, "/").await, "200");
+
+    // One that sends nothing more is closed once the timeout has passed, within a second of it.
+    let mut quiet = connect(sc.listen).await;
+    assert_eq!(get(&mut quiet, "/").await, "200");
+    let answered = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(6), quiet.read(&mut buf)).await;
+    let took = answered.elapsed();
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "an idle connection stayed open: {n:?}");
+    assert!(took >= timeout - Duration::from_millis(50), "closed early, after {took:?}");
+    assert!(took < timeout + Duration::from_millis(1500), "closed late, after {took:?}");
+}

@@ -46,7 +46,10 @@ pub struct ServerSettings {
 /// of the first request head, and kept that size for the connection's life.
 #[derive(Debug)]
 pub struct Http {
+    /// HTTP/1.1 for the connections [`idle::serve`] serves, which times request heads itself.
     http1: http1::Builder,
+    /// HTTP/1.1 with hyper's header read timeout, for connections served by [`Http::serve`].
+    http1_timed: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
 
@@ -57,18 +60,21 @@ impl Http {
     /// The servers with the limits of `s`.
     pub fn new(s: &ServerSettings) -> Http {
         let mut http1 = http1::Builder::new();
+        // hyper would otherwise time every request head itself, 30 s by default.
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(s.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(s.max_header_size.max(8192))
             .keep_alive(true);
+        let mut http1_timed = http1.clone();
+        http1_timed.header_read_timeout(s.header_read_timeout);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(s.max_header_size).unwrap_or(u32::MAX))
             // Idle h2 connections are probed so that dead clients do not hold streams for ever.
             .keep_alive_interval(Some(Duration::from_secs(60)));
-        Http { http1, http2 }
+        Http { http1, http1_timed, http2 }
     }
 
     /// Serves `io`, which speaks `version` (HTTP/2 with prior knowledge, else HTTP/1.1 with
@@ -92,7 +98,7 @@ impl Http {
             until_closed(conn, stopped, http2::Connection::<TokioIo<I>, Hyper<S>, TokioExecutor>::graceful_shutdown)
                 .await
         } else {
-            let conn = Box::pin(self.http1.serve_connection(io, service).with_upgrades());
+            let conn = Box::pin(self.http1_timed.serve_connection(io, service).with_upgrades());
             until_closed(conn, stopped, http1::UpgradeableConnection::<TokioIo<I>, Hyper<S>>::graceful_shutdown).await
         }
     }
