@@ -162,3 +162,34 @@ async fn requests_still_running_when_the_listeners_close_finish_and_are_flushed(
     let status = sc.exited().await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_still_trickling_in_at_shutdown_does_not_hold_the_process_for_the_grace() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    // The head would be cut at 10 s; the grace would let requests run for 30.
+    let args = ["--drain-delay", "0s", "--shutdown-grace", "30s"];
+    let sc = Sidecar::start(&up.url(), daemon.addr, &args);
+    let mut s = TcpStream::connect(sc.listen).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    // The next head starts and never ends, a byte every 200 ms; the pod is told to stop meanwhile.
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nx-slow: ").await.unwrap();
+    let started = Instant::now();
+    let (mut r, mut w) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        while w.write_all(b"a").await.is_ok() && started.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sc.terminate();
+    let closed = tokio::time::timeout(Duration::from_secs(20), r.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the trickling connection was still open after 20 s: {closed:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "a head begun before shutdown was cut only after {took:?}");
+    trickle.abort();
+    let status = tokio::time::timeout(Duration::from_secs(10), sc.exited()).await;
+    assert!(status.as_ref().is_ok_and(|s| s.success()), "the process did not exit cleanly soon after: {status:?}");
+}
