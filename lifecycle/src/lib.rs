@@ -6,6 +6,7 @@
 //! another, so the console can live in its own crate and the per-pod build can leave it out.
 
 pub mod flush;
+mod latch;
 pub mod logging;
 pub mod shutdown;
 pub mod signal;

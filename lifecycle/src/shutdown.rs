@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::latch::Latch;
+pub use crate::latch::Wait;
 
 /// How long the accept loop waits after a failed accept (usually out of file descriptors) before
 /// trying again, instead of spinning.
@@ -26,17 +29,17 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Tells every [`Stopped`] made from it to stop; dropping it does too.
 #[derive(Debug)]
-pub struct Shutdown(watch::Sender<bool>);
+pub struct Shutdown(Arc<Latch>);
 
-/// Waits for its [`Shutdown`]; cheap to clone, one per task.
+/// Waits for its [`Shutdown`]; cheap to clone, one per task, and cheap to poll while waiting.
 #[derive(Clone, Debug)]
-pub struct Stopped(watch::Receiver<bool>);
+pub struct Stopped(Arc<Latch>);
 
 impl Shutdown {
     /// A shutdown not yet triggered, and the first handle to wait on it.
     pub fn new() -> (Shutdown, Stopped) {
-        let (tx, rx) = watch::channel(false);
-        (Shutdown(tx), Stopped(rx))
+        let latch = Arc::new(Latch::default());
+        (Shutdown(latch.clone()), Stopped(latch))
     }
 
     /// A shutdown triggered when `trigger` completes (e.g. [`crate::signal::terminated`]).
@@ -51,26 +54,25 @@ impl Shutdown {
 
     /// Another handle to wait on this shutdown.
     pub fn stopped(&self) -> Stopped {
-        Stopped(self.0.subscribe())
+        Stopped(self.0.clone())
     }
 
     /// Tells every handle to stop.
     pub fn trigger(&self) {
-        // No receiver left means nothing is waiting: nothing to tell.
-        let _ = self.0.send(true);
+        self.0.set();
+    }
+}
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        self.0.set();
     }
 }
 
 impl Stopped {
     /// Resolves once the shutdown is triggered (or its `Shutdown` is gone).
-    pub async fn wait(&mut self) {
-        // The guard `wait_for` returns must not be held across an await: drop it here.
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-
-    /// Whether the shutdown has been triggered.
-    pub fn is_stopped(&self) -> bool {
-        *self.0.borrow()
+    pub fn wait(&mut self) -> Wait<'_> {
+        self.0.wait()
     }
 }
 
