@@ -199,7 +199,7 @@ async fn the_header_timeout_counts_from_the_last_response_and_is_never_cut_short
     }
     assert_eq!(get(&mut steady, "/").await, "200");
 
-    // One that sends nothing more is closed once the timeout has passed, within a second of it.
+    // One that sends nothing more is closed once the timeout has passed since its response.
     let mut quiet = connect(sc.listen).await;
     assert_eq!(get(&mut quiet, "/").await, "200");
     let answered = Instant::now();
@@ -208,5 +208,5 @@ async fn the_header_timeout_counts_from_the_last_response_and_is_never_cut_short
     let took = answered.elapsed();
     assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "an idle connection stayed open: {n:?}");
     assert!(took >= timeout - Duration::from_millis(50), "closed early, after {took:?}");
-    assert!(took < timeout + Duration::from_millis(1500), "closed late, after {took:?}");
+    assert!(took < timeout + Duration::from_millis(500), "closed late, after {took:?}");
 }

@@ -13,13 +13,15 @@
 //! The header read timeout is kept here too, not by hyper: hyper's timer is a new timer, armed and
 //! disarmed, for every request head (~1,300 instructions a request, 3 % of a traced one), where
 //! this task already wakes once every [`QUIET`]. The wait for a head starts when the connection is
-//! served and again once no request is in flight after one has started, as hyper's did; it is
-//! noticed at the next look, so a deadline falls up to [`QUIET`] after hyper's, never before.
-//! Neither idle time nor a head that trickles in renews it; the task wakes at the deadline itself
-//! when that comes before the next look. A head that has begun to arrive keeps its hyper
-//! connection (taken apart, its bytes would be copied and read again, up to `--max-header-size`
-//! every second); only when pipelined requests leave part of the next head in hyper's buffer is it
-//! carried over to the next hyper connection, and its deadline with it.
+//! served and again when the last request in flight ends, as hyper's did: the end is timed (one
+//! clock read a request) and noticed at the next look, which then comes at the deadline if that is
+//! sooner than [`QUIET`]; so the deadline is hyper's whenever the timeout is at least [`QUIET`],
+//! and never earlier. Neither idle time nor a head that trickles in renews it.
+//!
+//! A head that has begun to arrive keeps its hyper connection (taken apart, its bytes would be
+//! copied and read again, up to `--max-header-size` every second); only when pipelined requests
+//! leave part of the next head in hyper's buffer is it carried over to the next hyper connection,
+//! and its deadline with it.
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
@@ -35,7 +37,7 @@ use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -53,8 +55,12 @@ pub const QUIET: Duration = Duration::from_secs(1);
 
 /// What a connection's task reads to tell idle from busy. Written by [`Watched`] and
 /// [`InFlight`], on the connection's own task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Activity {
+    /// What [`Activity::ended`] counts from.
+    since: Instant,
+    /// When the last request in flight ended, in nanoseconds after `since`.
+    ended: AtomicU64,
     /// Set by every read or write that moved bytes (or saw the end); cleared by each look.
     moved: AtomicBool,
     /// The last write waited for the socket: hyper may hold bytes not yet written.
@@ -79,6 +85,24 @@ pub enum Look {
 }
 
 impl Activity {
+    /// A connection that starts now, with nothing moved yet.
+    fn new() -> Self {
+        Activity {
+            since: Instant::now(),
+            ended: AtomicU64::new(0),
+            moved: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+            head_arriving: AtomicBool::new(false),
+        }
+    }
+
+    /// When the last request in flight ended (the connection's start if none has).
+    fn ended_at(&self) -> Instant {
+        self.since + Duration::from_nanos(self.ended.load(Relaxed))
+    }
+
     /// Looks at the connection, and starts the next period of watching.
     pub fn look(&self) -> Look {
         let moved = self.moved.swap(false, Relaxed);
@@ -112,7 +136,11 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
+            // The wait for the next head starts now; saturates after 584 years.
+            let ended = u64::try_from(self.0.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.0.ended.store(ended, Relaxed);
+        }
     }
 }
 
@@ -278,7 +306,7 @@ where
     B::Data: Send,
     B::Error: Into<crate::BoxError>,
 {
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new());
     let mut service = TowerToHyperService::new(Counted { inner: service, activity: activity.clone() });
     let mut io = Rewind::new(Bytes::new(), Watched { stream, activity: activity.clone() });
     let timeout = limits.header_read_timeout;
@@ -335,7 +363,7 @@ where
             () = stopped.wait() => break,
             () = check.as_mut() => {
                 let now = Instant::now();
-                deadline = head_deadline(deadline, activity, now, timeout);
+                deadline = head_deadline(deadline, activity, timeout);
                 if let Some(d) = deadline.filter(|d| now >= *d) {
                     tracing::debug!(?timeout, late = ?now - d, "closed a connection whose request head did not arrive in time");
                     return Driven::Closed(Ok(()));
@@ -351,16 +379,15 @@ where
     Driven::Closed(conn.await)
 }
 
-/// The deadline for the request head awaited at `now`, given the one in force at the last look:
-/// none while a request is in flight; a new one when a request has started since the last look or
-/// the last look saw one in flight (the wait for the next head began since, so it is given from
-/// `now`: late, never early); otherwise the same wait goes on.
-fn head_deadline(last: Option<Instant>, activity: &Activity, now: Instant, timeout: Duration) -> Option<Instant> {
+/// The deadline for the request head awaited now, given the one in force at the last look: none
+/// while a request is in flight; `timeout` after the last one ended when a request has started
+/// since the last look or the last look saw one in flight; otherwise the same wait goes on.
+fn head_deadline(last: Option<Instant>, activity: &Activity, timeout: Duration) -> Option<Instant> {
     let started = activity.started.swap(false, Relaxed);
     if activity.in_flight.load(Relaxed) > 0 {
         None
     } else if started || last.is_none() {
-        Some(now + timeout)
+        Some(activity.ended_at() + timeout)
     } else {
         last
     }

@@ -2,7 +2,7 @@ use super::*;
 
 #[test]
 fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing_waits() {
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity::new());
     assert_eq!(activity.look(), Look::Idle);
 
     activity.moved.store(true, Relaxed);
@@ -42,34 +42,44 @@ fn unread_bytes_keep_their_order_and_leave_hyper_s_buffer() {
 }
 
 #[test]
-fn a_head_s_deadline_is_renewed_only_by_a_request_never_by_waiting_or_trickling() {
-    let activity = Arc::new(Activity::default());
+fn a_head_s_deadline_counts_from_the_end_of_the_last_request_and_nothing_else_renews_it() {
+    let activity = Arc::new(Activity::new());
     let timeout = Duration::from_secs(10);
-    let t0 = Instant::now();
-    let at = |s: u64| t0 + Duration::from_secs(s);
-    let first = Some(at(10));
+    let first = Some(activity.since + timeout);
+    assert_eq!(activity.ended_at(), activity.since, "no request yet: the connection's start");
 
     // Idle time and bytes of a head that has not completed leave the deadline where it was.
-    assert_eq!(head_deadline(first, &activity, at(1), timeout), first);
+    assert_eq!(head_deadline(first, &activity, timeout), first);
     activity.head_arriving.store(true, Relaxed);
     activity.moved.store(true, Relaxed);
-    assert_eq!(head_deadline(first, &activity, at(2), timeout), first);
+    assert_eq!(head_deadline(first, &activity, timeout), first);
 
-    // While a request is in flight no head is awaited; the wait for the next starts when the
-    // look after it finds none in flight, never from before it.
+    // While a request is in flight no head is awaited; the wait for the next starts when it ends.
     let request = InFlight::new(&activity);
-    assert_eq!(head_deadline(first, &activity, at(3), timeout), None);
+    assert_eq!(head_deadline(first, &activity, timeout), None);
+    std::thread::sleep(Duration::from_millis(5));
+    let before = Instant::now();
     drop(request);
-    assert_eq!(head_deadline(None, &activity, at(4), timeout), Some(at(14)));
-    assert_eq!(head_deadline(Some(at(14)), &activity, at(5), timeout), Some(at(14)));
+    let after = Instant::now();
+    let ended = activity.ended_at();
+    assert!(before <= ended && ended <= after, "the end is when the request ended");
+    assert_eq!(head_deadline(None, &activity, timeout), Some(ended + timeout));
+    assert_eq!(head_deadline(Some(ended + timeout), &activity, timeout), Some(ended + timeout));
 
-    // A request that started and finished between two looks starts a new wait too.
-    drop(InFlight::new(&activity));
-    assert_eq!(head_deadline(Some(at(14)), &activity, at(6), timeout), Some(at(16)));
+    // A request that started and ended between two looks starts a new wait from its end; one of
+    // two pipelined requests ending does not, only the last.
+    std::thread::sleep(Duration::from_millis(5));
+    let (one, two) = (InFlight::new(&activity), InFlight::new(&activity));
+    drop(one);
+    assert_eq!(activity.ended_at(), ended, "a request is still in flight");
+    drop(two);
+    let renewed = head_deadline(Some(ended + timeout), &activity, timeout).expect("a deadline");
+    assert!(renewed >= ended + timeout + Duration::from_millis(5), "{renewed:?}");
 
     // The task looks again after QUIET, or at the deadline if that comes first.
-    assert_eq!(next_look(at(6), Some(at(16))), at(6) + QUIET);
-    assert_eq!(next_look(at(6), None), at(6) + QUIET);
-    let soon = at(6) + QUIET / 4;
-    assert_eq!(next_look(at(6), Some(soon)), soon);
+    let now = Instant::now();
+    assert_eq!(next_look(now, Some(now + timeout)), now + QUIET);
+    assert_eq!(next_look(now, None), now + QUIET);
+    let soon = now + QUIET / 4;
+    assert_eq!(next_look(now, Some(soon)), soon);
 }
