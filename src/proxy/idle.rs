@@ -67,8 +67,6 @@ pub struct Activity {
     write_blocked: AtomicBool,
     /// Requests whose responses hyper has not finished with.
     in_flight: AtomicUsize,
-    /// A request has started since the connection's task last looked.
-    started: AtomicBool,
     /// Bytes came in since the last request started: hyper holds (part of) the next head, which
     /// would have to be copied out and read again if the connection were taken apart.
     head_arriving: AtomicBool,
@@ -93,7 +91,6 @@ impl Activity {
             moved: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
-            started: AtomicBool::new(false),
             head_arriving: AtomicBool::new(false),
         }
     }
@@ -101,6 +98,13 @@ impl Activity {
     /// When the last request in flight ended (the connection's start if none has).
     fn ended_at(&self) -> Instant {
         self.since + Duration::from_nanos(self.ended.load(Relaxed))
+    }
+
+    /// The deadline for the next request head: `timeout` after the last request ended (after the
+    /// connection's start if none has); none while a request is in flight. Idle time and bytes of a
+    /// head that has not completed do not move it.
+    fn head_deadline(&self, timeout: Duration) -> Option<Instant> {
+        (self.in_flight.load(Relaxed) == 0).then(|| self.ended_at() + timeout)
     }
 
     /// Looks at the connection, and starts the next period of watching.
@@ -128,7 +132,6 @@ pub struct InFlight(Arc<Activity>);
 impl InFlight {
     fn new(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Relaxed);
-        activity.started.store(true, Relaxed);
         activity.head_arriving.store(false, Relaxed);
         InFlight(activity.clone())
     }
@@ -285,8 +288,8 @@ pub struct Limits<'a> {
 enum Driven<C> {
     /// The connection closed (or upgraded, or was shut down gracefully).
     Closed(hyper::Result<()>),
-    /// It went idle: hyper's parts, and the deadline for the next request head.
-    Idle(Box<C>, Instant),
+    /// It went idle: hyper's parts.
+    Idle(Box<C>),
 }
 
 /// Serves HTTP/1.1 (with upgrades) on a client's socket until the connection closes, handing
@@ -310,22 +313,20 @@ where
     let mut service = TowerToHyperService::new(Counted { inner: service, activity: activity.clone() });
     let mut io = Rewind::new(Bytes::new(), Watched { stream, activity: activity.clone() });
     let timeout = limits.header_read_timeout;
-    // The first head's deadline, counted from the connection's start; after that, each drive hands
-    // back the one in force.
-    let mut deadline = activity.ended_at() + timeout;
     loop {
         let conn = Box::new(http1.serve_connection(TokioIo::new(io), service).with_upgrades());
-        let (conn, head_deadline) =
-            match drive(conn, Conn::<S>::graceful_shutdown, &activity, &mut stopped, deadline, timeout).await {
-                Driven::Closed(done) => return done,
-                Driven::Idle(conn, head_deadline) => (conn, head_deadline),
-            };
-        deadline = head_deadline;
+        let conn = match drive(conn, Conn::<S>::graceful_shutdown, &activity, &mut stopped, timeout).await {
+            Driven::Closed(done) => return done,
+            Driven::Idle(conn) => conn,
+        };
         let Some(parts) = conn.into_parts() else { return Ok(()) };
         service = parts.service;
         let (prefix, watched) = parts.io.into_inner().into_parts();
         let unread = unread(parts.read_buf, prefix);
         if unread.is_empty() {
+            // Idle means no request in flight: the wait for the next head goes on from the last
+            // one's end.
+            let deadline = activity.ended_at() + timeout;
             let _idle = GaugeHeld::new(limits.metrics, |m| &m.idle_connections);
             tokio::select! {
                 ready = watched.stream.readable() => if ready.is_err() { return Ok(()) },
@@ -341,22 +342,19 @@ where
 }
 
 /// Drives `conn` until it closes or goes idle for [`QUIET`], closing it if a request head is not
-/// in by its deadline: `deadline` for the head awaited now, then `timeout` after the wait for each
-/// next one starts. Once `stopped`, starts its graceful close with `close` and drives it to the end.
+/// in `timeout` after the wait for it began ([`Activity::head_deadline`]). Once `stopped`, starts
+/// its graceful close with `close` and drives it to the end.
 async fn drive<C>(
     mut conn: Box<C>,
     close: fn(Pin<&mut C>),
     activity: &Activity,
     stopped: &mut Stopped,
-    deadline: Instant,
     timeout: Duration,
 ) -> Driven<C>
 where
     C: Future<Output = hyper::Result<()>> + Unpin,
 {
-    // `None` while a request is in flight: no head is awaited.
-    let mut deadline = Some(deadline);
-    let mut check = pin!(tokio::time::sleep_until(next_look(Instant::now(), deadline)));
+    let mut check = pin!(tokio::time::sleep_until(next_look(Instant::now(), activity.head_deadline(timeout))));
     loop {
         tokio::select! {
             biased;
@@ -364,13 +362,13 @@ where
             () = stopped.wait() => break,
             () = check.as_mut() => {
                 let now = Instant::now();
-                deadline = head_deadline(deadline, activity, timeout);
+                let deadline = activity.head_deadline(timeout);
                 if let Some(d) = deadline.filter(|d| now >= *d) {
                     tracing::debug!(?timeout, late = ?now - d, "closed a connection whose request head did not arrive in time");
                     return Driven::Closed(Ok(()));
                 }
-                if let (Look::Idle, Some(d)) = (activity.look(), deadline) {
-                    return Driven::Idle(conn, d);
+                if activity.look() == Look::Idle {
+                    return Driven::Idle(conn);
                 }
                 check.as_mut().reset(next_look(now, deadline));
             }
@@ -378,20 +376,6 @@ where
     }
     close(Pin::new(&mut *conn));
     Driven::Closed(conn.await)
-}
-
-/// The deadline for the request head awaited now, given the one in force at the last look: none
-/// while a request is in flight; `timeout` after the last one ended when a request has started
-/// since the last look or the last look saw one in flight; otherwise the same wait goes on.
-fn head_deadline(last: Option<Instant>, activity: &Activity, timeout: Duration) -> Option<Instant> {
-    let started = activity.started.swap(false, Relaxed);
-    if activity.in_flight.load(Relaxed) > 0 {
-        None
-    } else if started || last.is_none() {
-        Some(activity.ended_at() + timeout)
-    } else {
-        last
-    }
 }
 
 /// When to look at the connection next: after [`QUIET`], or at the head's deadline if sooner.

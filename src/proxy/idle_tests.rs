@@ -10,7 +10,7 @@ fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing
     assert_eq!(activity.look(), Look::Idle, "each look starts a new period");
 
     let request = InFlight::new(&activity);
-    assert!(activity.started.load(Relaxed));
+    assert_eq!(activity.head_deadline(Duration::from_secs(10)), None, "no head awaited while in flight");
     assert_eq!(activity.look(), Look::Busy, "a request in flight, however quiet");
     assert_eq!(activity.look(), Look::Busy);
     drop(request);
@@ -47,33 +47,34 @@ fn a_head_s_deadline_counts_from_the_end_of_the_last_request_and_nothing_else_re
     let timeout = Duration::from_secs(10);
     let first = Some(activity.since + timeout);
     assert_eq!(activity.ended_at(), activity.since, "no request yet: the connection's start");
+    assert_eq!(activity.head_deadline(timeout), first);
 
     // Idle time and bytes of a head that has not completed leave the deadline where it was.
-    assert_eq!(head_deadline(first, &activity, timeout), first);
     activity.head_arriving.store(true, Relaxed);
     activity.moved.store(true, Relaxed);
-    assert_eq!(head_deadline(first, &activity, timeout), first);
+    assert_eq!(activity.look(), Look::Busy);
+    assert_eq!(activity.head_deadline(timeout), first);
 
     // While a request is in flight no head is awaited; the wait for the next starts when it ends.
     let request = InFlight::new(&activity);
-    assert_eq!(head_deadline(first, &activity, timeout), None);
+    assert_eq!(activity.head_deadline(timeout), None);
     std::thread::sleep(Duration::from_millis(5));
     let before = Instant::now();
     drop(request);
     let after = Instant::now();
     let ended = activity.ended_at();
     assert!(before <= ended && ended <= after, "the end is when the request ended");
-    assert_eq!(head_deadline(None, &activity, timeout), Some(ended + timeout));
-    assert_eq!(head_deadline(Some(ended + timeout), &activity, timeout), Some(ended + timeout));
+    assert_eq!(activity.head_deadline(timeout), Some(ended + timeout));
+    assert_eq!(activity.head_deadline(timeout), Some(ended + timeout), "looking does not renew it");
 
-    // A request that started and ended between two looks starts a new wait from its end; one of
-    // two pipelined requests ending does not, only the last.
+    // Of two pipelined requests, only the last one's end starts a new wait.
     std::thread::sleep(Duration::from_millis(5));
     let (one, two) = (InFlight::new(&activity), InFlight::new(&activity));
     drop(one);
     assert_eq!(activity.ended_at(), ended, "a request is still in flight");
+    assert_eq!(activity.head_deadline(timeout), None);
     drop(two);
-    let renewed = head_deadline(Some(ended + timeout), &activity, timeout).expect("a deadline");
+    let renewed = activity.head_deadline(timeout).expect("a deadline");
     assert!(renewed >= ended + timeout + Duration::from_millis(5), "{renewed:?}");
 
     // The task looks again after QUIET, or at the deadline if that comes first.
