@@ -77,6 +77,13 @@ def summarise(results: list[dict], meta: dict) -> dict:
         if sc and other:
             ratios[f"per_core_vs_{k}"] = (other["closed"]["cpu_us_per_req"]
                                           / sc["closed"]["cpu_us_per_req"])
+    # CPU per request above the floor (bench/floor.rs): what each proxy's own machinery costs on
+    # top of what the kernel and the runtime take from any proxy.
+    fl = by.get("floor")
+    for k in ("sidecar", "sidecar_off", "nginx"):
+        if fl and by.get(k):
+            ratios[f"{k}_above_floor_us"] = (by[k]["closed"]["cpu_us_per_req"]
+                                             - fl["closed"]["cpu_us_per_req"])
     # The other proxies' added latency, for context.
     for k in ("sidecar_off", "nginx", "envoy"):
         if by.get(k) and d:
@@ -107,7 +114,7 @@ def warnings(results: list[dict], meta: dict) -> list[str]:
             if v > 2 * meta["quiet_limit"]:
                 out.append(f"{name}: other processes used {v:.2f} cores during a {what}-loop run "
                            "(the machine was not quiet): its figures are disturbed")
-        if r["measured"] == "proxy" and c["busy"] < 0.9:
+        if r["measured"] == "proxy" and not r.get("load_bound") and c["busy"] < 0.9:
             out.append(f"{name}: the proxy was only {c['busy']:.0%} busy in the closed loop: "
                        "its req/s is bounded by the load side, not by the proxy")
         sink = r.get("sink") or {}
@@ -179,6 +186,14 @@ def markdown(s: dict) -> str:
         if f"per_core_vs_{k}" in r:
             extra.append(f"per proxy core (1 / CPU per request), sidecar (100 %) / {label}: "
                          f"{r['per_core_vs_' + k]:.2f}")
+    if "sidecar_above_floor_us" in r:
+        fl = next(x for x in s["results"] if x["key"] == "floor")
+        extra.append(f"CPU per request above the floor ({fl['closed']['cpu_us_per_req']:.1f} us): "
+                     + ", ".join(f"{label} {r[k + '_above_floor_us']:.1f} us"
+                                 for k, label in (("sidecar", "sidecar (100 %)"),
+                                                  ("sidecar_off", "sidecar, tracing off"),
+                                                  ("nginx", "nginx"))
+                                 if k + "_above_floor_us" in r))
     if "tracing_cpu_us_open" in r:
         extra.append(f"tracing CPU per request at the fixed rate: {r['tracing_cpu_us_open']:.1f} us")
     for k, label in (("sidecar_off", "sidecar, tracing off"), ("nginx", "nginx"),

@@ -4,7 +4,8 @@
 Configurations: direct to the upstream; xray-sidecar with 100 % sampling (segments over UDP to a
 stand-in daemon); the same with the OTLP exporter instead (spans over OTLP/HTTP to a stand-in
 collector); xray-sidecar with tracing off; nginx as a reverse proxy; Envoy with the X-Ray tracer at
-100 % sampling. Each proxy runs one worker. For each: a warm-up, a closed-loop run with wrk
+100 % sampling; and, as a measuring stick, the least a proxy on tokio costs (bench/floor.rs). Each
+proxy runs one worker. For each: a warm-up, a closed-loop run with wrk
 (requests per second, CPU per request), then an open-loop run with oha at a fixed rate with
 coordinated-omission correction (latency percentiles, CPU per request), and the resident set size
 once the load has settled.
@@ -41,6 +42,7 @@ SIDECAR_OTLP_PORT = 18120
 SIDECAR_OTLP_ADMIN_PORT = 18122
 NGINX_PORT = 18081
 ENVOY_PORT = 18082
+FLOOR_PORT = 18130
 ENVOY_ADMIN_PORT = 18901
 # One sink per traced configuration, so that each one's segments are counted on their own.
 SIDECAR_SINK_PORT = 12000
@@ -175,6 +177,12 @@ def configurations(args, work: Path) -> list[dict]:
          "argv": [str(args.envoy), "-c", str(envoy_conf), "--concurrency", "1",
                   "--disable-hot-restart", "--log-level", "warn"],
          "port": ENVOY_PORT, "sink_port": ENVOY_SINK_PORT},
+        # Not a contender: what any proxy on tokio pays at least (bench/floor.rs), so that the
+        # sidecar's cost above it can be told from the kernel's and the runtime's.
+        {"key": "floor", "label": "floor: bare tokio forwarding",
+         "argv": [str(args.floor), f"127.0.0.1:{FLOOR_PORT}", f"127.0.0.1:{UPSTREAM_PORT}"],
+         # It outruns the load side (its req/s is the load's); its CPU per request is the figure.
+         "port": FLOOR_PORT, "idle": False, "load_bound": True},
     ]
     wanted = set(args.only.split(",")) if args.only else None
     return [c for c in all_configs if wanted is None or c["key"] in wanted]
@@ -207,7 +215,7 @@ def undisturbed(run, cfg: dict, ours: list[int], args) -> dict:
         # on this shared machine means the load core was slowed down (possibly from outside, where
         # no counter here shows it): such a run says nothing about the proxy.
         closed = "steal" in r  # only closed-loop runs read the steal time
-        starved = closed and cfg["argv"] is not None and r["busy"] < 0.95
+        starved = closed and cfg["argv"] is not None and not cfg.get("load_bound") and r["busy"] < 0.95
         if f <= 2 * args.quiet_limit and not starved:
             break
         why = (f"other processes used {f:.2f} cores meanwhile" if f > 2 * args.quiet_limit
@@ -224,6 +232,8 @@ def main() -> int:
     ap.add_argument("--sidecar", type=Path, default=ROOT / "target/per-pod/release/xray-sidecar",
                     help="the sidecar binary (scripts/bench builds the per-pod one there)")
     ap.add_argument("--envoy", type=Path, required=True, help="the envoy binary itself")
+    ap.add_argument("--floor", type=Path, default=ROOT / "target/per-pod/release/examples/floor",
+                    help="bench/floor.rs built (scripts/bench builds it there)")
     ap.add_argument("--nginx", default="nginx")
     ap.add_argument("--wrk", default="wrk")
     ap.add_argument("--oha", default="oha")
@@ -260,7 +270,7 @@ def main() -> int:
     for tool in (args.wrk, args.oha, args.nginx, "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: `{tool}` not found; run scripts/bench")
-    for binary in (args.sidecar, args.envoy):
+    for binary in (args.sidecar, args.envoy, args.floor):
         if not os.access(binary, os.X_OK):
             raise SystemExit(f"bench: {binary} is not an executable")
 
@@ -316,6 +326,7 @@ def main() -> int:
             cfg["sent"] = 1  # the readiness check
             results[cfg["key"]] = {"key": cfg["key"], "label": cfg["label"],
                                    "measured": "upstream" if proc is upstream else "proxy",
+                                   "load_bound": bool(cfg.get("load_bound")),
                                    "traced": bool(cfg.get("sink_port")), "closed_runs": []}
 
         ours = [p.pid for p in procs] + [sink.pid for sink, _ in sinks.values()]
