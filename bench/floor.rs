@@ -4,10 +4,11 @@
 //! One current-thread runtime, as the sidecar runs with `--workers 1`; one task per client
 //! connection, which opens its own upstream connection and keeps it; each request head is found
 //! with httparse and forwarded as it was read, and so is each response. No tracing, no header
-//! rewriting, no pool, no timeouts, no limits, and no framing but `Content-Length` (any other
-//! message closes the connection). What the sidecar spends above this is what its
-//! HTTP machinery and its tracing cost; what this spends is what any proxy built on tokio and the
-//! kernel's loopback TCP pays.
+//! rewriting, no pool, no timeouts, no limits, no pipelining (a client sends its next request once
+//! it has the answer, as wrk and oha do), and no framing but `Content-Length` (any other message
+//! closes the connection). What the sidecar spends above this is what its HTTP machinery and its
+//! tracing cost; what this spends is what any proxy built on tokio and the kernel's loopback TCP
+//! pays.
 //!
 //! Usage: `floor LISTEN UPSTREAM` (addresses, e.g. `127.0.0.1:18130 127.0.0.1:18080`).
 
@@ -67,7 +68,7 @@ enum Side {
 /// message is one this stick does not measure.
 async fn message(io: &mut TcpStream, buf: &mut [u8], side: Side) -> io::Result<Option<usize>> {
     let mut read = 0;
-    loop {
+    let len = loop {
         let n = io.read(&mut buf[read..]).await?;
         if n == 0 {
             return Ok(None);
@@ -75,11 +76,10 @@ async fn message(io: &mut TcpStream, buf: &mut [u8], side: Side) -> io::Result<O
         read += n;
         match framed(&buf[..read], side) {
             Framing::Partial if read < buf.len() => continue,
-            Framing::Whole(len) if len <= buf.len() => break,
+            Framing::Whole(len) if len <= buf.len() => break len,
             _ => return Ok(None),
         }
-    }
-    let Framing::Whole(len) = framed(&buf[..read], side) else { return Ok(None) };
+    };
     while read < len {
         let n = io.read(&mut buf[read..len]).await?;
         if n == 0 {

@@ -5,10 +5,9 @@ Configurations: direct to the upstream; xray-sidecar with 100 % sampling (segmen
 stand-in daemon); the same with the OTLP exporter instead (spans over OTLP/HTTP to a stand-in
 collector); xray-sidecar with tracing off; nginx as a reverse proxy; Envoy with the X-Ray tracer at
 100 % sampling; and, as a measuring stick, the least a proxy on tokio costs (bench/floor.rs). Each
-proxy runs one worker. For each: a warm-up, a closed-loop run with wrk
-(requests per second, CPU per request), then an open-loop run with oha at a fixed rate with
-coordinated-omission correction (latency percentiles, CPU per request), and the resident set size
-once the load has settled.
+proxy runs one worker. For each: a warm-up, a closed-loop run with wrk (requests per second, CPU
+per request), then an open-loop run with oha at a fixed rate with coordinated-omission correction
+(latency percentiles, CPU per request), and the resident set size once the load has settled.
 
 Started by scripts/bench, which installs the tools and builds the sidecar first.
 """
