@@ -187,7 +187,7 @@ def markdown(s: dict) -> str:
             extra.append(f"per proxy core (1 / CPU per request), sidecar (100 %) / {label}: "
                          f"{r['per_core_vs_' + k]:.2f}")
     if "sidecar_above_floor_us" in r:
-        fl = next(x for x in s["results"] if x["key"] == "floor")
+        fl = _get(s["results"], "floor")
         extra.append(f"CPU per request above the floor ({fl['closed']['cpu_us_per_req']:.1f} us): "
                      + ", ".join(f"{label} {r[k + '_above_floor_us']:.1f} us"
                                  for k, label in (("sidecar", "sidecar (100 %)"),

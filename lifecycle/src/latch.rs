@@ -86,11 +86,9 @@ impl Future for Wait<'_> {
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
         let Some(key) = self.key else { return };
-        let mut waiting = self.latch.waiting();
-        // Once the latch is set the slab has been drained, and no key is handed out again.
-        if waiting.contains(key) {
-            waiting.remove(key);
-        }
+        // Once the latch is set the slab has been drained (nothing to remove), and no key is
+        // handed out again.
+        self.latch.waiting().try_remove(key);
     }
 }
 
