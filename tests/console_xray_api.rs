@@ -64,6 +64,10 @@ async fn boto3_drives_every_operation() {
     assert_eq!(summaries("http.url CONTAINS \"/pay\""), [pay]);
     assert_eq!(summaries("(fault OR error) AND http.method = \"GET\""), [missing]);
     assert_eq!(summaries("!fault AND !error"), [cart]);
+    let node = r#"service(id(name: "back-end", type: "AWS::EKS::Container")) { ok = true AND responsetime <= 1 }"#;
+    assert_eq!(summaries(node), [cart]);
+    assert_eq!(summaries("edge(\"front-end\", \"back-end\")"), [cart]);
+    assert_eq!(summaries("edge(id(type: \"client\"), \"front-end\") { fault }"), [pay]);
     assert_eq!(got["bad_expression"], json!(["InvalidRequestException", 400]));
     let pay_summary = &got["summary_of_pay"][0];
     assert_eq!((&pay_summary["HasFault"], &pay_summary["HttpStatus"]), (&json!(true), &json!(500)));

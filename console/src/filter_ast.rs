@@ -65,10 +65,24 @@ pub enum Cond {
     Flag(Flag, bool),
     /// A keyword compared with a literal (`http.status >= 500`, `http.url CONTAINS "/x"`).
     Compare(Field, Op, Literal),
-    /// `service("name")`: the trace went through this service.
-    Service(String),
+    /// `service("name")`, `service(id(…))` or `id(…)`: the trace went through a node the selector
+    /// picks; with `{ filter }`, through one whose request there the filter keeps.
+    Service(Selector, Option<Box<Expr>>),
+    /// `edge(from, to)`: the trace called from one node to the other; with `{ filter }`, in a call
+    /// the filter keeps.
+    Edge(Selector, Selector, Option<Box<Expr>>),
     /// `annotation.KEY`, alone (the annotation exists) or compared.
     Annotation(String, Option<(Op, Literal)>),
+}
+
+/// Which nodes of the map a `service(…)` or an end of an `edge(…)` means: `"name"`, or
+/// `id(name: "…", type: "…")` with either part left out; with neither (`service()`), every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// The node's name.
+    pub name: Option<String>,
+    /// The node's type (`AWS::EKS::Container`, `client`, `remote`, ...).
+    pub kind: Option<String>,
 }
 
 /// A boolean keyword.
@@ -86,7 +100,8 @@ pub enum Flag {
     Partial,
 }
 
-/// A keyword with a value.
+/// A keyword with a value. At the trace's level it is the entry request's; inside the filter of a
+/// `service(…) { … }` or `edge(…) { … }`, the node's request's or the call's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     /// The entry segment's own duration, seconds.
@@ -103,4 +118,6 @@ pub enum Field {
     HttpUserAgent,
     /// The entry request's client IP.
     HttpClientIp,
+    /// The `user` of any segment.
+    User,
 }

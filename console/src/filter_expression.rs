@@ -1,14 +1,19 @@
 //! X-Ray filter expressions (`GetTraceSummaries`' `FilterExpression`), parsed and applied to trace
 //! summaries: `http.status = 500 AND (service("api") OR responsetime > 1)`, `!fault`,
-//! `annotation.tier = "gold"`, `http.url CONTAINS "/cart"` and so on.
+//! `annotation.tier = "gold"`, `http.url CONTAINS "/cart"`, and the complex keywords the X-Ray
+//! console writes when a node or an edge of the map is chosen:
+//! `service(id(name: "back-end", type: "AWS::EKS::Container")) { fault OR responsetime > 1 }`,
+//! `edge("front-end", "back-end") { error }`.
 //!
 //! Keywords and operators are matched in any case; string values are compared as written.
 
-use super::filter_ast::{Cond, Field, Flag, Literal, Op};
+use super::document::Outcome;
+use super::filter_ast::{Cond, Field, Flag, Literal, Op, Selector};
 use super::filter_parser::Parser;
 use super::filter_tokens::tokenize;
-use super::summary::TraceSummary;
+use super::summary::{Hop, HttpSummary, ServiceId, TraceSummary};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 pub use super::filter_ast::{Expr, ExpressionError};
 
@@ -36,11 +41,16 @@ impl Expr {
 
     /// True when the trace matches.
     pub fn matches(&self, s: &TraceSummary) -> bool {
+        self.holds(&|c: &Cond| c.matches(s))
+    }
+
+    /// Whether the expression holds when each of its conditions is decided by `cond`.
+    fn holds(&self, cond: &dyn Fn(&Cond) -> bool) -> bool {
         match self {
-            Self::And(a, b) => a.matches(s) && b.matches(s),
-            Self::Or(a, b) => a.matches(s) || b.matches(s),
-            Self::Not(e) => !e.matches(s),
-            Self::Cond(c) => c.matches(s),
+            Self::And(a, b) => a.holds(cond) && b.holds(cond),
+            Self::Or(a, b) => a.holds(cond) || b.holds(cond),
+            Self::Not(e) => !e.holds(cond),
+            Self::Cond(c) => cond(c),
         }
     }
 }
@@ -48,39 +58,119 @@ impl Expr {
 impl Cond {
     fn matches(&self, s: &TraceSummary) -> bool {
         match self {
-            Self::Flag(flag, want) => {
-                let got = match flag {
-                    Flag::Fault => s.has_fault,
-                    Flag::Error => s.has_error,
-                    Flag::Throttle => s.has_throttle,
-                    Flag::Ok => !(s.has_fault || s.has_error || s.has_throttle),
-                    Flag::Partial => s.is_partial,
-                };
-                got == *want
+            Self::Service(selector, None) => {
+                s.service_ids.iter().chain(s.nodes.iter().map(|n| &n.node)).any(|id| selector.picks(id))
             }
+            Self::Service(selector, Some(filter)) => s
+                .nodes
+                .iter()
+                .filter(|n| selector.picks(&n.node))
+                .any(|n| filter.holds(&|c: &Cond| c.holds_for(&n.hop))),
+            Self::Edge(from, to, filter) => s
+                .edges
+                .iter()
+                .filter(|e| from.picks(&e.from) && to.picks(&e.to))
+                .any(|e| filter.as_ref().is_none_or(|f| f.holds(&|c: &Cond| c.holds_for(&e.hop)))),
+            _ => self.holds_for(s),
+        }
+    }
+
+    /// Decides a simple condition (a flag, a comparison, an annotation) on a trace or on one
+    /// request or call; `service(…)` and `edge(…)`, which the parser keeps out of `{ … }`, hold
+    /// for no single request.
+    fn holds_for(&self, subject: &impl Subject) -> bool {
+        match self {
+            Self::Flag(flag, want) => subject.flag(*flag) == *want,
             Self::Compare(field, op, literal) => {
-                let http = &s.http;
-                let value = match field {
-                    Field::ResponseTime => s.response_time.map(Literal::Number),
-                    Field::Duration => Some(Literal::Number(s.duration)),
-                    Field::HttpStatus => http.http_status.map(|v| Literal::Number(f64::from(v))),
-                    Field::HttpUrl => http.http_url.clone().map(Literal::Text),
-                    Field::HttpMethod => http.http_method.as_ref().map(|m| Literal::Text(m.to_ascii_uppercase())),
-                    Field::HttpUserAgent => http.user_agent.clone().map(Literal::Text),
-                    Field::HttpClientIp => http.client_ip.clone().map(Literal::Text),
-                };
                 let literal = match (field, literal) {
                     (Field::HttpMethod, Literal::Text(t)) => Literal::Text(t.to_ascii_uppercase()),
                     (_, l) => l.clone(),
                 };
-                value.is_some_and(|v| compare(&v, *op, &literal))
+                subject.values(*field).iter().any(|v| compare(v, *op, &literal))
             }
-            Self::Service(name) => s.service_ids.iter().any(|id| id.name == *name || id.names.contains(name)),
-            Self::Annotation(key, test) => s.annotations.get(key).is_some_and(|values| match test {
+            Self::Annotation(key, test) => subject.annotations().get(key).is_some_and(|values| match test {
                 None => !values.is_empty(),
                 Some((op, literal)) => values.iter().filter_map(annotation_literal).any(|v| compare(&v, *op, literal)),
             }),
+            Self::Service(..) | Self::Edge(..) => false,
         }
+    }
+}
+
+impl Selector {
+    fn picks(&self, id: &ServiceId) -> bool {
+        self.name.as_ref().is_none_or(|name| id.name == *name || id.names.contains(name))
+            && self.kind.as_ref().is_none_or(|kind| id.kind == *kind)
+    }
+}
+
+/// What simple conditions are decided on: a whole trace, or one request through a node or call
+/// along an edge.
+trait Subject {
+    fn flag(&self, flag: Flag) -> bool;
+    /// The keyword's values: one, or none when it is absent (the trace's `user`: one per user).
+    fn values(&self, field: Field) -> Vec<Literal>;
+    fn annotations(&self) -> &BTreeMap<String, Vec<Value>>;
+}
+
+impl Subject for TraceSummary {
+    fn flag(&self, flag: Flag) -> bool {
+        match flag {
+            Flag::Fault => self.has_fault,
+            Flag::Error => self.has_error,
+            Flag::Throttle => self.has_throttle,
+            Flag::Ok => !(self.has_fault || self.has_error || self.has_throttle),
+            Flag::Partial => self.is_partial,
+        }
+    }
+
+    fn values(&self, field: Field) -> Vec<Literal> {
+        match field {
+            Field::ResponseTime => self.response_time.map(Literal::Number).into_iter().collect(),
+            Field::Duration => vec![Literal::Number(self.duration)],
+            Field::User => self.users.iter().map(|u| Literal::Text(u.user_name.clone())).collect(),
+            http => http_value(&self.http, http).into_iter().collect(),
+        }
+    }
+
+    fn annotations(&self) -> &BTreeMap<String, Vec<Value>> {
+        &self.annotations
+    }
+}
+
+impl Subject for Hop {
+    fn flag(&self, flag: Flag) -> bool {
+        match flag {
+            Flag::Fault => self.outcome == Outcome::Fault,
+            Flag::Error => matches!(self.outcome, Outcome::Error | Outcome::Throttle),
+            Flag::Throttle => self.outcome == Outcome::Throttle,
+            Flag::Ok => self.outcome == Outcome::Ok,
+            Flag::Partial => self.in_progress,
+        }
+    }
+
+    fn values(&self, field: Field) -> Vec<Literal> {
+        match field {
+            Field::ResponseTime | Field::Duration => self.response_time.map(Literal::Number).into_iter().collect(),
+            Field::User => self.user.clone().map(Literal::Text).into_iter().collect(),
+            http => http_value(&self.http, http).into_iter().collect(),
+        }
+    }
+
+    fn annotations(&self) -> &BTreeMap<String, Vec<Value>> {
+        &self.annotations
+    }
+}
+
+/// An HTTP keyword's value; the method upper-cased, as it is compared in any case.
+fn http_value(http: &HttpSummary, field: Field) -> Option<Literal> {
+    match field {
+        Field::HttpStatus => http.http_status.map(|v| Literal::Number(f64::from(v))),
+        Field::HttpUrl => http.http_url.clone().map(Literal::Text),
+        Field::HttpMethod => http.http_method.as_ref().map(|m| Literal::Text(m.to_ascii_uppercase())),
+        Field::HttpUserAgent => http.user_agent.clone().map(Literal::Text),
+        Field::HttpClientIp => http.client_ip.clone().map(Literal::Text),
+        Field::ResponseTime | Field::Duration | Field::User => None,
     }
 }
 

@@ -1,4 +1,5 @@
-use super::super::summary::{HttpSummary, ServiceId, TraceSummary};
+use super::super::summary::{HttpSummary, ServiceId, TraceSummary, summarize};
+use super::super::testdata::{THREE_TIER, store_of};
 use super::*;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -28,8 +29,11 @@ fn trace(status: u16, url: &str, response_time: f64, services: &[&str], annotati
         annotations: notes,
         service_ids: services.iter().map(|s| id(s)).collect(),
         entry_point: services.first().map(|s| id(s)),
+        users: Vec::new(),
         segment_count: services.len(),
         grpc_status: None,
+        nodes: Vec::new(),
+        edges: Vec::new(),
     }
 }
 
@@ -90,9 +94,17 @@ fn bad_expressions_say_where_and_why() {
         ("http.status CONTAINS 5", 0, "compares with a number"),
         ("http.url = 5", 0, "quoted string"),
         ("(fault", 6, "expected )"),
-        ("fault error", 6, "expected AND, OR"),
+        ("fault 500", 6, "expected AND, OR"),
         ("colour = \"red\"", 0, "unknown keyword colour"),
-        ("service(pay)", 0, "service(\"name\")"),
+        ("service(pay)", 0, "expected a node: \"name\" or id("),
+        ("service(\"a\") { service(\"b\") }", 15, "cannot be used inside"),
+        ("service(\"a\") { fault", 20, "expected }"),
+        ("edge(\"a\")", 8, "expected , between"),
+        ("edge(\"a\", \"b\"", 13, "expected )"),
+        ("id(colour: \"red\")", 0, "takes name: and type:"),
+        ("id(name: \"a\", name: \"b\")", 0, "takes name: once"),
+        ("id(name \"a\")", 8, "expected :"),
+        ("rootcause.fault.service { name = \"a\" }", 0, "not kept by this console"),
         ("http.url = \"open", 11, "unterminated"),
         ("fault = 1", 0, "true or false"),
         ("annotation. = 1", 0, "annotation.KEY"),
@@ -108,4 +120,72 @@ fn bad_expressions_say_where_and_why() {
     let deep = format!("{}fault{}", "(".repeat(100), ")".repeat(100));
     assert!(Expr::parse(&deep).expect_err("too deep").message.contains("deeply"));
     assert!(Expr::parse(&"!".repeat(5000)).is_err(), "too long");
+}
+
+/// The trace ids (their distinguishing digits) of the three-tier fixture that the expression keeps.
+fn three_tier(expression: &str) -> Vec<String> {
+    let expr = Expr::parse(expression).unwrap_or_else(|e| panic!("{expression}: {e}"));
+    let store = store_of(THREE_TIER.lines());
+    let mut kept: Vec<String> = store
+        .traces()
+        .map(summarize)
+        .filter(|s| expr.as_ref().is_none_or(|e| e.matches(s)))
+        .map(|s| s.id[8..10].to_owned())
+        .collect();
+    kept.sort();
+    kept
+}
+
+#[test]
+fn complex_keywords_look_at_each_node_and_edge() {
+    // a0: client → front-end → back-end, all 200; a1: the same with the back-end's 500; a2: the
+    // front-end's call to api.example.com (no segment of its own) answers 404; a3: a back-end still
+    // in progress whose caller never arrived.
+    assert_eq!(three_tier("service(\"back-end\")"), ["a0", "a1", "a3"]);
+    assert_eq!(three_tier("service(\"back-end\") { fault }"), ["a1"]);
+    assert_eq!(three_tier("service(\"back-end\") { ok AND responsetime < 1 }"), ["a0"]);
+    assert_eq!(three_tier("service(\"front-end\") { http.status = 404 }"), ["a2"]);
+    assert_eq!(three_tier("service(id(name: \"back-end\", type: \"AWS::EKS::Container\"))"), ["a0", "a1", "a3"]);
+    assert_eq!(three_tier("service(id(type: \"remote\")) { error }"), ["a2"]);
+    assert_eq!(three_tier("service(id(name: \"back-end\", type: \"AWS::Lambda\"))"), Vec::<String>::new());
+    assert_eq!(three_tier("id(name : \"api.example.com\")"), ["a2"]);
+    assert_eq!(three_tier("service() { partial }"), ["a3"]);
+    assert_eq!(three_tier("service(\"front-end\") { annotation.direction = \"inbound\" }"), ["a0", "a1"]);
+    assert_eq!(three_tier("!service(\"back-end\")"), ["a2"]);
+
+    assert_eq!(three_tier("edge(\"front-end\", \"back-end\")"), ["a0", "a1"]);
+    assert_eq!(three_tier("edge(\"front-end\", \"back-end\") { fault = true }"), ["a1"]);
+    assert_eq!(three_tier("edge(\"back-end\", \"front-end\")"), Vec::<String>::new(), "edges have a direction");
+    assert_eq!(three_tier("edge(\"front-end\", id(type: \"remote\")) { http.status >= 400 }"), ["a2"]);
+    assert_eq!(three_tier("edge(id(type: \"client\"), \"front-end\") { http.clientip = \"10.0.3.17\" }"), ["a0", "a2"]);
+    assert_eq!(three_tier("edge(id(type: \"client\"), \"back-end\")"), Vec::<String>::new(), "a3's caller is unknown");
+
+    // Complex and simple keywords together, and X-Ray's own example of conditions side by side.
+    assert_eq!(three_tier("service(\"back-end\") { fault } OR http.status = 404"), ["a1", "a2"]);
+    assert_eq!(three_tier("ok !partial duration < 3"), ["a0"]);
+}
+
+#[test]
+fn user_is_any_segments_user() {
+    let lines = [
+        r#"{"trace_id":"1-6b05d0b0-000000000000000000000001","id":"00000000000000b1","name":"shop","start_time":1796000000.0,"end_time":1796000000.1,"user":"alice","http":{"response":{"status":200}}}"#,
+        r#"{"trace_id":"1-6b05d0b0-000000000000000000000001","id":"00000000000000b2","name":"cart","parent_id":"00000000000000c1","start_time":1796000000.01,"end_time":1796000000.05,"user":"bob"}"#,
+        r#"{"trace_id":"1-6b05d0b1-000000000000000000000002","id":"00000000000000b3","name":"shop","start_time":1796000001.0,"end_time":1796000001.1}"#,
+    ];
+    let store = store_of(lines);
+    let kept = |expression: &str| {
+        let expr = Expr::parse(expression).unwrap_or_else(|e| panic!("{expression}: {e}")).expect("an expression");
+        store.traces().map(summarize).filter(|s| expr.matches(s)).map(|s| s.id[8..10].to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(kept("user = \"alice\""), ["b0"]);
+    assert_eq!(kept("user = \"bob\""), ["b0"], "any segment's user");
+    assert_eq!(kept("user BEGINSWITH \"c\""), Vec::<String>::new());
+    assert_eq!(kept("service(\"cart\") { user = \"alice\" }"), Vec::<String>::new(), "the node's own user");
+    let summary = store.traces().map(summarize).find(|s| s.id.starts_with("1-6b05d0b0")).expect("the trace");
+    let users: Vec<(&str, Vec<&str>)> = summary
+        .users
+        .iter()
+        .map(|u| (u.user_name.as_str(), u.service_ids.iter().map(|s| s.name.as_str()).collect()))
+        .collect();
+    assert_eq!(users, [("alice", vec!["shop"]), ("bob", vec!["cart"])]);
 }

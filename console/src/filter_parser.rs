@@ -1,7 +1,10 @@
 //! The grammar of filter expressions, by recursive descent:
-//! `or := and (OR and)*`, `and := unary (AND unary)*`, `unary := (NOT | !) unary | ( or ) | condition`.
+//! `or := and (OR and)*`, `and := unary (AND? unary)*`, `unary := (NOT | !) unary | ( or ) | condition`,
+//! where a condition may be `service(selector?) block?`, `edge(selector, selector) block?` or
+//! `id(…) block?`, `selector := "name" | id(name: "…", type: "…")` and `block := { or }`. Two
+//! conditions side by side are both required, as in X-Ray's own example `ok !partial duration < 3`.
 
-use super::filter_ast::{Cond, Expr, ExpressionError, Field, Flag, Literal, Op};
+use super::filter_ast::{Cond, Expr, ExpressionError, Field, Flag, Literal, Op, Selector};
 use super::filter_tokens::{Tok, Token};
 
 /// Reads tokens into an [`Expr`].
@@ -12,12 +15,14 @@ pub struct Parser {
     /// Where the text ends, for errors at the end.
     end: usize,
     depth_left: usize,
+    /// Inside the `{ … }` of a `service(…)` or `edge(…)`, where those cannot appear again.
+    in_block: bool,
 }
 
 impl Parser {
     /// A parser over `tokens` of a text `end` characters long, nesting at most `max_depth` deep.
     pub fn new(tokens: Vec<Token>, end: usize, max_depth: usize) -> Self {
-        Self { tokens, next: 0, end, depth_left: max_depth }
+        Self { tokens, next: 0, end, depth_left: max_depth, in_block: false }
     }
 
     /// The whole expression; anything left over is an error.
@@ -39,10 +44,19 @@ impl Parser {
 
     fn and(&mut self) -> Result<Expr, ExpressionError> {
         let mut left = self.unary()?;
-        while self.keyword("AND") {
+        while self.keyword("AND") || self.term_follows() {
             left = Expr::And(Box::new(left), Box::new(self.unary()?));
         }
         Ok(left)
+    }
+
+    /// Whether the next token begins another condition (one written beside the last, no `AND`).
+    fn term_follows(&self) -> bool {
+        match self.tokens.get(self.next).map(|t| &t.tok) {
+            Some(Tok::Bang | Tok::Open) => true,
+            Some(Tok::Word(w)) => !w.eq_ignore_ascii_case("OR") && !w.eq_ignore_ascii_case("AND"),
+            _ => false,
+        }
     }
 
     fn unary(&mut self) -> Result<Expr, ExpressionError> {
@@ -96,16 +110,40 @@ impl Parser {
             }
             return Ok(Cond::Compare(field, op, literal));
         }
-        if lower == "service" {
-            let name = match (self.eat(&Tok::Open), self.tokens.get(self.next).map(|t| &t.tok)) {
-                (true, Some(Tok::Str(s))) => s.clone(),
-                _ => return Err(self.err_at(pos, "expected service(\"name\")")),
-            };
-            self.next += 1;
-            if !self.eat(&Tok::Close) {
-                return Err(self.err_here("expected ) after the service name"));
+        if matches!(lower.as_str(), "service" | "edge" | "id") {
+            if self.in_block {
+                return Err(
+                    self.err_at(pos, format!("{word}() cannot be used inside the {{ }} of service() or edge()"))
+                );
             }
-            return Ok(Cond::Service(name));
+            if !self.eat(&Tok::Open) {
+                return Err(self.err_at(pos, format!("expected ( after {word}")));
+            }
+            return match lower.as_str() {
+                "service" => {
+                    let selector = if self.eat(&Tok::Close) {
+                        Selector::default()
+                    } else {
+                        let selector = self.selector(pos)?;
+                        self.close(format!("expected ) after the {word}'s name"))?;
+                        selector
+                    };
+                    Ok(Cond::Service(selector, self.block()?))
+                }
+                "edge" => {
+                    let from = self.selector(pos)?;
+                    if !self.eat(&Tok::Comma) {
+                        return Err(self.err_here("expected , between the edge's two ends"));
+                    }
+                    let to = self.selector(pos)?;
+                    self.close("expected ) after the edge's two ends")?;
+                    Ok(Cond::Edge(from, to, self.block()?))
+                }
+                _ => {
+                    let selector = self.id_arguments(pos)?;
+                    Ok(Cond::Service(selector, self.block()?))
+                }
+            };
         }
         if let Some(key) = lower.strip_prefix("annotation.").map(|_| &word["annotation.".len()..]) {
             if key.is_empty() {
@@ -117,7 +155,85 @@ impl Parser {
             };
             return Ok(Cond::Annotation(key.to_owned(), test));
         }
+        if lower.starts_with("rootcause.") || lower.starts_with("group.") || lower == "json" {
+            return Err(self.err_at(pos, format!("{word}: root causes, groups and json are not kept by this console")));
+        }
         Err(self.err_at(pos, format!("unknown keyword {word}")))
+    }
+
+    /// A node: `"name"` or `id(…)`.
+    fn selector(&mut self, keyword_at: usize) -> Result<Selector, ExpressionError> {
+        match self.tokens.get(self.next).map(|t| &t.tok) {
+            Some(Tok::Str(name)) => {
+                let name = name.clone();
+                self.next += 1;
+                Ok(Selector { name: Some(name), kind: None })
+            }
+            Some(Tok::Word(w)) if w.eq_ignore_ascii_case("id") => {
+                let at = self.tokens[self.next].pos;
+                self.next += 1;
+                if !self.eat(&Tok::Open) {
+                    return Err(self.err_here("expected ( after id"));
+                }
+                self.id_arguments(at)
+            }
+            _ => Err(self.err_at(keyword_at, "expected a node: \"name\" or id(name: \"…\", type: \"…\")")),
+        }
+    }
+
+    /// What follows `id(`: `name: "…"` and `type: "…"`, either or both, in any order, then `)`.
+    fn id_arguments(&mut self, id_at: usize) -> Result<Selector, ExpressionError> {
+        let mut selector = Selector::default();
+        loop {
+            let key = match self.tokens.get(self.next).map(|t| &t.tok) {
+                Some(Tok::Word(w)) => w.to_ascii_lowercase(),
+                _ => return Err(self.err_here("expected name: or type: in id()")),
+            };
+            self.next += 1;
+            let key = match key.strip_suffix(':') {
+                Some(key) => key.to_owned(),
+                None if self.eat(&Tok::Colon) => key,
+                None => return Err(self.err_here("expected : after the argument's name")),
+            };
+            let value = match self.tokens.get(self.next).map(|t| &t.tok) {
+                Some(Tok::Str(v)) => v.clone(),
+                _ => return Err(self.err_here(format!("expected a quoted string after {key}:"))),
+            };
+            self.next += 1;
+            let slot = match key.as_str() {
+                "name" => &mut selector.name,
+                "type" => &mut selector.kind,
+                _ => return Err(self.err_at(id_at, format!("id() takes name: and type:, not {key}:"))),
+            };
+            if slot.replace(value).is_some() {
+                return Err(self.err_at(id_at, format!("id() takes {key}: once")));
+            }
+            if !self.eat(&Tok::Comma) {
+                break;
+            }
+        }
+        self.close("expected ) after id's arguments")?;
+        Ok(selector)
+    }
+
+    /// The optional `{ filter }` after a `service(…)` or `edge(…)`.
+    fn block(&mut self) -> Result<Option<Box<Expr>>, ExpressionError> {
+        if !self.eat(&Tok::OpenBrace) {
+            return Ok(None);
+        }
+        self.in_block = true;
+        let inner = self.or();
+        self.in_block = false;
+        let inner = inner?;
+        if !self.eat(&Tok::CloseBrace) {
+            return Err(self.err_here("expected }"));
+        }
+        Ok(Some(Box::new(inner)))
+    }
+
+    /// Consumes a `)` or says what was expected.
+    fn close(&mut self, message: impl Into<String>) -> Result<(), ExpressionError> {
+        if self.eat(&Tok::Close) { Ok(()) } else { Err(self.err_here(message)) }
     }
 
     /// A comparison operator, if one comes next.
@@ -188,6 +304,7 @@ fn field(word: &str) -> Option<Field> {
         "http.method" => Field::HttpMethod,
         "http.useragent" => Field::HttpUserAgent,
         "http.clientip" => Field::HttpClientIp,
+        "user" => Field::User,
         _ => return None,
     })
 }

@@ -1,4 +1,5 @@
-//! Splits a filter expression into tokens: words, quoted strings, numbers, operators, brackets.
+//! Splits a filter expression into tokens: words, quoted strings, numbers, operators, brackets,
+//! braces and the punctuation of arguments.
 
 use super::filter_ast::{ExpressionError, Op};
 
@@ -19,6 +20,14 @@ pub enum Tok {
     Close,
     /// `!`
     Bang,
+    /// `,` between the arguments of `edge(…)` and `id(…)`.
+    Comma,
+    /// `:` after an argument's name in `id(name: "…")` when a space parts them.
+    Colon,
+    /// `{`, opening the filter of `service(…) { … }` and `edge(…) { … }`.
+    OpenBrace,
+    /// `}`
+    CloseBrace,
 }
 
 /// A token and the character it starts at.
@@ -49,6 +58,10 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, ExpressionError> {
             }
             '(' => Tok::Open,
             ')' => Tok::Close,
+            ',' => Tok::Comma,
+            ':' => Tok::Colon,
+            '{' => Tok::OpenBrace,
+            '}' => Tok::CloseBrace,
             '=' => Tok::Op(Op::Eq),
             '!' if chars.get(i + 1) == Some(&'=') => {
                 i += 1;

@@ -92,10 +92,12 @@ pub struct Edge {
 
 /// Identifies a node; the order puts the client first, then services, then inferred nodes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct NodeKey {
+pub struct NodeKey {
     rank: u8,
-    name: String,
-    kind: String,
+    /// The node's name (`client` for the client).
+    pub name: String,
+    /// Its type: `client`, the segment's `origin` (or `service`), `remote` or `AWS::<name>`.
+    pub kind: String,
 }
 
 impl NodeKey {
@@ -158,55 +160,22 @@ pub fn build<'a>(traces: impl IntoIterator<Item = &'a Trace>, window: Window) ->
 
 impl Builder {
     fn add_trace(&mut self, all: &[&Document], window: Window) {
-        let in_window = |d: &&&Document| d.start >= window.start && d.start <= window.end;
-        if !all.iter().any(|d| in_window(&d)) {
+        let in_window = |d: &Document| d.start >= window.start && d.start <= window.end;
+        if !all.iter().any(|d| in_window(d)) {
             return;
         }
-        let owners = owners(all);
-        let mut by_parent: HashMap<&str, Vec<&Document>> = HashMap::new();
-        for seg in all.iter().filter(|d| d.kind == Kind::Segment) {
-            if let Some(parent) = seg.parent_id.as_deref() {
-                by_parent.entry(parent).or_default().push(seg);
-            }
-        }
-        // A call may arrive both nested and streamed on its own (same id): count it once.
-        let mut counted: HashSet<&str> = HashSet::new();
-        for doc in all.iter().filter(in_window) {
+        for doc in all.iter().filter(|d| in_window(d)) {
             self.first = self.first.min(doc.start);
             self.last = self.last.max(doc.latest_end());
-            if doc.kind == Kind::Segment {
-                let key = NodeKey::service(doc);
-                self.nodes.entry(key.clone()).or_default().count(doc);
-                if doc.parent_id.is_none() {
-                    self.nodes.entry(key.clone()).or_default().root = true;
-                    // The client node has no statistics of its own; counting gives it its time range.
-                    self.nodes.entry(NodeKey::client()).or_default().count(doc);
-                    self.edges.entry((NodeKey::client(), key)).or_default().count(doc);
-                }
-            }
-            doc.walk(&mut |call| {
-                if !call.is_remote() || call.kind != Kind::Subsegment || !counted.insert(call.id.as_str()) {
-                    return;
-                }
-                // A call whose enclosing segment never arrived cannot be placed on the map yet.
-                let Some(owner) = owners.get(call.id.as_str()) else {
-                    return;
-                };
-                match by_parent.get(call.id.as_str()) {
-                    Some(callees) => {
-                        for callee in callees {
-                            let edge = (owner.clone(), NodeKey::service(callee));
-                            self.edges.entry(edge).or_default().count(call);
-                        }
-                    }
-                    None => {
-                        let inferred = NodeKey::inferred(call);
-                        self.nodes.entry(inferred.clone()).or_default().count(call);
-                        self.edges.entry((owner.clone(), inferred)).or_default().count(call);
-                    }
-                }
-            });
         }
+        walk(all, in_window, &mut |place| match place {
+            Place::Node(key, doc, root) => {
+                let tally = self.nodes.entry(key).or_default();
+                tally.count(doc);
+                tally.root |= root;
+            }
+            Place::Edge(from, to, call) => self.edges.entry((from, to)).or_default().count(call),
+        });
     }
 
     fn finish(self, window: Window) -> ServiceGraph {
@@ -253,6 +222,65 @@ impl Builder {
             });
         }
         ServiceGraph { start_time: window.start, end_time: window.end, services, contains_old_group_versions: false }
+    }
+}
+
+/// A place on the map one document stands for.
+#[derive(Debug)]
+pub enum Place<'a> {
+    /// A request through a node: a service's segment (true when clients called it directly), the
+    /// same segment again for the client node, or the call that stands for an inferred node.
+    Node(NodeKey, &'a Document, bool),
+    /// A call along an edge: a root segment from the client, or a caller's subsegment.
+    Edge(NodeKey, NodeKey, &'a Document),
+}
+
+/// Walks one trace's documents the way the map draws them, telling `visit` every request through a
+/// node and every call along an edge of the documents `include` keeps (the graph's time window; the
+/// trace list's filters keep all). The map and the filter expressions' `service(…)` and `edge(…)`
+/// both stand on this.
+pub fn walk<'a>(all: &[&'a Document], include: impl Fn(&Document) -> bool, visit: &mut impl FnMut(Place<'a>)) {
+    let owners = owners(all);
+    let mut by_parent: HashMap<&str, Vec<&Document>> = HashMap::new();
+    for seg in all.iter().filter(|d| d.kind == Kind::Segment) {
+        if let Some(parent) = seg.parent_id.as_deref() {
+            by_parent.entry(parent).or_default().push(seg);
+        }
+    }
+    // A call may arrive both nested and streamed on its own (same id): count it once.
+    let mut counted: HashSet<&str> = HashSet::new();
+    for &doc in all.iter().filter(|d| include(d)) {
+        if doc.kind == Kind::Segment {
+            let key = NodeKey::service(doc);
+            let root = doc.parent_id.is_none();
+            visit(Place::Node(key.clone(), doc, root));
+            if root {
+                // The client node has no statistics of its own; counting gives it its time range.
+                visit(Place::Node(NodeKey::client(), doc, false));
+                visit(Place::Edge(NodeKey::client(), key, doc));
+            }
+        }
+        doc.walk(&mut |call| {
+            if !call.is_remote() || call.kind != Kind::Subsegment || !counted.insert(call.id.as_str()) {
+                return;
+            }
+            // A call whose enclosing segment never arrived cannot be placed on the map yet.
+            let Some(owner) = owners.get(call.id.as_str()) else {
+                return;
+            };
+            match by_parent.get(call.id.as_str()) {
+                Some(callees) => {
+                    for callee in callees {
+                        visit(Place::Edge(owner.clone(), NodeKey::service(callee), call));
+                    }
+                }
+                None => {
+                    let inferred = NodeKey::inferred(call);
+                    visit(Place::Node(inferred.clone(), call, false));
+                    visit(Place::Edge(owner.clone(), inferred, call));
+                }
+            }
+        });
     }
 }
 

@@ -1,6 +1,7 @@
 //! Trace summaries for the trace list, in the shape of X-Ray's `GetTraceSummaries`.
 
 use super::document::{Document, Kind, Outcome};
+use super::graph::{self, NodeKey, Place};
 use super::store::Trace;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -40,6 +41,54 @@ pub struct ServiceId {
     pub kind: String,
 }
 
+/// A user named on a trace's segments, with the services that named it (X-Ray's `TraceUser`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct TraceUser {
+    /// The segments' `user`.
+    pub user_name: String,
+    /// The services whose segments named it.
+    pub service_ids: Vec<ServiceId>,
+}
+
+/// One request through a node of the map, or one call along one of its edges, as the filter
+/// expressions' `service(…) { … }` and `edge(…) { … }` see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hop {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Still in progress.
+    pub in_progress: bool,
+    /// Its own duration, seconds.
+    pub response_time: Option<f64>,
+    /// Its HTTP facts.
+    pub http: HttpSummary,
+    /// Its annotations and those of the work nested in it, X-Ray style.
+    pub annotations: BTreeMap<String, Vec<Value>>,
+    /// Its `user`.
+    pub user: Option<String>,
+}
+
+/// A request through a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeHop {
+    /// The node.
+    pub node: ServiceId,
+    /// The request.
+    pub hop: Hop,
+}
+
+/// A call along an edge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeHop {
+    /// The caller's node.
+    pub from: ServiceId,
+    /// The callee's node.
+    pub to: ServiceId,
+    /// The call, as the caller recorded it (the client's: the root segment).
+    pub hop: Hop,
+}
+
 /// One row of the trace list (X-Ray's `TraceSummary`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -73,8 +122,16 @@ pub struct TraceSummary {
     /// The service that received the request first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entry_point: Option<ServiceId>,
+    /// The users its segments name.
+    pub users: Vec<TraceUser>,
     /// Documents received for it.
     pub segment_count: usize,
+    /// Every request through a node of the map (the client's left out).
+    #[serde(skip)]
+    pub nodes: Vec<NodeHop>,
+    /// Every call along an edge of the map.
+    #[serde(skip)]
+    pub edges: Vec<EdgeHop>,
 }
 
 /// One page of the trace list (X-Ray's `GetTraceSummaries` answer).
@@ -146,6 +203,12 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
     services.dedup();
     let entry = entry(&docs, &ids);
     let start = trace.start();
+    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+    graph::walk(&docs, |_| true, &mut |place| match place {
+        Place::Node(key, _, _) if key.kind == "client" => {}
+        Place::Node(key, doc, _) => nodes.push(NodeHop { node: node_id(key), hop: hop(doc) }),
+        Place::Edge(from, to, doc) => edges.push(EdgeHop { from: node_id(from), to: node_id(to), hop: hop(doc) }),
+    });
     TraceSummary {
         id: trace.id.clone(),
         start_time: start,
@@ -160,8 +223,48 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
         annotations,
         service_ids: services,
         entry_point: entry.map(|e| service_id(&e.name, e.origin.as_deref().unwrap_or("service"))),
+        users: users(&nodes),
         segment_count: docs.len(),
+        nodes,
+        edges,
     }
+}
+
+fn node_id(key: NodeKey) -> ServiceId {
+    ServiceId { names: vec![key.name.clone()], name: key.name, kind: key.kind }
+}
+
+/// What the filter expressions see of one document: its own facts, and the annotations of the
+/// work nested in it.
+fn hop(doc: &Document) -> Hop {
+    let mut annotations: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    doc.walk(&mut |d| {
+        for (key, value) in &d.annotations {
+            annotations.entry(key.clone()).or_default().push(annotation_value(value));
+        }
+    });
+    Hop {
+        outcome: doc.outcome,
+        in_progress: doc.end.is_none(),
+        response_time: doc.duration(),
+        http: http_summary(doc),
+        annotations,
+        user: doc.fields.get("user").and_then(Value::as_str).map(str::to_owned),
+    }
+}
+
+/// The users the nodes' requests name, each with the services that named it.
+fn users(nodes: &[NodeHop]) -> Vec<TraceUser> {
+    let mut by_name: BTreeMap<&str, Vec<ServiceId>> = BTreeMap::new();
+    for n in nodes {
+        if let Some(user) = n.hop.user.as_deref() {
+            let services = by_name.entry(user).or_default();
+            if !services.contains(&n.node) {
+                services.push(n.node.clone());
+            }
+        }
+    }
+    by_name.into_iter().map(|(name, service_ids)| TraceUser { user_name: name.to_owned(), service_ids }).collect()
 }
 
 /// The `grpc_status` annotation the proxy writes on a gRPC call's segment.
