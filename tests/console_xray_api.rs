@@ -79,6 +79,10 @@ async fn boto3_drives_every_operation() {
     assert_eq!(got["batch"]["unprocessed"], json!(["1-00000000-000000000000000000000000"]));
     assert_eq!(got["graph_edges"], json!(["client->front-end", "front-end->back-end"]));
     assert_eq!(got["trace_graph"], json!(["client", "front-end"]));
+    // Per-minute counts as the consoles chart them: every entry, one node, one edge.
+    assert_eq!(got["time_series"], json!({"entries": 3, "back_end": 1, "edge": 1}));
+    assert_eq!(got["groups"], json!(["Default"]));
+    assert_eq!(got["unknown_operation"], json!(["UnknownOperationException", 404]));
 
     assert_eq!(got["rules_at_start"], json!(["Default"]));
     assert_eq!(

@@ -99,8 +99,39 @@ impl Cond {
 
 impl Selector {
     fn picks(&self, id: &ServiceId) -> bool {
-        self.name.as_ref().is_none_or(|name| id.name == *name || id.names.contains(name))
-            && self.kind.as_ref().is_none_or(|kind| id.kind == *kind)
+        self.picks_node(&id.name, &id.kind) || id.names.iter().any(|name| self.picks_node(name, &id.kind))
+    }
+
+    /// Whether it picks the node of this name and type.
+    pub fn picks_node(&self, name: &str, kind: &str) -> bool {
+        self.name.as_deref().is_none_or(|n| n == name) && self.kind.as_deref().is_none_or(|k| k == kind)
+    }
+}
+
+/// What `GetTimeSeriesServiceStatistics`' `EntitySelectorExpression` names: the nodes or the edges
+/// whose requests are counted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entity {
+    /// `service(…)` or `id(…)`: the requests through these nodes.
+    Service(Selector),
+    /// `edge(…, …)`: the calls along these edges.
+    Edge(Selector, Selector),
+    /// No expression: the calls from the client, that is all the traffic entering the map.
+    Entries,
+}
+
+impl Entity {
+    /// Parses an entity selector: one `service(…)`, `edge(…, …)` or `id(…)`, without a filter.
+    pub fn parse(text: &str) -> Result<Self, ExpressionError> {
+        match Expr::parse(text)? {
+            None => Ok(Self::Entries),
+            Some(Expr::Cond(Cond::Service(selector, None))) => Ok(Self::Service(selector)),
+            Some(Expr::Cond(Cond::Edge(from, to, None))) => Ok(Self::Edge(from, to)),
+            Some(_) => Err(ExpressionError {
+                position: 0,
+                message: "an entity selector is one service(…), edge(…, …) or id(…), without { }".into(),
+            }),
+        }
     }
 }
 

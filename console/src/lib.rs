@@ -50,6 +50,7 @@ mod store;
 mod summary;
 #[cfg(test)]
 mod testdata;
+mod time_series;
 mod timeline;
 mod xray_api;
 mod xray_error;

@@ -23,15 +23,20 @@ use xray_lifecycle::shutdown::{self, AcceptSettings, Stopped};
 /// How long open connections get to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// OTLP/HTTP spans and the X-Ray API for POSTs to their paths (their body read whole, within a
-/// bound), else the page.
+/// OTLP/HTTP spans and the X-Ray API for POSTs (their body read whole, within a bound), else the
+/// page.
 pub async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     // OTLP/HTTP exporters post here, on the page's own address, as to a collector.
     if req.method() == Method::POST && req.uri().path() == "/v1/traces" {
         return otlp::ingest(state, req).await;
     }
-    if req.method() != Method::POST || !xray_api::is_operation(req.uri().path()) {
+    if req.method() != Method::POST {
         return api::handle(state, &req);
+    }
+    // Any other POST is an X-Ray API call; one to a path no operation has is told so in X-Ray's
+    // error shape, its body left unread.
+    if !xray_api::is_operation(req.uri().path()) {
+        return xray_api::handle(state, req.uri().path(), &[]);
     }
     let (parts, body) = req.into_parts();
     match xray_api::read_body(body).await {

@@ -7,12 +7,13 @@ use super::clock::now;
 use super::datagram::Received;
 use super::document::Document;
 use super::filter;
-use super::filter_expression::Expr;
+use super::filter_expression::{Entity, Expr};
 use super::graph::{self, Window};
 use super::sampling_api;
 use super::state::State;
 use super::store::Inserted;
 use super::summary;
+use super::time_series;
 use super::xray_error::{ErrorKind, XrayError, input};
 use bytes::Bytes;
 use http::StatusCode;
@@ -36,7 +37,7 @@ pub fn is_operation(path: &str) -> bool {
 
 type Operation = fn(&State, &[u8]) -> Result<Value, XrayError>;
 
-const OPERATIONS: [(&str, Operation); 12] = [
+const OPERATIONS: [(&str, Operation); 18] = [
     ("/TraceSegments", put_trace_segments),
     ("/ServiceGraph", get_service_graph),
     ("/TraceSummaries", get_trace_summaries),
@@ -49,12 +50,20 @@ const OPERATIONS: [(&str, Operation); 12] = [
     ("/DeleteSamplingRule", sampling_api::delete_sampling_rule),
     ("/SamplingTargets", sampling_api::get_sampling_targets),
     ("/SamplingStatisticSummaries", sampling_api::get_sampling_statistic_summaries),
+    ("/TimeSeriesServiceStatistics", get_time_series_service_statistics),
+    ("/Groups", get_groups),
+    ("/GetGroup", get_group),
+    ("/EncryptionConfig", get_encryption_config),
+    ("/GetTraceSegmentDestination", get_trace_segment_destination),
+    ("/InsightSummaries", get_insight_summaries),
 ];
 
 /// Answers one X-Ray API call; errors are X-Ray's error shapes with a 4xx status.
 pub fn handle(state: &State, path: &str, body: &[u8]) -> http::Response<Full<Bytes>> {
     let Some((_, operation)) = OPERATIONS.iter().find(|(p, _)| *p == path) else {
-        return error_response(&XrayError::invalid(format!("no X-Ray operation at {path}")));
+        return error_response(&XrayError::unknown_operation(format!(
+            "this console does not offer the X-Ray operation at {path}"
+        )));
     };
     match operation(state, body) {
         Ok(answer) => json_response(StatusCode::OK, &answer),
@@ -217,4 +226,89 @@ fn put_telemetry_records(state: &State, body: &[u8]) -> Result<Value, XrayError>
     let input: Input = input(body)?;
     state.telemetry_records.fetch_add(input.telemetry_records.len() as u64, Ordering::Relaxed);
     Ok(json!({}))
+}
+
+/// The periods `GetTimeSeriesServiceStatistics` takes, seconds: X-Ray's one and five minutes.
+const PERIODS: [u32; 2] = [60, 300];
+
+fn get_time_series_service_statistics(state: &State, body: &[u8]) -> Result<Value, XrayError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Input {
+        start_time: f64,
+        end_time: f64,
+        entity_selector_expression: Option<String>,
+        period: Option<u32>,
+        group_name: Option<String>,
+        #[serde(rename = "GroupARN")]
+        group_arn: Option<String>,
+    }
+    let input: Input = input(body)?;
+    let window = window(input.start_time, input.end_time)?;
+    default_group(input.group_name.as_deref(), input.group_arn.as_deref())?;
+    let period = input.period.unwrap_or(PERIODS[0]);
+    if !PERIODS.contains(&period) {
+        return Err(XrayError::invalid(format!("Period must be 60 or 300 seconds, not {period}")));
+    }
+    let entity = Entity::parse(input.entity_selector_expression.as_deref().unwrap_or(""))
+        .map_err(|e| XrayError::invalid(format!("EntitySelectorExpression: {e}")))?;
+    let store = state.store();
+    let points = time_series::build(store.traces(), &entity, window, period);
+    drop(store);
+    Ok(json!({ "TimeSeriesServiceStatistics": points, "ContainsOldGroupVersions": false }))
+}
+
+/// The one group there is: X-Ray's `Default`, every trace.
+fn default_group_record() -> Value {
+    json!({
+        "GroupName": "Default",
+        "GroupARN": DEFAULT_GROUP_ARN,
+        "FilterExpression": "",
+        "InsightsConfiguration": {"InsightsEnabled": false, "NotificationsEnabled": false},
+    })
+}
+
+/// Shaped like the sampling rules' ARNs (`sampling_rules`): region `local`, no account.
+const DEFAULT_GROUP_ARN: &str = "arn:aws:xray:local::group/Default";
+
+/// Refuses any group but `Default`, named or by ARN (either left out means `Default`).
+fn default_group(name: Option<&str>, arn: Option<&str>) -> Result<(), XrayError> {
+    let named_other = name.is_some_and(|n| !n.is_empty() && n != "Default");
+    let arn_other = arn.is_some_and(|a| !a.is_empty() && !a.ends_with(":group/Default") && a != DEFAULT_GROUP_ARN);
+    if named_other || arn_other {
+        return Err(XrayError::invalid("this console has one group, Default (every trace)"));
+    }
+    Ok(())
+}
+
+fn get_groups(_: &State, _: &[u8]) -> Result<Value, XrayError> {
+    Ok(json!({ "Groups": [default_group_record()] }))
+}
+
+fn get_group(_: &State, body: &[u8]) -> Result<Value, XrayError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Input {
+        group_name: Option<String>,
+        #[serde(rename = "GroupARN")]
+        group_arn: Option<String>,
+    }
+    let input: Input = input(body)?;
+    default_group(input.group_name.as_deref(), input.group_arn.as_deref())?;
+    Ok(json!({ "Group": default_group_record() }))
+}
+
+/// Nothing here is encrypted with a key of the account's: X-Ray's default.
+fn get_encryption_config(_: &State, _: &[u8]) -> Result<Value, XrayError> {
+    Ok(json!({ "EncryptionConfig": {"Status": "ACTIVE", "Type": "NONE"} }))
+}
+
+/// Segments go to X-Ray's own store, which is what this console stands in for.
+fn get_trace_segment_destination(_: &State, _: &[u8]) -> Result<Value, XrayError> {
+    Ok(json!({ "Destination": "XRay", "Status": "ACTIVE" }))
+}
+
+/// No insights are generated here; the answer says so rather than failing a tool that asks.
+fn get_insight_summaries(_: &State, _: &[u8]) -> Result<Value, XrayError> {
+    Ok(json!({ "InsightSummaries": [] }))
 }

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     RuleLimitExceeded,
     /// The request is too large to take.
     TooLarge,
+    /// The path names no operation this console offers.
+    UnknownOperation,
 }
 
 impl ErrorKind {
@@ -22,6 +24,7 @@ impl ErrorKind {
             Self::InvalidRequest => "InvalidRequestException",
             Self::RuleLimitExceeded => "RuleLimitExceededException",
             Self::TooLarge => "InvalidRequestException",
+            Self::UnknownOperation => "UnknownOperationException",
         }
     }
 
@@ -30,6 +33,7 @@ impl ErrorKind {
         match self {
             Self::InvalidRequest | Self::RuleLimitExceeded => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnknownOperation => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -48,6 +52,11 @@ impl XrayError {
     /// An `InvalidRequestException`.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self { kind: ErrorKind::InvalidRequest, message: message.into() }
+    }
+
+    /// An `UnknownOperationException`.
+    pub fn unknown_operation(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::UnknownOperation, message: message.into() }
     }
 
     /// A `RuleLimitExceededException`.
