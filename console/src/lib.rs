@@ -20,7 +20,7 @@
 //! The same address speaks the AWS X-Ray API itself (`POST /TraceSegments`, `/ServiceGraph`,
 //! `/TraceSummaries`, `/Traces`, `/TraceGraph`, `/GetSamplingRules`, `/CreateSamplingRule`,
 //! `/UpdateSamplingRule`, `/DeleteSamplingRule`, `/SamplingTargets`, `/SamplingStatisticSummaries`,
-//! `/TelemetryRecords`), so boto3, the AWS CLI and a real daemon work against it; and, like the
+//! `/TelemetryRecords`, `/TimeSeriesServiceStatistics`, `/Groups`, ...), so boto3, the AWS CLI and a real daemon work against it; and, like the
 //! daemon, the TCP port of the UDP port's number answers the SDKs' sampling calls.
 
 mod api;
@@ -33,7 +33,9 @@ pub mod datagram;
 mod document;
 mod filter;
 mod filter_ast;
-mod filter_expression;
+/// Public only so the fuzz targets can reach the parser; not a stable interface.
+#[doc(hidden)]
+pub mod filter_expression;
 mod filter_parser;
 mod filter_tokens;
 mod graph;
