@@ -1,8 +1,9 @@
 //! Property test: any segment the crate's own types can hold (names through `sanitize_name`, any
 //! method, host, path, user agent, status, failure, tunnel, gRPC call, environment and embedded
 //! subsegments) serialises to a document AWS's segment schema accepts, and the emitter's
-//! hand-written JSON (`Document::write`) is serde's, byte for byte. The documents of all cases
-//! are validated in one batch (`support::validate`, the `jsonschema` package).
+//! hand-written JSON (`Document::write`) is serde's, byte for byte, as the OTLP exporter's
+//! hand-written export request (`otel::wire`) is prost's. The documents of all cases are validated
+//! in one batch (`support::validate`, the `jsonschema` package).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -14,6 +15,9 @@ use serde_json::Value;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use support::ids::{segment_id, trace_id};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use xray_sidecar::otel::wire::{self, Envelope, Scratch};
 use xray_sidecar::proxy::error::{ErrorKind, Failure, FailureKind};
 use xray_sidecar::xray::document::Document;
 use xray_sidecar::xray::grpc::Grpc;
@@ -200,9 +204,24 @@ fn same_ids(doc: &str) -> String {
     out
 }
 
+fn resource() -> Resource {
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..KeyValue::default()
+    };
+    Resource { attributes: vec![kv("service.name", "front-end")], ..Resource::default() }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope { name: "xray-sidecar".into(), ..InstrumentationScope::default() }
+}
+
 #[test]
 fn every_segment_the_types_can_hold_is_a_valid_document() {
     let docs = Mutex::new(Vec::new());
+    let envelope = Envelope::new(resource(), scope());
+    let otlp = Mutex::new((Vec::new(), Scratch::default()));
     let mut runner = TestRunner::new(Config { cases: CASES, ..Config::default() });
     let outcome = runner.run(&(document(), environment()), |(segment, env)| {
         // What the emitter sends is written by hand; it must be serde's document, byte for byte.
@@ -211,6 +230,11 @@ fn every_segment_the_types_can_hold_is_a_valid_document() {
         document.write(&mut written).unwrap();
         let text = serde_json::to_string(&document).unwrap();
         prop_assert_eq!(same_ids(&String::from_utf8(written).unwrap()), same_ids(&text));
+        // So is the OTLP exporter's export request: it must be prost's, byte for byte.
+        let (out, scratch) = &mut *otlp.lock().unwrap();
+        wire::request(&envelope, std::slice::from_ref(&segment), out, scratch);
+        let by_prost = wire::by_prost(resource(), scope(), std::slice::from_ref(&segment));
+        prop_assert_eq!(&*out, &by_prost);
         let doc: Value = serde_json::from_str(&text).unwrap();
         // What the schema cannot say: every embedded subsegment is there.
         prop_assert_eq!(doc["subsegments"].as_array().map_or(0, Vec::len), segment.subsegments.len());

@@ -217,8 +217,9 @@ fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-/// The same request built as `opentelemetry-proto` structures and encoded by prost, to compare.
-#[cfg(test)]
+/// The same request built as `opentelemetry-proto` structures and encoded by prost: what the unit
+/// tests and the property test (`tests/segment_schema_props.rs`) compare [`request`] with.
+#[doc(hidden)]
 pub fn by_prost(resource: Resource, scope: InstrumentationScope, segments: &[Segment]) -> Vec<u8> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
