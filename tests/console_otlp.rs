@@ -1,6 +1,7 @@
 //! OTLP/HTTP into the console: spans from the real OpenTelemetry Python SDK (with its OTLP/HTTP
-//! protobuf exporter, uncompressed, gzip or deflate) show as traces and as nodes and edges in the
-//! service map; bad requests get a clear answer.
+//! protobuf exporter, uncompressed, gzip or deflate) and the real OpenTelemetry JS SDK (whose
+//! default OTLP/HTTP exporter sends OTLP JSON) show as traces and as nodes and edges in the service
+//! map; bad requests get a clear answer.
 
 #[path = "support/console.rs"]
 mod console_support;
@@ -47,32 +48,55 @@ async fn otel_services_appear(compression: &'static str) {
     let running = start(loopback_config()).await;
     let http = running.console.http_addr();
     let script = repo_root().join("tests/fixtures/console/otel_client.py");
+    let trace_id = run_exporter("python3", script, http, &[compression]).await;
+    expect_two_services(http, &trace_id, ("otel-front", "otel-back"), "10.0.7.7").await;
+}
+
+/// OpenTelemetry JS's `@opentelemetry/exporter-trace-otlp-http` sends OTLP JSON.
+#[tokio::test]
+async fn json_bodies_from_the_opentelemetry_js_exporter_are_read() {
+    let running = start(loopback_config()).await;
+    let http = running.console.http_addr();
+    // scripts/setup installs the pinned SDK (`npm ci` in that directory).
+    let script = repo_root().join("tests/fixtures/console/node-otel/otel_json_client.js");
+    let trace_id = run_exporter("node", script, http, &[]).await;
+    expect_two_services(http, &trace_id, ("js-front", "js-back"), "10.0.7.8").await;
+}
+
+/// Runs an exporter script against the console and returns the trace id it printed.
+async fn run_exporter(program: &'static str, script: std::path::PathBuf, http: SocketAddr, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").arg(&script).arg(http.to_string()).arg(compression).output()
+        std::process::Command::new(program).arg(&script).arg(http.to_string()).args(&args).output()
     })
     .await
     .expect("the script's task")
-    .expect("python3 runs (scripts/setup installs tests/requirements.txt)");
+    .unwrap_or_else(|e| panic!("{program} runs (scripts/setup installs what the scripts use): {e}"));
     assert!(out.status.success(), "the OpenTelemetry script failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let trace_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(trace_id.len(), 35, "a trace id: {trace_id:?}");
-    wait_for_stats(http, |s| s["Accepted"] == 3).await;
+    trace_id
+}
 
+/// The script's trace: a front service that answered 500 to `client_ip`, calling a back service,
+/// in the trace list and on the map.
+async fn expect_two_services(http: SocketAddr, trace_id: &str, (front, back): (&str, &str), client_ip: &str) {
+    wait_for_stats(http, |s| s["Accepted"] == 3).await;
     let (status, body) = get(http, &format!("/api/traces/{trace_id}")).await;
     assert_eq!(status, 200, "{body}");
     let trace = &body["Traces"][0];
     assert_eq!(trace["Segments"].as_array().map(Vec::len), Some(3), "{trace}");
     let summary = &trace["Summary"];
     assert_eq!(summary["Http"]["HttpStatus"], 500);
-    assert_eq!(summary["Http"]["ClientIp"], "10.0.7.7");
+    assert_eq!(summary["Http"]["ClientIp"], client_ip);
     assert_eq!(summary["HasFault"], true);
 
     let (_, graph) = get(http, "/api/service-graph").await;
     let services = graph["Services"].as_array().expect("services");
     let node =
         |name: &str| services.iter().find(|s| s["Name"] == name).unwrap_or_else(|| panic!("no node {name}: {graph}"));
-    let front = node("otel-front");
-    let back = node("otel-back");
+    let front = node(front);
+    let back = node(back);
     assert_eq!(front["Edges"][0]["ReferenceId"], back["ReferenceId"], "{graph}");
     assert_eq!(node("client")["Edges"][0]["ReferenceId"], front["ReferenceId"]);
 }
@@ -84,8 +108,14 @@ async fn bad_export_requests_get_a_clear_answer() {
     let (status, body) = post(http, "application/x-protobuf", b"\xff\xff\xff not protobuf").await;
     assert_eq!(status, 400, "{body:?}");
     assert!(String::from_utf8_lossy(&body).contains("OTLP"), "{body:?}");
-    let (status, _) = post(http, "application/json", b"{}").await;
+    let (status, body) = post(http, "application/json", b"{\"resourceSpans\": 7}").await;
+    assert_eq!(status, 400, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("JSON"), "{body:?}");
+    let (status, _) = post(http, "text/plain", b"{}").await;
     assert_eq!(status, 415);
+    // An empty JSON request has no spans, and is answered in JSON.
+    let (status, body) = post(http, "application/json; charset=utf-8", b"{}").await;
+    assert_eq!((status, &body[..]), (200, &b"{}"[..]));
     // An empty request is valid protobuf with no spans.
     let (status, _) = post(http, "application/x-protobuf", b"").await;
     assert_eq!(status, 200);

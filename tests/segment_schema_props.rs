@@ -9,14 +9,14 @@
 mod support;
 
 use http::{HeaderValue, Method, Uri};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use support::ids::{segment_id, trace_id};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use xray_sidecar::otel::wire::{self, Envelope, Scratch};
 use xray_sidecar::proxy::error::{ErrorKind, Failure, FailureKind};
 use xray_sidecar::xray::document::Document;

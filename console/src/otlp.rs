@@ -1,6 +1,7 @@
-//! OTLP/HTTP trace ingest (`POST /v1/traces`, protobuf): spans from OpenTelemetry-only services
-//! become segment documents, so they appear in the service map, the trace list and the timelines
-//! beside what arrives over UDP.
+//! OTLP/HTTP trace ingest (`POST /v1/traces`, binary protobuf or OTLP's JSON encoding, which
+//! OpenTelemetry JS's default HTTP exporter sends): spans from OpenTelemetry-only services become
+//! segment documents, so they appear in the service map, the trace list and the timelines beside
+//! what arrives over UDP. The answer is in the request's encoding.
 //!
 //! SERVER (and other local-root) spans become segments named after the resource's `service.name`;
 //! CLIENT and PRODUCER spans become remote subsegments named after `server.address`, which is what
@@ -38,9 +39,12 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    if !header(CONTENT_TYPE).starts_with("application/x-protobuf") {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send OTLP/HTTP protobuf (application/x-protobuf)");
-    }
+    let Some(format) = Format::from_content_type(&header(CONTENT_TYPE)) else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send OTLP/HTTP protobuf (application/x-protobuf) or JSON (application/json)",
+        );
+    };
     let Some(encoding) = Encoding::from_header(&header(CONTENT_ENCODING)) else {
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the body uncompressed, gzip or deflate");
     };
@@ -57,7 +61,7 @@ where
             return error(status, &e.to_string());
         }
     };
-    let (docs, mut rejected) = match documents(&body) {
+    let (docs, mut rejected) = match format.decode(&body).map(|request| documents(&request)) {
         Ok(d) => d,
         Err(e) => {
             state.count_malformed(e.to_string());
@@ -81,7 +85,45 @@ where
         error_message: "spans without valid ids, or in a full trace, were not kept".into(),
     });
     let answer = ExportTraceServiceResponse { partial_success };
-    respond(StatusCode::OK, "application/x-protobuf", Bytes::from(answer.encode_to_vec()))
+    match format {
+        Format::Protobuf => respond(StatusCode::OK, "application/x-protobuf", Bytes::from(answer.encode_to_vec())),
+        Format::Json => {
+            // OTLP's JSON leaves an absent message out rather than writing null.
+            let body = match &answer.partial_success {
+                None => json!({}),
+                Some(p) => {
+                    json!({"partialSuccess": {"rejectedSpans": p.rejected_spans, "errorMessage": p.error_message}})
+                }
+            };
+            respond(StatusCode::OK, "application/json", Bytes::from(body.to_string()))
+        }
+    }
+}
+
+/// How an export request is encoded: OTLP/HTTP's binary protobuf, or its JSON mapping (ids as hex,
+/// enums as numbers, lowerCamelCase names), which `opentelemetry-proto`'s serde support reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    /// The format a lower-cased `Content-Type` names (parameters such as `charset` aside).
+    fn from_content_type(value: &str) -> Option<Format> {
+        match value.split(';').next().unwrap_or_default().trim() {
+            "application/x-protobuf" | "application/protobuf" => Some(Format::Protobuf),
+            "application/json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    fn decode(self, body: &[u8]) -> Result<ExportTraceServiceRequest, OtlpError> {
+        match self {
+            Format::Protobuf => Ok(ExportTraceServiceRequest::decode(body)?),
+            Format::Json => Ok(serde_json::from_slice(body)?),
+        }
+    }
 }
 
 /// Why an export request was refused.
@@ -90,6 +132,9 @@ pub enum OtlpError {
     /// The body is not an `ExportTraceServiceRequest`.
     #[error("not an OTLP ExportTraceServiceRequest: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// The body is not an `ExportTraceServiceRequest` in OTLP's JSON encoding.
+    #[error("not an OTLP ExportTraceServiceRequest in JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// The body is not valid for its `Content-Encoding`.
     #[error("the body is not valid {encoding}: {source}")]
     Compressed {
@@ -145,8 +190,7 @@ impl Encoding {
 
 /// The segment documents (JSON values) an export request's spans stand for, and how many spans
 /// were skipped for invalid ids.
-pub fn documents(body: &[u8]) -> Result<(Vec<Value>, usize), OtlpError> {
-    let request = ExportTraceServiceRequest::decode(body)?;
+pub fn documents(request: &ExportTraceServiceRequest) -> (Vec<Value>, usize) {
     let mut docs = Vec::new();
     let mut skipped = 0;
     for rs in &request.resource_spans {
@@ -159,7 +203,7 @@ pub fn documents(body: &[u8]) -> Result<(Vec<Value>, usize), OtlpError> {
             }
         }
     }
-    Ok((docs, skipped))
+    (docs, skipped)
 }
 
 fn document(span: &Span, service: &str) -> Option<Value> {
