@@ -119,6 +119,9 @@ pub fn resolve(
         (None, None, None) => (DEFAULT_ENDPOINT.to_owned(), "default"),
     };
     let endpoint = parse_endpoint(&endpoint).map_err(|e| format!("{source} `{endpoint}`: {e}"))?;
+    if let Some(protocol) = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+        check_protocol(&protocol)?;
+    }
     let headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")) {
         Some(h) => parse_headers(&h).map_err(|e| format!("OTEL_EXPORTER_OTLP_HEADERS: {e}"))?,
         None => Vec::new(),
@@ -141,6 +144,19 @@ pub fn resolve(
             None => Compression::None,
         };
     Ok((chosen.xray, Some(OtlpSettings { endpoint, headers, resource, batching, compression })))
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`: the exporter speaks OTLP/HTTP protobuf only. A `grpc` setting,
+/// common for collectors on port 4317, would have every export fail unseen; it is refused at
+/// start-up instead, with what to set.
+fn check_protocol(protocol: &str) -> Result<(), String> {
+    match protocol.trim() {
+        "" | "http/protobuf" => Ok(()),
+        other => Err(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not supported: the sidecar exports OTLP/HTTP protobuf \
+             (`http/protobuf`, the collector's port 4318)"
+        )),
+    }
 }
 
 /// A bare `http://host:port` gets the traces path; anything with a path is used as it is.

@@ -140,3 +140,18 @@ fn compression_comes_from_the_traces_variable_then_the_general_one() {
     let err = compression(&[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd")]).expect_err("unknown");
     assert!(err.contains("zstd"), "{err}");
 }
+
+#[test]
+fn only_the_http_protobuf_protocol_is_taken() {
+    let protocol = |vars: &[(&str, &str)]| run(Some("otlp"), None, vars).map(|(_, o)| o.is_some());
+    assert_eq!(protocol(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]), Ok(true));
+    for refused in ["grpc", "http/json"] {
+        let err = protocol(&[("OTEL_EXPORTER_OTLP_PROTOCOL", refused)]).expect_err(refused);
+        assert!(err.contains(refused) && err.contains("http/protobuf"), "{err}");
+    }
+    // The traces variable wins over the general one, as for the endpoint.
+    let vars = [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")];
+    assert_eq!(protocol(&vars), Ok(true));
+    // Nothing is checked when OTLP is not exported.
+    assert!(run(Some("xray"), None, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).is_ok());
+}
