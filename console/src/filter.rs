@@ -161,13 +161,14 @@ pub fn page<'a>(
     limit: usize,
     now: f64,
 ) -> TraceSummaries {
-    page_matching(traces, |s| filter.matches(s), &Paging::Offset(offset), limit, now)
+    page_matching(traces, summarize, |s| filter.matches(s), &Paging::Offset(offset), limit, now)
 }
 
-/// The page of the summaries `matches` keeps (the API's filter expressions), newest first, starting
-/// where `paging` says.
+/// The page of the summaries `matches` keeps (the API's filter expressions) of the traces as
+/// `summarize` sums them up, newest first, starting where `paging` says.
 pub fn page_matching<'a>(
     traces: impl IntoIterator<Item = &'a Trace>,
+    summarize: fn(&Trace) -> TraceSummary,
     matches: impl Fn(&TraceSummary) -> bool,
     paging: &Paging,
     limit: usize,

@@ -39,9 +39,20 @@ impl Expr {
         parser.expression().map(Some)
     }
 
-    /// True when the trace matches.
+    /// True when the trace matches; one whose expression [`Expr::needs_hops`] is given a summary
+    /// from [`super::summary::summarize_with_hops`].
     pub fn matches(&self, s: &TraceSummary) -> bool {
         self.holds(&|c: &Cond| c.matches(s))
+    }
+
+    /// Whether it names nodes or edges (`service(…)`, `edge(…)`, `id(…)`), which are matched
+    /// against a summary from [`super::summary::summarize_with_hops`].
+    pub fn needs_hops(&self) -> bool {
+        match self {
+            Self::And(a, b) | Self::Or(a, b) => a.needs_hops() || b.needs_hops(),
+            Self::Not(e) => e.needs_hops(),
+            Self::Cond(c) => matches!(c, Cond::Service(..) | Cond::Edge(..)),
+        }
     }
 
     /// Whether the expression holds when each of its conditions is decided by `cond`.

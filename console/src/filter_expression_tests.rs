@@ -1,4 +1,4 @@
-use super::super::summary::{HttpSummary, ServiceId, TraceSummary, summarize};
+use super::super::summary::{HttpSummary, ServiceId, TraceSummary, summarize, summarize_with_hops};
 use super::super::testdata::{THREE_TIER, store_of};
 use super::*;
 use serde_json::json;
@@ -126,9 +126,10 @@ fn bad_expressions_say_where_and_why() {
 fn three_tier(expression: &str) -> Vec<String> {
     let expr = Expr::parse(expression).unwrap_or_else(|e| panic!("{expression}: {e}"));
     let store = store_of(THREE_TIER.lines());
+    let hops = expr.as_ref().is_some_and(Expr::needs_hops);
     let mut kept: Vec<String> = store
         .traces()
-        .map(summarize)
+        .map(if hops { summarize_with_hops } else { summarize })
         .filter(|s| expr.as_ref().is_none_or(|e| e.matches(s)))
         .map(|s| s.id[8..10].to_owned())
         .collect();
@@ -175,6 +176,7 @@ fn user_is_any_segments_user() {
     let store = store_of(lines);
     let kept = |expression: &str| {
         let expr = Expr::parse(expression).unwrap_or_else(|e| panic!("{expression}: {e}")).expect("an expression");
+        let summarize = if expr.needs_hops() { summarize_with_hops } else { summarize };
         store.traces().map(summarize).filter(|s| expr.matches(s)).map(|s| s.id[8..10].to_owned()).collect::<Vec<_>>()
     };
     assert_eq!(kept("user = \"alice\""), ["b0"]);

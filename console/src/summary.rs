@@ -126,10 +126,11 @@ pub struct TraceSummary {
     pub users: Vec<TraceUser>,
     /// Documents received for it.
     pub segment_count: usize,
-    /// Every request through a node of the map (the client's left out).
+    /// Every request through a node of the map (the client's left out); only
+    /// [`summarize_with_hops`] fills it.
     #[serde(skip)]
     pub nodes: Vec<NodeHop>,
-    /// Every call along an edge of the map.
+    /// Every call along an edge of the map; only [`summarize_with_hops`] fills it.
     #[serde(skip)]
     pub edges: Vec<EdgeHop>,
 }
@@ -165,7 +166,8 @@ pub fn entry<'a>(docs: &[&'a Document], ids: &HashSet<&str>) -> Option<&'a Docum
         .or_else(|| earliest(&mut segments()))
 }
 
-/// Summarizes one trace.
+/// Summarizes one trace for the list; [`summarize_with_hops`] adds what `service(…) { … }` and
+/// `edge(…)` filter on.
 pub fn summarize(trace: &Trace) -> TraceSummary {
     let docs: Vec<&Document> = trace.documents.iter().map(|s| &s.document).collect();
     let mut ids: HashSet<&str> = HashSet::new();
@@ -203,12 +205,6 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
     services.dedup();
     let entry = entry(&docs, &ids);
     let start = trace.start();
-    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
-    graph::walk(&docs, |_| true, &mut |place| match place {
-        Place::Node(key, _, _) if key.kind == "client" => {}
-        Place::Node(key, doc, _) => nodes.push(NodeHop { node: node_id(key), hop: hop(doc) }),
-        Place::Edge(from, to, doc) => edges.push(EdgeHop { from: node_id(from), to: node_id(to), hop: hop(doc) }),
-    });
     TraceSummary {
         id: trace.id.clone(),
         start_time: start,
@@ -223,11 +219,27 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
         annotations,
         service_ids: services,
         entry_point: entry.map(|e| service_id(&e.name, e.origin.as_deref().unwrap_or("service"))),
-        users: users(&nodes),
+        users: users(&docs),
         segment_count: docs.len(),
-        nodes,
-        edges,
+        nodes: Vec::new(),
+        edges: Vec::new(),
     }
+}
+
+/// Summarizes one trace with every request through a node and every call along an edge of the
+/// map, as the filter expressions' complex keywords need (and the list does not: it costs a walk
+/// of the trace as the map does it, and a copy of each request's facts).
+pub fn summarize_with_hops(trace: &Trace) -> TraceSummary {
+    let mut summary = summarize(trace);
+    let docs: Vec<&Document> = trace.documents.iter().map(|s| &s.document).collect();
+    graph::walk(&docs, |_| true, &mut |place| match place {
+        Place::Node(key, _, _) if key.kind == "client" => {}
+        Place::Node(key, doc, _) => summary.nodes.push(NodeHop { node: node_id(key), hop: hop(doc) }),
+        Place::Edge(from, to, doc) => {
+            summary.edges.push(EdgeHop { from: node_id(from), to: node_id(to), hop: hop(doc) });
+        }
+    });
+    summary
 }
 
 fn node_id(key: NodeKey) -> ServiceId {
@@ -253,14 +265,15 @@ fn hop(doc: &Document) -> Hop {
     }
 }
 
-/// The users the nodes' requests name, each with the services that named it.
-fn users(nodes: &[NodeHop]) -> Vec<TraceUser> {
+/// The users the trace's segments name, each with the services that named it.
+fn users(docs: &[&Document]) -> Vec<TraceUser> {
     let mut by_name: BTreeMap<&str, Vec<ServiceId>> = BTreeMap::new();
-    for n in nodes {
-        if let Some(user) = n.hop.user.as_deref() {
+    for doc in docs.iter().filter(|d| d.kind == Kind::Segment) {
+        if let Some(user) = doc.fields.get("user").and_then(Value::as_str) {
+            let service = service_id(&doc.name, doc.origin.as_deref().unwrap_or("service"));
             let services = by_name.entry(user).or_default();
-            if !services.contains(&n.node) {
-                services.push(n.node.clone());
+            if !services.contains(&service) {
+                services.push(service);
             }
         }
     }

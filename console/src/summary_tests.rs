@@ -86,7 +86,9 @@ fn a_cursor_pages_past_traces_that_arrive_between_pages() {
         )
     };
     let mut store = store_of(THREE_TIER.lines());
-    let all = |store: &crate::store::Store, paging: &Paging| page_matching(store.traces(), |_| true, paging, 2, 0.0);
+    let all = |store: &crate::store::Store, paging: &Paging| {
+        page_matching(store.traces(), summarize, |_| true, paging, 2, 0.0)
+    };
     let first = all(&store, &Paging::After(None));
     assert_eq!(ids(&first), ["1-6b05d0a3", "1-6b05d0a2"]);
     let token = first.next_token.clone().expect("a second page");

@@ -170,7 +170,11 @@ fn get_trace_summaries(state: &State, body: &[u8]) -> Result<Value, XrayError> {
         s.start_time >= window.start && s.start_time <= window.end && expr.as_ref().is_none_or(|e| e.matches(s))
     };
     let paging = filter::Paging::After(after);
-    let page = filter::page_matching(state.store().traces(), matches, &paging, SUMMARY_PAGE, now());
+    let summarize = match &expr {
+        Some(e) if e.needs_hops() => summary::summarize_with_hops,
+        _ => summary::summarize,
+    };
+    let page = filter::page_matching(state.store().traces(), summarize, matches, &paging, SUMMARY_PAGE, now());
     serde_json::to_value(page).map_err(|e| XrayError::invalid(e.to_string()))
 }
 
