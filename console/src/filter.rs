@@ -1,7 +1,8 @@
 //! The trace list's filters, parsed from query parameters, and the page of summaries that pass them.
 
+use super::filter_expression::Expr;
 use super::store::Trace;
-use super::summary::{TraceSummaries, TraceSummary, summarize};
+use super::summary::{TraceSummaries, TraceSummary, summarize, summarize_with_hops};
 
 /// A query parameter that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -11,8 +12,8 @@ pub struct FilterError {
     pub name: String,
     /// Its value.
     pub value: String,
-    /// What would have been accepted.
-    pub expected: &'static str,
+    /// What would have been accepted, or why it was not.
+    pub expected: String,
 }
 
 /// An HTTP status filter: `500` or a class such as `5xx`.
@@ -45,6 +46,8 @@ pub struct Filter {
     pub start_time: Option<f64>,
     /// Traces starting at or before this, epoch seconds.
     pub end_time: Option<f64>,
+    /// An X-Ray filter expression (`edge("front-end", "back-end") { fault }`), as the API takes it.
+    pub expression: Option<Expr>,
 }
 
 impl Filter {
@@ -67,6 +70,13 @@ impl Filter {
                 "max_duration" => filter.max_duration = Some(parse_seconds(name, value)?),
                 "start_time" => filter.start_time = Some(parse_seconds(name, value)?),
                 "end_time" => filter.end_time = Some(parse_seconds(name, value)?),
+                "expression" => {
+                    filter.expression = Expr::parse(value).map_err(|e| FilterError {
+                        name: name.clone(),
+                        value: value.to_owned(),
+                        expected: format!("an X-Ray filter expression ({e})"),
+                    })?;
+                }
                 _ => {}
             }
         }
@@ -99,6 +109,15 @@ impl Filter {
             && self.max_duration.is_none_or(|max| s.duration <= max)
             && self.start_time.is_none_or(|t| s.start_time >= t)
             && self.end_time.is_none_or(|t| s.start_time <= t)
+            && self.expression.as_ref().is_none_or(|e| e.matches(s))
+    }
+
+    /// How to sum up a trace for it: with the map's nodes and edges when its expression names some.
+    pub fn summarize(&self) -> fn(&Trace) -> TraceSummary {
+        match &self.expression {
+            Some(e) if e.needs_hops() => summarize_with_hops,
+            _ => summarize,
+        }
     }
 }
 
@@ -161,7 +180,7 @@ pub fn page<'a>(
     limit: usize,
     now: f64,
 ) -> TraceSummaries {
-    page_matching(traces, summarize, |s| filter.matches(s), &Paging::Offset(offset), limit, now)
+    page_matching(traces, filter.summarize(), |s| filter.matches(s), &Paging::Offset(offset), limit, now)
 }
 
 /// The page of the summaries `matches` keeps (the API's filter expressions) of the traces as
@@ -205,7 +224,7 @@ fn parse_status(name: &str, value: &str) -> Result<StatusFilter, FilterError> {
     let err = || FilterError {
         name: name.to_owned(),
         value: value.to_owned(),
-        expected: "a status such as 500 or a class such as 5xx",
+        expected: "a status such as 500 or a class such as 5xx".into(),
     };
     let lower = value.to_ascii_lowercase();
     if let Some(digit) = lower.strip_suffix("xx") {
@@ -224,7 +243,7 @@ fn parse_seconds(name: &str, value: &str) -> Result<f64, FilterError> {
     value.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| FilterError {
         name: name.to_owned(),
         value: value.to_owned(),
-        expected: "a number of seconds",
+        expected: "a number of seconds".into(),
     })
 }
 
@@ -247,8 +266,10 @@ mod tests {
             ("max_duration", "2"),
             ("limit", "10"),
             ("end_time", ""),
+            ("expression", "edge(\"front-end\", \"back-end\") { fault }"),
         ]))
         .expect("valid");
+        assert!(f.expression.as_ref().is_some_and(Expr::needs_hops));
         assert_eq!(f.status, Some(StatusFilter::Class(5)));
         assert_eq!(f.client_ip.as_deref(), Some("10.0.3."));
         assert_eq!((f.min_duration, f.max_duration, f.end_time), (Some(0.01), Some(2.0), None));
@@ -258,9 +279,14 @@ mod tests {
 
     #[test]
     fn refuses_bad_values_with_the_parameter_named() {
-        for (name, value) in
-            [("status", "oops"), ("status", "9xx"), ("status", "42"), ("min_duration", "-1"), ("max_duration", "NaN")]
-        {
+        for (name, value) in [
+            ("status", "oops"),
+            ("status", "9xx"),
+            ("status", "42"),
+            ("min_duration", "-1"),
+            ("max_duration", "NaN"),
+            ("expression", "edge("),
+        ] {
             let err = Filter::from_query(&pairs(&[(name, value)])).expect_err("bad value");
             assert_eq!(err.name, name);
             assert!(err.to_string().contains(value));

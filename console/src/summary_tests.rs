@@ -62,6 +62,14 @@ fn filters_narrow_the_list() {
     assert_eq!(list(Filter { service: Some("api.example.com".into()), ..Filter::default() }), ["1-6b05d0a2"]);
     assert_eq!(list(Filter { min_duration: Some(0.055), ..Filter::default() }), ["1-6b05d0a0"]);
     assert_eq!(list(Filter { max_duration: Some(0.035), ..Filter::default() }).len(), 2);
+    // The page's expression box takes what the API takes, complex keywords included.
+    let expression =
+        |e: &str| Filter { expression: crate::filter_expression::Expr::parse(e).ok().flatten(), ..Filter::default() };
+    assert_eq!(list(expression("edge(\"front-end\", \"back-end\") { fault }")), ["1-6b05d0a1"]);
+    assert_eq!(
+        list(expression("http.status = 404 OR service(\"back-end\") { partial }")),
+        ["1-6b05d0a3", "1-6b05d0a2"]
+    );
 }
 
 #[test]

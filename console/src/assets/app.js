@@ -5,7 +5,7 @@
   const $ = (id) => document.getElementById(id);
   const esc = (v) => Fmt.esc(v);
   const PAGE = 50;
-  const FILTERS = ["status", "grpc_status", "client_ip", "url", "service", "min_duration", "max_duration"];
+  const FILTERS = ["status", "grpc_status", "client_ip", "url", "service", "min_duration", "max_duration", "expression"];
   const state = { view: null, selected: null, graph: null, offset: 0, traceId: null, row: null, trace: null };
 
   async function getJSON(url) {
@@ -150,9 +150,18 @@
     return html;
   }
 
+  /** A node of the map in a filter expression: `id(name: "…", type: "…")`, quotes escaped. */
+  function nodeId(s) {
+    const quoted = (v) => '"' + String(v).replace(/["\\]/g, "\\$&") + '"';
+    return `id(name: ${quoted(s.Name)}, type: ${quoted(s.Type)})`;
+  }
+
   function edgeDetails(from, to, e) {
+    const edge = `edge(${nodeId(from)}, ${nodeId(to)})`;
     return `<h2>${esc(from.Name)} → ${esc(to.Name)}</h2><p class="muted">calls as ${esc(from.Name)} saw them</p>` +
-      statsTable(e) + `<p><a href="#/traces?service=${encodeURIComponent(to.Name)}">View traces through ${esc(to.Name)} →</a></p>`;
+      statsTable(e) +
+      `<p><a id="edge-traces" href="#/traces?expression=${encodeURIComponent(edge)}">View traces along this edge →</a></p>` +
+      `<p><a id="edge-failures" href="#/traces?expression=${encodeURIComponent(edge + " { !ok }")}">…of them, those where this call failed →</a></p>`;
   }
 
   // === Trace list ===
