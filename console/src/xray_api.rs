@@ -139,9 +139,13 @@ fn get_service_graph(state: &State, body: &[u8]) -> Result<Value, XrayError> {
     struct Input {
         start_time: f64,
         end_time: f64,
+        group_name: Option<String>,
+        #[serde(rename = "GroupARN")]
+        group_arn: Option<String>,
     }
     let input: Input = input(body)?;
     let window = window(input.start_time, input.end_time)?;
+    default_group(input.group_name.as_deref(), input.group_arn.as_deref())?;
     let graph = graph::build(state.store().traces(), window);
     serde_json::to_value(graph).map_err(|e| XrayError::invalid(e.to_string()))
 }
