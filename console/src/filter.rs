@@ -1,8 +1,8 @@
 //! The trace list's filters, parsed from query parameters, and the page of summaries that pass them.
 
-use super::filter_expression::Expr;
+use super::filter_expression::{Expr, summarizer};
 use super::store::Trace;
-use super::summary::{TraceSummaries, TraceSummary, summarize, summarize_with_hops};
+use super::summary::{TraceSummaries, TraceSummary};
 
 /// A query parameter that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,10 +114,7 @@ impl Filter {
 
     /// How to sum up a trace for it: with the map's nodes and edges when its expression names some.
     pub fn summarize(&self) -> fn(&Trace) -> TraceSummary {
-        match &self.expression {
-            Some(e) if e.needs_hops() => summarize_with_hops,
-            _ => summarize,
-        }
+        summarizer(self.expression.as_ref())
     }
 }
 

@@ -11,7 +11,8 @@ use super::document::Outcome;
 use super::filter_ast::{Cond, Field, Flag, Literal, Op, Selector};
 use super::filter_parser::Parser;
 use super::filter_tokens::tokenize;
-use super::summary::{Hop, HttpSummary, ServiceId, TraceSummary};
+use super::store::Trace;
+use super::summary::{Hop, HttpSummary, ServiceId, TraceSummary, summarize, summarize_with_hops};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -116,6 +117,15 @@ impl Selector {
     /// Whether it picks the node of this name and type.
     pub fn picks_node(&self, name: &str, kind: &str) -> bool {
         self.name.as_deref().is_none_or(|n| n == name) && self.kind.as_deref().is_none_or(|k| k == kind)
+    }
+}
+
+/// How to sum up the traces `expr` is matched against: with the map's nodes and edges when it
+/// names some ([`Expr::needs_hops`]), else as the list does, which costs less.
+pub fn summarizer(expr: Option<&Expr>) -> fn(&Trace) -> TraceSummary {
+    match expr {
+        Some(e) if e.needs_hops() => summarize_with_hops,
+        _ => summarize,
     }
 }
 

@@ -7,7 +7,7 @@ use super::clock::now;
 use super::datagram::Received;
 use super::document::Document;
 use super::filter;
-use super::filter_expression::{Entity, Expr};
+use super::filter_expression::{Entity, Expr, summarizer};
 use super::graph::{self, Window};
 use super::sampling_api;
 use super::state::State;
@@ -174,10 +174,7 @@ fn get_trace_summaries(state: &State, body: &[u8]) -> Result<Value, XrayError> {
         s.start_time >= window.start && s.start_time <= window.end && expr.as_ref().is_none_or(|e| e.matches(s))
     };
     let paging = filter::Paging::After(after);
-    let summarize = match &expr {
-        Some(e) if e.needs_hops() => summary::summarize_with_hops,
-        _ => summary::summarize,
-    };
+    let summarize = summarizer(expr.as_ref());
     let page = filter::page_matching(state.store().traces(), summarize, matches, &paging, SUMMARY_PAGE, now());
     serde_json::to_value(page).map_err(|e| XrayError::invalid(e.to_string()))
 }
