@@ -70,6 +70,9 @@ impl Expr {
 impl Cond {
     fn matches(&self, s: &TraceSummary) -> bool {
         match self {
+            // The list's services (as before the map's nodes were here: a remote call whose
+            // enclosing segment has not arrived is one, and an AWS call's type is `remote`) or the
+            // map's nodes (`AWS::DynamoDB`): a trace either names matches.
             Self::Service(selector, None) => {
                 s.service_ids.iter().chain(s.nodes.iter().map(|n| &n.node)).any(|id| selector.picks(id))
             }

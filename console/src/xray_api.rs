@@ -139,13 +139,12 @@ fn get_service_graph(state: &State, body: &[u8]) -> Result<Value, XrayError> {
     struct Input {
         start_time: f64,
         end_time: f64,
-        group_name: Option<String>,
-        #[serde(rename = "GroupARN")]
-        group_arn: Option<String>,
+        #[serde(flatten)]
+        group: Group,
     }
     let input: Input = input(body)?;
     let window = window(input.start_time, input.end_time)?;
-    default_group(input.group_name.as_deref(), input.group_arn.as_deref())?;
+    input.group.is_default()?;
     let graph = graph::build(state.store().traces(), window);
     serde_json::to_value(graph).map_err(|e| XrayError::invalid(e.to_string()))
 }
@@ -244,13 +243,12 @@ fn get_time_series_service_statistics(state: &State, body: &[u8]) -> Result<Valu
         end_time: f64,
         entity_selector_expression: Option<String>,
         period: Option<u32>,
-        group_name: Option<String>,
-        #[serde(rename = "GroupARN")]
-        group_arn: Option<String>,
+        #[serde(flatten)]
+        group: Group,
     }
     let input: Input = input(body)?;
     let window = window(input.start_time, input.end_time)?;
-    default_group(input.group_name.as_deref(), input.group_arn.as_deref())?;
+    input.group.is_default()?;
     let period = input.period.unwrap_or(PERIODS[0]);
     if !PERIODS.contains(&period) {
         return Err(XrayError::invalid(format!("Period must be 60 or 300 seconds, not {period}")));
@@ -276,14 +274,28 @@ fn default_group_record() -> Value {
 /// Shaped like the sampling rules' ARNs (`sampling_rules`): region `local`, no account.
 const DEFAULT_GROUP_ARN: &str = "arn:aws:xray:local::group/Default";
 
-/// Refuses any group but `Default`, named or by ARN (either left out means `Default`).
-fn default_group(name: Option<&str>, arn: Option<&str>) -> Result<(), XrayError> {
-    let named_other = name.is_some_and(|n| !n.is_empty() && n != "Default");
-    let arn_other = arn.is_some_and(|a| !a.is_empty() && !a.ends_with(":group/Default") && a != DEFAULT_GROUP_ARN);
-    if named_other || arn_other {
-        return Err(XrayError::invalid("this console has one group, Default (every trace)"));
+/// The group an operation names, by `GroupName` or `GroupARN` (either left out means `Default`).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Group {
+    group_name: Option<String>,
+    #[serde(rename = "GroupARN")]
+    group_arn: Option<String>,
+}
+
+impl Group {
+    /// Refuses any group but `Default`.
+    fn is_default(&self) -> Result<(), XrayError> {
+        let named_other = self.group_name.as_deref().is_some_and(|n| !n.is_empty() && n != "Default");
+        let arn_other = self
+            .group_arn
+            .as_deref()
+            .is_some_and(|a| !a.is_empty() && !a.ends_with(":group/Default") && a != DEFAULT_GROUP_ARN);
+        if named_other || arn_other {
+            return Err(XrayError::invalid("this console has one group, Default (every trace)"));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn get_groups(_: &State, _: &[u8]) -> Result<Value, XrayError> {
@@ -291,15 +303,8 @@ fn get_groups(_: &State, _: &[u8]) -> Result<Value, XrayError> {
 }
 
 fn get_group(_: &State, body: &[u8]) -> Result<Value, XrayError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Input {
-        group_name: Option<String>,
-        #[serde(rename = "GroupARN")]
-        group_arn: Option<String>,
-    }
-    let input: Input = input(body)?;
-    default_group(input.group_name.as_deref(), input.group_arn.as_deref())?;
+    let group: Group = input(body)?;
+    group.is_default()?;
     Ok(json!({ "Group": default_group_record() }))
 }
 
