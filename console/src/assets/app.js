@@ -8,6 +8,19 @@
   const FILTERS = ["status", "grpc_status", "client_ip", "url", "service", "min_duration", "max_duration", "expression"];
   const state = { view: null, selected: null, graph: null, offset: 0, traceId: null, row: null, trace: null };
 
+  /**
+   * Overlapping loads of one view (a click, then the live refresh) can answer out of order: only
+   * the newest may draw, so a slow answer to an older query never replaces a newer one's.
+   */
+  function newestOnly() {
+    let issued = 0;
+    return () => {
+      const mine = ++issued;
+      return () => mine === issued;
+    };
+  }
+  const mapLoad = newestOnly(), listLoad = newestOnly(), traceLoad = newestOnly();
+
   async function getJSON(url) {
     const resp = await fetch(url, { cache: "no-store" });
     const body = await resp.json().catch(() => ({}));
@@ -67,12 +80,16 @@
     const range = $("range").value;
     const now = Date.now() / 1000;
     const query = range === "all" ? `start_time=0&end_time=${now}` : `start_time=${now - Number(range)}&end_time=${now}`;
+    const current = mapLoad();
+    let graph;
     try {
-      state.graph = await getJSON("/api/service-graph?" + query);
+      graph = await getJSON("/api/service-graph?" + query);
     } catch (e) {
-      $("map-updated").textContent = "update failed: " + e.message;
+      if (current()) $("map-updated").textContent = "update failed: " + e.message;
       return;
     }
+    if (!current()) return;
+    state.graph = graph;
     drawMap();
     $("map-updated").textContent = "updated " + new Date().toLocaleTimeString([], { hour12: false });
   }
@@ -174,20 +191,26 @@
 
   async function loadTraces() {
     const q = filterQuery();
+    const shows = q.toString();
     q.set("limit", PAGE);
     if (state.offset) q.set("next_token", state.offset);
+    const current = listLoad();
     let page;
     try {
       page = await getJSON("/api/trace-summaries?" + q.toString());
-      $("list-error").hidden = true;
     } catch (e) {
+      if (!current()) return;
       $("list-error").textContent = e.message;
       $("list-error").hidden = false;
       return;
     }
+    if (!current()) return;
+    $("list-error").hidden = true;
     const rows = page.TraceSummaries.map(traceRow).join("");
     $("trace-table").tBodies[0].innerHTML = rows ||
       `<tr><td colspan="9" class="muted">No traces match.</td></tr>`;
+    // Which filters the rows answer (the hash's), for whoever reads the table.
+    $("trace-table").dataset.filters = shows;
     for (const tr of $("trace-table").tBodies[0].rows) {
       if (tr.dataset.id) tr.addEventListener("click", () => { location.hash = "#/trace/" + encodeURIComponent(tr.dataset.id); });
     }
@@ -231,15 +254,18 @@
 
   // === One trace ===
   async function loadTrace() {
+    const current = traceLoad();
     let body;
     try {
       body = await getJSON("/api/traces/" + encodeURIComponent(state.traceId));
     } catch (e) {
+      if (!current()) return;
       $("trace-head").innerHTML = `<h2>Trace ${esc(state.traceId)}</h2><p class="error-box">${esc(e.message)}</p>`;
       $("timeline").innerHTML = "";
       $("raw-docs").textContent = "";
       return;
     }
+    if (!current()) return;
     const trace = body.Traces[0];
     state.trace = trace;
     const s = trace.Summary;
