@@ -124,7 +124,7 @@ window.ServiceMap = (function () {
     }
     el("path", { class: "line", d: d, "marker-end": `url(#arrow${cls.trim() || "ok"})` }, g);
     const hit = el("path", { class: "hit", d: d }, g);
-    const label = el("g", { class: "edge" + cls }, labelLayer);
+    const label = el("g", { class: "edge-label" + cls, "data-from": from.Name, "data-to": to.Name }, labelLayer);
     const lines = [`${Fmt.duration(e.AverageResponseTime)} avg · ${Fmt.rate(e.RequestsPerMinute)}/min`];
     const bad = [];
     if (e.ErrorRate > 0) bad.push(`${Fmt.percent(e.ErrorRate)} err`);
