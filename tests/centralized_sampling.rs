@@ -208,7 +208,8 @@ async fn with_otlp_export_only_the_console_rules_still_decide() {
     .await;
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     // Spans go over OTLP to a collector that is not there; nothing goes to the daemon's UDP side.
-    let collector = format!("http://127.0.0.1:{}", support::free_port());
+    let closed = support::ClosedPort::new();
+    let collector = format!("http://{}", closed.addr);
     let local = sample_all_rules();
     let sc = Sidecar::start(
         &up.url(),

@@ -6,9 +6,10 @@
 mod support;
 
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, http_get, is_root, repo_root};
+use support::{http_get, is_root, repo_root};
 
 struct Demo(Child);
 
@@ -27,15 +28,22 @@ async fn the_demo_shows_the_lab_in_the_console() {
         eprintln!("SKIPPED: chromium is missing and only root can install it");
         return;
     }
-    let (http, udp) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"))
-        .args(["demo", "--rate", "20", "--http", &format!("127.0.0.1:{http}"), "--udp", &format!("127.0.0.1:{udp}")])
+    // Ports it picks itself (a port only found free here could be taken before the demo binds
+    // it); its first line names the page.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"))
+        .args(["demo", "--rate", "20", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut first = String::new();
+    let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first);
     let _demo = Demo(child);
-    let base = format!("http://127.0.0.1:{http}");
+    let base = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(|w| format!("http://{}", w.trim_end_matches('/')))
+        .unwrap_or_else(|| panic!("the demo's first line names its page: {first:?}"));
 
     // Wait until the traffic has produced every kind of answer the list should show.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -153,8 +153,8 @@ async fn a_mixed_chain_is_one_trace() {
     let daemon = Daemon::start().await;
     let otel_app = PythonApp::otel("w3c");
     let flask = PythonApp::flask(daemon.addr, "sdk-middle");
-    let outbound = format!("127.0.0.1:{}", support::free_port());
-    let sc = Sidecar::sample_all(&flask.url(""), daemon.addr, &["--outbound-listen", &outbound]);
+    let sc = Sidecar::sample_all(&flask.url(""), daemon.addr, &["--outbound-listen", support::ANY_PORT]);
+    let outbound = sc.outbound.unwrap();
     let url = sc.url(&format!("/call?proxy={outbound}&url={}", otel_app.url("/end")));
     let call = tokio::task::spawn_blocking(move || otel_call(&url, "w3c")).await.unwrap();
     assert_eq!(call["answer"]["status"], 200, "{call}");

@@ -31,7 +31,6 @@ async fn spans_carry_the_http_conventions_and_match_the_segments() {
     let daemon = Daemon::start().await;
     let upstream = Upstream::start().await;
     let receiver = PythonApp::otlp_receiver(0);
-    let outbound = format!("127.0.0.1:{}", support::free_port());
     let endpoint = receiver.url("");
     let sc = sidecar(
         &upstream.url(),
@@ -40,7 +39,7 @@ async fn spans_carry_the_http_conventions_and_match_the_segments() {
             "--otlp-endpoint",
             &endpoint,
             "--outbound-listen",
-            &outbound,
+            support::ANY_PORT,
             "--pod-name",
             "checkout-7d9",
             "--pod-namespace",
@@ -66,7 +65,7 @@ async fn spans_carry_the_http_conventions_and_match_the_segments() {
         .header("x-amzn-trace-id", &parent)
         .body(http_body_util::Empty::new())
         .unwrap();
-    let res = proxy_get(&outbound, req).await;
+    let res = proxy_get(sc.outbound.unwrap(), req).await;
     assert_eq!(res, 200);
     let outbound_doc = daemon.take(1).await.remove(0);
 
@@ -112,7 +111,7 @@ async fn spans_carry_the_http_conventions_and_match_the_segments() {
 }
 
 /// A GET through the outbound listener as an explicit proxy (absolute-form request target).
-async fn proxy_get(proxy: &str, req: http::Request<http_body_util::Empty<bytes::Bytes>>) -> u16 {
+async fn proxy_get(proxy: std::net::SocketAddr, req: http::Request<http_body_util::Empty<bytes::Bytes>>) -> u16 {
     let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
@@ -185,7 +184,8 @@ async fn a_dead_or_silent_collector_costs_requests_nothing() {
             held.push(s);
         }
     });
-    let dead_url = format!("http://127.0.0.1:{}", support::free_port());
+    let dead = support::ClosedPort::new();
+    let dead_url = format!("http://{}", dead.addr);
     for endpoint in [dead_url, silent_url] {
         let env = [
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),

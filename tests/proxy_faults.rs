@@ -7,7 +7,6 @@
 mod support;
 
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::time::Duration;
 use support::{Daemon, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -256,18 +255,13 @@ async fn bytes_beyond_the_length_are_never_taken_for_the_next_response() {
     }
 }
 
-/// The address of a port nobody listens on, as a `tcp:` daemon address.
-fn dead_tcp() -> SocketAddr {
-    format!("127.0.0.1:{}", support::free_port()).parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_dead_sampling_api_and_otlp_collector_fail_no_request() {
     let daemon = Daemon::start().await;
     let up = support::upstream::Upstream::start().await;
-    let api = dead_tcp();
-    let address = format!("tcp:{api} udp:{}", daemon.addr);
-    let collector = format!("http://{}", dead_tcp());
+    let (api, collector) = (support::ClosedPort::new(), support::ClosedPort::new());
+    let address = format!("tcp:{} udp:{}", api.addr, daemon.addr);
+    let collector = format!("http://{}", collector.addr);
     let sc = Sidecar::start(&up.url(), &address, &["--centralized-sampling", "true", "--otlp-endpoint", &collector]);
     let mut failed = 0;
     for _ in 0..50 {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::python::PythonApp;
-use support::{Daemon, Sidecar, free_port, sample_all_rules};
+use support::{Daemon, Sidecar, sample_all_rules};
 
 /// The `grpcio` server of `grpc_app.py`; killed on drop.
 struct GrpcServer {
@@ -188,8 +188,7 @@ async fn inbound_grpc_calls_take_their_outcome_from_grpc_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_grpc_calls_are_remote_subsegments_with_the_same_outcomes() {
     let (server, daemon) = (GrpcServer::start(), Daemon::start().await);
-    let outbound = format!("127.0.0.1:{}", free_port());
-    let sc = Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, &["--outbound-listen", &outbound]);
+    let sc = Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, &["--outbound-listen", support::ANY_PORT]);
     // The client dials the outbound listener and names the server as the call's authority, as an
     // explicit proxy client does.
     let authority = format!("127.0.0.1:{}", server.port);
@@ -209,8 +208,8 @@ async fn outbound_grpc_calls_are_remote_subsegments_with_the_same_outcomes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_through_grpc_proxy_are_traced_one_by_one_inside_the_connect_tunnel() {
     let (server, daemon, receiver) = (GrpcServer::start(), Daemon::start().await, PythonApp::otlp_receiver(0));
-    let outbound = format!("127.0.0.1:{}", free_port());
-    let sc = sidecar("front-end", "http://127.0.0.1:9", daemon.addr, &receiver, &["--outbound-listen", &outbound]);
+    let sc =
+        sidecar("front-end", "http://127.0.0.1:9", daemon.addr, &receiver, &["--outbound-listen", support::ANY_PORT]);
     let proxy = sc.outbound.unwrap();
     let seen = client(&format!("localhost:{}", server.port), None, Some(proxy));
     let docs = daemon.take(EXPECTED.len()).await;

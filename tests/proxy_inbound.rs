@@ -138,7 +138,8 @@ async fn status_codes_set_error_throttle_and_fault() {
 #[tokio::test]
 async fn an_upstream_that_is_down_gives_502_and_a_fault_with_its_cause() {
     let daemon = Daemon::start().await;
-    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let closed = support::ClosedPort::new();
+    let dead = format!("http://{}", closed.addr);
     let sc = Sidecar::sample_all(&dead, daemon.addr, &[]);
     let (status, headers, body) = http_get(&sc.url("/"), &[]).await;
     assert_eq!(status, 502);

@@ -92,8 +92,8 @@ fn open_files(sc: &Sidecar) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_limit_is_shared_by_inbound_and_outbound() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
-    let outbound = format!("127.0.0.1:{}", support::free_port());
-    let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "6", "--outbound-listen", &outbound]);
+    let sc =
+        Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "6", "--outbound-listen", support::ANY_PORT]);
     let outbound = sc.outbound.unwrap();
     let held = hold(&[sc.listen, sc.listen, sc.listen, sc.listen, outbound, outbound]).await;
     // Each side alone is under the limit; together they are at it.

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
 use support::upstream::Upstream;
-use support::{Daemon, Sidecar, free_port};
+use support::{Daemon, Sidecar};
 
 /// Calls `url` with Python's urllib through `proxy` (it reads `http_proxy` like most clients) and
 /// returns the status, the headers the upstream saw (as the x-saw-* response headers), and stdout.
@@ -37,9 +37,8 @@ print(json.dumps({"status": status, "headers": {k.lower(): v for k, v in headers
 }
 
 fn outbound_sidecar(daemon: &Daemon) -> Sidecar {
-    let outbound = format!("127.0.0.1:{}", free_port());
     // The inbound upstream is irrelevant here: only the outbound listener is exercised.
-    Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, &["--outbound-listen", &outbound])
+    Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, &["--outbound-listen", support::ANY_PORT])
 }
 
 fn pairs(v: &Value) -> Vec<(String, String)> {
@@ -104,7 +103,8 @@ async fn sampled_zero_is_passed_on_untouched_and_nothing_is_emitted() {
 async fn a_refusing_destination_gives_502_and_a_fault_subsegment() {
     let daemon = Daemon::start().await;
     let sc = outbound_sidecar(&daemon);
-    let dead = format!("http://127.0.0.1:{}/", free_port());
+    let closed = support::ClosedPort::new();
+    let dead = format!("http://{}/", closed.addr);
     let (status, _) = call_through_proxy(sc.outbound.unwrap(), &dead, None);
     assert_eq!(status, 502);
     let doc = &daemon.take(1).await[0];

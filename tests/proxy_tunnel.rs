@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use support::upstream::Upstream;
-use support::{Daemon, Sidecar, free_port};
+use support::{Daemon, Sidecar};
 
 /// A self-signed certificate for `localhost`, 127.0.0.1 and an AWS endpoint name, in a fresh dir.
 fn certificate(tag: &str) -> PathBuf {
@@ -90,8 +90,7 @@ fn raw_connect(proxy: std::net::SocketAddr, target: &str) -> String {
 }
 
 fn outbound_sidecar(daemon: &Daemon, extra: &[&str]) -> Sidecar {
-    let outbound = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--outbound-listen", outbound.as_str()];
+    let mut args = vec!["--outbound-listen", support::ANY_PORT];
     args.extend_from_slice(extra);
     Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, &args)
 }
@@ -131,8 +130,8 @@ async fn an_https_call_through_connect_is_one_remote_subsegment_named_after_the_
 async fn a_connect_to_an_unreachable_destination_is_502_and_a_fault() {
     let daemon = Daemon::start().await;
     let sc = outbound_sidecar(&daemon, &[]);
-    let closed = free_port();
-    let line = raw_connect(sc.outbound.unwrap(), &format!("127.0.0.1:{closed}"));
+    let closed = support::ClosedPort::new();
+    let line = raw_connect(sc.outbound.unwrap(), &closed.addr.to_string());
     assert!(line.starts_with("HTTP/1.1 502"), "{line}");
     let doc = &daemon.take(1).await[0];
     let sub = &doc["subsegments"][0];

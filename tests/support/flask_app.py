@@ -1,6 +1,6 @@
 """A Flask app instrumented with the real AWS X-Ray SDK, used as an upstream in interop tests.
 
-Usage: flask_app.py PORT DAEMON_ADDRESS SERVICE_NAME
+Usage: flask_app.py PORT DAEMON_ADDRESS SERVICE_NAME   (PORT 0 picks one; the port is printed on the first line)
 
 `GET /call?proxy=HOST:PORT&url=URL` calls URL through the HTTP proxy at HOST:PORT with `requests`,
 which the SDK patches to record a remote subsegment and pass its trace header on.
@@ -11,6 +11,7 @@ import requests
 from aws_xray_sdk.core import patch, xray_recorder
 from aws_xray_sdk.ext.flask.middleware import XRayMiddleware
 from flask import Flask, request
+from werkzeug.serving import make_server
 
 port, daemon, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 app = Flask(__name__)
@@ -37,4 +38,6 @@ def boom():
 
 
 if __name__ == "__main__":
-    app.run(host="127.0.0.1", port=port)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()

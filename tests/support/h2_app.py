@@ -3,7 +3,7 @@ its checks of received headers turned off, so that whatever a proxy forwards is 
 Answers every request 200 "ok" and appends each one's headers to LOG as a JSON line:
 {"headers": [[name, value], ...]}.
 
-Usage: h2_app.py PORT LOG
+Usage: h2_app.py PORT LOG   (PORT 0 picks one; the port is printed on the first line)
 """
 import json
 import socket
@@ -64,6 +64,7 @@ def main():
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", int(sys.argv[1])))
     listener.listen(64)
+    print(listener.getsockname()[1], flush=True)
     while True:
         sock, _ = listener.accept()
         threading.Thread(target=serve, args=(sock,), daemon=True).start()

@@ -30,6 +30,23 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port that refuses connections for as long as the value lives: bound but never listening, so
+/// no other test can start listening there while a test counts on nothing answering (a port only
+/// found free could be).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        ClosedPort { _socket: socket, addr }
+    }
+}
+
 /// A UDP port nobody listens on right now.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
@@ -134,12 +151,16 @@ pub fn validate(docs: &[Value]) {
     );
 }
 
+/// In a sidecar's arguments, a listening address the harness picks afresh on each start (as it
+/// does `--listen`'s), read back from `Sidecar::outbound` for `--outbound-listen`.
+pub const ANY_PORT: &str = "127.0.0.1:0";
+
 /// A running `xray-sidecar proxy` process, killed on drop.
 pub struct Sidecar {
     pub child: Child,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
-    /// The outbound listener, when started with `--outbound-listen` (see `with_outbound`).
+    /// The outbound listener, when started with `--outbound-listen`.
     pub outbound: Option<SocketAddr>,
 }
 
@@ -178,20 +199,23 @@ impl Sidecar {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Sidecar {
-        let outbound =
-            extra.iter().position(|a| *a == "--outbound-listen").and_then(|i| extra.get(i + 1)?.parse().ok());
         // A port found free can be taken by another test (or an outgoing connection) before the
         // sidecar binds it; the sidecar then exits at start, and is started again on other ports.
+        // That includes an outbound listener asked for as `127.0.0.1:0` (see `ANY_PORT`).
         let mut attempt = 1;
         loop {
             let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let any = format!("127.0.0.1:{}", free_port());
+            let extra: Vec<&str> = extra.iter().map(|a| if *a == ANY_PORT { any.as_str() } else { a }).collect();
+            let outbound =
+                extra.iter().position(|a| *a == "--outbound-listen").and_then(|i| extra.get(i + 1)?.parse().ok());
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
             cmd.arg("proxy")
                 .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
                 .args(["--upstream", upstream, "--service-name", name])
                 .args(["--daemon-address", &daemon.to_string()])
-                .args(extra)
+                .args(&extra)
                 .envs(env.iter().copied())
                 .env_remove("KUBERNETES_SERVICE_HOST")
                 .env("RUST_LOG", "debug")

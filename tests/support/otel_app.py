@@ -4,6 +4,7 @@ Usage:
   otel_app.py serve PORT PROPAGATOR   serve on 127.0.0.1:PORT; GET /spans lists the finished spans
   otel_app.py call URL PROPAGATOR     make one request inside a CLIENT span; print it and the answer
 
+PORT 0 picks one; the port is printed on the first line.
 PROPAGATOR is `w3c` (the SDK's default, W3C traceparent) or `xray` (opentelemetry-propagator-aws-xray).
 Spans are printed and listed as JSON with trace_id, span_id and parent_id in hex.
 """
@@ -62,7 +63,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if mode == "serve":
-    ThreadingHTTPServer(("127.0.0.1", int(target)), Handler).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", int(target)), Handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
 else:
     with tracer.start_as_current_span("call", kind=trace.SpanKind.CLIENT) as span:
         headers = {}

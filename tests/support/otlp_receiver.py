@@ -1,7 +1,7 @@
 """An OTLP/HTTP trace receiver that decodes each request with the official protobuf definitions
 (PyPI `opentelemetry-proto`) and keeps what it got.
 
-Usage: otlp_receiver.py PORT [FAIL_FIRST [STATUS]]
+Usage: otlp_receiver.py PORT [FAIL_FIRST [STATUS]]   (PORT 0 picks one; the port is printed on the first line)
   POST /v1/traces   decodes an ExportTraceServiceRequest; the first FAIL_FIRST requests are answered
                     with STATUS (default 503) and Retry-After: 0 and not kept
                     (a gzip body, Content-Encoding: gzip, is decompressed first)
@@ -106,4 +106,6 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()

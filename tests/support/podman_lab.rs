@@ -3,9 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use super::podman::Podman;
-use super::support::{free_port, repo_root, yaml_docs};
+use super::support::{repo_root, yaml_docs};
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -197,13 +197,20 @@ impl Console {
     pub fn start(udp: &str) -> Console {
         let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
         let forward = relay.local_addr().unwrap().to_string();
-        let http = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"))
-            .args(["console", "--udp", udp, "--http", &http, "--forward", &forward])
-            .stdout(Stdio::null())
+        // An HTTP port it picks itself, read from its first line ("… open http://ADDR/").
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"))
+            .args(["console", "--udp", udp, "--http", "127.0.0.1:0", "--forward", &forward])
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        let mut first = String::new();
+        let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first);
+        let http = first
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http://"))
+            .map(|w| w.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| panic!("the console's first line names its page: {first:?}"));
         let (tx, documents) = channel();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];

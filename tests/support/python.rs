@@ -1,11 +1,12 @@
 //! Python applications the tests run beside the proxy: the Flask app with the real X-Ray SDK and the
 //! app or client with the real OpenTelemetry SDK.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, repo_root};
+use super::repo_root;
 
 /// A Python server process, killed on drop.
 pub struct PythonApp {
@@ -22,28 +23,25 @@ impl Drop for PythonApp {
 }
 
 impl PythonApp {
-    /// Runs `tests/support/{script}` with `args`, where `{port}` stands for a free port, and waits
-    /// until that port accepts connections.
+    /// Runs `tests/support/{script}` with `args`, where `{port}` stands for 0, and waits for the
+    /// port it bound, which it prints on its first line. (A port found free here and bound later
+    /// could be taken by another test in between, and the requests would reach that test's app.)
     pub fn start(script: &str, args: &[&str]) -> PythonApp {
-        let port = free_port();
-        let args: Vec<String> = args.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
-        let child = Command::new("python3")
+        let args: Vec<String> = args.iter().map(|a| a.replace("{port}", "0")).collect();
+        let mut child = Command::new("python3")
             .arg(repo_root().join("tests/support").join(script))
             .args(&args)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("python3 runs");
-        let app = PythonApp { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "{script} did not start: are tests/requirements.txt installed (scripts/setup)?"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        app
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line);
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("{script} did not start (printed {line:?}): are tests/requirements.txt installed (scripts/setup)?")
+        });
+        PythonApp { child, port }
     }
 
     /// The Flask app with the X-Ray SDK, reporting to `daemon` as `name`.
