@@ -312,12 +312,13 @@ async fn a_silent_or_slow_api_slows_no_request_and_leaves_the_local_rules_decidi
     }
 }
 
-#[tokio::test]
+// Two workers: the stalling API keeps accepting while the harness blocks starting the sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_hanging_at_shutdown_does_not_hold_the_process_up() {
     let (api, calls) = stalling_api(None).await;
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let mut sc = Sidecar::start(&up.url(), format!("udp:{} tcp:{api}", daemon.addr), &["--drain-delay", "0s"]);
-    until("the first call", Duration::from_secs(5), async || calls.load(SeqCst) > 0).await;
+    until("the first call", Duration::from_secs(10), async || calls.load(SeqCst) > 0).await;
     sc.terminate();
     let signalled = Instant::now();
     // The call would hang for its whole 5 s timeout.

@@ -151,7 +151,10 @@ fn names(pod: &Value, list: &str) -> Vec<String> {
 
 /// Validates pods against the Kubernetes schema (strict: no unknown or misspelled fields).
 fn validate(pods: &[Value]) {
-    let dir = std::env::temp_dir().join(format!("xray-injector-validate-{}", std::process::id()));
+    // A directory of its own per call: the tests of this binary run at once.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("xray-injector-validate-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut files = Vec::new();
     for (i, p) in pods.iter().enumerate() {
