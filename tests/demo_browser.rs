@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{http_get, is_root, repo_root};
+use support::{http_get, is_root, page_address, repo_root};
 
 struct Demo(Child);
 
@@ -39,11 +39,8 @@ async fn the_demo_shows_the_lab_in_the_console() {
     let mut first = String::new();
     let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first);
     let _demo = Demo(child);
-    let base = first
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .map(|w| format!("http://{}", w.trim_end_matches('/')))
-        .unwrap_or_else(|| panic!("the demo's first line names its page: {first:?}"));
+    let page = page_address(&first).unwrap_or_else(|| panic!("the demo's first line names its page: {first:?}"));
+    let base = format!("http://{page}");
 
     // Wait until the traffic has produced every kind of answer the list should show.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -47,6 +47,12 @@ impl ClosedPort {
     }
 }
 
+/// The address in the first `http://ADDR/` of a line, as the demo and the console print their
+/// page's on their first line when asked for port 0.
+pub fn page_address(line: &str) -> Option<String> {
+    line.split_whitespace().find_map(|w| w.strip_prefix("http://")).map(|w| w.trim_end_matches('/').to_owned())
+}
+
 /// A UDP port nobody listens on right now.
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()

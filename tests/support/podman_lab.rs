@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use super::podman::Podman;
-use super::support::{repo_root, yaml_docs};
+use super::support::{page_address, repo_root, yaml_docs};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -206,11 +206,7 @@ impl Console {
             .unwrap();
         let mut first = String::new();
         let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first);
-        let http = first
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http://"))
-            .map(|w| w.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| panic!("the console's first line names its page: {first:?}"));
+        let http = page_address(&first).unwrap_or_else(|| panic!("the console's first line names its page: {first:?}"));
         let (tx, documents) = channel();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];
