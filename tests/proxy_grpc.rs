@@ -8,38 +8,15 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::python::PythonApp;
 use support::{Daemon, Sidecar, sample_all_rules};
 
 /// The `grpcio` server of `grpc_app.py`; killed on drop.
-struct GrpcServer {
-    child: Child,
-    port: u16,
-}
-
-impl GrpcServer {
-    fn start() -> GrpcServer {
-        let mut child = Command::new("python3")
-            .arg(support::repo_root().join("tests/support/grpc_app.py"))
-            .args(["server", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        GrpcServer { child, port: line.trim().parse().expect("the server prints its port") }
-    }
-}
-
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn grpc_server() -> PythonApp {
+    PythonApp::start("grpc_app.py", &["server", "{port}"])
 }
 
 /// Runs every kind of call through `target` (through `proxy` as `grpc_proxy`, when given); the
@@ -174,7 +151,7 @@ fn check_spans(spans: &[Value], kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_grpc_calls_take_their_outcome_from_grpc_status() {
-    let (server, daemon, receiver) = (GrpcServer::start(), Daemon::start().await, PythonApp::otlp_receiver(0));
+    let (server, daemon, receiver) = (grpc_server(), Daemon::start().await, PythonApp::otlp_receiver(0));
     let sc = sidecar("catalog", &format!("http://127.0.0.1:{}", server.port), daemon.addr, &receiver, &[]);
     let seen = client(&sc.listen.to_string(), None, None);
     let docs = daemon.take(EXPECTED.len()).await;
@@ -187,7 +164,7 @@ async fn inbound_grpc_calls_take_their_outcome_from_grpc_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_grpc_calls_are_remote_subsegments_with_the_same_outcomes() {
-    let (server, daemon) = (GrpcServer::start(), Daemon::start().await);
+    let (server, daemon) = (grpc_server(), Daemon::start().await);
     let sc = Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, &["--outbound-listen", support::ANY_PORT]);
     // The client dials the outbound listener and names the server as the call's authority, as an
     // explicit proxy client does.
@@ -207,7 +184,7 @@ async fn outbound_grpc_calls_are_remote_subsegments_with_the_same_outcomes() {
 /// headers written, and no per-connection tunnel record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_through_grpc_proxy_are_traced_one_by_one_inside_the_connect_tunnel() {
-    let (server, daemon, receiver) = (GrpcServer::start(), Daemon::start().await, PythonApp::otlp_receiver(0));
+    let (server, daemon, receiver) = (grpc_server(), Daemon::start().await, PythonApp::otlp_receiver(0));
     let sc =
         sidecar("front-end", "http://127.0.0.1:9", daemon.addr, &receiver, &["--outbound-listen", support::ANY_PORT]);
     let proxy = sc.outbound.unwrap();

@@ -6,9 +6,10 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use support::python::PythonApp;
 use support::upstream::Upstream;
 use support::{Daemon, Sidecar};
 
@@ -29,33 +30,9 @@ fn certificate(tag: &str) -> PathBuf {
 }
 
 /// Python's `ssl` serving HTTPS on loopback; killed on drop.
-struct TlsServer {
-    child: Child,
-    port: u16,
-}
-
-impl TlsServer {
-    fn start(certs: &Path) -> TlsServer {
-        let script = support::repo_root().join("tests/support/tls_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(certs.join("cert.pem"))
-            .arg(certs.join("key.pem"))
-            .args(["127.0.0.1", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        TlsServer { child, port: line.trim().parse().unwrap() }
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn tls_server(certs: &Path) -> PythonApp {
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    PythonApp::start("tls_server.py", &[cert.to_str().unwrap(), key.to_str().unwrap(), "127.0.0.1", "{port}"])
 }
 
 /// GETs `url` with urllib, `https_proxy` pointing at `proxy`, trusting `certs`; the status and body.
@@ -98,7 +75,7 @@ fn outbound_sidecar(daemon: &Daemon, extra: &[&str]) -> Sidecar {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_call_through_connect_is_one_remote_subsegment_named_after_the_host() {
     let certs = certificate("connect");
-    let (server, daemon) = (TlsServer::start(&certs), Daemon::start().await);
+    let (server, daemon) = (tls_server(&certs), Daemon::start().await);
     let sc = outbound_sidecar(&daemon, &[]);
     let url = format!("https://localhost:{}/orders/7", server.port);
     let (status, body) = https_get(sc.outbound.unwrap(), &url, &certs);
@@ -144,7 +121,7 @@ async fn a_connect_to_an_unreachable_destination_is_502_and_a_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_to_the_proxy_itself_to_instance_metadata_or_to_denied_ranges_are_refused() {
     let certs = certificate("deny");
-    let (server, daemon) = (TlsServer::start(&certs), Daemon::start().await);
+    let (server, daemon) = (tls_server(&certs), Daemon::start().await);
     let sc = outbound_sidecar(&daemon, &["--connect-deny-cidrs", "127.0.0.2/32"]);
     let proxy = sc.outbound.unwrap();
     for target in [
