@@ -8,17 +8,6 @@
   const FILTERS = ["status", "grpc_status", "client_ip", "url", "service", "min_duration", "max_duration", "expression"];
   const state = { view: null, selected: null, graph: null, offset: 0, traceId: null, row: null, trace: null };
 
-  /**
-   * Overlapping loads of one view (a click, then the live refresh) can answer out of order: only
-   * the newest may draw, so a slow answer to an older query never replaces a newer one's.
-   */
-  function newestOnly() {
-    let issued = 0;
-    return () => {
-      const mine = ++issued;
-      return () => mine === issued;
-    };
-  }
   const mapLoad = newestOnly(), listLoad = newestOnly(), traceLoad = newestOnly();
 
   async function getJSON(url) {

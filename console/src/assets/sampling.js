@@ -8,7 +8,8 @@ window.SamplingView = (function () {
   const esc = (v) => Fmt.esc(v);
   const FIELDS = ["RuleName", "Priority", "ReservoirSize", "FixedRate", "ServiceName", "ServiceType", "Host", "HTTPMethod", "URLPath"];
   const NUMBERS = new Set(["Priority", "ReservoirSize", "FixedRate"]);
-  const view = { rules: [], editing: null, loads: 0 };
+  const view = { rules: [], editing: null };
+  const rulesLoad = newestOnly();
 
   async function call(operation, body) {
     const resp = await fetch("/" + operation, {
@@ -28,16 +29,16 @@ window.SamplingView = (function () {
   }
 
   async function load() {
-    // The live refresh and a change's reload can answer out of order: only the newest draws.
-    const mine = ++view.loads;
+    // The live refresh and a change's reload can answer out of order.
+    const current = rulesLoad();
     let rules, stats;
     try {
       [rules, stats] = await Promise.all([call("GetSamplingRules"), call("SamplingStatisticSummaries")]);
     } catch (e) {
-      if (mine === view.loads) showError("Cannot read the rules: " + e.message);
+      if (current()) showError("Cannot read the rules: " + e.message);
       return;
     }
-    if (mine !== view.loads) return;
+    if (!current()) return;
     view.rules = rules.SamplingRuleRecords.map((r) => r.SamplingRule);
     const byName = new Map(stats.SamplingStatisticSummaries.map((s) => [s.RuleName, s]));
     const minutes = stats.SamplingStatisticSummaries.length ? Math.round(stats.SamplingStatisticSummaries[0].Seconds / 60) : 5;

@@ -30,6 +30,19 @@ window.Fmt = {
   },
 };
 
+/**
+ * Overlapping loads of one view (a click, then the live refresh) can answer out of order: only
+ * the newest may draw, so a slow answer to an older query never replaces a newer one's. Each call
+ * of the returned function starts a load and gives back whether it is still the newest.
+ */
+window.newestOnly = function () {
+  let issued = 0;
+  return () => {
+    const mine = ++issued;
+    return () => mine === issued;
+  };
+};
+
 window.Timeline = (function () {
   const esc = (v) => Fmt.esc(v);
 
