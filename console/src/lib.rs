@@ -20,8 +20,9 @@
 //! The same address speaks the AWS X-Ray API itself (`POST /TraceSegments`, `/ServiceGraph`,
 //! `/TraceSummaries`, `/Traces`, `/TraceGraph`, `/GetSamplingRules`, `/CreateSamplingRule`,
 //! `/UpdateSamplingRule`, `/DeleteSamplingRule`, `/SamplingTargets`, `/SamplingStatisticSummaries`,
-//! `/TelemetryRecords`, `/TimeSeriesServiceStatistics`, `/Groups`, ...), so boto3, the AWS CLI and a real daemon work against it; and, like the
-//! daemon, the TCP port of the UDP port's number answers the SDKs' sampling calls.
+//! `/TelemetryRecords`, `/TimeSeriesServiceStatistics`, `/Groups`, ...), so boto3, the AWS CLI and
+//! a real daemon work against it; and, like the daemon, the TCP port of the UDP port's number
+//! answers the SDKs' sampling calls.
 
 mod api;
 mod assets;
