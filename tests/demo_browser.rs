@@ -6,10 +6,9 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{http_get, is_root, page_address, repo_root};
+use support::{http_get, is_root, printed_page, repo_root};
 
 struct Demo(Child);
 
@@ -30,16 +29,14 @@ async fn the_demo_shows_the_lab_in_the_console() {
     }
     // Ports it picks itself (a port only found free here could be taken before the demo binds
     // it); its first line names the page.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"))
+    let child = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"))
         .args(["demo", "--rate", "20", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first);
-    let _demo = Demo(child);
-    let page = page_address(&first).unwrap_or_else(|| panic!("the demo's first line names its page: {first:?}"));
+    let mut demo = Demo(child);
+    let page = printed_page(&mut demo.0, "demo");
     let base = format!("http://{page}");
 
     // Wait until the traffic has produced every kind of answer the list should show.

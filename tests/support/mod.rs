@@ -8,7 +8,7 @@ pub mod sampling_api;
 pub mod upstream;
 
 use serde_json::Value;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -47,10 +47,21 @@ impl ClosedPort {
     }
 }
 
-/// The address in the first `http://ADDR/` of a line, as the demo and the console print their
-/// page's on their first line when asked for port 0.
-pub fn page_address(line: &str) -> Option<String> {
-    line.split_whitespace().find_map(|w| w.strip_prefix("http://")).map(|w| w.trim_end_matches('/').to_owned())
+/// The first line `child` printed on its (piped) stdout; empty if it printed none before exiting.
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.as_mut().expect("stdout piped")).read_line(&mut line);
+    line
+}
+
+/// The address of the page `child` (the demo or the console, asked for port 0) names in the first
+/// `http://ADDR/` of its first line.
+pub fn printed_page(child: &mut Child, what: &str) -> String {
+    let line = first_line(child);
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(|w| w.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| panic!("the {what}'s first line names its page: {line:?}"))
 }
 
 /// A UDP port nobody listens on right now.

@@ -3,9 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use super::podman::Podman;
-use super::support::{page_address, repo_root, yaml_docs};
+use super::support::{printed_page, repo_root, yaml_docs};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -204,9 +204,7 @@ impl Console {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut first = String::new();
-        let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first);
-        let http = page_address(&first).unwrap_or_else(|| panic!("the console's first line names its page: {first:?}"));
+        let http = printed_page(&mut child, "console");
         let (tx, documents) = channel();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];

@@ -1,12 +1,11 @@
 //! Python applications the tests run beside the proxy: the Flask app with the real X-Ray SDK and the
 //! app or client with the real OpenTelemetry SDK.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::repo_root;
+use super::{first_line, repo_root};
 
 /// A Python server process, killed on drop.
 pub struct PythonApp {
@@ -35,8 +34,7 @@ impl PythonApp {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("python3 runs");
-        let mut line = String::new();
-        let _ = BufReader::new(child.stdout.as_mut().expect("piped")).read_line(&mut line);
+        let line = first_line(&mut child);
         let port = line.trim().parse().unwrap_or_else(|_| {
             let _ = child.kill();
             panic!("{script} did not start (printed {line:?}): are tests/requirements.txt installed (scripts/setup)?")
