@@ -211,6 +211,46 @@ async fn ambiguous_requests_get_a_4xx_and_never_reach_the_application() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_breaks_off_is_the_clients_error_not_the_upstreams() {
+    let (app, daemon) = (Echo::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&app.url(), daemon.addr, &[]);
+    let l = sc.listen;
+    // Chunked framing broken after the head has gone upstream: a size that is no number, data
+    // longer than its size says.
+    for raw in [
+        &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n0\r\n\r\n",
+    ] {
+        let (status, answer) = send(l, raw).await;
+        assert_eq!(status, 400, "{}\n{answer}", String::from_utf8_lossy(raw));
+    }
+    // A body that stops short: the client half-closes (and still reads its answer), or resets.
+    let short = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789";
+    let mut s = TcpStream::connect(l).await.unwrap();
+    s.write_all(short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    let mut s = TcpStream::connect(l).await.unwrap();
+    s.write_all(short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.set_zero_linger().unwrap();
+    drop(s);
+    // The segments say it was the client's doing, and no upstream failure is counted.
+    for d in daemon.take(4).await {
+        assert_eq!((&d["error"], d.get("fault")), (&serde_json::json!(true), None), "{d}");
+        assert_eq!(d["cause"]["exceptions"][0]["type"], "BadRequest", "{d}");
+    }
+    let metrics = sc.metrics().await;
+    for kind in ["connect", "timeout", "broken"] {
+        let name = format!("xray_sidecar_upstream_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(support::metric(&metrics, &name), Some(0.0), "{metrics}");
+    }
+}
+
 /// Sends `raw` on a new connection and reads until the proxy closes it (or 5 s pass): everything
 /// received, and whether the connection was closed.
 async fn until_closed(addr: SocketAddr, raw: &[u8]) -> (String, bool) {

@@ -128,15 +128,24 @@ fn connect_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
     }
 }
 
-/// What a failure after connecting means: the client's own broken framing, a response that is not
-/// HTTP, or a connection that went away.
+/// What a failure after connecting means: the client's own request body failing, a response that
+/// is not HTTP, or a connection that went away.
 fn exchange_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
     match find::<hyper::Error>(e) {
-        // The client's own body broke its framing (an impossible chunk size): its mistake.
-        Some(h) if h.is_user() && io_kind(e) == Some(io::ErrorKind::InvalidData) => ErrorKind::BadRequest,
+        // The client's body broke its framing (a chunk size that is not one) or stopped short (the
+        // client closed or reset its connection mid-body): the request was the client's to finish,
+        // so it is its error (400, as nginx answers it), not the upstream's fault.
+        Some(h) if from_request_body(h) => ErrorKind::BadRequest,
         Some(h) if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() => ErrorKind::Protocol,
         _ => ErrorKind::Reset,
     }
+}
+
+/// Whether hyper's client gave up because the body it was sending failed: a user error whose
+/// cause is the error of the client's own body, which is hyper's (`Incoming`) too. A failure to
+/// write to the upstream is an I/O error instead, and stays the upstream's.
+fn from_request_body(h: &hyper::Error) -> bool {
+    h.is_user() && std::error::Error::source(h).is_some_and(|s| s.is::<hyper::Error>())
 }
 
 fn find<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
