@@ -97,6 +97,7 @@ fn failure() -> impl Strategy<Value = Failure> {
         ErrorKind::Forbidden,
         ErrorKind::BadRequest,
         ErrorKind::MethodNotAllowed,
+        ErrorKind::HeadTooLarge,
     ];
     let kind = prop_oneof![
         proptest::sample::select(kinds.to_vec()).prop_map(FailureKind::Upstream),

@@ -72,6 +72,7 @@ impl ProxyError {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -86,7 +87,7 @@ impl ProxyError {
             | ErrorKind::Forbidden => UpstreamError::Connect,
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
             ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
-            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed => return None,
+            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed | ErrorKind::HeadTooLarge => return None,
         })
     }
 

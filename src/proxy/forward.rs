@@ -21,7 +21,7 @@ use super::grpc::SentCount;
 use super::grpc_body::CountMessages;
 use super::guard::{GuardedConnector, OwnListeners, Refusal};
 use super::pool::H1Pool;
-use super::{hop, target};
+use super::{head, hop, target};
 use crate::metrics::Metrics;
 
 /// Timeouts and limits of the upstream side.
@@ -48,6 +48,8 @@ pub struct Upstream {
     h2_builder: Builder,
     connector: GuardedConnector,
     response_timeout: Option<Duration>,
+    /// `--max-header-size`, held to exactly for HTTP/1 heads both ways (see [`head`]).
+    max_head: usize,
     own: OwnListeners,
 }
 
@@ -72,7 +74,8 @@ impl Upstream {
         let upgrades = b.build(connector.clone());
         b.http2_only(true);
         let h2 = b.build(connector.clone());
-        Upstream { pool, upgrades, h2, h2_builder: b, connector, response_timeout: s.response_timeout, own }
+        let (response_timeout, max_head) = (s.response_timeout, s.max_header_size);
+        Upstream { pool, upgrades, h2, h2_builder: b, connector, response_timeout, max_head, own }
     }
 
     /// An HTTP/2 client whose connections all go to `to`, whatever `:authority` its requests carry.
@@ -128,8 +131,14 @@ impl Forward {
     /// Refuses what no application behind us should receive: an ambiguous or missing `Host`
     /// (two would let the proxy and the application disagree on the destination), `CONNECT`
     /// where the destination is already fixed (it asks for a tunnel the application does not offer),
-    /// and a target that would have to be reinterpreted (see [`target`]).
+    /// a target that would have to be reinterpreted (see [`target`]), and an HTTP/1 head larger
+    /// than the limit (HTTP/2's is held by hyper, in `SETTINGS_MAX_HEADER_LIST_SIZE`).
     fn acceptable<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
+        let max = self.0.upstream.max_head;
+        if req.version() < Version::HTTP_2 && head::request(req) > max {
+            let e = format!("the request head is larger than {max} bytes");
+            return Err(ProxyError::new(ErrorKind::HeadTooLarge, e));
+        }
         let hosts = req.headers().get_all(header::HOST).iter().count();
         if hosts > 1 {
             return Err(ProxyError::new(ErrorKind::BadRequest, "more than one Host header"));
@@ -219,7 +228,8 @@ impl tower::Service<Request<Incoming>> for Forward {
             };
             State::Waiting(client.request(req))
         };
-        ForwardFuture { version, state, timeout: upstream.response_timeout.map(tokio::time::sleep), upgrade }
+        let timeout = upstream.response_timeout.map(tokio::time::sleep);
+        ForwardFuture { version, state, timeout, upgrade, max_head: upstream.max_head }
     }
 }
 
@@ -232,6 +242,8 @@ pub struct ForwardFuture {
     #[pin]
     timeout: Option<Sleep>,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The largest HTTP/1 response head passed on.
+    max_head: usize,
 }
 
 enum State {
@@ -244,7 +256,8 @@ enum State {
 
 impl ForwardFuture {
     fn failed(e: ProxyError) -> Self {
-        ForwardFuture { version: Version::HTTP_11, state: State::Failed(Some(e)), timeout: None, upgrade: None }
+        let state = State::Failed(Some(e));
+        ForwardFuture { version: Version::HTTP_11, state, timeout: None, upgrade: None, max_head: usize::MAX }
     }
 }
 
@@ -262,6 +275,11 @@ impl Future for ForwardFuture {
         };
         if let Poll::Ready(res) = polled {
             let mut res = res?;
+            let max = *this.max_head;
+            if res.version() < Version::HTTP_2 && head::response(&res) > max {
+                let e = format!("the response head is larger than {max} bytes");
+                return Poll::Ready(Err(ProxyError::new(ErrorKind::Protocol, e)));
+            }
             *res.version_mut() = *this.version;
             if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client_side) = this.upgrade.take() {

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod grpc;
 pub mod grpc_body;
 pub mod guard;
+pub mod head;
 pub mod hop;
 pub mod idle;
 pub mod inbound;

@@ -44,6 +44,9 @@ pub enum ErrorKind {
     /// A method this listener does not serve (`CONNECT` to a fixed destination).
     #[error("method not allowed here")]
     MethodNotAllowed,
+    /// A request head larger than `--max-header-size`.
+    #[error("request head too large")]
+    HeadTooLarge,
 }
 
 /// Every failure a segment can record as its `cause`.
@@ -82,6 +85,7 @@ impl FailureKind {
                 ErrorKind::Forbidden => "ForbiddenDestination",
                 ErrorKind::BadRequest => "BadRequest",
                 ErrorKind::MethodNotAllowed => "MethodNotAllowed",
+                ErrorKind::HeadTooLarge => "RequestHeaderFieldsTooLarge",
             },
             FailureKind::UpstreamBody => "UpstreamBodyError",
             FailureKind::ClientAborted => "ClientAborted",
@@ -111,7 +115,12 @@ impl FailureKind {
         matches!(
             self,
             FailureKind::ClientAborted
-                | FailureKind::Upstream(ErrorKind::Forbidden | ErrorKind::BadRequest | ErrorKind::MethodNotAllowed)
+                | FailureKind::Upstream(
+                    ErrorKind::Forbidden
+                        | ErrorKind::BadRequest
+                        | ErrorKind::MethodNotAllowed
+                        | ErrorKind::HeadTooLarge
+                )
         )
     }
 }

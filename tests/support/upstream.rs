@@ -111,6 +111,12 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             });
             Response::new(streamed(rx))
         }
+        ("big-head", kib) => {
+            let mut r = Response::new(full("big head\n"));
+            let value = "h".repeat(kib.parse::<usize>().unwrap_or(0) * 1024);
+            r.headers_mut().insert("x-big", HeaderValue::from_str(&value).unwrap());
+            r
+        }
         ("slow", ms) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             Response::new(full("slow\n"))
