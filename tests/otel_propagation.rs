@@ -107,20 +107,26 @@ async fn malformed_traceparents_start_a_new_trace_and_x_ray_wins_a_disagreement(
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
     ] {
-        let (status, _, _) = http_get(&sc.url("/"), &[("traceparent", bad)]).await;
+        let (status, _, body) =
+            http_get(&sc.url("/"), &[("traceparent", bad), ("tracestate", "congo=t61rcWkgMzE")]).await;
         assert_eq!(status, 200, "{bad}");
         let ours = daemon.take(1).await.remove(0);
         assert_ne!(w3c(&ours["trace_id"]), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
         assert!(ours.get("parent_id").is_none(), "{bad}");
+        // The state of a context that does not go on is not handed to the new trace.
+        let seen: Value = serde_json::from_str(&body).unwrap();
+        assert!(seen.get("tracestate").is_none(), "{bad}: {seen}");
     }
     let xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let (_, _, body) = http_get(&sc.url("/"), &[("x-amzn-trace-id", xray), ("traceparent", tp)]).await;
+    let state = ("tracestate", "congo=t61rcWkgMzE");
+    let (_, _, body) = http_get(&sc.url("/"), &[("x-amzn-trace-id", xray), ("traceparent", tp), state]).await;
     let ours = daemon.take(1).await.remove(0);
     assert_eq!(ours["trace_id"], "1-5759e988-bd862e3fe1be46a994272793");
     assert_eq!(ours["parent_id"], "53995c3f42cd8ad8");
     let seen: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["traceparent"], format!("00-5759e988bd862e3fe1be46a994272793-{}-01", ours["id"].as_str().unwrap()));
+    assert!(seen.get("tracestate").is_none(), "the overridden traceparent's state went on: {seen}");
     let metrics = sc.metrics().await;
     assert!(metrics.contains("malformed"), "{metrics}");
 }

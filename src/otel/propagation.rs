@@ -5,7 +5,7 @@
 use http::HeaderMap;
 use std::str::FromStr;
 
-use super::traceparent::{Invalid, TRACEPARENT, TraceParent};
+use super::traceparent::{Invalid, TRACEPARENT, TRACESTATE, TraceParent};
 use crate::xray::header::{Malformed, Sampled, TRACE_HEADER, TraceHeader};
 use crate::xray::id::{SegmentId, TraceId};
 
@@ -14,7 +14,8 @@ use crate::xray::id::{SegmentId, TraceId};
 pub struct Propagation {
     /// `X-Amzn-Trace-Id`.
     pub xray: bool,
-    /// W3C `traceparent` (with `tracestate` passed on untouched).
+    /// W3C `traceparent` (with `tracestate` passed on untouched when its `traceparent` is the
+    /// context continued).
     pub w3c: bool,
 }
 
@@ -53,6 +54,10 @@ pub struct Problems {
     pub w3c: Option<Invalid>,
     /// Both named a trace, different ones: `X-Amzn-Trace-Id` was followed.
     pub disagree: bool,
+    /// A `tracestate` came without a `traceparent` that is followed (none, an invalid one, or one
+    /// naming another trace than `X-Amzn-Trace-Id`): it describes a context that does not go on,
+    /// so it is not passed on either (W3C Trace Context, processing model).
+    pub stale_tracestate: bool,
 }
 
 impl Propagation {
@@ -79,13 +84,16 @@ impl Propagation {
                 None
             }
         };
+        let had_w3c = w3c.is_some();
         let (merged, disagree) = merge(xray, w3c);
         problems.disagree = disagree;
+        problems.stale_tracestate = (!had_w3c || disagree) && headers.contains_key(&TRACESTATE);
         (merged, problems)
     }
 
     /// Writes the context for the next hop: `X-Amzn-Trace-Id` (keeping the caller's extra pairs)
-    /// and `traceparent`, both naming `parent` in `root` with the same decision.
+    /// and `traceparent`, both naming `parent` in `root` with the same decision; a `tracestate`
+    /// that [`read`](Self::read) found stale is removed.
     pub fn write(
         &self,
         headers: &mut HeaderMap,
@@ -93,12 +101,16 @@ impl Propagation {
         root: &TraceId,
         parent: &SegmentId,
         sampled: bool,
+        stale_tracestate: bool,
     ) {
         if self.xray {
             headers.insert(TRACE_HEADER, incoming.for_downstream(root, parent, sampled));
         }
         if self.w3c {
             headers.insert(TRACEPARENT, TraceParent::format(root, parent, sampled));
+            if stale_tracestate {
+                headers.remove(&TRACESTATE);
+            }
         }
     }
 }

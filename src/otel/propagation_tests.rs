@@ -67,7 +67,7 @@ fn formats_left_out_are_neither_read_nor_written() {
     let root = TraceId::parse(OTHER_ROOT).expect("root");
     let id = SegmentId::parse("0123456789abcdef").expect("id");
     let mut out = HeaderMap::new();
-    Propagation { xray: false, w3c: true }.write(&mut out, &TraceHeader::EMPTY, &root, &id, true);
+    Propagation { xray: false, w3c: true }.write(&mut out, &TraceHeader::EMPTY, &root, &id, true, false);
     assert!(!out.contains_key(&TRACE_HEADER));
     assert_eq!(
         out.get(&TRACEPARENT).and_then(|v| v.to_str().ok()),
@@ -77,11 +77,12 @@ fn formats_left_out_are_neither_read_nor_written() {
 
 #[test]
 fn both_headers_are_written_consistently_and_tracestate_is_untouched() {
-    let (h, _) = read("xray,w3c", &[("traceparent", TP)]);
     let mut out = headers(&[("traceparent", TP), ("tracestate", "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")]);
+    let (h, problems) = Propagation::default().read(&out);
+    assert!(!problems.stale_tracestate);
     let root = h.root.expect("root");
     let ours = SegmentId::parse("0123456789abcdef").expect("id");
-    Propagation::default().write(&mut out, &h, &root, &ours, false);
+    Propagation::default().write(&mut out, &h, &root, &ours, false, problems.stale_tracestate);
     assert_eq!(out.get_all(&TRACEPARENT).iter().count(), 1);
     assert_eq!(
         out.get(&TRACEPARENT).and_then(|v| v.to_str().ok()),
@@ -100,4 +101,36 @@ fn malformed_or_repeated_traceparents_are_ignored_and_reported() {
     assert_eq!((h, problems.w3c), (TraceHeader::EMPTY, Some(Invalid::Version)));
     let (h, problems) = read("xray,w3c", &[("traceparent", TP), ("traceparent", TP)]);
     assert_eq!((h, problems.w3c), (TraceHeader::EMPTY, Some(Invalid::Repeated)));
+}
+
+#[test]
+fn a_tracestate_goes_on_only_with_the_traceparent_it_came_with() {
+    let state = ("tracestate", "congo=t61rcWkgMzE");
+    let xray = format!("Root={OTHER_ROOT};Parent=53995c3f42cd8ad8;Sampled=1");
+    let same = format!("Root={SAME_ROOT}");
+    for (what, pairs, stale) in [
+        ("a traceparent followed", vec![("traceparent", TP), state], false),
+        ("the same trace in both", vec![("x-amzn-trace-id", same.as_str()), ("traceparent", TP), state], false),
+        ("no traceparent", vec![state], true),
+        ("X-Ray alone", vec![("x-amzn-trace-id", xray.as_str()), state], true),
+        (
+            "an invalid traceparent",
+            vec![("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"), state],
+            true,
+        ),
+        ("a traceparent X-Ray overrode", vec![("x-amzn-trace-id", xray.as_str()), ("traceparent", TP), state], true),
+        ("no tracestate to speak of", vec![("x-amzn-trace-id", xray.as_str())], false),
+    ] {
+        let mut out = headers(&pairs);
+        let (h, problems) = Propagation::default().read(&out);
+        assert_eq!(problems.stale_tracestate, stale, "{what}");
+        let root = h.root.unwrap_or_else(|| TraceId::parse(OTHER_ROOT).expect("root"));
+        let ours = SegmentId::parse("0123456789abcdef").expect("id");
+        Propagation::default().write(&mut out, &h, &root, &ours, true, problems.stale_tracestate);
+        let kept = pairs.iter().any(|(k, _)| *k == "tracestate") && !stale;
+        assert_eq!(out.contains_key("tracestate"), kept, "{what}");
+    }
+    // Without W3C propagation the proxy leaves both W3C headers as they came.
+    let (_, problems) = read("xray", &[state]);
+    assert!(!problems.stale_tracestate);
 }

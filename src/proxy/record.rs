@@ -87,6 +87,8 @@ struct Opening {
     wall: Duration,
     /// The caller's header, as far as it could be used.
     incoming: TraceHeader,
+    /// The caller's `tracestate` belongs to no context that goes on (see `Problems`).
+    stale_tracestate: bool,
     /// The caller's trace, or a new one.
     root: TraceId,
     /// The host the request is for.
@@ -114,7 +116,8 @@ impl Record {
                 Direction::Outbound => outbound_segment(tracer, &opening, id, req),
             })
         });
-        tracer.propagation.write(req.headers_mut(), &opening.incoming, &opening.root, &id, opening.sampled);
+        let (o, headers) = (&opening, req.headers_mut());
+        tracer.propagation.write(headers, &o.incoming, &o.root, &id, o.sampled, o.stale_tracestate);
         // The client learns the decision the way X-Ray clients expect it, when X-Ray is spoken.
         let echo = direction == Direction::Inbound && tracer.propagation.xray;
         Record { root: opening.root, sampled: opening.sampled, segment, echo }
@@ -125,11 +128,11 @@ impl Opening {
     /// Reads the header, picks the trace and makes the sampling decision.
     fn read<B>(tracer: &Tracer, direction: Direction, req: &Request<B>) -> Opening {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let incoming = read_header(tracer, req.headers());
+        let (incoming, stale_tracestate) = read_header(tracer, req.headers());
         let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
         let host = host(req);
         let sampled = decide(tracer, direction, incoming.sampled, host.as_ref(), req, wall.as_secs());
-        Opening { wall, incoming, root, host, sampled }
+        Opening { wall, incoming, stale_tracestate, root, host, sampled }
     }
 
     /// The one way a document of this request starts: open, without response or failure yet.
@@ -201,6 +204,7 @@ pub fn tunnel_segment(tracer: &Tracer, host: &str, port: u16, explicit: bool, wa
     let o = Opening {
         wall,
         incoming: TraceHeader::EMPTY,
+        stale_tracestate: false,
         root: TraceId::new(wall.as_secs()),
         host: HeaderValue::from_str(&authority).ok(),
         sampled,
@@ -223,8 +227,9 @@ pub fn tunnel_segment(tracer: &Tracer, host: &str, port: u16, explicit: bool, wa
     Some(Box::new(holding(tracer, &o, sub)))
 }
 
-/// Reads the caller's trace context, counting and logging headers that cannot be used as they came.
-fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
+/// Reads the caller's trace context, counting and logging headers that cannot be used as they came;
+/// and whether its `tracestate` is stale.
+fn read_header(tracer: &Tracer, headers: &HeaderMap) -> (TraceHeader, bool) {
     let (h, problems) = tracer.propagation.read(headers);
     if let Some(problem) = problems.xray {
         tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
@@ -240,7 +245,7 @@ fn read_header(tracer: &Tracer, headers: &HeaderMap) -> TraceHeader {
         let traceparent = headers.get(&TRACEPARENT);
         tracing::debug!(root = ?h.root, ?traceparent, "traceparent names another trace; following X-Amzn-Trace-Id");
     }
-    h
+    (h, problems.stale_tracestate)
 }
 
 /// The caller's decision if it made one; else none for a health check, else the console's rules',
