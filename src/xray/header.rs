@@ -90,6 +90,11 @@ impl TraceHeader {
                 continue;
             };
             let (key, val) = (key.trim(), val.trim());
+            if key.is_empty() {
+                // `=value` names nothing the next hop could read: not passed on.
+                note(Malformed::Pair);
+                continue;
+            }
             if key.eq_ignore_ascii_case("Root") {
                 if h.root.is_none() {
                     h.root = TraceId::parse(val);
@@ -223,6 +228,9 @@ mod tests {
 
         let (h, bad) = parse("garbage");
         assert_eq!((bad, h), (Some(Malformed::Pair), TraceHeader::EMPTY));
+
+        let (h, bad) = parse(&format!(";;=x; =;Root={ROOT};Sampled=1"));
+        assert_eq!((bad, h.extra()), (Some(Malformed::Pair), None));
 
         let (h, bad) = TraceHeader::parse(&HeaderValue::from_bytes(b"Root=\xff").expect("obs-text"));
         assert_eq!((bad, h), (Some(Malformed::NotText), TraceHeader::EMPTY));
