@@ -52,6 +52,10 @@ pub enum Skip {
     SystemNamespace,
     /// The pod already has the sidecar.
     AlreadyInjected,
+    /// A pod that runs to completion (`restartPolicy` `Never` or `OnFailure`: a Job's) under
+    /// `--legacy-sidecar`: the proxy would be an ordinary container that never exits, so the pod
+    /// would never complete. A native sidecar ends with the pod's containers.
+    RunsToCompletion,
     /// An annotation could not be used; injecting with it ignored could intercept what the
     /// operator meant to exclude.
     InvalidAnnotation(Unusable),
@@ -83,6 +87,7 @@ impl Skip {
             Skip::HostNetwork => "host_network",
             Skip::SystemNamespace => "system_namespace",
             Skip::AlreadyInjected => "already_injected",
+            Skip::RunsToCompletion => "runs_to_completion",
             Skip::InvalidAnnotation(_) => "invalid_annotation",
         }
     }
@@ -95,6 +100,10 @@ impl Skip {
             Skip::HostNetwork => "xray-sidecar not injected: hostNetwork pods are never injected".into(),
             Skip::SystemNamespace => "xray-sidecar not injected: system namespace".into(),
             Skip::AlreadyInjected => "xray-sidecar not injected: already injected".into(),
+            Skip::RunsToCompletion => "xray-sidecar not injected: with --legacy-sidecar the proxy never exits, so a pod \
+                                       that runs to completion (restartPolicy Never or OnFailure) would never complete; \
+                                       native sidecars (Kubernetes 1.29+) end with the pod"
+                .into(),
             Skip::InvalidAnnotation(why) => format!("xray-sidecar not injected: {why}"),
         }
     }
@@ -143,6 +152,11 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
     }
     if annotation(keys::STATUS).is_some() || has_container(pod, PROXY) || has_container(pod, INIT) {
         return Outcome::Skip(Skip::AlreadyInjected);
+    }
+    // A pod's restartPolicy defaults to Always; a Job's template must say Never or OnFailure.
+    let restart = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always");
+    if cfg.legacy_sidecar && restart != "Always" {
+        return Outcome::Skip(Skip::RunsToCompletion);
     }
     let mut init_args = vec![
         INIT_COMMAND.to_owned(),

@@ -38,6 +38,22 @@ fn legacy_mode_puts_the_proxy_first_among_containers() {
 }
 
 #[test]
+fn legacy_mode_leaves_pods_that_run_to_completion_alone() {
+    let mut job = pod(json!({"xray-sidecar.io/inject": "true"}));
+    for policy in ["Never", "OnFailure"] {
+        job["spec"]["restartPolicy"] = json!(policy);
+        let r = mutate(&job, ctx(), &cfg(&["--legacy-sidecar"]));
+        let Outcome::Skip(skip) = r else { panic!("{policy}: {r:?}") };
+        assert_eq!(skip, Skip::RunsToCompletion);
+        assert!(skip.message().contains("never complete"), "{}", skip.message());
+        // A native sidecar ends with the pod: Jobs are injected.
+        assert!(matches!(mutate(&job, ctx(), &cfg(&[])), Outcome::Inject { .. }), "{policy}");
+    }
+    job["spec"]["restartPolicy"] = json!("Always");
+    assert!(matches!(mutate(&job, ctx(), &cfg(&["--legacy-sidecar"])), Outcome::Inject { .. }));
+}
+
+#[test]
 fn system_namespaces_and_bad_annotations_are_skipped() {
     let p = pod(json!({"xray-sidecar.io/inject": "true"}));
     let mut c = cfg(&[]);
