@@ -52,6 +52,14 @@ pub enum Skip {
     SystemNamespace,
     /// The pod already has the sidecar.
     AlreadyInjected,
+    /// Another mesh's proxy (named by its container) already intercepts the pod's traffic with
+    /// iptables: the two interceptions would send each other's traffic round in a loop.
+    OtherMesh {
+        /// The mesh.
+        mesh: &'static str,
+        /// Its container or init container found in the pod.
+        container: &'static str,
+    },
     /// A pod that runs to completion (`restartPolicy` `Never` or `OnFailure`: a Job's) under
     /// `--legacy-sidecar`: the proxy would be an ordinary container that never exits, so the pod
     /// would never complete. A native sidecar ends with the pod's containers.
@@ -87,6 +95,7 @@ impl Skip {
             Skip::HostNetwork => "host_network",
             Skip::SystemNamespace => "system_namespace",
             Skip::AlreadyInjected => "already_injected",
+            Skip::OtherMesh { .. } => "other_mesh",
             Skip::RunsToCompletion => "runs_to_completion",
             Skip::InvalidAnnotation(_) => "invalid_annotation",
         }
@@ -100,6 +109,10 @@ impl Skip {
             Skip::HostNetwork => "xray-sidecar not injected: hostNetwork pods are never injected".into(),
             Skip::SystemNamespace => "xray-sidecar not injected: system namespace".into(),
             Skip::AlreadyInjected => "xray-sidecar not injected: already injected".into(),
+            Skip::OtherMesh { mesh, container } => format!(
+                "xray-sidecar not injected: {mesh} already intercepts this pod's traffic ({container}); \
+                 two interceptions would loop"
+            ),
             Skip::RunsToCompletion => "xray-sidecar not injected: with --legacy-sidecar the proxy never exits, so a pod \
                                        that runs to completion (restartPolicy Never or OnFailure) would never complete; \
                                        native sidecars (Kubernetes 1.29+) end with the pod"
@@ -152,6 +165,11 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
     }
     if annotation(keys::STATUS).is_some() || has_container(pod, PROXY) || has_container(pod, INIT) {
         return Outcome::Skip(Skip::AlreadyInjected);
+    }
+    // Other meshes' webhooks are named before ours (istio-, linkerd-, appmesh-/aws-app-mesh-), so
+    // the API server has called them already and their containers are in the pod.
+    if let Some((container, mesh)) = OTHER_MESHES.iter().copied().find(|(c, _)| has_container(pod, c)) {
+        return Outcome::Skip(Skip::OtherMesh { mesh, container });
     }
     // A pod's restartPolicy defaults to Always; a Job's template must say Never or OnFailure.
     let restart = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always");
@@ -245,6 +263,17 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
     let patch = json_patch::diff(pod, &new);
     Outcome::Inject { pod: new, patch }
 }
+
+/// Containers (or init containers) that mean another mesh intercepts the pod's traffic: each
+/// mesh's proxy, and its iptables init container (Istio's proxy may also be an init container, as
+/// a native sidecar, and with its CNI plugin there is no init container at all).
+const OTHER_MESHES: [(&str, &str); 5] = [
+    ("istio-proxy", "Istio"),
+    ("istio-init", "Istio"),
+    ("linkerd-proxy", "Linkerd"),
+    ("linkerd-init", "Linkerd"),
+    ("proxyinit", "App Mesh"),
+];
 
 fn has_container(pod: &Value, name: &str) -> bool {
     ["/spec/containers", "/spec/initContainers"]

@@ -38,6 +38,28 @@ fn legacy_mode_puts_the_proxy_first_among_containers() {
 }
 
 #[test]
+fn pods_another_mesh_intercepts_are_left_alone() {
+    for (list, name, mesh) in [
+        ("containers", "istio-proxy", "Istio"),
+        ("initContainers", "istio-proxy", "Istio"),
+        ("initContainers", "linkerd-init", "Linkerd"),
+        ("containers", "linkerd-proxy", "Linkerd"),
+        ("initContainers", "proxyinit", "App Mesh"),
+    ] {
+        let mut p = pod(json!({"xray-sidecar.io/inject": "true"}));
+        p["spec"][list] = json!([{"name": name, "image": "proxy"}, {"name": "web", "image": "nginx"}]);
+        let r = mutate(&p, ctx(), &cfg(&[]));
+        let Outcome::Skip(skip) = r else { panic!("{name}: {r:?}") };
+        assert_eq!(skip.label(), "other_mesh");
+        assert!(skip.message().contains(mesh) && skip.message().contains(name), "{}", skip.message());
+    }
+    // A container of the application's that merely runs Envoy is no mesh.
+    let mut p = pod(json!({"xray-sidecar.io/inject": "true"}));
+    p["spec"]["containers"] = json!([{"name": "envoy", "image": "envoyproxy/envoy"}]);
+    assert!(matches!(mutate(&p, ctx(), &cfg(&[])), Outcome::Inject { .. }));
+}
+
+#[test]
 fn legacy_mode_leaves_pods_that_run_to_completion_alone() {
     let mut job = pod(json!({"xray-sidecar.io/inject": "true"}));
     for policy in ["Never", "OnFailure"] {
