@@ -166,8 +166,8 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
     if annotation(keys::STATUS).is_some() || has_container(pod, PROXY) || has_container(pod, INIT) {
         return Outcome::Skip(Skip::AlreadyInjected);
     }
-    // Other meshes' webhooks are named before ours (istio-, linkerd-, appmesh-/aws-app-mesh-), so
-    // the API server has called them already and their containers are in the pod.
+    // The API server calls webhook configurations in name order, and other meshes' sort before
+    // ours (istio-, linkerd-, appmesh-, aws-app-mesh-): their containers are in the pod already.
     if let Some((container, mesh)) = OTHER_MESHES.iter().copied().find(|(c, _)| has_container(pod, c)) {
         return Outcome::Skip(Skip::OtherMesh { mesh, container });
     }
