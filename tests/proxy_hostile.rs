@@ -219,30 +219,38 @@ async fn a_request_body_that_breaks_off_is_the_clients_error_not_the_upstreams()
     // Chunked framing broken after the head has gone upstream: a size that is no number, data
     // longer than its size says.
     for raw in [
-        &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"[..],
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n0\r\n\r\n",
+        &b"POST /no-size HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"[..],
+        b"POST /too-long HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n0\r\n\r\n",
     ] {
         let (status, answer) = send(l, raw).await;
         assert_eq!(status, 400, "{}\n{answer}", String::from_utf8_lossy(raw));
     }
     // A body that stops short: the client half-closes (and still reads its answer), or resets.
-    let short = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789";
+    let short = |path| format!("POST /{path} HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n0123456789");
     let mut s = TcpStream::connect(l).await.unwrap();
-    s.write_all(short).await.unwrap();
+    s.write_all(short("half-closed").as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.shutdown().await.unwrap();
     let mut answer = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer)).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     let mut s = TcpStream::connect(l).await.unwrap();
-    s.write_all(short).await.unwrap();
+    s.write_all(short("reset").as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.set_zero_linger().unwrap();
     drop(s);
-    // The segments say it was the client's doing, and no upstream failure is counted.
+    // The segments say it was the client's doing: a malformed body, or a client that went away.
+    // No upstream failure is counted.
     for d in daemon.take(4).await {
         assert_eq!((&d["error"], d.get("fault")), (&serde_json::json!(true), None), "{d}");
-        assert_eq!(d["cause"]["exceptions"][0]["type"], "BadRequest", "{d}");
+        let url = d["http"]["request"]["url"].as_str().unwrap();
+        let (cause, aborted) = if url.ends_with("/no-size") || url.ends_with("/too-long") {
+            ("BadRequest", None)
+        } else {
+            ("ClientAborted", Some(&serde_json::json!(true)))
+        };
+        assert_eq!(d["cause"]["exceptions"][0]["type"], cause, "{d}");
+        assert_eq!(d["annotations"].get("client_aborted"), aborted, "{d}");
     }
     let metrics = sc.metrics().await;
     for kind in ["connect", "timeout", "broken"] {

@@ -98,6 +98,7 @@ fn failure() -> impl Strategy<Value = Failure> {
         ErrorKind::BadRequest,
         ErrorKind::MethodNotAllowed,
         ErrorKind::HeadTooLarge,
+        ErrorKind::ClientLeft,
     ];
     let kind = prop_oneof![
         proptest::sample::select(kinds.to_vec()).prop_map(FailureKind::Upstream),

@@ -70,7 +70,8 @@ impl ProxyError {
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Loop => StatusCode::LOOP_DETECTED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            // The client may have only half-closed: it can still read why.
+            ErrorKind::BadRequest | ErrorKind::ClientLeft => StatusCode::BAD_REQUEST,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             _ => StatusCode::BAD_GATEWAY,
@@ -87,7 +88,9 @@ impl ProxyError {
             | ErrorKind::Forbidden => UpstreamError::Connect,
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
             ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
-            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed | ErrorKind::HeadTooLarge => return None,
+            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed | ErrorKind::HeadTooLarge | ErrorKind::ClientLeft => {
+                return None;
+            }
         })
     }
 
@@ -97,7 +100,13 @@ impl ProxyError {
             Some(s) => format!("{}: {}", self.kind, innermost(s.as_ref())),
             None => self.kind.to_string(),
         };
-        Failure { kind: FailureKind::Upstream(self.kind), message: message.into() }
+        // A client that left is recorded as such wherever it left (see `trace`), not as a failure
+        // to get a response.
+        let kind = match self.kind {
+            ErrorKind::ClientLeft => FailureKind::ClientAborted,
+            kind => FailureKind::Upstream(kind),
+        };
+        Failure { kind, message: message.into() }
     }
 
     /// The short plain-text answer the client gets instead of the upstream's.
@@ -133,10 +142,20 @@ fn connect_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
 /// is not HTTP, or a connection that went away.
 fn exchange_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
     match find::<hyper::Error>(e) {
-        // The client's body broke its framing (a chunk size that is not one) or stopped short (the
-        // client closed or reset its connection mid-body): the request was the client's to finish,
-        // so it is its error (400, as nginx answers it), not the upstream's fault.
-        Some(h) if from_request_body(h) => ErrorKind::BadRequest,
+        // The client's body broke its framing (a chunk size that is not one), or stopped short (the
+        // client closed or reset its connection or its stream mid-body): the request was the
+        // client's to finish, so it is the client's error, not the upstream's fault.
+        Some(h) if from_request_body(h) => match io_kind(e) {
+            Some(io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput) => ErrorKind::BadRequest,
+            _ => ErrorKind::ClientLeft,
+        },
+        // Over HTTP/2, hyper's client does not hand the body's failure back: it resets the upstream
+        // stream itself (with the reason the client's own stream ended with) and the exchange
+        // fails with that reset. While the answer is still awaited, nothing else makes the proxy
+        // reset a stream it opened.
+        _ if find::<h2::Error>(e).is_some_and(|r| r.is_reset() && !r.is_remote() && !r.is_library()) => {
+            ErrorKind::ClientLeft
+        }
         Some(h) if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() => ErrorKind::Protocol,
         _ => ErrorKind::Reset,
     }

@@ -187,6 +187,13 @@ where
         };
         let res = match result {
             Ok(res) => res.map(Either::Left),
+            Err(e) if e.kind == ErrorKind::ClientLeft => {
+                // The client went away mid-request: recorded as if it had left before the response
+                // began (no status); the answer still goes to a client that only half-closed.
+                tracing::debug!(error = %e, source = ?e.source, "client went away mid-request");
+                completion.close(None, Some(e.failure()));
+                return Poll::Ready(Ok(e.response().map(|b| TraceBody::new(Either::Right(b), None))));
+            }
             Err(e) => {
                 if let Some(m) = e.metric() {
                     completion.tracer.metrics.record_upstream_error(m);

@@ -47,6 +47,10 @@ pub enum ErrorKind {
     /// A request head larger than `--max-header-size`.
     #[error("request head too large")]
     HeadTooLarge,
+    /// The client stopped sending its request body (closed or reset its connection, or its
+    /// stream) before the end: recorded as the client going away.
+    #[error("client went away before its request was complete")]
+    ClientLeft,
 }
 
 /// Every failure a segment can record as its `cause`.
@@ -86,6 +90,7 @@ impl FailureKind {
                 ErrorKind::BadRequest => "BadRequest",
                 ErrorKind::MethodNotAllowed => "MethodNotAllowed",
                 ErrorKind::HeadTooLarge => "RequestHeaderFieldsTooLarge",
+                ErrorKind::ClientLeft => "ClientAborted",
             },
             FailureKind::UpstreamBody => "UpstreamBodyError",
             FailureKind::ClientAborted => "ClientAborted",
@@ -120,6 +125,7 @@ impl FailureKind {
                         | ErrorKind::BadRequest
                         | ErrorKind::MethodNotAllowed
                         | ErrorKind::HeadTooLarge
+                        | ErrorKind::ClientLeft
                 )
         )
     }

@@ -11,7 +11,8 @@
 `GetItem` (unary) answers by its request: b"ok" (echoing the trace headers it got in its trailing
 metadata as `seen-trace-id` and `seen-traceparent`), or fails with the status named in the request
 (`NOT_FOUND`, `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNAVAILABLE`), or sleeps past the client's deadline
-(b"slow"). `ListItems` streams 3 replies, `Upload` takes a stream and answers once, `Chat` echoes.
+(b"slow"). `ListItems` streams 3 replies, `Upload` takes a stream and answers once (a client whose
+deadline passes mid-stream cancels it: "slow_upload"), `Chat` echoes.
 """
 import json
 import os
@@ -79,6 +80,13 @@ def run(channel, name, fn):
         print(json.dumps({"call": name, "code": e.code().name, "details": e.details()}), flush=True)
 
 
+def stalling():
+    """One message, then nothing until well past the caller's deadline."""
+    yield b"a"
+    time.sleep(1.5)
+    yield b"b"
+
+
 def ok_call(unary):
     _, call = unary.with_call(b"ok", timeout=10)
     seen = dict(call.trailing_metadata())
@@ -99,6 +107,7 @@ def client(target, authority=None):
     run(channel, "server_stream", lambda c: len(list(stream(b"all", timeout=10))))
     up = channel.stream_unary(f"/{SERVICE}/Upload")
     run(channel, "client_stream", lambda c: int(up(iter([b"a", b"b", b"c", b"d"]), timeout=10)))
+    run(channel, "slow_upload", lambda c: int(up(stalling(), timeout=0.5)))
     bidi = channel.stream_stream(f"/{SERVICE}/Chat")
     run(channel, "bidi_stream", lambda c: len(list(bidi(iter([b"x", b"y"]), timeout=10))))
 
