@@ -1,8 +1,10 @@
 //! The HTTP/1.1 upstream pool, seen from a raw upstream that counts its connections and can
 //! misbehave: connections are reused across client connections, one closed by the upstream while
-//! idle costs no request, idle ones are parked (hyper's buffers handed back) and used again, one
-//! the upstream closes while parked costs no request either, idle ones are closed on time, and a
-//! response the client abandoned does not leave a broken connection behind.
+//! idle costs no request, nor does one it closes just as a request goes out on it (the request is
+//! sent again when it may be, and one that may not is not sent on a connection idle that long),
+//! idle ones are parked (hyper's buffers handed back) and used again, one the upstream closes
+//! while parked costs no request either, idle ones are closed on time, and a response the client
+//! abandoned does not leave a broken connection behind.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -27,11 +29,16 @@ enum Manner {
     SlowBig,
     /// Keep-alive, but a connection idle for this long is closed (a server's keep-alive timeout).
     IdleTimeout(Duration),
+    /// Answers the first request of each connection; reads the next and closes unanswered, as a
+    /// server does whose keep-alive timeout strikes just as that request arrives.
+    ClosesUnderTheSecond,
 }
 
 struct RawUpstream {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    /// Request heads received, answered or not.
+    heads: Arc<AtomicUsize>,
     /// Connections the proxy has closed (the upstream read EOF).
     closed_by_proxy: Arc<AtomicUsize>,
 }
@@ -41,15 +48,16 @@ impl RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(AtomicUsize::new(0));
         let closed_by_proxy = Arc::new(AtomicUsize::new(0));
-        let (a, c) = (accepted.clone(), closed_by_proxy.clone());
+        let (a, h, c) = (accepted.clone(), heads.clone(), closed_by_proxy.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 a.fetch_add(1, SeqCst);
-                tokio::spawn(serve(stream, manner, c.clone()));
+                tokio::spawn(serve(stream, manner, h.clone(), c.clone()));
             }
         });
-        RawUpstream { addr, accepted, closed_by_proxy }
+        RawUpstream { addr, accepted, heads, closed_by_proxy }
     }
 
     fn url(&self) -> String {
@@ -57,8 +65,9 @@ impl RawUpstream {
     }
 }
 
-async fn serve(mut stream: TcpStream, manner: Manner, closed_by_proxy: Arc<AtomicUsize>) {
+async fn serve(mut stream: TcpStream, manner: Manner, heads: Arc<AtomicUsize>, closed_by_proxy: Arc<AtomicUsize>) {
     let mut buf = Vec::new();
+    let mut answered = 0;
     loop {
         // Requests here have no body: a head ends at the blank line.
         let head = loop {
@@ -83,6 +92,11 @@ async fn serve(mut stream: TcpStream, manner: Manner, closed_by_proxy: Arc<Atomi
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
+        heads.fetch_add(1, SeqCst);
+        if matches!(manner, Manner::ClosesUnderTheSecond) && answered == 1 {
+            return;
+        }
+        answered += 1;
         if matches!(manner, Manner::SlowBig) && head.starts_with("GET /big ") {
             let piece = vec![b'x'; 64 * 1024];
             let mut sent = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n").await;
@@ -147,6 +161,38 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     assert_eq!(up.accepted.load(SeqCst), 10);
+    let m = sc.metrics().await;
+    assert!(m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="5xx"} 0"#), "{m}");
+}
+
+/// Sends a request without a body as raw bytes on a new connection; the status.
+async fn request(addr: SocketAddr, method: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!("{method} / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer)).await;
+    answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_a_connection_as_a_request_goes_out_costs_no_request() {
+    let (up, daemon) = (RawUpstream::start(Manner::ClosesUnderTheSecond).await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &[]);
+    assert_eq!(request(sc.listen, "GET").await, 200);
+    // The connection has been idle a while: the upstream closes it under the next request, which
+    // may be sent again and is, on a new connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for method in ["GET", "OPTIONS", "DELETE"] {
+        assert_eq!(request(sc.listen, method).await, 200, "{method}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!((up.accepted.load(SeqCst), up.heads.load(SeqCst)), (4, 7), "each retry on a connection of its own");
+    // A POST may not be sent twice: it is not sent on a connection idle for a second or more.
+    assert_eq!(request(sc.listen, "GET").await, 200);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(request(sc.listen, "POST").await, 200);
+    assert_eq!((up.accepted.load(SeqCst), up.heads.load(SeqCst)), (6, 10));
     let m = sc.metrics().await;
     assert!(m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="5xx"} 0"#), "{m}");
 }

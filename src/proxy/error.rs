@@ -124,6 +124,16 @@ pub fn failure_metric(failure: &Failure) -> Option<UpstreamError> {
     (failure.kind == FailureKind::UpstreamBody).then_some(UpstreamError::Broken)
 }
 
+/// Whether an exchange on a kept connection failed because the upstream closed or reset the
+/// connection before answering (it timed the idle connection out as the request went out).
+pub fn closed_before_answer(e: &hyper::Error) -> bool {
+    e.is_incomplete_message()
+        || matches!(
+            io_kind(e),
+            Some(io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted)
+        )
+}
+
 /// What a failed connection attempt means.
 fn connect_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
     if let Some(r) = find::<Refusal>(e) {

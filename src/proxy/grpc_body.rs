@@ -13,15 +13,21 @@ use super::grpc::{MessageCounter, SentCount};
 #[pin_project]
 #[derive(Debug)]
 pub struct CountMessages<B> {
+    /// `None`: no body at all (a request sent again, see `pool`).
     #[pin]
-    inner: B,
+    inner: Option<B>,
     counter: Option<(MessageCounter, SentCount)>,
 }
 
 impl<B> CountMessages<B> {
     /// Wraps `inner`, counting into `sent` if given.
     pub fn new(inner: B, sent: Option<SentCount>) -> Self {
-        CountMessages { inner, counter: sent.map(|s| (MessageCounter::default(), s)) }
+        CountMessages { inner: Some(inner), counter: sent.map(|s| (MessageCounter::default(), s)) }
+    }
+
+    /// No body: what a copy of a request that had none carries.
+    pub fn empty() -> Self {
+        CountMessages { inner: None, counter: None }
     }
 }
 
@@ -31,7 +37,8 @@ impl<B: Body> Body for CountMessages<B> {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let Some(inner) = this.inner.as_pin_mut() else { return Poll::Ready(None) };
+        let frame = ready!(inner.poll_frame(cx));
         if let (Some((counter, sent)), Some(Ok(f))) = (this.counter.as_mut(), &frame) {
             if let Some(data) = f.data_ref() {
                 let before = counter.count;
@@ -43,10 +50,10 @@ impl<B: Body> Body for CountMessages<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

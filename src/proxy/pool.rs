@@ -14,9 +14,15 @@
 //! that. The next request for its destination runs a new hyper connection on it (no I/O: the
 //! handshake of HTTP/1 is nothing on the wire). A parked socket the upstream has closed, or sent
 //! anything on, is dropped when next looked at; the idle timeout counts from when it went idle.
+//!
+//! An upstream may still close an idle connection just as a request goes out on it (its own
+//! keep-alive timeout striking then): a request that may be sent twice is kept, when its connection
+//! had been idle a while, and sent again on a new one; one that may not never goes out on a
+//! connection idle for a second or more.
 
 use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{HeaderValue, Method, Request, Response, Uri, header};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -26,7 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tower::Service;
 
-use super::error::ProxyError;
+use super::error::{ProxyError, closed_before_answer};
 use super::grpc_body::CountMessages;
 use super::guard::GuardedConnector;
 use crate::metrics::{GaugeHeld, Metrics};
@@ -93,6 +99,11 @@ enum Taken {
     Live(u64, http1::SendRequest<UpstreamBody>),
     Parked(u64, Io),
 }
+
+/// How long a connection must have been idle before a request sent on it is kept for a second
+/// try (see [`H1Pool::send`]): under load connections go back to work within microseconds, and
+/// the copy is not paid for.
+const RACY_IDLE: Duration = Duration::from_millis(100);
 
 /// Where a kept connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,22 +172,32 @@ impl H1Pool {
     ) -> Result<Response<Incoming>, ProxyError> {
         prepare(&mut req, &authority);
         let shared = &self.shared;
-        let taken = match shared.checkout(&authority) {
-            Some(Taken::Live(id, sender)) => Some((id, sender)),
-            Some(Taken::Parked(id, io)) => shared.run(id, io).await.ok().map(|sender| (id, sender)),
+        // Servers time idle keep-alive connections out (gunicorn after 2 s, Node.js after 5): one
+        // may close a connection just as a request goes out on it, which then fails unanswered. A
+        // request that may be sent twice is kept for a second try; one that may not is not sent on
+        // a connection idle long enough to be near such a timeout.
+        let may_resend = resendable(&req);
+        let max_idle = if may_resend { None } else { Some(QUIET) };
+        let taken = match shared.checkout(&authority, max_idle) {
+            Some((Taken::Live(id, sender), idle)) => Some((id, sender, idle)),
+            Some((Taken::Parked(id, io), idle)) => shared.run(id, io).await.ok().map(|sender| (id, sender, idle)),
             None => None,
         };
-        if let Some((id, mut sender)) = taken {
+        if let Some((id, mut sender, idle)) = taken {
+            let again = (may_resend && idle >= RACY_IDLE).then(|| copy(&req));
             match sender.try_send_request(req).await {
                 Ok(res) => {
                     shared.checkin(authority, id, sender);
                     return Ok(res);
                 }
-                // The connection closed before the request went out (the upstream timed it out
-                // while it was idle): a new one takes the request.
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(ProxyError::from_exchange(e.into_error())),
+                // The connection closed before the request went out: a new one takes the request.
+                Err(mut e) => match (e.take_message(), again) {
+                    (Some(unsent), _) => req = unsent,
+                    (None, Some(copy)) if closed_before_answer(e.error()) => {
+                        tracing::debug!(error = %e.error(), ?idle, "an idle upstream connection closed under the request; sending it again");
+                        req = copy;
+                    }
+                    (None, _) => return Err(ProxyError::from_exchange(e.into_error())),
                 },
             }
         }
@@ -186,6 +207,26 @@ impl H1Pool {
         shared.checkin(authority, id, sender);
         Ok(res)
     }
+}
+
+/// Whether `req` may be sent again on a new connection without doing what the client did not
+/// ask for: an idempotent method (RFC 9110 §9.2.2) and no body.
+fn resendable(req: &Request<UpstreamBody>) -> bool {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    idempotent && req.body().is_end_stream()
+}
+
+/// A copy of a [`resendable`] request.
+fn copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let mut copy = Request::new(UpstreamBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// The request as a connection to its destination sends it: an origin-form target, and a `Host`
@@ -205,9 +246,10 @@ fn prepare(req: &mut Request<UpstreamBody>, authority: &Authority) {
 }
 
 impl Shared {
-    /// The most recently used connection to `authority` that is ready for a request; closed and
-    /// expired ones met on the way are dropped.
-    fn checkout(&self, authority: &Authority) -> Option<Taken> {
+    /// The most recently used connection to `authority` that is ready for a request and has been
+    /// idle for less than `max_idle`, and how long it has been idle; closed and expired ones met
+    /// on the way are dropped.
+    fn checkout(&self, authority: &Authority, max_idle: Option<Duration>) -> Option<(Taken, Duration)> {
         let mut kept = self.kept.lock().ok()?;
         let now = Instant::now();
         let mut i = kept.len();
@@ -216,11 +258,15 @@ impl Shared {
             match kept[i].state(now, self.idle_timeout) {
                 State::Gone => drop(kept.swap_remove(i)),
                 State::Busy => {}
-                State::Idle if kept[i].authority == *authority => {
+                State::Idle
+                    if kept[i].authority == *authority
+                        && max_idle.is_none_or(|max| now.duration_since(kept[i].since) < max) =>
+                {
                     let k = kept.swap_remove(i);
+                    let idle = now.duration_since(k.since);
                     match k.link {
-                        Link::Live(sender) => return Some(Taken::Live(k.id, sender)),
-                        Link::Parked(Parked { io, .. }) => return Some(Taken::Parked(k.id, io)),
+                        Link::Live(sender) => return Some((Taken::Live(k.id, sender), idle)),
+                        Link::Parked(Parked { io, .. }) => return Some((Taken::Parked(k.id, io), idle)),
                         // Never idle: `state` counts it busy until hyper hands the socket back.
                         Link::Parking => {}
                     }
