@@ -128,9 +128,16 @@ pub struct ProxyArgs {
     #[arg(long, env = "XRAY_SIDECAR_WORKERS", value_name = "N", default_value_t = 0)]
     pub workers: usize,
 
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers, once they have begun to arrive (and to send
+    /// the first bytes on a new connection).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// How long an idle HTTP/1.1 keep-alive connection from a client is kept open for its next
+    /// request. Longer than the idle timeout of whatever keeps connections to the pod (an ALB keeps
+    /// them 60 s), so that no request is sent on a connection the proxy is closing.
+    #[arg(long, env = "XRAY_SIDECAR_KEEP_ALIVE_TIMEOUT", value_name = "DURATION", default_value = "75s", value_parser = parse_duration)]
+    pub keep_alive_timeout: Duration,
 
     /// Client connections served at once, inbound and outbound together; beyond it a connection
     /// is answered `503 too many connections` and closed.

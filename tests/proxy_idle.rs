@@ -1,7 +1,8 @@
 //! Idle HTTP/1.1 keep-alive connections hand hyper's buffers back after a second of quiet
 //! (`src/proxy/idle.rs`), against the real binary: they go on serving afterwards, a request head
-//! that pauses half-way is not lost, a response the client is slow to take is not cut short, and
-//! neither the idle time nor a trickled head escapes the header read timeout.
+//! that pauses half-way is not lost, a response the client is slow to take is not cut short, idle
+//! time is bounded by the keep-alive timeout (which outlasts the header read timeout, as a load
+//! balancer's next request needs) and a trickled head by the header read timeout.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -151,9 +152,9 @@ async fn a_response_the_client_is_slow_to_take_is_not_cut_short() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_and_trickling_connections_still_meet_the_header_timeout() {
+async fn idle_connections_meet_the_keep_alive_timeout_and_trickled_heads_the_header_timeout() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
-    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", "3s"]);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", "3s", "--keep-alive-timeout", "3s"]);
     let mut idle = connect(sc.listen).await;
     assert_eq!(get(&mut idle, "/").await, "200");
     let mut trickle = connect(sc.listen).await;
@@ -182,14 +183,26 @@ async fn idle_and_trickling_connections_still_meet_the_header_timeout() {
 
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf)).await;
-    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "an idle connection outlived the header timeout: {n:?}");
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "an idle connection outlived the keep-alive timeout: {n:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_header_timeout_counts_from_the_last_response_and_is_never_cut_short() {
+async fn an_idle_connection_outlives_the_header_timeout_for_a_load_balancer_s_next_request() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    // A load balancer keeps connections idle for as long as its own timeout (an ALB's is 60 s):
+    // the next request on one must not meet a connection the proxy closed meanwhile.
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", "1s"]);
+    let mut s = connect(sc.listen).await;
+    assert_eq!(get(&mut s, "/").await, "200");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(&mut s, "/").await, "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keep_alive_timeout_counts_from_the_last_response_and_is_never_cut_short() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let timeout = Duration::from_secs(2);
-    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", "2s"]);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--keep-alive-timeout", "2s"]);
     // Each request comes most of a timeout after the last response: never cut off, whether the
     // connection waited under hyper or was taken apart meanwhile, as every request renews the wait.
     let mut steady = connect(sc.listen).await;

@@ -150,6 +150,7 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
                 },
                 server: ServerSettings {
                     header_read_timeout: args.header_read_timeout,
+                    keep_alive_timeout: args.keep_alive_timeout,
                     max_header_size: args.max_header_size,
                     shutdown_grace: args.shutdown_grace,
                     drain_delay: args.drain_delay,

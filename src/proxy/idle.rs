@@ -10,13 +10,17 @@
 //! (and the time its last request ended) kept by a wrapper around the service, and the
 //! connection's task looks at it once every [`QUIET`].
 //!
-//! The header read timeout is kept here too, not by hyper: hyper's timer is a new timer, armed and
-//! disarmed, for every request head (~1,300 instructions a request, 3 % of a traced one), where
-//! this task already wakes once every [`QUIET`]. The wait for a head starts when the connection is
-//! served and again when the last request in flight ends, as hyper's did: the end is timed (one
-//! clock read a request) and noticed at the next look, which then comes at the deadline if that is
-//! sooner than [`QUIET`]; so the deadline is hyper's whenever the timeout is at least [`QUIET`],
-//! and never earlier. Neither idle time nor a head that trickles in renews it.
+//! The timeouts between requests are kept here too, not by hyper: hyper's timer is a new timer,
+//! armed and disarmed, for every request head (~1,300 instructions a request, 3 % of a traced one),
+//! where this task already wakes once every [`QUIET`]. Two of them, as nginx has: an idle
+//! connection, with no byte of a next request, is kept for the keep-alive timeout after the last
+//! request in flight ended (the end is timed, one clock read a request); a head that has begun to
+//! arrive must be whole within the header read timeout of when a look first saw it arriving. A
+//! load balancer in front (an ALB keeps idle connections 60 s) must never send a request on a
+//! connection the proxy is closing, hence a keep-alive timeout longer than its; a client that
+//! trickles a head is still cut off soon. Each deadline is noticed at the next look, which then
+//! comes at the deadline if that is sooner than [`QUIET`]: never early, and a head's at most one
+//! look late. Neither idle time nor a head that trickles in renews them.
 //!
 //! A head that has begun to arrive keeps its hyper connection (taken apart, its bytes would be
 //! copied and read again, up to `--max-header-size` every second); only when pipelined requests
@@ -70,6 +74,18 @@ pub struct Activity {
     /// Bytes came in since the last request started: hyper holds (part of) the next head, which
     /// would have to be copied out and read again if the connection were taken apart.
     head_arriving: AtomicBool,
+    /// When a look first saw that head arriving, in nanoseconds after `since`, plus one (0: not
+    /// yet). Cleared as each request starts.
+    head_seen: AtomicU64,
+}
+
+/// How long a client connection may wait between requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Waits {
+    /// From the end of the last request (or the connection's start) to the first byte of the next.
+    pub keep_alive: Duration,
+    /// From when a head is seen arriving to its end.
+    pub header_read: Duration,
 }
 
 /// What one look at a connection found.
@@ -92,6 +108,7 @@ impl Activity {
             write_blocked: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             head_arriving: AtomicBool::new(false),
+            head_seen: AtomicU64::new(0),
         }
     }
 
@@ -100,11 +117,26 @@ impl Activity {
         self.since + Duration::from_nanos(self.ended.load(Relaxed))
     }
 
-    /// The deadline for the next request head: `timeout` after the last request ended (after the
-    /// connection's start if none has); none while a request is in flight. Idle time and bytes of a
-    /// head that has not completed do not move it.
-    fn head_deadline(&self, timeout: Duration) -> Option<Instant> {
-        (self.in_flight.load(Relaxed) == 0).then(|| self.ended_at() + timeout)
+    /// The deadline for the next request, looked at `now`: none while a request is in flight; the
+    /// header read timeout after its head was first seen arriving (noted now if this is the first
+    /// look to see it); else the keep-alive timeout after the last request ended (the connection's
+    /// start if none has). Idle time and bytes of a head that has not completed do not move it.
+    fn next_deadline(&self, now: Instant, waits: Waits) -> Option<Instant> {
+        if self.in_flight.load(Relaxed) > 0 {
+            return None;
+        }
+        if !self.head_arriving.load(Relaxed) {
+            return Some(self.ended_at() + waits.keep_alive);
+        }
+        let seen = match self.head_seen.load(Relaxed) {
+            0 => {
+                let at = u64::try_from((now - self.since).as_nanos()).unwrap_or(u64::MAX - 1);
+                self.head_seen.store(at + 1, Relaxed);
+                now
+            }
+            at => self.since + Duration::from_nanos(at - 1),
+        };
+        Some(seen + waits.header_read)
     }
 
     /// Looks at the connection, and starts the next period of watching.
@@ -133,6 +165,7 @@ impl InFlight {
     fn new(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Relaxed);
         activity.head_arriving.store(false, Relaxed);
+        activity.head_seen.store(0, Relaxed);
         InFlight(activity.clone())
     }
 }
@@ -278,8 +311,8 @@ type Conn<S> = http1::UpgradeableConnection<Io, TowerToHyperService<Counted<S>>>
 /// What bounds an idle connection, and where idle connections are counted.
 #[derive(Debug)]
 pub struct Limits<'a> {
-    /// How long a client may take to begin (and send) its next request head.
-    pub header_read_timeout: Duration,
+    /// How long a client may wait between requests, and take over a head.
+    pub waits: Waits,
     /// `idle_connections` is the number of connections waiting here without hyper's buffers.
     pub metrics: &'a Arc<Metrics>,
 }
@@ -312,10 +345,10 @@ where
     let activity = Arc::new(Activity::new());
     let mut service = TowerToHyperService::new(Counted { inner: service, activity: activity.clone() });
     let mut io = Rewind::new(Bytes::new(), Watched { stream, activity: activity.clone() });
-    let timeout = limits.header_read_timeout;
+    let waits = limits.waits;
     loop {
         let conn = Box::new(http1.serve_connection(TokioIo::new(io), service).with_upgrades());
-        let conn = match drive(conn, Conn::<S>::graceful_shutdown, &activity, &mut stopped, timeout).await {
+        let conn = match drive(conn, Conn::<S>::graceful_shutdown, &activity, &mut stopped, waits).await {
             Driven::Closed(done) => return done,
             Driven::Idle(conn) => conn,
         };
@@ -324,15 +357,15 @@ where
         let (prefix, watched) = parts.io.into_inner().into_parts();
         let unread = unread(parts.read_buf, prefix);
         if unread.is_empty() {
-            // Idle means no request in flight: the wait for the next head goes on from the last
-            // one's end.
-            let deadline = activity.ended_at() + timeout;
+            // Idle means no request in flight and no byte of the next: the keep-alive wait goes on
+            // from the last one's end.
+            let deadline = activity.ended_at() + waits.keep_alive;
             let _idle = GaugeHeld::new(limits.metrics, |m| &m.idle_connections);
             tokio::select! {
                 ready = watched.stream.readable() => if ready.is_err() { return Ok(()) },
                 () = stopped.wait() => return Ok(()),
                 () = tokio::time::sleep_until(deadline) => {
-                    tracing::debug!(?timeout, "closed an idle keep-alive connection");
+                    tracing::debug!(timeout = ?waits.keep_alive, "closed an idle keep-alive connection");
                     return Ok(());
                 }
             }
@@ -341,20 +374,21 @@ where
     }
 }
 
-/// Drives `conn` until it closes or goes idle for [`QUIET`], closing it if a request head is not
-/// in `timeout` after the wait for it began ([`Activity::head_deadline`]). Once `stopped`, starts
-/// its graceful close with `close` and drives it to the end.
+/// Drives `conn` until it closes or goes idle for [`QUIET`], closing it if the next request does
+/// not come in time ([`Activity::next_deadline`]). Once `stopped`, starts its graceful close with
+/// `close` and drives it to the end.
 async fn drive<C>(
     mut conn: Box<C>,
     close: fn(Pin<&mut C>),
     activity: &Activity,
     stopped: &mut Stopped,
-    timeout: Duration,
+    waits: Waits,
 ) -> Driven<C>
 where
     C: Future<Output = hyper::Result<()>> + Unpin,
 {
-    let mut check = pin!(tokio::time::sleep_until(next_look(Instant::now(), activity.head_deadline(timeout))));
+    let now = Instant::now();
+    let mut check = pin!(tokio::time::sleep_until(next_look(now, activity.next_deadline(now, waits))));
     loop {
         tokio::select! {
             biased;
@@ -362,9 +396,13 @@ where
             () = stopped.wait() => break,
             () = check.as_mut() => {
                 let now = Instant::now();
-                let deadline = activity.head_deadline(timeout);
+                let deadline = activity.next_deadline(now, waits);
                 if let Some(d) = deadline.filter(|d| now >= *d) {
-                    tracing::debug!(?timeout, late = ?now - d, "closed a connection whose request head did not arrive in time");
+                    if activity.head_arriving.load(Relaxed) {
+                        tracing::debug!(timeout = ?waits.header_read, late = ?now - d, "closed a connection whose request head did not complete in time");
+                    } else {
+                        tracing::debug!(timeout = ?waits.keep_alive, late = ?now - d, "closed an idle keep-alive connection");
+                    }
                     return Driven::Closed(Ok(()));
                 }
                 if activity.look() == Look::Idle {

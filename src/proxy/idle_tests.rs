@@ -10,7 +10,8 @@ fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing
     assert_eq!(activity.look(), Look::Idle, "each look starts a new period");
 
     let request = InFlight::new(&activity);
-    assert_eq!(activity.head_deadline(Duration::from_secs(10)), None, "no head awaited while in flight");
+    let waits = Waits { keep_alive: Duration::from_secs(75), header_read: Duration::from_secs(10) };
+    assert_eq!(activity.next_deadline(Instant::now(), waits), None, "nothing awaited while in flight");
     assert_eq!(activity.look(), Look::Busy, "a request in flight, however quiet");
     assert_eq!(activity.look(), Look::Busy);
     drop(request);
@@ -42,44 +43,52 @@ fn unread_bytes_keep_their_order_and_leave_hyper_s_buffer() {
 }
 
 #[test]
-fn a_head_s_deadline_counts_from_the_end_of_the_last_request_and_nothing_else_renews_it() {
+fn an_idle_connection_waits_the_keep_alive_timeout_and_a_head_the_header_timeout() {
     let activity = Arc::new(Activity::new());
-    let timeout = Duration::from_secs(10);
-    let first = Some(activity.since + timeout);
+    let waits = Waits { keep_alive: Duration::from_secs(75), header_read: Duration::from_secs(10) };
+    let now = Instant::now();
     assert_eq!(activity.ended_at(), activity.since, "no request yet: the connection's start");
-    assert_eq!(activity.head_deadline(timeout), first);
+    assert_eq!(activity.next_deadline(now, waits), Some(activity.since + waits.keep_alive));
 
-    // Idle time and bytes of a head that has not completed leave the deadline where it was.
+    // Bytes of a head: the header timeout, from the first look that sees them, and no later look
+    // moves it.
     activity.head_arriving.store(true, Relaxed);
-    activity.moved.store(true, Relaxed);
-    assert_eq!(activity.look(), Look::Busy);
-    assert_eq!(activity.head_deadline(timeout), first);
+    let seen = Instant::now();
+    let head = activity.next_deadline(seen, waits).expect("a deadline");
+    assert_eq!(head, seen + waits.header_read);
+    let later = seen + Duration::from_secs(3);
+    assert_eq!(activity.next_deadline(later, waits), Some(head), "looking does not renew it");
 
-    // While a request is in flight no head is awaited; the wait for the next starts when it ends.
+    // While a request is in flight nothing is awaited; the keep-alive wait starts when it ends.
     let request = InFlight::new(&activity);
-    assert_eq!(activity.head_deadline(timeout), None);
+    assert_eq!(activity.next_deadline(Instant::now(), waits), None);
     std::thread::sleep(Duration::from_millis(5));
     let before = Instant::now();
     drop(request);
     let after = Instant::now();
     let ended = activity.ended_at();
     assert!(before <= ended && ended <= after, "the end is when the request ended");
-    assert_eq!(activity.head_deadline(timeout), Some(ended + timeout));
-    assert_eq!(activity.head_deadline(timeout), Some(ended + timeout), "looking does not renew it");
+    assert_eq!(activity.next_deadline(after, waits), Some(ended + waits.keep_alive));
+    assert_eq!(activity.next_deadline(after + QUIET, waits), Some(ended + waits.keep_alive), "nor this one");
+
+    // The next head is timed afresh, from when it is seen.
+    activity.head_arriving.store(true, Relaxed);
+    let again = after + Duration::from_secs(30);
+    assert_eq!(activity.next_deadline(again, waits), Some(again + waits.header_read));
 
     // Of two pipelined requests, only the last one's end starts a new wait.
     std::thread::sleep(Duration::from_millis(5));
     let (one, two) = (InFlight::new(&activity), InFlight::new(&activity));
     drop(one);
     assert_eq!(activity.ended_at(), ended, "a request is still in flight");
-    assert_eq!(activity.head_deadline(timeout), None);
+    assert_eq!(activity.next_deadline(Instant::now(), waits), None);
     drop(two);
-    let renewed = activity.head_deadline(timeout).expect("a deadline");
-    assert!(renewed >= ended + timeout + Duration::from_millis(5), "{renewed:?}");
+    let renewed = activity.next_deadline(Instant::now(), waits).expect("a deadline");
+    assert!(renewed >= ended + waits.keep_alive + Duration::from_millis(5), "{renewed:?}");
 
     // The task looks again after QUIET, or at the deadline if that comes first.
     let now = Instant::now();
-    assert_eq!(next_look(now, Some(now + timeout)), now + QUIET);
+    assert_eq!(next_look(now, Some(now + waits.header_read)), now + QUIET);
     assert_eq!(next_look(now, None), now + QUIET);
     let soon = now + QUIET / 4;
     assert_eq!(next_look(now, Some(soon)), soon);

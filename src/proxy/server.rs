@@ -23,8 +23,10 @@ use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Stopped};
 /// Limits applied to every client connection.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
-    /// Time a client has to send a request head.
+    /// Time a client has to send a request head, once it has begun.
     pub header_read_timeout: Duration,
+    /// How long an idle HTTP/1.1 connection is kept for its next request.
+    pub keep_alive_timeout: Duration,
     /// Largest request head accepted (a larger one gets 431).
     pub max_header_size: usize,
     /// How long in-flight requests may run on after the listeners close.
@@ -123,7 +125,7 @@ pub struct HttpServer {
     /// Held while the connection is served: the listener's graceful shutdown waits for it.
     watcher: Watcher,
     stopped: Stopped,
-    header_read_timeout: Duration,
+    waits: idle::Waits,
     metrics: Arc<Metrics>,
 }
 
@@ -145,14 +147,14 @@ impl HttpServer {
     {
         // Telling HTTP/2 from HTTP/1 waits for the client's first bytes, and the header timer
         // only starts after that: a client that says nothing must not hold the connection for ever.
-        let Some(version) = version(&stream, self.header_read_timeout).await else {
-            tracing::debug!(%peer, timeout = ?self.header_read_timeout, "closed a connection that sent no request");
+        let Some(version) = version(&stream, self.waits.header_read).await else {
+            tracing::debug!(%peer, timeout = ?self.waits.header_read, "closed a connection that sent no request");
             return;
         };
         let served = if version == Version::HTTP_2 {
             self.http.serve(stream, version, service, self.stopped).await
         } else {
-            let limits = idle::Limits { header_read_timeout: self.header_read_timeout, metrics: &self.metrics };
+            let limits = idle::Limits { waits: self.waits, metrics: &self.metrics };
             idle::serve(&self.http.http1, stream, service, self.stopped, limits).await
         };
         if let Err(e) = served {
@@ -179,13 +181,13 @@ pub async fn serve<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let http = Arc::new(Http::new(&settings));
-    let header_read_timeout = settings.header_read_timeout;
+    let waits = idle::Waits { keep_alive: settings.keep_alive_timeout, header_read: settings.header_read_timeout };
     let accept = AcceptSettings { server, max_connections: Some(limit), grace: settings.shutdown_grace };
     let watching = stopped.clone();
     let counting = metrics.clone();
     let serve_http = move |stream, peer, watcher| {
         let (stopped, metrics) = (watching.clone(), counting.clone());
-        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, header_read_timeout, metrics })
+        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, waits, metrics })
     };
     let too_many = move |stream| {
         metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
