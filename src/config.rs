@@ -54,11 +54,13 @@ pub struct ProxyArgs {
     pub centralized_sampling: bool,
 
     /// The application's HTTP probe paths (comma-separated): requests it receives on them, like every
-    /// `User-Agent: kube-probe/*` request, are forwarded and counted but never sampled.
+    /// `User-Agent: kube-probe/*` or `ELB-HealthChecker/*` request, are forwarded and counted but never
+    /// sampled.
     #[arg(long, env = proxy_env::PROBE_PATHS, value_name = "PATHS", value_delimiter = ',')]
     pub probe_paths: Vec<String>,
 
-    /// Sample health checks (kubelet probes and --probe-paths) like any other request.
+    /// Sample health checks (kubelet probes, load balancers' health checks and --probe-paths) like
+    /// any other request.
     #[arg(long, env = proxy_env::SAMPLE_HEALTH_CHECKS, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub sample_health_checks: bool,
 

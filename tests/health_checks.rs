@@ -12,7 +12,13 @@ use support::{Daemon, Sidecar, http_get};
 async fn kube_probes_and_probe_paths_are_forwarded_but_never_recorded() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--probe-paths", "/healthz,/ready"]);
-    for (path, ua) in [("/", "kube-probe/1.33"), ("/healthz", "kube-probe/1.33"), ("/ready", "ELB-HealthChecker/2.0")] {
+    for (path, ua) in [
+        ("/", "kube-probe/1.33"),
+        ("/healthz", "kube-probe/1.33"),
+        ("/ready", "ELB-HealthChecker/2.0"),
+        // An ALB's target health check on a path that is no probe's.
+        ("/lb-check", "ELB-HealthChecker/2.0"),
+    ] {
         let (status, headers, body) = http_get(&sc.url(path), &[("User-Agent", ua)]).await;
         assert_eq!((status, body.as_str()), (200, "ok\n"), "{path} is forwarded");
         assert!(headers["x-amzn-trace-id"].to_str().unwrap().ends_with("Sampled=0"), "{headers:?}");
@@ -28,8 +34,8 @@ async fn kube_probes_and_probe_paths_are_forwarded_but_never_recorded() {
     assert_eq!(status, 200);
     assert_eq!(daemon.take(1).await[0]["http"]["request"]["url"], sc.url("/healthz/deep").as_str());
     let m = sc.metrics().await;
-    assert!(m.contains("xray_sidecar_sampling_decisions_total{source=\"health_check\",sampled=\"false\"} 3"), "{m}");
-    assert!(m.contains("xray_sidecar_requests_total{direction=\"inbound\",status_class=\"2xx\"} 5"), "{m}");
+    assert!(m.contains("xray_sidecar_sampling_decisions_total{source=\"health_check\",sampled=\"false\"} 4"), "{m}");
+    assert!(m.contains("xray_sidecar_requests_total{direction=\"inbound\",status_class=\"2xx\"} 6"), "{m}");
 }
 
 #[tokio::test]

@@ -1,9 +1,14 @@
-//! Health checks kept off the service map: kubelet probes (`User-Agent: kube-probe/…`) and requests
-//! to the pod's probe paths are forwarded and counted, but never sampled unless asked.
+//! Health checks kept off the service map: kubelet probes (`User-Agent: kube-probe/…`), Elastic Load
+//! Balancing's target health checks (`ELB-HealthChecker/…`, from an ALB or NLB whose targets are the
+//! pods) and requests to the pod's probe paths are forwarded and counted, but never sampled unless
+//! asked.
 
 use http::{Request, header};
 
 use crate::xray::segment::Direction;
+
+/// `User-Agent` prefixes of health checkers, compared without regard to case.
+const CHECKERS: [&[u8]; 2] = [b"kube-probe/", b"ELB-HealthChecker/"];
 
 /// Which requests are health checks.
 #[derive(Clone, Debug, Default)]
@@ -33,11 +38,11 @@ impl Probes {
         if self.traced {
             return false;
         }
-        let kubelet = req
-            .headers()
-            .get(header::USER_AGENT)
-            .is_some_and(|ua| ua.as_bytes().get(..11).is_some_and(|p| p.eq_ignore_ascii_case(b"kube-probe/")));
-        kubelet || (direction == Direction::Inbound && self.paths.iter().any(|p| p == req.uri().path()))
+        let checker = req.headers().get(header::USER_AGENT).is_some_and(|ua| {
+            let ua = ua.as_bytes();
+            CHECKERS.iter().any(|c| ua.get(..c.len()).is_some_and(|p| p.eq_ignore_ascii_case(c)))
+        });
+        checker || (direction == Direction::Inbound && self.paths.iter().any(|p| p == req.uri().path()))
     }
 }
 
@@ -60,6 +65,8 @@ mod tests {
         let p = Probes::new(&["/healthz".into(), "ready?deep=1".into(), " ".into()], false);
         assert!(p.skips(&req(Some("kube-probe/1.33"), "/anything"), IN));
         assert!(p.skips(&req(Some("Kube-Probe/1.29+"), "/"), IN));
+        assert!(p.skips(&req(Some("ELB-HealthChecker/2.0"), "/"), IN), "an ALB's or NLB's target health check");
+        assert!(!p.skips(&req(Some("ELB-HealthChecker"), "/"), IN));
         assert!(p.skips(&req(None, "/healthz"), IN));
         assert!(p.skips(&req(Some("curl/8"), "/ready?deep=0"), IN));
         assert!(!p.skips(&req(Some("curl/8"), "/healthz/deep"), IN));
