@@ -246,9 +246,9 @@ fn prepare(req: &mut Request<UpstreamBody>, authority: &Authority) {
 }
 
 impl Shared {
-    /// The most recently used connection to `authority` that is ready for a request and has been
-    /// idle for less than `max_idle`, and how long it has been idle; closed and expired ones met
-    /// on the way are dropped.
+    /// The most recently used connection to `authority` that is ready for a request, and how long
+    /// it has been idle; closed and expired ones met on the way are dropped, and so are those idle
+    /// for `max_idle` or longer.
     fn checkout(&self, authority: &Authority, max_idle: Option<Duration>) -> Option<(Taken, Duration)> {
         let mut kept = self.kept.lock().ok()?;
         let now = Instant::now();
@@ -258,12 +258,14 @@ impl Shared {
             match kept[i].state(now, self.idle_timeout) {
                 State::Gone => drop(kept.swap_remove(i)),
                 State::Busy => {}
-                State::Idle
-                    if kept[i].authority == *authority
-                        && max_idle.is_none_or(|max| now.duration_since(kept[i].since) < max) =>
-                {
+                State::Idle if kept[i].authority == *authority => {
                     let k = kept.swap_remove(i);
                     let idle = now.duration_since(k.since);
+                    if max_idle.is_some_and(|max| idle >= max) {
+                        // Too long idle for this request: closed, and a new one takes its place
+                        // (kept, it would wait for another such request only to be passed over).
+                        continue;
+                    }
                     match k.link {
                         Link::Live(sender) => return Some((Taken::Live(k.id, sender), idle)),
                         Link::Parked(Parked { io, .. }) => return Some((Taken::Parked(k.id, io), idle)),
