@@ -100,6 +100,27 @@ async fn sampled_zero_is_passed_on_untouched_and_nothing_is_emitted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_without_connect_is_refused_rather_than_sent_in_the_clear() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Daemon::start().await;
+    let sc = outbound_sidecar(&daemon);
+    // A listener where the request would land if it went out: nothing may arrive.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    for target in [format!("https://{at}/secret"), format!("ftp://{at}/file")] {
+        let mut s = tokio::net::TcpStream::connect(sc.outbound.unwrap()).await.unwrap();
+        let head = format!("GET {target} HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{target}: {answer}");
+        assert!(answer.contains("CONNECT"), "the answer says how: {answer}");
+    }
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "a connection was made for a refused request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_destination_gives_502_and_a_fault_subsegment() {
     let daemon = Daemon::start().await;
     let sc = outbound_sidecar(&daemon);

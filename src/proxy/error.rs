@@ -109,9 +109,15 @@ impl ProxyError {
         Failure { kind, message: message.into() }
     }
 
-    /// The short plain-text answer the client gets instead of the upstream's.
+    /// The short plain-text answer the client gets instead of the upstream's: what went wrong, and
+    /// for the client's own mistakes (no upstream counter) why, so that it can mend the request;
+    /// an upstream's failure stays in the segment and the logs.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        let mut res = Response::new(Full::new(Bytes::from(format!("{}\n", self.kind))));
+        let text = match &self.source {
+            Some(why) if self.metric().is_none() => format!("{}: {}\n", self.kind, innermost(why.as_ref())),
+            _ => format!("{}\n", self.kind),
+        };
+        let mut res = Response::new(Full::new(Bytes::from(text)));
         *res.status_mut() = self.status();
         res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
         res

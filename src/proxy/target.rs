@@ -21,6 +21,11 @@ pub enum BadTarget {
     /// dropped, and the application would believe `b`.
     #[error("the request target names another host than the Host header")]
     HostMismatch,
+    /// `GET https://a/x` to the explicit proxy, which forwards in plain HTTP: the request would
+    /// go out unencrypted, to port 80. A client wanting TLS through a proxy asks with `CONNECT`;
+    /// any other scheme is not HTTP at all.
+    #[error("only http:// targets are forwarded; https:// goes through CONNECT")]
+    Scheme,
 }
 
 /// Checks the target of a request about to be forwarded; `fixed` when the connection decides the
@@ -45,6 +50,13 @@ pub fn check<B>(req: &Request<B>, fixed: bool) -> Result<(), BadTarget> {
         (None, None) if uri.path().starts_with('/') => Ok(()),
         (None, None) | (Some(_), None) => Err(BadTarget::NotAPath),
         (Some(scheme), Some(target)) => {
+            // Where the destination is fixed the scheme names what the client first spoke (an
+            // HTTP/2 request's `:scheme` stays `https` behind TLS ended before us); where the target
+            // is the destination, it must be what the proxy speaks.
+            let allowed = *scheme == Scheme::HTTP || (fixed && *scheme == Scheme::HTTPS);
+            if !allowed {
+                return Err(BadTarget::Scheme);
+            }
             // Absolute form (and every HTTP/2 request): a Host header, when there is one, must
             // name the same authority (RFC 9112 §3.2.2, RFC 9113 §8.3.1) when only one of them can
             // be passed on.
@@ -106,5 +118,15 @@ mod tests {
     fn the_explicit_proxy_connects_to_the_target_and_passes_host_on() {
         assert_eq!(check(&req("GET", "http://10.0.0.1/x", Some("vhost")), false), Ok(()));
         assert_eq!(check(&req("GET", "foo", Some("a")), false), Err(BadTarget::AuthorityForm));
+    }
+
+    #[test]
+    fn the_explicit_proxy_forwards_only_http_targets() {
+        assert_eq!(check(&req("GET", "https://a/x", Some("a")), false), Err(BadTarget::Scheme));
+        assert_eq!(check(&req("GET", "ftp://a/x", Some("a")), false), Err(BadTarget::Scheme));
+        assert_eq!(check(&req("GET", "HTTP://a/x", Some("a")), false), Ok(()));
+        // A fixed destination takes HTTP/2's `https` as the scheme the client first spoke.
+        assert_eq!(check_fixed(&req("GET", "https://a/x", Some("a"))), Ok(()));
+        assert_eq!(check_fixed(&req("GET", "ftp://a/x", Some("a"))), Err(BadTarget::Scheme));
     }
 }
