@@ -141,8 +141,9 @@ pub struct ProxyArgs {
     #[arg(long, env = "XRAY_SIDECAR_KEEP_ALIVE_TIMEOUT", value_name = "DURATION", default_value = "75s", value_parser = parse_duration)]
     pub keep_alive_timeout: Duration,
 
-    /// Client connections served at once, inbound and outbound together; beyond it a connection
-    /// is answered `503 too many connections` and closed.
+    /// Client connections served at once, inbound and outbound together. At the limit the
+    /// keep-alive connection idle longest is closed to make room for a new one; with none idle a
+    /// new one is answered `503 too many connections` and closed.
     // A connection holding a head just under --max-header-size costs about 75 KB: 1024 of them
     // stay within the injected 128Mi memory limit (README, "Reliability and security").
     #[arg(long, env = "XRAY_SIDECAR_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]

@@ -1,5 +1,6 @@
 //! Connection limits of the real binary: silent connections are closed, a connection limit answers
-//! clearly beyond it, and the admin listener holds nobody for ever either.
+//! clearly beyond it (idle keep-alive connections make room rather than keep a new one out), and
+//! the admin listener holds nobody for ever either.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -76,6 +77,31 @@ async fn beyond_max_connections_clients_get_a_clear_503() {
         assert!(Instant::now() < deadline, "still refused after the held connections closed: {answer}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_limit_the_longest_idle_keep_alive_connection_makes_room() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "3"]);
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(sc.listen).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        idle.push(s);
+        // Idle long enough to have been taken apart (after a second or two of quiet), in order.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A new connection is served, in place of the one idle longest, which alone was closed.
+    assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 200"));
+    assert!(closed_within(&mut idle[0], Duration::from_secs(1)).await.is_some(), "the oldest was not closed");
+    for s in &mut idle[1..] {
+        assert!(closed_within(s, Duration::from_millis(300)).await.is_none(), "a newer idle connection closed");
+    }
+    assert!(sc.metrics().await.contains("xray_sidecar_connections_refused_total 0"));
 }
 
 /// The proxy's resident memory, in KB.

@@ -6,10 +6,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::latch::Latch;
 pub use crate::latch::Wait;
@@ -26,6 +27,10 @@ const REFUSALS_AT_ONCE: usize = 64;
 /// Refused connections are logged at most once per this period, with how many there were: a flood
 /// of connections must not become a flood of log lines.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a connection that finds the limit reached waits for the slot of the idle connection it
+/// asked to close: that one closes at once, so the wait is short even on a busy machine.
+const ROOM_WAIT: Duration = Duration::from_millis(20);
 
 /// Tells every [`Stopped`] made from it to stop; dropping it does too.
 #[derive(Debug)]
@@ -82,17 +87,74 @@ impl Stopped {
 pub struct ConnectionLimit {
     permits: Arc<Semaphore>,
     max: usize,
+    room: Room,
+}
+
+/// Where connections that are only waiting for their next request (idle keep-alive connections)
+/// stand by to give their slot up: at the limit, a new connection is served in place of the ones
+/// idle longest rather than refused, as nginx does.
+#[derive(Clone, Debug, Default)]
+pub struct Room {
+    wanted: Arc<Notify>,
+    idle: Arc<AtomicUsize>,
+}
+
+/// An idle connection standing by (see [`Room::idle`]); counted until dropped.
+#[derive(Debug)]
+pub struct Idle(Room);
+
+impl Room {
+    /// Marks a connection idle until the guard is dropped; while idle, it waits on
+    /// [`Room::wanted`] too.
+    pub fn idle(&self) -> Idle {
+        self.idle.fetch_add(1, Relaxed);
+        Idle(self.clone())
+    }
+
+    /// Resolves when the connection should close to make room for a new one. Waiters are told in
+    /// the order they began to wait: the longest idle first.
+    pub async fn wanted(&self) {
+        self.wanted.notified().await;
+    }
+
+    /// Asks the longest idle connection to close; whether there was one. (Should it turn busy as
+    /// it is asked, the request passes to the next.)
+    fn make(&self) -> bool {
+        let idle = self.idle.load(Relaxed) > 0;
+        if idle {
+            self.wanted.notify_one();
+        }
+        idle
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        self.0.idle.fetch_sub(1, Relaxed);
+    }
 }
 
 impl ConnectionLimit {
     /// At most `max` connections at once.
     pub fn new(max: usize) -> Self {
-        ConnectionLimit { permits: Arc::new(Semaphore::new(max)), max }
+        ConnectionLimit { permits: Arc::new(Semaphore::new(max)), max, room: Room::default() }
     }
 
-    /// A slot for one connection, held until it closes; `None` at the limit.
-    fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+    /// Where idle connections under this limit stand by to give their slot up.
+    pub fn room(&self) -> Room {
+        self.room.clone()
+    }
+
+    /// A slot for one connection, held until it closes: at the limit, one that idle connections
+    /// asked to close have given up; `None` when there is none.
+    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if !self.room.make() {
+            return None;
+        }
+        tokio::time::timeout(ROOM_WAIT, self.permits.clone().acquire_owned()).await.ok()?.ok()
     }
 }
 
@@ -145,7 +207,7 @@ pub async fn serve<H, F, R, G>(
         let _ = stream.set_nodelay(true);
         let permit = match &limit {
             None => None,
-            Some(limit) => match limit.try_acquire() {
+            Some(limit) => match limit.acquire().await {
                 Some(permit) => Some(permit),
                 None => {
                     refusals.refused(server, peer, limit.max);

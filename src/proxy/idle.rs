@@ -48,6 +48,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use xray_lifecycle::Stopped;
+use xray_lifecycle::shutdown::Room;
 
 use super::rewind::Rewind;
 use crate::metrics::{GaugeHeld, Metrics};
@@ -313,6 +314,8 @@ type Conn<S> = http1::UpgradeableConnection<Io, TowerToHyperService<Counted<S>>>
 pub struct Limits<'a> {
     /// How long a client may wait between requests, and take over a head.
     pub waits: Waits,
+    /// Where an idle connection gives its slot up to a new one at the connection limit.
+    pub room: &'a Room,
     /// `idle_connections` is the number of connections waiting here without hyper's buffers.
     pub metrics: &'a Arc<Metrics>,
 }
@@ -361,9 +364,14 @@ where
             // from the last one's end.
             let deadline = activity.ended_at() + waits.keep_alive;
             let _idle = GaugeHeld::new(limits.metrics, |m| &m.idle_connections);
+            let _standing_by = limits.room.idle();
             tokio::select! {
                 ready = watched.stream.readable() => if ready.is_err() { return Ok(()) },
                 () = stopped.wait() => return Ok(()),
+                () = limits.room.wanted() => {
+                    tracing::debug!("closed an idle keep-alive connection to make room for a new one");
+                    return Ok(());
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::debug!(timeout = ?waits.keep_alive, "closed an idle keep-alive connection");
                     return Ok(());

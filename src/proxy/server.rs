@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Stopped};
+use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Room, Stopped};
 
 /// Limits applied to every client connection.
 #[derive(Clone, Debug)]
@@ -126,6 +126,7 @@ pub struct HttpServer {
     watcher: Watcher,
     stopped: Stopped,
     waits: idle::Waits,
+    room: Room,
     metrics: Arc<Metrics>,
 }
 
@@ -154,7 +155,7 @@ impl HttpServer {
         let served = if version == Version::HTTP_2 {
             self.http.serve(stream, version, service, self.stopped).await
         } else {
-            let limits = idle::Limits { waits: self.waits, metrics: &self.metrics };
+            let limits = idle::Limits { waits: self.waits, room: &self.room, metrics: &self.metrics };
             idle::serve(&self.http.http1, stream, service, self.stopped, limits).await
         };
         if let Err(e) = served {
@@ -182,12 +183,13 @@ pub async fn serve<H, F>(
 {
     let http = Arc::new(Http::new(&settings));
     let waits = idle::Waits { keep_alive: settings.keep_alive_timeout, header_read: settings.header_read_timeout };
+    let room = limit.room();
     let accept = AcceptSettings { server, max_connections: Some(limit), grace: settings.shutdown_grace };
     let watching = stopped.clone();
     let counting = metrics.clone();
     let serve_http = move |stream, peer, watcher| {
         let (stopped, metrics) = (watching.clone(), counting.clone());
-        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, waits, metrics })
+        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, waits, room: room.clone(), metrics })
     };
     let too_many = move |stream| {
         metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
