@@ -138,7 +138,7 @@ pub struct ProxyArgs {
     /// How long an idle HTTP/1.1 keep-alive connection from a client is kept open for its next
     /// request. Longer than the idle timeout of whatever keeps connections to the pod (an ALB keeps
     /// them 60 s), so that no request is sent on a connection the proxy is closing.
-    #[arg(long, env = "XRAY_SIDECAR_KEEP_ALIVE_TIMEOUT", value_name = "DURATION", default_value = "75s", value_parser = parse_duration)]
+    #[arg(long, env = proxy_env::KEEP_ALIVE_TIMEOUT, value_name = "DURATION", default_value = "75s", value_parser = parse_duration)]
     pub keep_alive_timeout: Duration,
 
     /// Client connections served at once, inbound and outbound together. At the limit the

@@ -65,6 +65,8 @@ pub mod proxy_env {
     pub const PROBE_PATHS: &str = "XRAY_SIDECAR_PROBE_PATHS";
     /// `--sample-health-checks`.
     pub const SAMPLE_HEALTH_CHECKS: &str = "XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS";
+    /// `--keep-alive-timeout`.
+    pub const KEEP_ALIVE_TIMEOUT: &str = "XRAY_SIDECAR_KEEP_ALIVE_TIMEOUT";
     /// `--admin-listen`.
     pub const ADMIN_LISTEN: &str = "XRAY_SIDECAR_ADMIN_LISTEN";
     /// `--outbound-listen`.

@@ -40,6 +40,9 @@ pub enum InvalidValue {
     /// Neither `true` nor `false`.
     #[error("`{0}` is not \"true\" or \"false\"")]
     NotABoolean(String),
+    /// Not a whole number of seconds in range, written `75s`.
+    #[error("`{0}` is not a number of seconds from 1s to {MAX_SECONDS}s")]
+    NotSeconds(String),
     /// A control character or whitespace other than a plain space in a list.
     #[error("{0:?} is not allowed in a list")]
     ListChar(char),
@@ -93,6 +96,19 @@ pub fn config_map_name(v: &str) -> Result<String, InvalidValue> {
         && alnum(v.as_bytes().last())
         && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     if ok { Ok(v.to_owned()) } else { Err(InvalidValue::NotAConfigMapName(shown(v))) }
+}
+
+/// The longest duration an annotation may set: a day.
+pub const MAX_SECONDS: u32 = 86_400;
+
+/// A whole number of seconds, 1 to [`MAX_SECONDS`], written `75s`; returned as the sidecar reads
+/// it.
+pub fn seconds(v: &str) -> Result<String, InvalidValue> {
+    let n = v.strip_suffix('s').filter(|n| (1..=5).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()));
+    match n.and_then(|n| n.parse::<u32>().ok()).filter(|n| (1..=MAX_SECONDS).contains(n)) {
+        Some(n) => Ok(format!("{n}s")),
+        None => Err(InvalidValue::NotSeconds(shown(v))),
+    }
 }
 
 /// `"true"` or `"false"` (any case).

@@ -90,6 +90,7 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
         "xray-sidecar.io/inject": "true",
         "xray-sidecar.io/sampling-rules": "web-rules",
         "xray-sidecar.io/sample-health-checks": "true",
+        "xray-sidecar.io/keep-alive-timeout": "120s",
     });
     let pod = injected(annotations, &["--cluster-name", "prod", "--daemon-address", "xray.daemons:2000"]);
     let args: ProxyArgs = parse(container(&pod, PROXY), PROXY_COMMAND);
@@ -105,6 +106,7 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
     assert!(args.sampling_rules.is_some_and(|p| p.ends_with("sampling-rules.json")));
     assert_eq!(args.probe_paths, ["/healthz"]);
     assert!(args.sample_health_checks);
+    assert_eq!(args.keep_alive_timeout, Duration::from_secs(120));
     let ports: Vec<&Value> =
         container(&pod, PROXY)["ports"].as_array().unwrap().iter().map(|p| &p["containerPort"]).collect();
     assert_eq!(ports, [&json!(INBOUND_PORT), &json!(ADMIN_PORT)]);

@@ -28,6 +28,9 @@ pub mod keys {
     pub const APP_PORTS: &str = "xray-sidecar.io/app-ports";
     /// `"true"` samples health checks (kubelet probes, the pod's probe paths) like any request.
     pub const SAMPLE_HEALTH_CHECKS: &str = "xray-sidecar.io/sample-health-checks";
+    /// How long the proxy keeps an idle client connection (`120s`): longer than the idle timeout
+    /// of a load balancer in front of the pod, when that was raised above the proxy's 75 s.
+    pub const KEEP_ALIVE_TIMEOUT: &str = "xray-sidecar.io/keep-alive-timeout";
     /// Written by the injector: what it added.
     pub const STATUS: &str = "xray-sidecar.io/status";
 }
@@ -207,13 +210,16 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
             Err(skip) => return Outcome::Skip(skip),
         }
     }
-    let (sampling, sample_probes, service_annotation) = match (
+    let (sampling, sample_probes, service_annotation, keep_alive) = match (
         checked(keys::SAMPLING_RULES, annotation::config_map_name),
         checked(keys::SAMPLE_HEALTH_CHECKS, |v| annotation::boolean(v).map(|b| b.to_string())),
         checked(keys::SERVICE_NAME, annotation::service_name),
+        checked(keys::KEEP_ALIVE_TIMEOUT, annotation::seconds),
     ) {
-        (Ok(sampling), Ok(probes), Ok(service)) => (sampling, probes.as_deref() == Some("true"), service),
-        (Err(skip), _, _) | (_, Err(skip), _) | (_, _, Err(skip)) => return Outcome::Skip(skip),
+        (Ok(sampling), Ok(probes), Ok(service), Ok(keep_alive)) => {
+            (sampling, probes.as_deref() == Some("true"), service, keep_alive)
+        }
+        (Err(skip), ..) | (_, Err(skip), ..) | (_, _, Err(skip), _) | (.., Err(skip)) => return Outcome::Skip(skip),
     };
 
     let service = service_name(pod, service_annotation.as_deref(), ctx.workload);
@@ -226,6 +232,9 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         }
         if sample_probes {
             env.push(json!({"name": proxy_env::SAMPLE_HEALTH_CHECKS, "value": "true"}));
+        }
+        if let Some(timeout) = keep_alive {
+            env.push(json!({"name": proxy_env::KEEP_ALIVE_TIMEOUT, "value": timeout}));
         }
     }
     let init = init_container(cfg, init_args);

@@ -89,6 +89,10 @@ fn system_namespaces_and_bad_annotations_are_skipped() {
         (keys::EXCLUDE_OUTBOUND_CIDRS, "10.0.0.0/99"),
         (keys::APP_PORTS, "0"),
         (keys::SAMPLING_RULES, "Not_A_Name"),
+        (keys::KEEP_ALIVE_TIMEOUT, "2m"),
+        (keys::KEEP_ALIVE_TIMEOUT, "0s"),
+        (keys::KEEP_ALIVE_TIMEOUT, "86401s"),
+        (keys::KEEP_ALIVE_TIMEOUT, "75s --flag"),
     ] {
         let r = mutate(&pod(json!({"xray-sidecar.io/inject": "true", key: value})), ctx(), &c);
         match r {
@@ -193,4 +197,17 @@ fn probe_paths_reach_the_sidecar_unexpanded() {
     let env = pod["spec"]["initContainers"][1]["env"].to_string();
     // The kubelet turns `$$` back into `$`, so the sidecar reads the path as the pod wrote it.
     assert!(env.contains("/ready$$(HOME)"), "{env}");
+}
+
+#[test]
+fn a_keep_alive_timeout_reaches_the_proxy_as_whole_seconds() {
+    for (value, env) in [("120s", "120s"), ("075s", "75s"), ("86400s", "86400s")] {
+        let p = pod(json!({"xray-sidecar.io/inject": "true", keys::KEEP_ALIVE_TIMEOUT: value}));
+        let Outcome::Inject { pod, .. } = mutate(&p, ctx(), &cfg(&[])) else { panic!("{value}: not injected") };
+        let containers = pod["spec"]["initContainers"].as_array().expect("init containers");
+        let proxy = containers.iter().find(|c| c["name"] == PROXY).expect("the proxy");
+        let vars = proxy["env"].as_array().expect("env");
+        let set = vars.iter().find(|e| e["name"] == proxy_env::KEEP_ALIVE_TIMEOUT);
+        assert_eq!(set.map(|e| &e["value"]), Some(&json!(env)), "{value}");
+    }
 }
