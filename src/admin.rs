@@ -38,7 +38,7 @@ const MAX_CONNECTIONS: usize = 64;
 /// Serves the admin endpoints until `stopped`, then lets open requests finish within `grace`; a
 /// client gets `header_read_timeout` to send each request head.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     metrics: Arc<Metrics>,
     ready: Readiness,
     header_read_timeout: Duration,
@@ -61,7 +61,7 @@ pub async fn serve(
             let _ = watcher.watch(conn).await;
         }
     };
-    shutdown::serve(listener, stopped, accept, serve_http, shutdown::close).await;
+    shutdown::serve_all(listeners, stopped, accept, serve_http, shutdown::close).await;
 }
 
 fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<Full<Bytes>> {

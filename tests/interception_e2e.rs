@@ -115,6 +115,15 @@ fn metric(text: &str, line_start: &str) -> u64 {
     text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
 }
 
+/// Whether this test cannot run here (it says so): network namespaces and iptables need root.
+fn skipped() -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("SKIPPED: interception_e2e needs root for network namespaces and iptables (CI runs it as root)");
+    true
+}
+
 /// Two joined namespaces, `(lab, front ip, back ip)`, nothing running yet; `tag` keeps the names of
 /// tests running at once apart.
 fn two_namespaces(tag: u32) -> (Lab, String, String) {
@@ -143,8 +152,7 @@ fn two_namespaces(tag: u32) -> (Lab, String, String) {
 
 #[test]
 fn two_pods_behind_iptables_draw_client_front_end_back_end() {
-    if !is_root() {
-        eprintln!("SKIPPED: interception_e2e needs root for network namespaces and iptables (CI runs it as root)");
+    if skipped() {
         return;
     }
     let (mut lab, front_ip, back_ip) = two_namespaces(0);
@@ -265,8 +273,7 @@ except socket.timeout:
 
 #[test]
 fn a_pod_never_forwards_to_its_own_listeners() {
-    if !is_root() {
-        eprintln!("SKIPPED: interception_e2e needs root for network namespaces and iptables (CI runs it as root)");
+    if skipped() {
         return;
     }
     let (mut lab, front_ip, back_ip) = two_namespaces(1);
@@ -314,4 +321,43 @@ fn a_pod_never_forwards_to_its_own_listeners() {
         status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     eprintln!("after the refused calls: {fds} open files, {rss_kb} KB RSS");
     assert!(rss_kb < 64 * 1024, "{rss_kb} KB RSS");
+}
+
+#[test]
+fn ipv6_traffic_is_intercepted_and_served_like_ipv4() {
+    if skipped() {
+        return;
+    }
+    let (mut lab, front_ip, _) = two_namespaces(2);
+    let (front, back) = (lab.front.clone(), lab.back.clone());
+    // In an IPv6 cluster the pods have IPv6 addresses only; these two have both.
+    let veth = |ns: &str| lab.exec(ns, &["ip", "-o", "link", "show", "type", "veth"]);
+    let name = |out: String| out.split(':').nth(1).unwrap().trim().split('@').next().unwrap().to_owned();
+    let (veth_f, veth_b) = (name(veth(&front)), name(veth(&back)));
+    let net = format!("fd00:{:x}", std::process::id() % 0xffff);
+    let (front6, back6) = (format!("{net}::1"), format!("{net}::2"));
+    for (ns, dev, ip) in [(&front, &veth_f, &front6), (&back, &veth_b, &back6)] {
+        sh(&["ip", "-n", ns, "addr", "add", &format!("{ip}/64"), "dev", dev, "nodad"]);
+    }
+    // The back-end's application listens on IPv6; the front-end has a server for its own calls.
+    lab.spawn(&back, &["python3", "-m", "http.server", "8080", "--bind", &back6], Stdio::null());
+    lab.spawn(&front, &["python3", "-m", "http.server", "8081", "--bind", &front6], Stdio::null());
+    let daemon = format!("{front_ip}:2000");
+    lab.pod(&back, "back-end", &daemon);
+    let curl = |ns: &str, url: &str| {
+        let args = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url];
+        lab.exec(ns, &args)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(&front, &format!("http://[{back6}]:8080/")) != "200" {
+        assert!(Instant::now() < deadline, "the IPv6 app was never reached through the sidecar");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Inbound over IPv6 went through the proxy, and so does the application's own IPv6 call.
+    assert_eq!(curl(&back, &format!("http://[{front6}]:8081/")), "200");
+    // The kubelet probes the pod's IPv6 address.
+    assert_eq!(curl(&front, &format!("http://[{back6}]:15102/ready")), "200");
+    let m = lab.metrics(&back);
+    assert!(metric(&m, r#"xray_sidecar_requests_total{direction="inbound",status_class="2xx"}"#) >= 1, "{m}");
+    assert_eq!(metric(&m, r#"xray_sidecar_requests_total{direction="outbound",status_class="2xx"}"#), 1, "{m}");
 }

@@ -369,3 +369,23 @@ async fn a_client_that_leaves_before_the_response_is_recorded_and_counted() {
     let m = sc.metrics().await;
     assert!(m.contains(r#"xray_sidecar_requests_total{direction="inbound",status_class="none"} 1"#), "{m}");
 }
+
+#[tokio::test]
+async fn an_ipv4_loopback_or_wildcard_listener_has_an_ipv6_twin_on_the_same_port() {
+    use std::net::{Ipv6Addr, SocketAddr};
+    if std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
+        eprintln!("no IPv6 on this host: nothing to check");
+        return;
+    }
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    // In an IPv6 cluster every connection the init container redirects, and the kubelet's probes,
+    // come over IPv6.
+    let v6 = |a: SocketAddr| format!("http://[::1]:{}", a.port());
+    let (status, _, body) = http_get(&format!("{}/", v6(sc.listen)), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["http"]["request"]["client_ip"], "::1", "{doc}");
+    let (status, _, _) = http_get(&format!("{}/ready", v6(sc.admin)), &[]).await;
+    assert_eq!(status, 200);
+}

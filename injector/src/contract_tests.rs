@@ -188,7 +188,8 @@ async fn the_proxy_containers_probes_are_answered_by_the_sidecars_admin_listener
     ready.set(true);
     let (shutdown, stopped) = Shutdown::new();
     let timeout = Duration::from_secs(5);
-    let server = tokio::spawn(admin::serve(listener, Arc::new(Metrics::default()), ready, timeout, stopped, timeout));
+    let server =
+        tokio::spawn(admin::serve(vec![listener], Arc::new(Metrics::default()), ready, timeout, stopped, timeout));
     for path in &paths {
         assert_eq!(status(addr, path).await, 200, "{path}");
     }

@@ -176,8 +176,20 @@ pub struct AcceptSettings {
 /// [`REFUSALS_AT_ONCE`] at a time. A failed accept is logged and retried after a short back-off.
 /// Once stopped, the listener is closed and the watched connections get the grace period to finish
 /// their requests (idle ones close at once).
-pub async fn serve<H, F, R, G>(
-    listener: TcpListener,
+pub async fn serve<H, F, R, G>(listener: TcpListener, stopped: Stopped, settings: AcceptSettings, handle: H, refuse: R)
+where
+    H: Fn(TcpStream, SocketAddr, Watcher) -> F,
+    F: Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream) -> G,
+    G: Future<Output = ()> + Send + 'static,
+{
+    serve_all(vec![listener], stopped, settings, handle, refuse).await;
+}
+
+/// [`serve`] for one server listening on several sockets (an address of each IP family): each
+/// connection is accepted from whichever has one, and they close together.
+pub async fn serve_all<H, F, R, G>(
+    listeners: Vec<TcpListener>,
     mut stopped: Stopped,
     settings: AcceptSettings,
     handle: H,
@@ -192,9 +204,10 @@ pub async fn serve<H, F, R, G>(
     let refusing = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let graceful = GracefulShutdown::new();
     let mut refusals = RefusalLog::default();
+    let mut first = 0;
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept_any(&listeners, &mut first) => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     tracing::warn!(server, error = %e, "accept failed; backing off");
@@ -226,10 +239,27 @@ pub async fn serve<H, F, R, G>(
         };
         tokio::spawn(Holding { conn: handle(stream, peer, graceful.watcher()), _permit: permit });
     }
-    drop(listener);
+    drop(listeners);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(server, ?grace, "connections still open after the grace period were closed");
     }
+}
+
+/// The next connection on any of `listeners`, asking from `first` on and the next one first next
+/// time, so that a busy one cannot keep the others waiting.
+async fn accept_any(listeners: &[TcpListener], first: &mut usize) -> std::io::Result<(TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        for i in 0..n {
+            let at = (*first + i) % n;
+            if let Poll::Ready(accepted) = listeners[at].poll_accept(cx) {
+                *first = (at + 1) % n;
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A connection's task: its future, and its slot under the connection limit until it ends.

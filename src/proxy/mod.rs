@@ -27,7 +27,7 @@ pub mod target;
 pub mod trace;
 pub mod tunnel;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -68,11 +68,12 @@ pub struct Proxy {
 }
 
 /// The listeners a proxy serves, bound before anything is spawned so that a taken address fails
-/// start-up cleanly.
+/// start-up cleanly; each is the address given and, for an IPv4 wildcard or loopback, its IPv6
+/// twin (see [`bind`]).
 struct Listeners {
-    inbound: TcpListener,
-    outbound: Option<TcpListener>,
-    admin: Option<TcpListener>,
+    inbound: Vec<TcpListener>,
+    outbound: Option<Vec<TcpListener>>,
+    admin: Option<Vec<TcpListener>>,
 }
 
 impl Listeners {
@@ -83,15 +84,22 @@ impl Listeners {
             admin: bind_optional(config.admin_listen, "--admin-listen").await?,
         })
     }
+
+    /// Every address bound, of every listener.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        let all = [Some(&self.inbound), self.outbound.as_ref(), self.admin.as_ref()];
+        all.into_iter().flatten().flatten().filter_map(|l| l.local_addr().ok()).collect()
+    }
 }
 
 impl Proxy {
     /// Binds every listener of `config` and starts serving.
     pub async fn start(config: ProxyConfig) -> Result<Proxy, crate::BoxError> {
         let listeners = Listeners::bind(&config).await?;
-        let inbound = listeners.inbound.local_addr()?;
-        let outbound = listeners.outbound.as_ref().map(TcpListener::local_addr).transpose()?;
-        let admin = listeners.admin.as_ref().map(TcpListener::local_addr).transpose()?;
+        let first = |ls: &Vec<TcpListener>| ls[0].local_addr();
+        let inbound = first(&listeners.inbound)?;
+        let outbound = listeners.outbound.as_ref().map(first).transpose()?;
+        let admin = listeners.admin.as_ref().map(first).transpose()?;
 
         let ProxyConfig { tracing: recording, serving, .. } = config;
         let metrics = Arc::new(Metrics::default());
@@ -102,7 +110,7 @@ impl Proxy {
         let (tracer, flush, poller) = tracing(recording, metrics.clone(), &stopped);
         let service = tracer.service_name.clone();
         let readiness = Readiness::default();
-        let own = OwnListeners::new([Some(inbound), outbound, admin].into_iter().flatten());
+        let own = OwnListeners::new(listeners.addrs());
         let mut served = serve(listeners, &serving, own, tracer, &readiness, &closing);
         served.poller = poller;
         readiness.set(true);
@@ -273,11 +281,40 @@ async fn drain(
     }
 }
 
-async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener, crate::BoxError> {
-    TcpListener::bind(addr).await.map_err(|e| format!("{flag} {addr}: cannot listen: {e}").into())
+/// Binds `addr` and, when it is IPv4's wildcard or loopback, the same port at IPv6's (`[::]`,
+/// `[::1]`), IPv6 only: in a pod the init container redirects IPv6 traffic to the same ports as
+/// IPv4's (the only traffic there is in an IPv6 cluster), and the kubelet probes the pod's IPv6
+/// address. A host without IPv6 keeps the IPv4 listener alone.
+async fn bind(addr: SocketAddr, flag: &str) -> Result<Vec<TcpListener>, crate::BoxError> {
+    let v4 = TcpListener::bind(addr).await.map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))?;
+    let twin = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => Ipv6Addr::UNSPECIFIED,
+        IpAddr::V4(ip) if ip.is_loopback() => Ipv6Addr::LOCALHOST,
+        _ => return Ok(vec![v4]),
+    };
+    // The port the IPv4 listener has, which `0` leaves to the kernel.
+    let at = SocketAddr::new(twin.into(), v4.local_addr()?.port());
+    match bind_v6_only(at) {
+        Ok(v6) => Ok(vec![v4, v6]),
+        Err(e) => {
+            tracing::debug!(%at, error = %e, "no IPv6 listener beside {addr}");
+            Ok(vec![v4])
+        }
+    }
 }
 
-async fn bind_optional(addr: Option<SocketAddr>, flag: &str) -> Result<Option<TcpListener>, crate::BoxError> {
+/// A listener on an IPv6 address that takes IPv6 connections only (the IPv4 ones have their own).
+fn bind_v6_only(at: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&at.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn bind_optional(addr: Option<SocketAddr>, flag: &str) -> Result<Option<Vec<TcpListener>>, crate::BoxError> {
     match addr {
         Some(addr) => bind(addr, flag).await.map(Some),
         None => Ok(None),

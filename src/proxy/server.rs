@@ -170,7 +170,7 @@ impl HttpServer {
 /// own task; a connection beyond `limit` (shared with the process's other listeners) is answered
 /// 503 and closed.
 pub async fn serve<H, F>(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     server: &'static str,
     settings: ServerSettings,
     limit: ConnectionLimit,
@@ -195,7 +195,7 @@ pub async fn serve<H, F>(
         metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         refuse(stream, http::StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later")
     };
-    shutdown::serve(listener, stopped, accept, serve_http, too_many).await;
+    shutdown::serve_all(listeners, stopped, accept, serve_http, too_many).await;
 }
 
 /// Which HTTP the client speaks, from its first bytes (peeked, not read): HTTP/2 when they are
