@@ -113,9 +113,9 @@ impl ProxyError {
     /// for the client's own mistakes (no upstream counter) why, so that it can mend the request;
     /// an upstream's failure stays in the segment and the logs.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        let text = match &self.source {
-            Some(why) if self.metric().is_none() => format!("{}: {}\n", self.kind, innermost(why.as_ref())),
-            _ => format!("{}\n", self.kind),
+        let text = match self.metric() {
+            None => format!("{}\n", self.failure().message),
+            Some(_) => format!("{}\n", self.kind),
         };
         let mut res = Response::new(Full::new(Bytes::from(text)));
         *res.status_mut() = self.status();
