@@ -11,6 +11,12 @@ use super::guard::Refusal;
 use crate::metrics::UpstreamError;
 pub use crate::xray::cause::{ErrorKind, Failure, FailureKind};
 
+/// Why an HTTP/1 response head from the upstream was not read. hyper parses at most 100 header
+/// fields in a head either way (as Envoy and HAProxy do by default; a request with more is answered
+/// 431 by hyper itself): raising that would allocate the parser's arrays for every message.
+const RESPONSE_HEAD_OVER_LIMIT: &str =
+    "the response head is larger than --max-header-size or has more than 100 header fields";
+
 /// Why the proxy could not get a response from the upstream.
 #[derive(Debug, thiserror::Error)]
 #[error("{kind}")]
@@ -51,6 +57,12 @@ impl ProxyError {
 
     /// Classifies a failed exchange on an upstream connection.
     pub fn from_exchange(e: hyper::Error) -> Self {
+        if e.is_parse_too_large() {
+            // hyper says "message head is too large" of a response head that fills its buffer
+            // and of one with more fields than it parses, however short: say both, so that
+            // whoever reads the segment looks at the field count too.
+            return ProxyError::new(ErrorKind::Protocol, RESPONSE_HEAD_OVER_LIMIT);
+        }
         ProxyError::new(exchange_kind(&e), e)
     }
 

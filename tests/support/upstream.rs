@@ -117,6 +117,13 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             r.headers_mut().insert("x-big", HeaderValue::from_str(&value).unwrap());
             r
         }
+        ("fields", n) => {
+            let mut r = Response::new(full("many fields\n"));
+            for i in 0..n.parse::<usize>().unwrap_or(0) {
+                r.headers_mut().append("x-field", HeaderValue::from(i));
+            }
+            r
+        }
         ("slow", ms) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             Response::new(full("slow\n"))
