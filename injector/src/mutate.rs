@@ -63,6 +63,9 @@ pub enum Skip {
         /// Its container or init container found in the pod.
         container: &'static str,
     },
+    /// A pod for Windows nodes: the proxy's image and its iptables set-up are Linux-only, so the
+    /// pod would never start.
+    Windows,
     /// A pod that runs to completion (`restartPolicy` `Never` or `OnFailure`: a Job's) under
     /// `--legacy-sidecar`: the proxy would be an ordinary container that never exits, so the pod
     /// would never complete. A native sidecar ends with the pod's containers.
@@ -99,6 +102,7 @@ impl Skip {
             Skip::SystemNamespace => "system_namespace",
             Skip::AlreadyInjected => "already_injected",
             Skip::OtherMesh { .. } => "other_mesh",
+            Skip::Windows => "windows",
             Skip::RunsToCompletion => "runs_to_completion",
             Skip::InvalidAnnotation(_) => "invalid_annotation",
         }
@@ -116,6 +120,9 @@ impl Skip {
                 "xray-sidecar not injected: {mesh} already intercepts this pod's traffic ({container}); \
                  two interceptions would loop"
             ),
+            Skip::Windows => "xray-sidecar not injected: the pod runs on Windows nodes, and the proxy and its \
+                              iptables set-up are Linux-only (the pod would never start)"
+                .into(),
             Skip::RunsToCompletion => "xray-sidecar not injected: with --legacy-sidecar the proxy never exits, so a pod \
                                        that runs to completion (restartPolicy Never or OnFailure) would never complete; \
                                        native sidecars (Kubernetes 1.29+) end with the pod"
@@ -173,6 +180,9 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
     // ours (istio-, linkerd-, appmesh-, aws-app-mesh-): their containers are in the pod already.
     if let Some((container, mesh)) = OTHER_MESHES.iter().copied().find(|(c, _)| has_container(pod, c)) {
         return Outcome::Skip(Skip::OtherMesh { mesh, container });
+    }
+    if runs_on_windows(pod) {
+        return Outcome::Skip(Skip::Windows);
     }
     // A pod's restartPolicy defaults to Always; a Job's template must say Never or OnFailure.
     let restart = pod.pointer("/spec/restartPolicy").and_then(Value::as_str).unwrap_or("Always");
@@ -283,6 +293,38 @@ const OTHER_MESHES: [(&str, &str); 5] = [
     ("linkerd-init", "Linkerd"),
     ("proxyinit", "App Mesh"),
 ];
+
+/// Whether the pod can only be scheduled on Windows nodes: it says so (`spec.os.name`), its
+/// `nodeSelector` asks for them, or every term of its required node affinity does.
+fn runs_on_windows(pod: &Value) -> bool {
+    let windows = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|os| os.eq_ignore_ascii_case("windows"));
+    if windows(pod.pointer("/spec/os/name")) {
+        return true;
+    }
+    let selector = pod.pointer("/spec/nodeSelector");
+    if [OS_LABEL, BETA_OS_LABEL].iter().any(|label| windows(selector.and_then(|s| s.get(label)))) {
+        return true;
+    }
+    let terms = pod
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array);
+    let windows_only = |term: &Value| {
+        term.get("matchExpressions").and_then(Value::as_array).is_some_and(|exprs| {
+            exprs.iter().any(|e| {
+                let key = e.get("key").and_then(Value::as_str);
+                let values = e.get("values").and_then(Value::as_array);
+                key.is_some_and(|k| k == OS_LABEL || k == BETA_OS_LABEL)
+                    && e.get("operator").and_then(Value::as_str) == Some("In")
+                    && values.is_some_and(|v| !v.is_empty() && v.iter().all(|os| windows(Some(os))))
+            })
+        })
+    };
+    terms.is_some_and(|t| !t.is_empty() && t.iter().all(windows_only))
+}
+
+/// The node label that names a node's operating system, and its deprecated form.
+const OS_LABEL: &str = "kubernetes.io/os";
+const BETA_OS_LABEL: &str = "beta.kubernetes.io/os";
 
 fn has_container(pod: &Value, name: &str) -> bool {
     ["/spec/containers", "/spec/initContainers"]

@@ -60,6 +60,40 @@ fn pods_another_mesh_intercepts_are_left_alone() {
 }
 
 #[test]
+fn windows_pods_are_left_alone() {
+    let affinity = |values: Value| {
+        json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": values}]}
+        ]}}})
+    };
+    let windows = [
+        ("os", json!({"name": "windows"})),
+        ("nodeSelector", json!({"kubernetes.io/os": "windows"})),
+        ("nodeSelector", json!({"beta.kubernetes.io/os": "windows"})),
+        ("affinity", affinity(json!(["windows"]))),
+    ];
+    for (field, value) in windows {
+        let mut p = pod(json!({"xray-sidecar.io/inject": "true"}));
+        p["spec"][field] = value.clone();
+        let r = mutate(&p, ctx(), &cfg(&[]));
+        let Outcome::Skip(skip) = r else { panic!("{field} {value}: {r:?}") };
+        assert_eq!(skip.label(), "windows");
+        assert!(skip.message().contains("Windows"), "{}", skip.message());
+    }
+    // Linux pods, and pods that may land on either, are injected.
+    let either = [
+        ("os", json!({"name": "linux"})),
+        ("nodeSelector", json!({"kubernetes.io/os": "linux"})),
+        ("affinity", affinity(json!(["linux", "windows"]))),
+    ];
+    for (field, value) in either {
+        let mut p = pod(json!({"xray-sidecar.io/inject": "true"}));
+        p["spec"][field] = value.clone();
+        assert!(matches!(mutate(&p, ctx(), &cfg(&[])), Outcome::Inject { .. }), "{field} {value}");
+    }
+}
+
+#[test]
 fn legacy_mode_leaves_pods_that_run_to_completion_alone() {
     let mut job = pod(json!({"xray-sidecar.io/inject": "true"}));
     for policy in ["Never", "OnFailure"] {
