@@ -63,6 +63,14 @@ pub enum Skip {
         /// Its container or init container found in the pod.
         container: &'static str,
     },
+    /// A container of the pod declares a port the sidecar listens on: the two would fight over it
+    /// in the pod's one network namespace.
+    PortConflict {
+        /// The container.
+        container: String,
+        /// The port.
+        port: u16,
+    },
     /// A pod for Windows nodes: the proxy's image and its iptables set-up are Linux-only, so the
     /// pod would never start.
     Windows,
@@ -102,6 +110,7 @@ impl Skip {
             Skip::SystemNamespace => "system_namespace",
             Skip::AlreadyInjected => "already_injected",
             Skip::OtherMesh { .. } => "other_mesh",
+            Skip::PortConflict { .. } => "port_conflict",
             Skip::Windows => "windows",
             Skip::RunsToCompletion => "runs_to_completion",
             Skip::InvalidAnnotation(_) => "invalid_annotation",
@@ -119,6 +128,10 @@ impl Skip {
             Skip::OtherMesh { mesh, container } => format!(
                 "xray-sidecar not injected: {mesh} already intercepts this pod's traffic ({container}); \
                  two interceptions would loop"
+            ),
+            Skip::PortConflict { container, port } => format!(
+                "xray-sidecar not injected: container {container} declares port {port}, which the sidecar \
+                 listens on ({INBOUND_PORT}, {OUTBOUND_PORT} and {ADMIN_PORT} are the sidecar's)"
             ),
             Skip::Windows => "xray-sidecar not injected: the pod runs on Windows nodes, and the proxy and its \
                               iptables set-up are Linux-only (the pod would never start)"
@@ -180,6 +193,9 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
     // ours (istio-, linkerd-, appmesh-, aws-app-mesh-): their containers are in the pod already.
     if let Some((container, mesh)) = OTHER_MESHES.iter().copied().find(|(c, _)| has_container(pod, c)) {
         return Outcome::Skip(Skip::OtherMesh { mesh, container });
+    }
+    if let Some((container, port)) = declared_sidecar_port(pod) {
+        return Outcome::Skip(Skip::PortConflict { container, port });
     }
     if runs_on_windows(pod) {
         return Outcome::Skip(Skip::Windows);
@@ -293,6 +309,22 @@ const OTHER_MESHES: [(&str, &str); 5] = [
     ("linkerd-init", "Linkerd"),
     ("proxyinit", "App Mesh"),
 ];
+
+/// The first container (and port) that declares one of the ports the sidecar listens on.
+fn declared_sidecar_port(pod: &Value) -> Option<(String, u16)> {
+    let containers = ["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .filter_map(|list| pod.pointer(list).and_then(Value::as_array))
+        .flatten();
+    containers.into_iter().find_map(|c| {
+        let ports = c.get("ports").and_then(Value::as_array)?;
+        let port = ports
+            .iter()
+            .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
+            .find_map(|p| [INBOUND_PORT, OUTBOUND_PORT, ADMIN_PORT].into_iter().find(|&ours| u64::from(ours) == p))?;
+        Some((c.get("name").and_then(Value::as_str).unwrap_or("(unnamed)").to_owned(), port))
+    })
+}
 
 /// Whether the pod can only be scheduled on Windows nodes: it says so (`spec.os.name`), its
 /// `nodeSelector` asks for them, or every term of its required node affinity does.

@@ -60,6 +60,22 @@ fn pods_another_mesh_intercepts_are_left_alone() {
 }
 
 #[test]
+fn pods_that_declare_a_port_of_the_sidecars_are_left_alone() {
+    for (list, port) in [("containers", 15100), ("containers", 15102), ("initContainers", 15101)] {
+        let mut p = pod(json!({"xray-sidecar.io/inject": "true"}));
+        p["spec"][list] =
+            json!([{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}, {"containerPort": port}]}]);
+        let r = mutate(&p, ctx(), &cfg(&[]));
+        let Outcome::Skip(skip) = r else { panic!("{list} {port}: {r:?}") };
+        assert_eq!(skip.label(), "port_conflict");
+        assert!(skip.message().contains(&format!("web declares port {port}")), "{}", skip.message());
+    }
+    let mut p = pod(json!({"xray-sidecar.io/inject": "true"}));
+    p["spec"]["containers"] = json!([{"name": "web", "image": "nginx", "ports": [{"containerPort": 15103}]}]);
+    assert!(matches!(mutate(&p, ctx(), &cfg(&[])), Outcome::Inject { .. }));
+}
+
+#[test]
 fn windows_pods_are_left_alone() {
     let affinity = |values: Value| {
         json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
