@@ -312,11 +312,11 @@ const OTHER_MESHES: [(&str, &str); 5] = [
 
 /// The first container (and port) that declares one of the ports the sidecar listens on.
 fn declared_sidecar_port(pod: &Value) -> Option<(String, u16)> {
-    let containers = ["/spec/containers", "/spec/initContainers"]
+    let mut containers = ["/spec/containers", "/spec/initContainers"]
         .iter()
         .filter_map(|list| pod.pointer(list).and_then(Value::as_array))
         .flatten();
-    containers.into_iter().find_map(|c| {
+    containers.find_map(|c| {
         let ports = c.get("ports").and_then(Value::as_array)?;
         let port = ports
             .iter()
