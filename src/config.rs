@@ -135,14 +135,14 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
-    /// How long an idle HTTP/1.1 keep-alive connection from a client is kept open for its next
-    /// request. Longer than the idle timeout of whatever keeps connections to the pod (an ALB keeps
+    /// How long an idle connection from a client (HTTP/1.1 keep-alive with no request, HTTP/2 with
+    /// no stream open) is kept open for its next request. Longer than the idle timeout of whatever keeps connections to the pod (an ALB keeps
     /// them 60 s), so that no request is sent on a connection the proxy is closing.
     #[arg(long, env = proxy_env::KEEP_ALIVE_TIMEOUT, value_name = "DURATION", default_value = "75s", value_parser = parse_duration)]
     pub keep_alive_timeout: Duration,
 
     /// Client connections served at once, inbound and outbound together. At the limit the
-    /// keep-alive connection idle longest is closed to make room for a new one; with none idle a
+    /// connection idle longest (HTTP/1.1 or HTTP/2) is closed to make room for a new one; with none idle a
     /// new one is answered `503 too many connections` and closed.
     // A connection holding a head just under --max-header-size costs about 75 KB: 1024 of them
     // stay within the injected 128Mi memory limit (README, "Reliability and security").

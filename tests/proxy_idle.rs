@@ -2,7 +2,8 @@
 //! (`src/proxy/idle.rs`), against the real binary: they go on serving afterwards, a request head
 //! that pauses half-way is not lost, a response the client is slow to take is not cut short, idle
 //! time is bounded by the keep-alive timeout (which outlasts the header read timeout, as a load
-//! balancer's next request needs) and a trickled head by the header read timeout.
+//! balancer's next request needs) and a trickled head by the header read timeout. HTTP/2
+//! connections without a stream open meet the keep-alive timeout too (`src/proxy/idle_h2.rs`).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -223,4 +224,23 @@ async fn the_keep_alive_timeout_counts_from_the_last_response_and_is_never_cut_s
     assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "an idle connection stayed open: {n:?}");
     assert!(took >= timeout, "closed early, {took:?} after the request");
     assert!(took < timeout + Duration::from_millis(500), "closed late, {took:?} after the request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_without_a_stream_meet_the_keep_alive_timeout_and_open_streams_keep_theirs() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--keep-alive-timeout", "2s"]);
+    let (mut idle, idle_closed) = support::h2_connection(sc.listen).await;
+    assert_eq!(support::h2_get(&mut idle, "/").await, 200);
+    let idle_since = Instant::now();
+    // A stream that outlasts the timeout: its connection is not idle meanwhile.
+    let (mut busy, busy_closed) = support::h2_connection(sc.listen).await;
+    let slow = tokio::spawn(async move { support::h2_get(&mut busy, "/slow/3500").await });
+    let closed = tokio::time::timeout(Duration::from_secs(6), idle_closed).await.expect("idle h2 connection closed");
+    let after = closed.unwrap() - idle_since;
+    assert!(after >= Duration::from_millis(1900) && after < Duration::from_millis(3500), "closed after {after:?}");
+    assert_eq!(slow.await.unwrap(), 200, "the open stream was cut short");
+    // Idle in its turn, it goes the same way.
+    let closed = tokio::time::timeout(Duration::from_secs(4), busy_closed).await;
+    assert!(closed.is_ok(), "the h2 connection stayed open after its stream ended");
 }

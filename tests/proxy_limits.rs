@@ -1,5 +1,5 @@
 //! Connection limits of the real binary: silent connections are closed, a connection limit answers
-//! clearly beyond it (idle keep-alive connections make room rather than keep a new one out), and
+//! clearly beyond it (idle connections, HTTP/1.1 or HTTP/2, make room rather than keep a new one out), and
 //! the admin listener holds nobody for ever either.
 #![allow(clippy::unwrap_used)]
 
@@ -101,6 +101,22 @@ async fn at_the_limit_the_longest_idle_keep_alive_connection_makes_room() {
     for s in &mut idle[1..] {
         assert!(closed_within(s, Duration::from_millis(300)).await.is_none(), "a newer idle connection closed");
     }
+    assert!(sc.metrics().await.contains("xray_sidecar_connections_refused_total 0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_limit_an_idle_http2_connection_makes_room_too() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "2"]);
+    // Two HTTP/2 connections that open no stream (hyper's pings alone would keep them for ever).
+    let (_first, first_closed) = support::h2_connection(sc.listen).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_second, second_closed) = support::h2_connection(sc.listen).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 200"), "the new connection was refused");
+    let first = tokio::time::timeout(Duration::from_secs(1), first_closed).await;
+    assert!(first.is_ok(), "the connection idle longest was not closed");
+    assert!(!second_closed.is_finished(), "the newer idle connection was closed");
     assert!(sc.metrics().await.contains("xray_sidecar_connections_refused_total 0"));
 }
 

@@ -101,7 +101,7 @@ pub enum Look {
 
 impl Activity {
     /// A connection that starts now, with nothing moved yet.
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Activity {
             since: Instant::now(),
             ended: AtomicU64::new(0),
@@ -114,8 +114,13 @@ impl Activity {
     }
 
     /// When the last request in flight ended (the connection's start if none has).
-    fn ended_at(&self) -> Instant {
+    pub(super) fn ended_at(&self) -> Instant {
         self.since + Duration::from_nanos(self.ended.load(Relaxed))
+    }
+
+    /// Whether a request is in flight: its response not yet finished with.
+    pub(super) fn in_flight(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0
     }
 
     /// The deadline for the next request, looked at `now`: none while a request is in flight; the
@@ -239,6 +244,13 @@ pub struct Counted<S> {
     activity: Arc<Activity>,
 }
 
+impl<S> Counted<S> {
+    /// `inner`, counting its requests in flight in `activity`.
+    pub(super) fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Counted { inner, activity }
+    }
+}
+
 impl<S, B> tower::Service<Request<Incoming>> for Counted<S>
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
@@ -346,7 +358,7 @@ where
     B::Error: Into<crate::BoxError>,
 {
     let activity = Arc::new(Activity::new());
-    let mut service = TowerToHyperService::new(Counted { inner: service, activity: activity.clone() });
+    let mut service = TowerToHyperService::new(Counted::new(service, activity.clone()));
     let mut io = Rewind::new(Bytes::new(), Watched { stream, activity: activity.clone() });
     let waits = limits.waits;
     loop {

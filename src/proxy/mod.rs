@@ -12,6 +12,7 @@ pub mod guard;
 pub mod head;
 pub mod hop;
 pub mod idle;
+pub mod idle_h2;
 pub mod inbound;
 pub mod opaque;
 pub mod orig_dst;

@@ -1,7 +1,7 @@
 //! Accepting connections and serving HTTP/1.1 (with upgrades) and HTTP/2 on them, with limits and
 //! graceful shutdown.
 
-use super::idle;
+use super::{idle, idle_h2};
 use crate::metrics::Metrics;
 use http::{Request, Response, Version};
 use http_body::Body;
@@ -25,7 +25,8 @@ use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Room, Stop
 pub struct ServerSettings {
     /// Time a client has to send a request head, once it has begun.
     pub header_read_timeout: Duration,
-    /// How long an idle HTTP/1.1 connection is kept for its next request.
+    /// How long an idle connection (no request in flight, no HTTP/2 stream open) is kept for its
+    /// next request.
     pub keep_alive_timeout: Duration,
     /// Largest request head accepted (a larger one gets 431).
     pub max_header_size: usize,
@@ -133,7 +134,8 @@ pub struct HttpServer {
 impl HttpServer {
     /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on `stream` until the connection closes or a
     /// graceful shutdown completes it. An idle HTTP/1.1 connection gives hyper's buffers back
-    /// ([`idle`]).
+    /// ([`idle`]); idle connections of either version close at the keep-alive timeout and make
+    /// room at the connection limit ([`idle_h2`] for HTTP/2).
     pub async fn serve<S, B>(self, stream: TcpStream, peer: SocketAddr, service: S)
     where
         S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -153,7 +155,7 @@ impl HttpServer {
             return;
         };
         let served = if version == Version::HTTP_2 {
-            self.http.serve(stream, version, service, self.stopped).await
+            idle_h2::serve(&self.http.http2, stream, service, self.stopped, self.waits, &self.room).await
         } else {
             let limits = idle::Limits { waits: self.waits, room: &self.room, metrics: &self.metrics };
             idle::serve(&self.http.http1, stream, service, self.stopped, limits).await

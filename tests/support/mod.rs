@@ -352,6 +352,35 @@ pub async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, http::Header
     (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// One HTTP/2 connection (prior knowledge) to `addr`: its request sender, and a task that ends
+/// with the instant the connection closed.
+pub async fn h2_connection(
+    addr: SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>, tokio::task::JoinHandle<Instant>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
+    let closed = tokio::spawn(async move {
+        let _ = conn.await;
+        Instant::now()
+    });
+    (send, closed)
+}
+
+/// A GET of `path` on an HTTP/2 connection: its status.
+pub async fn h2_get(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    path: &str,
+) -> u16 {
+    use http_body_util::{BodyExt, Empty};
+    let req = http::Request::get(format!("http://app{path}")).body(Empty::new()).unwrap();
+    let res = send.send_request(req).await.expect("h2 request");
+    let status = res.status().as_u16();
+    res.into_body().collect().await.expect("h2 body");
+    status
+}
+
 /// Parses `Root=..;Parent=..;Sampled=..` into its pairs.
 pub fn trace_pairs(v: &str) -> Vec<(String, String)> {
     v.split(';').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect()
