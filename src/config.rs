@@ -157,7 +157,9 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
-    /// Time allowed for the upstream's response head (0: no limit).
+    /// Time allowed for the upstream's response head once it has the whole request; while the
+    /// request body is still coming, the most it may pause (a body that stops is the client's 408).
+    /// 0: no limit.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 

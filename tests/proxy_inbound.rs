@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::upstream::Upstream;
 use support::{Daemon, Sidecar, http_get, pair, trace_pairs};
 
@@ -163,6 +163,47 @@ async fn a_slow_upstream_gives_504() {
     let doc = &daemon.take(1).await[0];
     assert_eq!(doc["fault"], true);
     assert_eq!(doc["cause"]["exceptions"][0]["type"], "ResponseTimeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_timeout_waits_for_the_request_body_and_a_stalled_body_is_the_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--upstream-timeout", "1s"]);
+    let answer = |mut s: tokio::net::TcpStream| async move {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // A steady upload that takes three times the timeout: no fault of the upstream's.
+    let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+    s.write_all(b"POST /drain/0 HTTP/1.1\r\nHost: app\r\nConnection: close\r\nContent-Length: 1200\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        s.write_all(&[b'u'; 200]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let out = answer(s).await;
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("1200 bytes\n"), "{out}");
+    assert_eq!(daemon.take(1).await[0]["http"]["response"]["status"], 200);
+    // A body that stops coming: the client's 408 after the timeout, an error and no fault.
+    let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+    s.write_all(b"POST /drain/0 HTTP/1.1\r\nHost: app\r\nContent-Length: 1200\r\n\r\nonly this").await.unwrap();
+    let started = Instant::now();
+    let out = answer(s).await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    let doc = &daemon.take(1).await[0];
+    assert_eq!((&doc["error"], doc.get("fault")), (&serde_json::json!(true), None), "{doc}");
+    assert_eq!(doc["cause"]["exceptions"][0]["type"], "RequestTimeout", "{doc}");
+    // The whole body, then an upstream that is slow to answer: its 504, from the body's end.
+    let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+    s.write_all(b"POST /drain/3000 HTTP/1.1\r\nHost: app\r\nContent-Length: 4\r\n\r\nbody").await.unwrap();
+    assert!(answer(s).await.starts_with("HTTP/1.1 504"));
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["fault"], true, "{doc}");
+    assert_eq!(doc["cause"]["exceptions"][0]["type"], "ResponseTimeout", "{doc}");
 }
 
 #[tokio::test]

@@ -99,6 +99,7 @@ fn failure() -> impl Strategy<Value = Failure> {
         ErrorKind::MethodNotAllowed,
         ErrorKind::HeadTooLarge,
         ErrorKind::ClientLeft,
+        ErrorKind::BodyTimeout,
     ];
     let kind = prop_oneof![
         proptest::sample::select(kinds.to_vec()).prop_map(FailureKind::Upstream),

@@ -86,6 +86,7 @@ impl ProxyError {
             ErrorKind::BadRequest | ErrorKind::ClientLeft => StatusCode::BAD_REQUEST,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -100,9 +101,11 @@ impl ProxyError {
             | ErrorKind::Forbidden => UpstreamError::Connect,
             ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => UpstreamError::Timeout,
             ErrorKind::Reset | ErrorKind::Protocol => UpstreamError::Broken,
-            ErrorKind::BadRequest | ErrorKind::MethodNotAllowed | ErrorKind::HeadTooLarge | ErrorKind::ClientLeft => {
-                return None;
-            }
+            ErrorKind::BadRequest
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::HeadTooLarge
+            | ErrorKind::ClientLeft
+            | ErrorKind::BodyTimeout => return None,
         })
     }
 

@@ -14,8 +14,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
+use super::body_progress::{Progress, Waiting};
 use super::error::{ErrorKind, ProxyError};
 use super::grpc::SentCount;
 use super::grpc_body::CountMessages;
@@ -196,7 +197,10 @@ impl tower::Service<Request<Incoming>> for Forward {
         }
         // A traced gRPC call counts the messages it sends on the way through.
         let sent = req.extensions_mut().remove::<SentCount>();
-        let mut req = req.map(|b| CountMessages::new(b, sent));
+        // A body still to come moves the wait for the response along (see `body_progress`).
+        let waits = self.0.upstream.response_timeout.is_some();
+        let progress = (waits && !http_body::Body::is_end_stream(req.body())).then(|| Arc::new(Progress::new()));
+        let mut req = req.map(|b| CountMessages::new(b, sent, progress.clone()));
         let version = req.version();
         let upstream = &self.0.upstream;
         let state = if version < Version::HTTP_2 && upgrade.is_none() {
@@ -228,8 +232,9 @@ impl tower::Service<Request<Incoming>> for Forward {
             };
             State::Waiting(client.request(req))
         };
+        let wait = upstream.response_timeout.unwrap_or_default();
         let timeout = upstream.response_timeout.map(tokio::time::sleep);
-        ForwardFuture { version, state, timeout, upgrade, max_head: upstream.max_head }
+        ForwardFuture { version, state, timeout, wait, progress, upgrade, max_head: upstream.max_head }
     }
 }
 
@@ -239,8 +244,13 @@ pub struct ForwardFuture {
     /// The client's HTTP version: the response goes back in it whatever the upstream spoke.
     version: Version,
     state: State,
+    /// Fires `wait` after the request, or (see `progress`) after its body last moved.
     #[pin]
     timeout: Option<Sleep>,
+    /// `--upstream-timeout`.
+    wait: Duration,
+    /// How far the request body has come, when it had one to send.
+    progress: Option<Arc<Progress>>,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The largest HTTP/1 response head passed on.
     max_head: usize,
@@ -257,7 +267,8 @@ enum State {
 impl ForwardFuture {
     fn failed(e: ProxyError) -> Self {
         let state = State::Failed(Some(e));
-        ForwardFuture { version: Version::HTTP_11, state, timeout: None, upgrade: None, max_head: usize::MAX }
+        let (timeout, wait, progress) = (None, Duration::ZERO, None);
+        ForwardFuture { version: Version::HTTP_11, state, timeout, wait, progress, upgrade: None, max_head: usize::MAX }
     }
 }
 
@@ -290,11 +301,17 @@ impl Future for ForwardFuture {
             }
             return Poll::Ready(Ok(res));
         }
-        if let Some(t) = this.timeout.as_pin_mut() {
-            ready!(t.poll(cx));
-            return Poll::Ready(Err(ProxyError { kind: ErrorKind::ResponseTimeout, source: None }));
+        let Some(mut t) = this.timeout.as_pin_mut() else { return Poll::Pending };
+        let timed_out = |kind| Poll::Ready(Err(ProxyError { kind, source: None }));
+        loop {
+            ready!(t.as_mut().poll(cx));
+            let Some(progress) = this.progress else { return timed_out(ErrorKind::ResponseTimeout) };
+            match progress.waiting(Instant::now(), *this.wait) {
+                Waiting::Until(deadline) => t.as_mut().reset(deadline),
+                Waiting::ForBody => return timed_out(ErrorKind::BodyTimeout),
+                Waiting::ForResponse => return timed_out(ErrorKind::ResponseTimeout),
+            }
         }
-        Poll::Pending
     }
 }
 

@@ -1,6 +1,7 @@
 //! The data path: listeners, per-connection services, and the proxy's lifecycle.
 
 pub mod body;
+pub mod body_progress;
 pub mod config;
 pub mod connect;
 pub mod detect;

@@ -19,9 +19,13 @@ pub enum ErrorKind {
     /// The connection could not be made for another reason (unreachable, no address).
     #[error("cannot connect to the upstream")]
     ConnectFailed,
-    /// No response head within the upstream timeout.
+    /// No response head within the upstream timeout of the request's end.
     #[error("upstream did not respond in time")]
     ResponseTimeout,
+    /// The client's request body stopped coming for the upstream timeout: the upstream could not
+    /// answer a request it did not have.
+    #[error("client stopped sending its request body")]
+    BodyTimeout,
     /// The upstream closed or reset the connection before a response.
     #[error("upstream closed the connection before responding")]
     Reset,
@@ -82,6 +86,7 @@ impl FailureKind {
                 ErrorKind::ConnectTimeout => "ConnectTimeout",
                 ErrorKind::ConnectFailed => "ConnectError",
                 ErrorKind::ResponseTimeout => "ResponseTimeout",
+                ErrorKind::BodyTimeout => "RequestTimeout",
                 ErrorKind::Reset => "ConnectionReset",
                 ErrorKind::Protocol => "ProtocolError",
                 ErrorKind::NoRoute => "NoRoute",
@@ -126,6 +131,7 @@ impl FailureKind {
                         | ErrorKind::MethodNotAllowed
                         | ErrorKind::HeadTooLarge
                         | ErrorKind::ClientLeft
+                        | ErrorKind::BodyTimeout
                 )
         )
     }

@@ -124,6 +124,15 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             }
             r
         }
+        ("drain", ms) => {
+            // Reads the whole request body, then answers after `ms`.
+            let body = req.body_mut().collect().await.map(|b| b.to_bytes().len());
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            match body {
+                Ok(n) => Response::new(full(format!("{n} bytes\n"))),
+                Err(_) => Response::builder().status(400).body(full("body broke off\n")).unwrap(),
+            }
+        }
         ("slow", ms) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             Response::new(full("slow\n"))

@@ -1,0 +1,97 @@
+//! How far a client's request body has come on its way to the upstream, for the wait for the
+//! response.
+//!
+//! `--upstream-timeout` bounds the upstream's silence, which only begins once it has the whole
+//! request: a steady upload longer than the timeout is no fault of the upstream's, and a body
+//! that stops coming is the client's. So while the body is still arriving the wait counts from its
+//! last frame (a body that makes no progress for the timeout is the client's `408`), and once it
+//! has all arrived, from its end (no response head within the timeout is the upstream's `504`).
+//! A request without a body has nothing to wait for: the wait counts from the request, as before.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Shared by the request body (which notes each frame) and the response future (which reads it
+/// when its timer fires).
+#[derive(Debug)]
+pub struct Progress {
+    /// What `last` counts from.
+    since: Instant,
+    /// When the body last moved (a frame, or its end), in nanoseconds after `since`.
+    last: AtomicU64,
+    /// The body has all been passed on.
+    done: AtomicBool,
+}
+
+/// Where the wait for the response stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// Not yet timed out: look again at this instant.
+    Until(Instant),
+    /// The body stopped coming for the timeout: the client's doing.
+    ForBody,
+    /// The body has all gone and the upstream has not answered in time.
+    ForResponse,
+}
+
+impl Progress {
+    /// A body that starts now.
+    pub fn new() -> Self {
+        Progress { since: Instant::now(), last: AtomicU64::new(0), done: AtomicBool::new(false) }
+    }
+
+    /// A frame of the body passed.
+    pub fn moved(&self) {
+        let at = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(at, Relaxed);
+    }
+
+    /// The body has ended: the upstream's wait starts now.
+    pub fn finished(&self) {
+        self.moved();
+        self.done.store(true, Relaxed);
+    }
+
+    /// Where the wait stands at `now`, given `timeout`.
+    pub fn waiting(&self, now: Instant, timeout: Duration) -> Waiting {
+        let deadline = self.since + Duration::from_nanos(self.last.load(Relaxed)) + timeout;
+        if now < deadline {
+            Waiting::Until(deadline)
+        } else if self.done.load(Relaxed) {
+            Waiting::ForResponse
+        } else {
+            Waiting::ForBody
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_counts_from_the_last_frame_then_from_the_end() {
+        let timeout = Duration::from_secs(10);
+        let p = Progress::new();
+        let start = Instant::now();
+        assert_eq!(p.waiting(start, timeout), Waiting::Until(start + timeout));
+        tokio::time::advance(Duration::from_secs(8)).await;
+        p.moved();
+        let moved = Instant::now();
+        assert_eq!(p.waiting(start + timeout, timeout), Waiting::Until(moved + timeout), "a frame renews the wait");
+        assert_eq!(p.waiting(moved + timeout, timeout), Waiting::ForBody, "no frame for the timeout");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        p.finished();
+        let ended = Instant::now();
+        assert_eq!(p.waiting(ended, timeout), Waiting::Until(ended + timeout));
+        assert_eq!(p.waiting(ended + timeout, timeout), Waiting::ForResponse, "the upstream's turn");
+    }
+}
