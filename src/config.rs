@@ -141,7 +141,9 @@ pub struct ProxyArgs {
     #[arg(long, env = proxy_env::KEEP_ALIVE_TIMEOUT, value_name = "DURATION", default_value = "75s", value_parser = parse_duration)]
     pub keep_alive_timeout: Duration,
 
-    /// Client connections served at once, inbound and outbound together. At the limit the
+    /// Client connections served at once, inbound and outbound together; an HTTP/2 connection's
+    /// streams in flight beyond its first count as connections too (with none left, a new stream
+    /// is answered 503). At the limit the
     /// connection idle longest (HTTP/1.1 or HTTP/2) is closed to make room for a new one; with none idle a
     /// new one is answered `503 too many connections` and closed.
     // A connection holding a head just under --max-header-size costs about 75 KB: 1024 of them

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub connects_denied: AtomicU64,
     /// Connections answered 503 and closed because `--max-connections` were already open.
     pub connections_refused: AtomicU64,
+    /// HTTP/2 streams answered 503 because connections and streams in flight had taken every slot
+    /// of `--max-connections`.
+    pub streams_refused: AtomicU64,
     /// HTTP/1.1 client connections open but idle, hyper's buffers handed back (a gauge).
     pub idle_connections: AtomicU64,
     /// HTTP/1.1 upstream connections kept open but idle, hyper's buffers handed back (a gauge).
@@ -210,6 +213,11 @@ impl Metrics {
                 "connections_refused_total",
                 "Connections answered 503 because --max-connections were open.",
                 &self.connections_refused,
+            ),
+            (
+                "streams_refused_total",
+                "HTTP/2 streams answered 503 because --max-connections were taken by connections and streams.",
+                &self.streams_refused,
             ),
             ("otlp_spans_exported_total", "Spans the OTLP collector accepted.", &self.otlp_spans_exported),
             ("otlp_spans_dropped_total", "Spans dropped: OTLP queue full or export failed.", &self.otlp_spans_dropped),

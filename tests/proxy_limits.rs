@@ -120,6 +120,35 @@ async fn at_the_limit_an_idle_http2_connection_makes_room_too() {
     assert!(sc.metrics().await.contains("xray_sidecar_connections_refused_total 0"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_beyond_a_connection_s_first_share_the_connection_limit() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "3"]);
+    let (send, _closed) = support::h2_connection(sc.listen).await;
+    // Five slow streams at once on one connection: the first rides on the connection's slot, two
+    // take the two slots left, and two are answered 503 at once.
+    let started = Instant::now();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let mut send = send.clone();
+            tokio::spawn(async move { (support::h2_get(&mut send, "/slow/1500").await, started.elapsed()) })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    let ok: Vec<_> = answers.iter().filter(|(status, _)| *status == 200).collect();
+    let refused: Vec<_> = answers.iter().filter(|(status, _)| *status == 503).collect();
+    assert_eq!((ok.len(), refused.len()), (3, 2), "{answers:?}");
+    assert!(refused.iter().all(|(_, after)| *after < Duration::from_millis(1000)), "{answers:?}");
+    assert!(sc.metrics().await.contains("xray_sidecar_streams_refused_total 2"));
+    // The slots came back with the responses.
+    let mut send = send.clone();
+    assert_eq!(support::h2_get(&mut send, "/").await, 200);
+    assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 200"));
+}
+
 /// The proxy's resident memory, in KB.
 fn rss_kb(sc: &Sidecar) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", sc.child.id())).unwrap();

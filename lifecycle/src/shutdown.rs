@@ -145,6 +145,14 @@ impl ConnectionLimit {
         self.room.clone()
     }
 
+    /// A slot for one more request in flight on a connection already counted (an HTTP/2 stream
+    /// beside others), held until its response is finished with: from the same budget, so that a
+    /// connection's streams cannot multiply what the limit bounds. `None` at the limit; no idle
+    /// connection is closed for it.
+    pub fn try_stream(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
     /// A slot for one connection, held until it closes: at the limit, one that idle connections
     /// asked to close have given up; `None` when there is none.
     async fn acquire(&self) -> Option<OwnedSemaphorePermit> {

@@ -46,6 +46,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use xray_lifecycle::Stopped;
 use xray_lifecycle::shutdown::Room;
@@ -163,25 +164,35 @@ impl Activity {
     }
 }
 
-/// A request whose response hyper has not finished with; counted in [`Activity`] until dropped.
+/// A request whose response hyper has not finished with; counted in [`Activity`] until dropped,
+/// with the slot of the connection budget it holds, if any.
 #[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight {
+    activity: Arc<Activity>,
+    /// Held, not read: dropped with the request.
+    _slot: Option<StreamSlot>,
+}
+
+/// A slot of the connection limit's budget taken for one more HTTP/2 stream (see `idle_h2`): put
+/// in the request's extensions, and held by its [`InFlight`] until the response is finished with.
+#[derive(Clone, Debug)]
+pub struct StreamSlot(pub Arc<OwnedSemaphorePermit>);
 
 impl InFlight {
-    fn new(activity: &Arc<Activity>) -> Self {
+    fn new(activity: &Arc<Activity>, slot: Option<StreamSlot>) -> Self {
         activity.in_flight.fetch_add(1, Relaxed);
         activity.head_arriving.store(false, Relaxed);
         activity.head_seen.store(0, Relaxed);
-        InFlight(activity.clone())
+        InFlight { activity: activity.clone(), _slot: slot }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Relaxed) == 1 {
+        if self.activity.in_flight.fetch_sub(1, Relaxed) == 1 {
             // The wait for the next head starts now; saturates after 584 years.
-            let ended = u64::try_from(self.0.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.0.ended.store(ended, Relaxed);
+            let ended = u64::try_from(self.activity.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.activity.ended.store(ended, Relaxed);
         }
     }
 }
@@ -263,8 +274,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let in_flight = Some(InFlight::new(&self.activity));
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let slot = req.extensions_mut().remove::<StreamSlot>();
+        let in_flight = Some(InFlight::new(&self.activity, slot));
         CountedFuture { inner: self.inner.call(req), in_flight }
     }
 }

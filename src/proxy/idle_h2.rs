@@ -11,23 +11,37 @@
 //!
 //! Requests are counted as HTTP/1.1's are, by [`Counted`]: one count a stream. The connection's
 //! task looks at the count once every [`QUIET`] while streams are open.
+//!
+//! A connection may also carry up to 200 streams at once (hyper's default), each as costly as an
+//! HTTP/1.1 connection's request, so `--max-connections` alone would not bound the process's
+//! memory: 20 connections of 200 stalled streams took it from 7 to 45 MB, and some 70 would fill
+//! a 128 MiB limit. The first stream in flight on a connection rides on the connection's own slot;
+//! each further one takes a slot of the same budget until its response is finished with
+//! ([`Budgeted`]), and with none left is answered `503` at once, before any upstream is asked.
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use pin_project::pin_project;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use xray_lifecycle::Stopped;
-use xray_lifecycle::shutdown::Room;
+use xray_lifecycle::shutdown::{ConnectionLimit, Room};
 
-use super::idle::{Activity, Counted, QUIET, Waits};
+use super::idle::{Activity, Counted, CountedBody, QUIET, StreamSlot, Waits};
+use crate::metrics::Metrics;
 
 /// How long a connection closed for idleness gets to complete hyper's graceful close (GOAWAY, a
 /// ping and its answer: a round trip in a cluster) before it is dropped. It has no stream open, so
@@ -36,7 +50,82 @@ use super::idle::{Activity, Counted, QUIET, Waits};
 /// never answers the ping must not keep the connection.
 const CLOSE_WAIT: Duration = Duration::from_millis(10);
 
-type Conn<I, S> = http2::Connection<TokioIo<I>, TowerToHyperService<Counted<S>>, TokioExecutor>;
+type Conn<I, S> = http2::Connection<TokioIo<I>, TowerToHyperService<Budgeted<Counted<S>>>, TokioExecutor>;
+
+/// Where a connection's streams beyond its first take their slots (see the module's comment).
+#[derive(Clone, Debug)]
+pub struct Budget {
+    /// The process's connection limit.
+    pub limit: ConnectionLimit,
+    /// `streams_refused` counts the streams answered 503.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A connection's service: each stream opened while another is in flight takes a slot of the
+/// [`Budget`] for its [`Counted`] to hold, or is answered 503.
+#[derive(Clone, Debug)]
+pub struct Budgeted<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    budget: Budget,
+}
+
+impl<S, B> tower::Service<Request<Incoming>> for Budgeted<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<CountedBody<B>>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+{
+    type Response = Response<Either<CountedBody<B>, Full<Bytes>>>;
+    type Error = Infallible;
+    type Future = BudgetedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        if self.activity.in_flight() {
+            let Some(permit) = self.budget.limit.try_stream() else {
+                self.budget.metrics.streams_refused.fetch_add(1, Relaxed);
+                return BudgetedFuture::Refused;
+            };
+            req.extensions_mut().insert(StreamSlot(Arc::new(permit)));
+        }
+        BudgetedFuture::Called(self.inner.call(req))
+    }
+}
+
+/// The response of [`Budgeted`]: the inner service's, or 503 for a stream refused a slot.
+#[pin_project(project = BudgetedProj)]
+#[derive(Debug)]
+pub enum BudgetedFuture<F> {
+    /// The stream has its slot.
+    Called(#[pin] F),
+    /// No slot was left.
+    Refused,
+}
+
+impl<F, B> Future for BudgetedFuture<F>
+where
+    F: Future<Output = Result<Response<CountedBody<B>>, Infallible>>,
+    B: Body<Data = Bytes>,
+{
+    type Output = Result<Response<Either<CountedBody<B>, Full<Bytes>>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            BudgetedProj::Called(f) => f.poll(cx).map_ok(|res| res.map(Either::Left)),
+            BudgetedProj::Refused => {
+                let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
+                    b"too many requests in flight: try again later\n",
+                ))));
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                Poll::Ready(Ok(res))
+            }
+        }
+    }
+}
 
 /// Why the connection is being closed.
 enum Close {
@@ -56,17 +145,18 @@ pub async fn serve<I, S, B>(
     mut stopped: Stopped,
     waits: Waits,
     room: &Room,
+    budget: Budget,
 ) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
 {
     let activity = Arc::new(Activity::new());
-    let service = TowerToHyperService::new(Counted::new(service, activity.clone()));
+    let counted = Counted::new(service, activity.clone());
+    let service = TowerToHyperService::new(Budgeted { inner: counted, activity: activity.clone(), budget });
     // Boxed at HTTP/2's size, as `Http::serve` does, rather than inside the connection's task.
     let mut conn: Pin<Box<Conn<I, S>>> = Box::pin(http2.serve_connection(TokioIo::new(io), service));
     let why = 'serve: loop {

@@ -9,7 +9,7 @@ fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing
     assert_eq!(activity.look(), Look::Busy, "bytes moved since the last look");
     assert_eq!(activity.look(), Look::Idle, "each look starts a new period");
 
-    let request = InFlight::new(&activity);
+    let request = InFlight::new(&activity, None);
     let waits = Waits { keep_alive: Duration::from_secs(75), header_read: Duration::from_secs(10) };
     assert_eq!(activity.next_deadline(Instant::now(), waits), None, "nothing awaited while in flight");
     assert_eq!(activity.look(), Look::Busy, "a request in flight, however quiet");
@@ -19,7 +19,7 @@ fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing
 
     activity.head_arriving.store(true, Relaxed);
     assert_eq!(activity.look(), Look::Busy, "hyper holds part of a head");
-    drop(InFlight::new(&activity));
+    drop(InFlight::new(&activity, None));
     assert_eq!(activity.look(), Look::Idle, "a request started from it");
 
     activity.wrote::<usize>(&Poll::Pending);
@@ -60,7 +60,7 @@ fn an_idle_connection_waits_the_keep_alive_timeout_and_a_head_the_header_timeout
     assert_eq!(activity.next_deadline(later, waits), Some(head), "looking does not renew it");
 
     // While a request is in flight nothing is awaited; the keep-alive wait starts when it ends.
-    let request = InFlight::new(&activity);
+    let request = InFlight::new(&activity, None);
     assert_eq!(activity.next_deadline(Instant::now(), waits), None);
     std::thread::sleep(Duration::from_millis(5));
     let before = Instant::now();
@@ -78,7 +78,7 @@ fn an_idle_connection_waits_the_keep_alive_timeout_and_a_head_the_header_timeout
 
     // Of two pipelined requests, only the last one's end starts a new wait.
     std::thread::sleep(Duration::from_millis(5));
-    let (one, two) = (InFlight::new(&activity), InFlight::new(&activity));
+    let (one, two) = (InFlight::new(&activity, None), InFlight::new(&activity, None));
     drop(one);
     assert_eq!(activity.ended_at(), ended, "a request is still in flight");
     assert_eq!(activity.next_deadline(Instant::now(), waits), None);

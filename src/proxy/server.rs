@@ -128,6 +128,8 @@ pub struct HttpServer {
     stopped: Stopped,
     waits: idle::Waits,
     room: Room,
+    /// The process's connection limit, which HTTP/2 streams beyond a connection's first share.
+    limit: ConnectionLimit,
     metrics: Arc<Metrics>,
 }
 
@@ -144,8 +146,7 @@ impl HttpServer {
             + Unpin
             + 'static,
         S::Future: Send + 'static,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<crate::BoxError>,
     {
         // Telling HTTP/2 from HTTP/1 waits for the client's first bytes, and the header timer
@@ -155,7 +156,8 @@ impl HttpServer {
             return;
         };
         let served = if version == Version::HTTP_2 {
-            idle_h2::serve(&self.http.http2, stream, service, self.stopped, self.waits, &self.room).await
+            let budget = idle_h2::Budget { limit: self.limit, metrics: self.metrics };
+            idle_h2::serve(&self.http.http2, stream, service, self.stopped, self.waits, &self.room, budget).await
         } else {
             let limits = idle::Limits { waits: self.waits, room: &self.room, metrics: &self.metrics };
             idle::serve(&self.http.http1, stream, service, self.stopped, limits).await
@@ -186,12 +188,14 @@ pub async fn serve<H, F>(
     let http = Arc::new(Http::new(&settings));
     let waits = idle::Waits { keep_alive: settings.keep_alive_timeout, header_read: settings.header_read_timeout };
     let room = limit.room();
+    let streams = limit.clone();
     let accept = AcceptSettings { server, max_connections: Some(limit), grace: settings.shutdown_grace };
     let watching = stopped.clone();
     let counting = metrics.clone();
     let serve_http = move |stream, peer, watcher| {
         let (stopped, metrics) = (watching.clone(), counting.clone());
-        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, waits, room: room.clone(), metrics })
+        let (room, limit) = (room.clone(), streams.clone());
+        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, waits, room, limit, metrics })
     };
     let too_many = move |stream| {
         metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
