@@ -43,11 +43,11 @@ use xray_lifecycle::shutdown::{ConnectionLimit, Room};
 use super::idle::{Activity, Counted, CountedBody, QUIET, StreamSlot, Waits};
 use crate::metrics::Metrics;
 
-/// How long a connection closed for idleness gets to complete hyper's graceful close (GOAWAY, a
-/// ping and its answer: a round trip in a cluster) before it is dropped. It has no stream open, so
-/// nothing is lost either way; the wait must be shorter than the one a new connection makes for the
-/// slot it asked an idle connection for (20 ms, `xray_lifecycle::shutdown`), and a client that
-/// never answers the ping must not keep the connection.
+/// How long a connection idle past the keep-alive timeout gets to complete hyper's graceful close
+/// (GOAWAY, a ping and its answer: a round trip in a cluster) before it is dropped. It has no
+/// stream open, so nothing is lost either way, and a client that never answers the ping must not
+/// keep the connection. One asked to make room waits for nothing: its GOAWAY is written and it is
+/// dropped, as the new connection waits only briefly for the slot (`xray_lifecycle::shutdown`).
 const CLOSE_WAIT: Duration = Duration::from_millis(10);
 
 type Conn<I, S> = http2::Connection<TokioIo<I>, TowerToHyperService<Budgeted<Counted<S>>>, TokioExecutor>;
@@ -129,9 +129,9 @@ where
 
 /// Why the connection is being closed.
 enum Close {
-    /// Idle past the keep-alive timeout, or asked to make room: GOAWAY, and the connection dropped
-    /// after [`CLOSE_WAIT`] unless a stream opened meanwhile.
-    Idle,
+    /// Idle past the keep-alive timeout ([`CLOSE_WAIT`]), or asked to make room (no wait): GOAWAY,
+    /// and the connection dropped after the wait unless a stream opened meanwhile.
+    Idle(Duration),
     /// The process is stopping: GOAWAY, and the streams open finish (the shutdown grace bounds it).
     Stopped,
 }
@@ -177,7 +177,7 @@ where
             let deadline = activity.ended_at() + waits.keep_alive;
             if now >= deadline {
                 tracing::debug!(timeout = ?waits.keep_alive, "closed an idle HTTP/2 connection");
-                break 'serve Close::Idle;
+                break 'serve Close::Idle(CLOSE_WAIT);
             }
             tokio::select! {
                 biased;
@@ -185,7 +185,7 @@ where
                 () = stopped.wait() => break 'serve Close::Stopped,
                 () = wanted.as_mut() => {
                     tracing::debug!("closed an idle HTTP/2 connection to make room for a new one");
-                    break 'serve Close::Idle;
+                    break 'serve Close::Idle(Duration::ZERO);
                 }
                 () = tokio::time::sleep_until(deadline.min(now + QUIET)) => {
                     if activity.in_flight() {
@@ -199,8 +199,8 @@ where
     match why {
         Close::Stopped => conn.await,
         // A stream that opened as the GOAWAY went out is let finish; a silent client is not
-        // waited for.
-        Close::Idle => match tokio::time::timeout(CLOSE_WAIT, conn.as_mut()).await {
+        // waited for. A zero wait still polls the connection once, which writes the GOAWAY.
+        Close::Idle(wait) => match tokio::time::timeout(wait, conn.as_mut()).await {
             Ok(done) => done,
             Err(_) if activity.in_flight() => conn.await,
             Err(_) => Ok(()),
