@@ -42,23 +42,32 @@ fn start(tag: &str) -> Server {
     let dir = std::env::temp_dir().join(format!("xray-injector-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     certs(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cert-reload-seconds", "1"])
+    // Port 0, and the port read back from the server's log: a port picked free beforehand could be
+    // taken by another test's server in between, and this test would then talk to that one.
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--cert-reload-seconds", "1"])
         .arg("--tls-cert-file")
         .arg(dir.join("tls.crt"))
         .arg("--tls-key-file")
         .arg(dir.join("tls.key"))
         .args(["--cluster-name", "demo"])
         .env_remove("POD_NAMESPACE")
-        .stderr(Stdio::null())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "xray-injector did not start");
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut log, &mut line).unwrap();
+        assert!(read > 0, "xray-injector did not start");
+        if let Some((_, addr)) = line.trim_end().split_once("xray-injector serving addr=") {
+            break addr.parse::<std::net::SocketAddr>().unwrap().port();
+        }
+    };
+    // The rest of the log is read and dropped, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
     Server { child, port, dir }
 }
 
