@@ -312,11 +312,7 @@ const OTHER_MESHES: [(&str, &str); 5] = [
 
 /// The first container (and port) that declares one of the ports the sidecar listens on.
 fn declared_sidecar_port(pod: &Value) -> Option<(String, u16)> {
-    let mut containers = ["/spec/containers", "/spec/initContainers"]
-        .iter()
-        .filter_map(|list| pod.pointer(list).and_then(Value::as_array))
-        .flatten();
-    containers.find_map(|c| {
+    containers(pod).find_map(|c| {
         let ports = c.get("ports").and_then(Value::as_array)?;
         let port = ports
             .iter()
@@ -358,10 +354,16 @@ fn runs_on_windows(pod: &Value) -> bool {
 const OS_LABEL: &str = "kubernetes.io/os";
 const BETA_OS_LABEL: &str = "beta.kubernetes.io/os";
 
-fn has_container(pod: &Value, name: &str) -> bool {
+/// The pod's containers, then its init containers.
+fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
     ["/spec/containers", "/spec/initContainers"]
-        .iter()
-        .any(|p| pod.pointer(p).and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| c["name"] == name)))
+        .into_iter()
+        .filter_map(|list| pod.pointer(list).and_then(Value::as_array))
+        .flatten()
+}
+
+fn has_container(pod: &Value, name: &str) -> bool {
+    containers(pod).any(|c| c["name"] == name)
 }
 
 fn prepend(spec: &mut Map<String, Value>, key: &str, mut items: Vec<Value>) {
