@@ -122,10 +122,18 @@ where
 /// Serves HTTP on one accepted connection; handed to the connection's handler, which drops it
 /// unused when the connection turns out not to be HTTP.
 pub struct HttpServer {
-    http: Arc<Http>,
+    /// What the listener's connections share, behind one pointer: every connection's task holds
+    /// this for its whole life, so each byte here is a byte of every idle connection.
+    listener: Arc<Listener>,
     /// Held while the connection is served: the listener's graceful shutdown waits for it.
     watcher: Watcher,
     stopped: Stopped,
+}
+
+/// The servers, waits and limits every connection of one listener is served with.
+#[derive(Debug)]
+struct Listener {
+    http: Http,
     waits: idle::Waits,
     room: Room,
     /// The process's connection limit, which HTTP/2 streams beyond a connection's first share.
@@ -151,16 +159,17 @@ impl HttpServer {
     {
         // Telling HTTP/2 from HTTP/1 waits for the client's first bytes, and the header timer
         // only starts after that: a client that says nothing must not hold the connection for ever.
-        let Some(version) = version(&stream, self.waits.header_read).await else {
-            tracing::debug!(%peer, timeout = ?self.waits.header_read, "closed a connection that sent no request");
+        let l = &*self.listener;
+        let Some(version) = version(&stream, l.waits.header_read).await else {
+            tracing::debug!(%peer, timeout = ?l.waits.header_read, "closed a connection that sent no request");
             return;
         };
         let served = if version == Version::HTTP_2 {
-            let budget = idle_h2::Budget { limit: self.limit, metrics: self.metrics };
-            idle_h2::serve(&self.http.http2, stream, service, self.stopped, self.waits, &self.room, budget).await
+            let budget = idle_h2::Budget { limit: l.limit.clone(), metrics: l.metrics.clone() };
+            idle_h2::serve(&l.http.http2, stream, service, self.stopped, l.waits, &l.room, budget).await
         } else {
-            let limits = idle::Limits { waits: self.waits, room: &self.room, metrics: &self.metrics };
-            idle::serve(&self.http.http1, stream, service, self.stopped, limits).await
+            let limits = idle::Limits { waits: l.waits, room: &l.room, metrics: &l.metrics };
+            idle::serve(&l.http.http1, stream, service, self.stopped, limits).await
         };
         if let Err(e) = served {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -185,17 +194,17 @@ pub async fn serve<H, F>(
     H: Fn(TcpStream, SocketAddr, HttpServer) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    let http = Arc::new(Http::new(&settings));
-    let waits = idle::Waits { keep_alive: settings.keep_alive_timeout, header_read: settings.header_read_timeout };
-    let room = limit.room();
-    let streams = limit.clone();
+    let listener = Arc::new(Listener {
+        http: Http::new(&settings),
+        waits: idle::Waits { keep_alive: settings.keep_alive_timeout, header_read: settings.header_read_timeout },
+        room: limit.room(),
+        limit: limit.clone(),
+        metrics: metrics.clone(),
+    });
     let accept = AcceptSettings { server, max_connections: Some(limit), grace: settings.shutdown_grace };
     let watching = stopped.clone();
-    let counting = metrics.clone();
     let serve_http = move |stream, peer, watcher| {
-        let (stopped, metrics) = (watching.clone(), counting.clone());
-        let (room, limit) = (room.clone(), streams.clone());
-        handle(stream, peer, HttpServer { http: http.clone(), watcher, stopped, waits, room, limit, metrics })
+        handle(stream, peer, HttpServer { listener: listener.clone(), watcher, stopped: watching.clone() })
     };
     let too_many = move |stream| {
         metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
