@@ -390,7 +390,9 @@ where
             let _idle = GaugeHeld::new(limits.metrics, |m| &m.idle_connections);
             let _standing_by = limits.room.idle();
             tokio::select! {
-                ready = watched.stream.readable() => if ready.is_err() { return Ok(()) },
+                // The socket's own read-readiness slot rather than `readable()`, whose waiter
+                // (152 bytes) would be part of every idle connection's task.
+                ready = std::future::poll_fn(|cx| watched.stream.poll_read_ready(cx)) => if ready.is_err() { return Ok(()) },
                 () = stopped.wait() => return Ok(()),
                 () = limits.room.wanted() => {
                     tracing::debug!("closed an idle keep-alive connection to make room for a new one");
