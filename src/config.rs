@@ -146,9 +146,11 @@ pub struct ProxyArgs {
     /// is answered 503). At the limit the
     /// connection idle longest (HTTP/1.1 or HTTP/2) is closed to make room for a new one; with none idle a
     /// new one is answered `503 too many connections` and closed.
-    // A connection holding a head just under --max-header-size costs about 75 KB: 1024 of them
-    // stay within the injected 128Mi memory limit (README, "Reliability and security").
-    #[arg(long, env = "XRAY_SIDECAR_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    // A connection whose head, just under --max-header-size, waits for a slow application costs
+    // about 120 KB (the head read, and the head written upstream): 768 of them stay within the
+    // injected 128Mi memory limit with room to spare, 1,024 would not (README, "Reliability and
+    // security"; tests/proxy_limits.rs measures it).
+    #[arg(long, env = "XRAY_SIDECAR_MAX_CONNECTIONS", value_name = "N", default_value_t = 768, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// Largest request or response head accepted, in bytes.
@@ -316,7 +318,7 @@ mod tests {
         assert_eq!((args.upstream, args.service_name.as_str(), args.transparent), (None, "", false));
         assert_eq!((args.admin_listen, args.outbound_listen), (None, None));
         assert_eq!(args.daemon_address, DaemonAddress::default());
-        assert_eq!((args.max_connections, args.drain_delay), (1024, Duration::from_secs(2)));
+        assert_eq!((args.max_connections, args.drain_delay), (768, Duration::from_secs(2)));
         assert!(args.centralized_sampling && !args.disable_tracing);
     }
 

@@ -230,35 +230,51 @@ fn injected_memory_limit_kb() -> u64 {
     value.split("Mi\"").next().unwrap().parse::<u64>().unwrap() * 1024
 }
 
+/// Opens `n` connections that each send `raw` and nothing more; returns them with the RSS each
+/// added, in KB. The connections are kept, so that what they freed cannot make room for others.
+async fn hold_costly(sc: &Sidecar, raw: &[u8], n: u64) -> (Vec<TcpStream>, f64) {
+    let before = rss_kb(sc);
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(sc.listen).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (held, rss_kb(sc).saturating_sub(before) as f64 / n as f64)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_limit_of_costly_connections_fits_the_injected_memory_limit() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "1000", "--header-read-timeout", "60s"]);
     assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 200"));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kb(&sc);
-    // The costliest connection a client can hold: a head just under the 64 KiB limit, unfinished.
-    let mut head = String::from("GET / HTTP/1.1\r\nhost: a\r\n");
-    while head.len() < 60_000 {
-        head.push_str(&format!("x-pad-{:05}: {}\r\n", head.len(), "a".repeat(80)));
-    }
+    let start = rss_kb(&sc);
+    // The costliest connections a client can hold, with heads just under the 64 KiB limit: one
+    // unfinished (hyper's read buffer grown to take it), and one complete, forwarded to an
+    // application slow to answer (the read buffer, still pinned by the request, and the upstream
+    // connection's write buffer holding the head it sent: about twice the first).
+    let fields = |path: &str| {
+        let mut head = format!("GET {path} HTTP/1.1\r\nhost: a\r\n");
+        while head.len() < 60_000 {
+            // Long fields, so that the head stays under hyper's 100 fields.
+            head.push_str(&format!("x-pad-{:05}: {}\r\n", head.len(), "a".repeat(1000)));
+        }
+        head
+    };
     const N: u64 = 300;
-    let mut held = Vec::new();
-    for _ in 0..N {
-        let mut s = TcpStream::connect(sc.listen).await.unwrap();
-        s.write_all(head.as_bytes()).await.unwrap();
-        held.push(s);
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let per_connection = (rss_kb(&sc).saturating_sub(before)) as f64 / N as f64;
+    let (_unfinished, unfinished) = hold_costly(&sc, fields("/").as_bytes(), N).await;
+    let (_waiting, waiting) = hold_costly(&sc, format!("{}\r\n", fields("/slow/30000")).as_bytes(), N).await;
+    let per_connection = unfinished.max(waiting);
     let (limit, memory) = (default_max_connections(), injected_memory_limit_kb());
-    let at_limit = before as f64 + per_connection * limit as f64;
+    let at_limit = start as f64 + per_connection * limit as f64;
     eprintln!(
-        "{per_connection:.1} KB per connection holding a 60 KB head; {limit} of them: {at_limit:.0} KB of {memory} KB"
+        "per connection with a 60 KB head: {unfinished:.1} KB unfinished, {waiting:.1} KB waiting for the \
+         application; {limit} of the costlier: {at_limit:.0} KB of {memory} KB"
     );
-    assert!(per_connection > 30.0, "the measurement saw no cost: {per_connection:.1} KB");
+    assert!(unfinished > 30.0 && waiting > 30.0, "the measurement saw no cost: {unfinished:.1}, {waiting:.1} KB");
     assert!(at_limit < memory as f64 * 0.9, "{limit} connections would need {at_limit:.0} KB of {memory} KB");
-    drop(held);
 }
 
 /// Opens a connection to each of `addrs` and gives the proxy time to accept them all, so that the
