@@ -254,7 +254,7 @@ async fn the_default_limit_of_costly_connections_fits_the_injected_memory_limit(
     // The costliest connections a client can hold, with heads just under the 64 KiB limit: one
     // unfinished (hyper's read buffer grown to take it), and one complete, forwarded to an
     // application slow to answer (the read buffer, still pinned by the request, and the upstream
-    // connection's write buffer holding the head it sent: about twice the first).
+    // connection's write buffer holding the head it sent: 120 KB against 75 in release builds).
     let fields = |path: &str| {
         let mut head = format!("GET {path} HTTP/1.1\r\nhost: a\r\n");
         while head.len() < 60_000 {
