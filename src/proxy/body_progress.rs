@@ -13,12 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 use tokio::time::Instant;
 
+use super::epoch::Epoch;
+
 /// Shared by the request body (which notes each frame) and the response future (which reads it
 /// when its timer fires).
 #[derive(Debug)]
 pub struct Progress {
     /// What `last` counts from.
-    since: Instant,
+    since: Epoch,
     /// When the body last moved (a frame, or its end), in nanoseconds after `since`.
     last: AtomicU64,
     /// The body has all been passed on.
@@ -39,13 +41,12 @@ pub enum Waiting {
 impl Progress {
     /// A body that starts now.
     pub fn new() -> Self {
-        Progress { since: Instant::now(), last: AtomicU64::new(0), done: AtomicBool::new(false) }
+        Progress { since: Epoch::now(), last: AtomicU64::new(0), done: AtomicBool::new(false) }
     }
 
     /// A frame of the body passed.
     pub fn moved(&self) {
-        let at = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.store(at, Relaxed);
+        self.last.store(self.since.nanos(Instant::now()), Relaxed);
     }
 
     /// The body has ended: the upstream's wait starts now.
@@ -56,7 +57,7 @@ impl Progress {
 
     /// Where the wait stands at `now`, given `timeout`.
     pub fn waiting(&self, now: Instant, timeout: Duration) -> Waiting {
-        let deadline = self.since + Duration::from_nanos(self.last.load(Relaxed)) + timeout;
+        let deadline = self.since.at(self.last.load(Relaxed)) + timeout;
         if now < deadline {
             Waiting::Until(deadline)
         } else if self.done.load(Relaxed) {

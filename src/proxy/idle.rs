@@ -51,6 +51,7 @@ use tokio::time::Instant;
 use xray_lifecycle::Stopped;
 use xray_lifecycle::shutdown::Room;
 
+use super::epoch::Epoch;
 use super::rewind::Rewind;
 use crate::metrics::{GaugeHeld, Metrics};
 
@@ -63,8 +64,8 @@ pub const QUIET: Duration = Duration::from_secs(1);
 /// [`InFlight`], on the connection's own task.
 #[derive(Debug)]
 pub struct Activity {
-    /// What [`Activity::ended`] counts from.
-    since: Instant,
+    /// What [`Activity::ended`] and [`Activity::head_seen`] count from.
+    since: Epoch,
     /// When the last request in flight ended, in nanoseconds after `since`.
     ended: AtomicU64,
     /// Set by every read or write that moved bytes (or saw the end); cleared by each look.
@@ -104,7 +105,7 @@ impl Activity {
     /// A connection that starts now, with nothing moved yet.
     pub(super) fn new() -> Self {
         Activity {
-            since: Instant::now(),
+            since: Epoch::now(),
             ended: AtomicU64::new(0),
             moved: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
@@ -116,7 +117,7 @@ impl Activity {
 
     /// When the last request in flight ended (the connection's start if none has).
     pub(super) fn ended_at(&self) -> Instant {
-        self.since + Duration::from_nanos(self.ended.load(Relaxed))
+        self.since.at(self.ended.load(Relaxed))
     }
 
     /// Whether a request is in flight: its response not yet finished with.
@@ -137,11 +138,10 @@ impl Activity {
         }
         let seen = match self.head_seen.load(Relaxed) {
             0 => {
-                let at = u64::try_from((now - self.since).as_nanos()).unwrap_or(u64::MAX - 1);
-                self.head_seen.store(at + 1, Relaxed);
+                self.head_seen.store(self.since.nanos(now).min(u64::MAX - 1) + 1, Relaxed);
                 now
             }
-            at => self.since + Duration::from_nanos(at - 1),
+            at => self.since.at(at - 1),
         };
         Some(seen + waits.header_read)
     }
@@ -191,8 +191,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if self.activity.in_flight.fetch_sub(1, Relaxed) == 1 {
             // The wait for the next head starts now; saturates after 584 years.
-            let ended = u64::try_from(self.activity.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.activity.ended.store(ended, Relaxed);
+            self.activity.ended.store(self.activity.since.nanos(Instant::now()), Relaxed);
         }
     }
 }

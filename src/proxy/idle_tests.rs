@@ -47,8 +47,8 @@ fn an_idle_connection_waits_the_keep_alive_timeout_and_a_head_the_header_timeout
     let activity = Arc::new(Activity::new());
     let waits = Waits { keep_alive: Duration::from_secs(75), header_read: Duration::from_secs(10) };
     let now = Instant::now();
-    assert_eq!(activity.ended_at(), activity.since, "no request yet: the connection's start");
-    assert_eq!(activity.next_deadline(now, waits), Some(activity.since + waits.keep_alive));
+    assert_eq!(activity.ended_at(), activity.since.at(0), "no request yet: the connection's start");
+    assert_eq!(activity.next_deadline(now, waits), Some(activity.since.at(0) + waits.keep_alive));
 
     // Bytes of a head: the header timeout, from the first look that sees them, and no later look
     // moves it.

@@ -5,6 +5,7 @@ pub mod body_progress;
 pub mod config;
 pub mod connect;
 pub mod detect;
+pub mod epoch;
 pub mod error;
 pub mod forward;
 pub mod grpc;
