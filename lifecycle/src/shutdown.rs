@@ -141,8 +141,8 @@ impl ConnectionLimit {
     }
 
     /// Where idle connections under this limit stand by to give their slot up.
-    pub fn room(&self) -> Room {
-        self.room.clone()
+    pub fn room(&self) -> &Room {
+        &self.room
     }
 
     /// A slot for one more request in flight on a connection already counted (an HTTP/2 stream

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Room, Stopped};
+use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Stopped};
 
 /// Limits applied to every client connection.
 #[derive(Clone, Debug)]
@@ -135,8 +135,8 @@ pub struct HttpServer {
 struct Listener {
     http: Http,
     waits: idle::Waits,
-    room: Room,
-    /// The process's connection limit, which HTTP/2 streams beyond a connection's first share.
+    /// The process's connection limit: where idle connections stand by to make room, and what
+    /// HTTP/2 streams beyond a connection's first share.
     limit: ConnectionLimit,
     metrics: Arc<Metrics>,
 }
@@ -166,9 +166,9 @@ impl HttpServer {
         };
         let served = if version == Version::HTTP_2 {
             let budget = idle_h2::Budget { limit: l.limit.clone(), metrics: l.metrics.clone() };
-            idle_h2::serve(&l.http.http2, stream, service, self.stopped, l.waits, &l.room, budget).await
+            idle_h2::serve(&l.http.http2, stream, service, self.stopped, l.waits, l.limit.room(), budget).await
         } else {
-            let limits = idle::Limits { waits: l.waits, room: &l.room, metrics: &l.metrics };
+            let limits = idle::Limits { waits: l.waits, room: l.limit.room(), metrics: &l.metrics };
             idle::serve(&l.http.http1, stream, service, self.stopped, limits).await
         };
         if let Err(e) = served {
@@ -197,7 +197,6 @@ pub async fn serve<H, F>(
     let listener = Arc::new(Listener {
         http: Http::new(&settings),
         waits: idle::Waits { keep_alive: settings.keep_alive_timeout, header_read: settings.header_read_timeout },
-        room: limit.room(),
         limit: limit.clone(),
         metrics: metrics.clone(),
     });
