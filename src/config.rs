@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::contract::{INBOUND_PORT, PROXY_COMMAND, proxy_env, proxy_flag};
+use crate::contract::{
+    DEFAULT_PROXY_MEMORY_LIMIT_MIB, INBOUND_PORT, PROXY_COMMAND, max_connections_for_memory, proxy_env, proxy_flag,
+};
 use crate::otel::propagation::Propagation;
 use crate::otel::settings::Exporters;
 use crate::xray::daemon::DaemonAddress;
@@ -143,14 +145,18 @@ pub struct ProxyArgs {
 
     /// Client connections served at once, inbound and outbound together; an HTTP/2 connection's
     /// streams in flight beyond its first count as connections too (with none left, a new stream
-    /// is answered 503). At the limit the
-    /// connection idle longest (HTTP/1.1 or HTTP/2) is closed to make room for a new one; with none idle a
-    /// new one is answered `503 too many connections` and closed.
-    // A connection whose head, just under --max-header-size, waits for a slow application costs
-    // about 120 KB (the head read, and the head written upstream): 768 of them stay within the
-    // injected 128Mi memory limit with room to spare, 1,024 would not (README, "Reliability and
-    // security"; tests/proxy_limits.rs measures it).
-    #[arg(long, env = "XRAY_SIDECAR_MAX_CONNECTIONS", value_name = "N", default_value_t = 768, value_parser = clap::value_parser!(u32).range(1..))]
+    /// is answered 503). At the limit the connection idle longest (HTTP/1.1 or HTTP/2) is closed
+    /// to make room for a new one; with none idle a new one is answered `503 too many
+    /// connections` and closed.
+    // Sized for the injector's default memory limit (contract::max_connections_for_memory says
+    // how; README, "Reliability and security"; tests/proxy_limits.rs measures it).
+    #[arg(
+        long,
+        env = proxy_env::MAX_CONNECTIONS,
+        value_name = "N",
+        default_value_t = max_connections_for_memory(DEFAULT_PROXY_MEMORY_LIMIT_MIB),
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_connections: u32,
 
     /// Largest request or response head accepted, in bytes.
@@ -318,7 +324,7 @@ mod tests {
         assert_eq!((args.upstream, args.service_name.as_str(), args.transparent), (None, "", false));
         assert_eq!((args.admin_listen, args.outbound_listen), (None, None));
         assert_eq!(args.daemon_address, DaemonAddress::default());
-        assert_eq!((args.max_connections, args.drain_delay), (768, Duration::from_secs(2)));
+        assert_eq!((args.max_connections, args.drain_delay), (688, Duration::from_secs(2)));
         assert!(args.centralized_sampling && !args.disable_tracing);
     }
 

@@ -1,8 +1,8 @@
 //! What the injector and the sidecar agree on: the listener ports, the proxy's UID, the admin paths
-//! the pod's probes call, the subcommand and flag names, and the environment variables the injector
-//! writes into the pods it mutates. The
-//! sidecar's parsers (`ProxyArgs`, `InitArgs`) are declared with these names and the injector writes
-//! them, so a rename on one side is a rename on both.
+//! the pod's probes call, how many connections a memory limit holds, the subcommand and flag names,
+//! and the environment variables the injector writes into the pods it mutates. The sidecar's
+//! parsers (`ProxyArgs`, `InitArgs`) are declared with these names and the injector writes them,
+//! so a rename on one side is a rename on both.
 
 /// The inbound listener's port in a pod.
 pub const INBOUND_PORT: u16 = 15100;
@@ -17,6 +17,28 @@ pub const PROXY_UID: u32 = 2500;
 pub const READY_PATH: &str = "/ready";
 /// The admin listener's liveness path: the pod's liveness probe.
 pub const LIVE_PATH: &str = "/live";
+
+/// The memory limit the injector gives the proxy container unless the operator sets another, in MiB.
+pub const DEFAULT_PROXY_MEMORY_LIMIT_MIB: u64 = 128;
+
+/// How many connections a proxy with `mib` MiB of memory may serve at once: the proxy's
+/// `--max-connections` default is this for [`DEFAULT_PROXY_MEMORY_LIMIT_MIB`], and the injector
+/// passes it for the limit it gives the container.
+// The costliest connection a client can hold, a head just under --max-header-size waiting for a
+// slow application, measures 120-128 KB (tests/proxy_limits.rs): each is given 128 KiB. A fifth of
+// the limit is kept for the kernel's socket buffers, which the container's limit counts too, and
+// 16 MiB for the process itself (7-10 MB after load). Never fewer than 16 connections.
+pub const fn max_connections_for_memory(mib: u64) -> u32 {
+    const PER_MIB: u64 = 1024 / 128;
+    let connections = (mib * 4 / 5).saturating_sub(16) * PER_MIB;
+    if connections < 16 {
+        16
+    } else if connections > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        connections as u32
+    }
+}
 
 /// The subcommand that runs the proxy.
 pub const PROXY_COMMAND: &str = "proxy";
@@ -67,6 +89,8 @@ pub mod proxy_env {
     pub const SAMPLE_HEALTH_CHECKS: &str = "XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS";
     /// `--keep-alive-timeout`.
     pub const KEEP_ALIVE_TIMEOUT: &str = "XRAY_SIDECAR_KEEP_ALIVE_TIMEOUT";
+    /// `--max-connections`.
+    pub const MAX_CONNECTIONS: &str = "XRAY_SIDECAR_MAX_CONNECTIONS";
     /// `--admin-listen`.
     pub const ADMIN_LISTEN: &str = "XRAY_SIDECAR_ADMIN_LISTEN";
     /// `--outbound-listen`.

@@ -1,6 +1,9 @@
 //! What the injector adds, configured by the operator (never by the pods it mutates).
 
 use clap::Args;
+use xray_sidecar::contract::{DEFAULT_PROXY_MEMORY_LIMIT_MIB, max_connections_for_memory};
+
+use crate::quantity;
 
 /// Injector configuration: the sidecar's image, privileges and resources are chosen here only.
 #[derive(Debug, Clone, Args)]
@@ -38,8 +41,8 @@ pub struct InjectConfig {
     #[arg(long, env = "XRAY_INJECTOR_PROXY_CPU_LIMIT", default_value = "1")]
     pub proxy_cpu_limit: String,
 
-    /// Proxy memory limit.
-    #[arg(long, env = "XRAY_INJECTOR_PROXY_MEMORY_LIMIT", default_value = "128Mi")]
+    /// Proxy memory limit (a Kubernetes quantity); the proxy's connection limit is sized from it.
+    #[arg(long, env = "XRAY_INJECTOR_PROXY_MEMORY_LIMIT", default_value = "128Mi", value_parser = memory_limit)]
     pub proxy_memory_limit: String,
 
     /// Namespaces never injected (the injector's own, from POD_NAMESPACE, is added).
@@ -68,8 +71,56 @@ impl InjectConfig {
         <Only as clap::Parser>::try_parse_from(["xray-injector"]).map(|o| o.cfg)
     }
 
+    /// How many connections the proxy may serve at once within its memory limit.
+    pub fn proxy_max_connections(&self) -> u32 {
+        let mib = quantity::mebibytes(&self.proxy_memory_limit).unwrap_or(DEFAULT_PROXY_MEMORY_LIMIT_MIB);
+        max_connections_for_memory(mib)
+    }
+
     /// Whether pods in `ns` are never touched.
     pub fn is_system(&self, ns: &str) -> bool {
         self.system_namespaces.iter().any(|s| s == ns) || self.own_namespace.as_deref() == Some(ns)
+    }
+}
+
+/// A memory limit the API server would accept, refused at start-up otherwise (rather than in every
+/// pod the injector mutates).
+fn memory_limit(value: &str) -> Result<String, String> {
+    match quantity::bytes(value) {
+        Some(_) => Ok(value.to_owned()),
+        None => Err(format!("{value:?} is not a memory quantity (examples: 128Mi, 1Gi, 500M)")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<InjectConfig, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            cfg: InjectConfig,
+        }
+        <Only as clap::Parser>::try_parse_from(std::iter::once("xray-injector").chain(args.iter().copied()))
+            .map(|o| o.cfg)
+    }
+
+    #[test]
+    fn the_proxy_connection_limit_follows_its_memory_limit() {
+        let default = parse(&[]).unwrap();
+        assert_eq!(quantity::mebibytes(&default.proxy_memory_limit), Some(DEFAULT_PROXY_MEMORY_LIMIT_MIB));
+        assert_eq!(default.proxy_max_connections(), max_connections_for_memory(DEFAULT_PROXY_MEMORY_LIMIT_MIB));
+        let bigger = parse(&["--proxy-memory-limit", "256Mi"]).unwrap();
+        assert!(bigger.proxy_max_connections() > 2 * default.proxy_max_connections() - 50);
+        let smaller = parse(&["--proxy-memory-limit", "64M"]).unwrap();
+        assert!(smaller.proxy_max_connections() < default.proxy_max_connections() / 2);
+    }
+
+    #[test]
+    fn a_memory_limit_that_is_no_quantity_is_refused_at_start() {
+        let err = parse(&["--proxy-memory-limit", "128MB"]).unwrap_err().to_string();
+        assert!(err.contains("\"128MB\" is not a memory quantity"), "{err}");
     }
 }

@@ -15,6 +15,7 @@ use xray_sidecar::admin::{self, Readiness};
 use xray_sidecar::config::ProxyArgs;
 use xray_sidecar::contract::{
     ADMIN_PORT, INBOUND_PORT, INIT_COMMAND, LIVE_PATH, OUTBOUND_PORT, PROXY_COMMAND, READY_PATH,
+    max_connections_for_memory,
 };
 use xray_sidecar::init::{Cidr, InitArgs};
 use xray_sidecar::metrics::Metrics;
@@ -92,7 +93,10 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
         "xray-sidecar.io/sample-health-checks": "true",
         "xray-sidecar.io/keep-alive-timeout": "120s",
     });
-    let pod = injected(annotations, &["--cluster-name", "prod", "--daemon-address", "xray.daemons:2000"]);
+    let pod = injected(
+        annotations,
+        &["--cluster-name", "prod", "--daemon-address", "xray.daemons:2000", "--proxy-memory-limit", "256Mi"],
+    );
     let args: ProxyArgs = parse(container(&pod, PROXY), PROXY_COMMAND);
     assert!(args.validate().is_ok());
     assert!(args.transparent);
@@ -107,6 +111,8 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
     assert_eq!(args.probe_paths, ["/healthz"]);
     assert!(args.sample_health_checks);
     assert_eq!(args.keep_alive_timeout, Duration::from_secs(120));
+    assert_eq!(container(&pod, PROXY)["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(args.max_connections, max_connections_for_memory(256));
     let ports: Vec<&Value> =
         container(&pod, PROXY)["ports"].as_array().unwrap().iter().map(|p| &p["containerPort"]).collect();
     assert_eq!(ports, [&json!(INBOUND_PORT), &json!(ADMIN_PORT)]);
@@ -154,6 +160,13 @@ fn the_widest_values_the_injector_accepts_parse_in_the_sidecar() {
     assert_eq!(init.include_inbound_ports, [1, 65535]);
     let proxy: ProxyArgs = parse(container(&pod, PROXY), PROXY_COMMAND);
     assert!(proxy.validate().is_ok());
+    // The limit the injector passes for its default memory limit is the proxy's own default.
+    let defaults = ProxyArgs::augment_args(Command::new("xray-sidecar")).get_matches_from([
+        "xray-sidecar",
+        "--service-name",
+        "web",
+    ]);
+    assert_eq!(proxy.max_connections, ProxyArgs::from_arg_matches(&defaults).unwrap().max_connections);
     assert_eq!(name.len(), 200);
     assert_eq!(proxy.service_name, name);
     assert_eq!(xray_sidecar::xray::segment::sanitize_name(&proxy.service_name), name, "X-Ray takes it as is");

@@ -11,6 +11,7 @@ pub mod inject_cmd;
 mod metrics;
 pub mod mutate;
 mod probes;
+mod quantity;
 pub mod review;
 pub mod server;
 pub mod tls;

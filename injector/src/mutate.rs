@@ -404,6 +404,7 @@ fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool) -> Value {
         value(proxy_env::ADMIN_LISTEN, &format!("0.0.0.0:{ADMIN_PORT}")),
         value(proxy_env::SERVICE_NAME, service),
         value(proxy_env::DAEMON_ADDRESS, &cfg.daemon_address),
+        value(proxy_env::MAX_CONNECTIONS, &cfg.proxy_max_connections().to_string()),
         field(proxy_env::POD_NAME, "metadata.name"),
         field(proxy_env::POD_NAMESPACE, "metadata.namespace"),
     ];
