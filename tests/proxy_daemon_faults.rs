@@ -95,20 +95,35 @@ async fn a_daemon_port_answering_icmp_unreachable_fails_no_request() {
     // connected socket reports on a later send as ECONNREFUSED.
     let daemon = format!("127.0.0.1:{}", support::free_udp_port());
     let rules = support::sample_all_rules();
-    let sc = Sidecar::start(&up.url(), &daemon, &["--sampling-rules", rules.to_str().unwrap()]);
+    let log = std::env::temp_dir().join(format!("xray-refused-daemon-{}.log", std::process::id()));
+    let sc = Sidecar::logging_to(&log, &up.url(), &daemon, &["--sampling-rules", rules.to_str().unwrap()]);
     let m = every_request_served(&sc, "ICMP-refused daemon").await;
-    assert!(count(&m, "xray_sidecar_daemon_send_errors_total") > 0, "{m}");
+    assert!(count(&m, "xray_sidecar_daemon_send_errors_total") > 1, "{m}");
+    // The operator is told, once for the whole run rather than once per burst, and of the
+    // sampling API that does not answer either.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(warnings(&log, "cannot send segments to the daemon"), 1, "{log}");
+    assert_eq!(warnings(&log, "the sampling API does not answer"), 1, "{log}");
+}
+
+/// How many warnings in `log` say `what`.
+fn warnings(log: &str, what: &str) -> usize {
+    log.lines().filter(|l| l.contains(" WARN ") && l.contains(what)).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresolvable_daemon_fails_no_request() {
     let up = Upstream::start().await;
     let rules = support::sample_all_rules();
-    let sc = Sidecar::start(&up.url(), "no-such-daemon.invalid:2000", &["--sampling-rules", rules.to_str().unwrap()]);
+    let log = std::env::temp_dir().join(format!("xray-unresolvable-daemon-{}.log", std::process::id()));
+    let daemon = "no-such-daemon.invalid:2000";
+    let sc = Sidecar::logging_to(&log, &up.url(), daemon, &["--sampling-rules", rules.to_str().unwrap()]);
     let m = every_request_served(&sc, "unresolvable daemon").await;
     assert!(count(&m, "xray_sidecar_daemon_resolve_errors_total") > 0, "{m}");
     assert_eq!(count(&m, "xray_sidecar_daemon_send_errors_total"), REQUESTS, "{m}");
     assert_eq!(count(&m, "xray_sidecar_segments_emitted_total"), 0, "{m}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(warnings(&log, "cannot resolve the daemon;"), 1, "{log}");
 }
 
 /// A collector that accepts, reads a kilobyte every 100 ms and never answers.

@@ -43,21 +43,20 @@ pub fn spawn(
     }
     let (tx, rx) = watch::channel(Resolved::Pending);
     tokio::spawn(async move {
+        // Whether the last look-up failed: the first failure of a run is a warning (segments have
+        // nowhere new to go), the rest of the run only debug lines, and the end of it is said.
+        let mut failing = false;
         loop {
             let found = match tokio::time::timeout(LOOKUP_TIMEOUT, daemon.resolve()).await {
-                Ok(Ok(addr)) => Some(addr),
-                Ok(Err(e)) => {
-                    metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(daemon = %daemon, error = %e, "cannot resolve the daemon");
-                    None
-                }
-                Err(_) => {
-                    metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
-                    tracing::debug!(daemon = %daemon, timeout = ?LOOKUP_TIMEOUT, "daemon look-up timed out");
-                    None
-                }
+                Ok(Ok(addr)) => Ok(addr),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
             };
-            tx.send_if_modified(|r| next(r, found));
+            if found.is_err() {
+                metrics.daemon_resolve_errors.fetch_add(1, Relaxed);
+            }
+            failing = log(&daemon, found.as_ref().map(|_| ()).map_err(String::as_str), failing, *tx.borrow());
+            tx.send_if_modified(|r| next(r, found.ok()));
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = closed.wait_for(|c| *c) => return,
@@ -65,6 +64,28 @@ pub fn spawn(
         }
     });
     rx
+}
+
+/// Says what a look-up found when it matters to whoever runs the proxy: the first failure of a run
+/// (with what the sender does meanwhile, from `before`, what was known until then), and the first
+/// success after one. Returns whether this look-up failed.
+fn log(daemon: &HostPort, found: Result<(), &str>, failing: bool, before: Resolved) -> bool {
+    match found {
+        Ok(()) if failing => tracing::info!(daemon = %daemon, "the daemon's address resolves again"),
+        Ok(()) => {}
+        Err(e) if failing => tracing::debug!(daemon = %daemon, error = %e, "cannot resolve the daemon"),
+        Err(e) => match before {
+            Resolved::At(kept) => tracing::warn!(
+                daemon = %daemon, error = %e, %kept,
+                "cannot resolve the daemon; segments still go to its last address"
+            ),
+            Resolved::Pending | Resolved::Unknown => tracing::warn!(
+                daemon = %daemon, error = %e,
+                "cannot resolve the daemon; segments are counted as send errors until it resolves"
+            ),
+        },
+    }
+    found.is_err()
 }
 
 /// Moves `current` on after a look-up; true when it changed. A failure keeps the last address.

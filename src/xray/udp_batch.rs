@@ -12,6 +12,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, send, sendmmsg, sendmsg};
@@ -37,6 +38,10 @@ const MMSG_BATCH: usize = 64;
 /// A GSO size the kernel refuses at or below this means GSO does not work on this route at all;
 /// above it, it may only mean that the route's MTU is smaller than the group's datagrams.
 const SMALL_GSO: usize = 1200;
+
+/// Datagrams the kernel refuses (a daemon that is down refuses every burst) are told at most this
+/// often, with how many since the last time; `xray_sidecar_daemon_send_errors_total` counts each.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 static SPACES: [u8; MAX_PAD] = [b' '; MAX_PAD];
 
@@ -114,6 +119,9 @@ pub struct UdpBatch {
     order: Vec<usize>,
     singles: Vec<usize>,
     metrics: Arc<DeliveryCounters>,
+    /// When refused datagrams were last told, and how many since.
+    failures_told: Option<Instant>,
+    failures_since: usize,
     /// Makes the kernel's answer to a mode this error, to exercise the fallbacks.
     #[cfg(test)]
     pub(crate) refuse: Vec<(Mode, Errno)>,
@@ -128,6 +136,8 @@ impl UdpBatch {
             order: Vec::new(),
             singles: Vec::new(),
             metrics,
+            failures_told: None,
+            failures_since: 0,
             #[cfg(test)]
             refuse: Vec::new(),
         }
@@ -164,7 +174,7 @@ impl UdpBatch {
                         Err(e) if self.refused_gso(&e, size) => singles.extend_from_slice(members),
                         Err(e) => {
                             done.failed += members.len();
-                            tracing::debug!(error = %e, datagrams = members.len(), "cannot send segments");
+                            self.refused(&e, members.len());
                         }
                     }
                 }
@@ -195,6 +205,23 @@ impl UdpBatch {
         true
     }
 
+    /// Tells of datagrams the kernel refused: a warning at most once per [`FAILURE_LOG_EVERY`].
+    fn refused(&mut self, e: &io::Error, datagrams: usize) {
+        self.failures_since += datagrams;
+        let now = Instant::now();
+        if self.failures_told.is_some_and(|t| now.duration_since(t) < FAILURE_LOG_EVERY) {
+            tracing::debug!(error = %e, datagrams, "cannot send segments");
+            return;
+        }
+        tracing::warn!(
+            error = %e,
+            datagrams = self.failures_since,
+            "cannot send segments to the daemon; each is counted in xray_sidecar_daemon_send_errors_total"
+        );
+        self.failures_told = Some(now);
+        self.failures_since = 0;
+    }
+
     /// Sends the listed datagrams each on its own: by `sendmmsg`, or one call each.
     async fn each(&mut self, socket: &UdpSocket, out: &Datagrams, mut rest: &[usize], done: &mut Sent) {
         while let Some(&first) = rest.first() {
@@ -214,7 +241,7 @@ impl UdpBatch {
                         // The first datagram met an error (the daemon's port closed...): skip it.
                         done.failed += 1;
                         rest = &rest[1..];
-                        tracing::debug!(error = %e, "cannot send a segment");
+                        self.refused(&e, 1);
                     }
                 }
                 continue;
@@ -224,7 +251,7 @@ impl UdpBatch {
                 Ok(_) => done.sent += 1,
                 Err(e) => {
                     done.failed += 1;
-                    tracing::debug!(error = %e, "cannot send a segment");
+                    self.refused(&e, 1);
                 }
             }
             rest = &rest[1..];

@@ -216,6 +216,28 @@ impl Sidecar {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Sidecar {
+        Sidecar::spawn(name, upstream, daemon, extra, env, None)
+    }
+
+    /// Like `start`, logging at the default level (what an operator sees) to `log` rather than to
+    /// the test's output.
+    pub fn logging_to(
+        log: &std::path::Path,
+        upstream: &str,
+        daemon: impl std::fmt::Display,
+        extra: &[&str],
+    ) -> Sidecar {
+        Sidecar::spawn("front-end", upstream, daemon, extra, &[], Some(log))
+    }
+
+    fn spawn(
+        name: &str,
+        upstream: &str,
+        daemon: impl std::fmt::Display,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Sidecar {
         // A port found free can be taken by another test (or an outgoing connection) before the
         // sidecar binds it; the sidecar then exits at start, and is started again on other ports.
         // That includes an outbound listener asked for as `127.0.0.1:0` (see `ANY_PORT`).
@@ -235,9 +257,11 @@ impl Sidecar {
                 .args(&extra)
                 .envs(env.iter().copied())
                 .env_remove("KUBERNETES_SERVICE_HOST")
-                .env("RUST_LOG", "debug")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit());
+                .stdout(Stdio::null());
+            match log {
+                Some(path) => cmd.env_remove("RUST_LOG").stderr(std::fs::File::create(path).unwrap()),
+                None => cmd.env("RUST_LOG", "debug").stderr(Stdio::inherit()),
+            };
             let child = cmd.spawn().expect("xray-sidecar starts");
             let mut sidecar = Sidecar { child, listen, admin, outbound };
             match sidecar.until_ready() {

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -58,13 +58,15 @@ pub enum PollError {
 /// Polls the sampling API at `addr` (the daemon's TCP side) for `engine` until `stop`.
 pub fn spawn(engine: Arc<Centralized>, addr: HostPort, stop: Stopped) -> JoinHandle<()> {
     let client = Client::builder(TokioExecutor::new()).build_http();
-    tokio::spawn(Poller { engine, addr, client }.run(stop))
+    tokio::spawn(Poller { engine, addr, client, failing: AtomicBool::new(false) }.run(stop))
 }
 
 struct Poller {
     engine: Arc<Centralized>,
     addr: HostPort,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Whether the last call failed: the first failure of a run is a warning, the rest debug lines.
+    failing: AtomicBool,
 }
 
 impl Poller {
@@ -108,8 +110,7 @@ impl Poller {
                 Ok(p) => p,
                 Err(e) => {
                     self.engine.poll_failures[0].fetch_add(1, Relaxed);
-                    self.engine.set_reachable(false);
-                    tracing::debug!(daemon = %self.addr, error = %e, "GetSamplingRules failed; local rules decide");
+                    self.failed("GetSamplingRules", &e);
                     return Err(());
                 }
             };
@@ -120,6 +121,7 @@ impl Poller {
             }
         }
         let applied = self.engine.install(&all, now_secs());
+        self.answered();
         tracing::debug!(fetched = all.len(), applied, "sampling rules in force");
         Ok(())
     }
@@ -134,6 +136,7 @@ impl Poller {
             let body = serde_json::to_vec(&req).unwrap_or_default();
             match self.call::<TargetsResponse>("/SamplingTargets", body).await {
                 Ok(res) => {
+                    self.answered();
                     changed |= self.engine.apply_targets(&res);
                     let asked = res.sampling_target_documents.iter().filter_map(|t| t.interval).min();
                     if let Some(s) = asked.and_then(|s| u64::try_from(s).ok()) {
@@ -145,14 +148,33 @@ impl Poller {
                 }
                 Err(e) => {
                     self.engine.poll_failures[1].fetch_add(1, Relaxed);
-                    self.engine.set_reachable(false);
                     self.engine.restore(chunk);
-                    tracing::debug!(daemon = %self.addr, error = %e, "SamplingTargets failed; local rules decide");
+                    self.failed("SamplingTargets", &e);
                 }
             }
         }
         let interval = interval.map_or(TARGETS_INTERVAL, |s| Duration::from_secs(s.clamp(1, 300)));
         (interval, changed)
+    }
+
+    /// A call to the sampling API failed: local rules decide until it answers again.
+    fn failed(&self, call: &str, e: &PollError) {
+        self.engine.set_reachable(false);
+        if self.failing.swap(true, Relaxed) {
+            tracing::debug!(daemon = %self.addr, error = %e, "{call} failed; local rules decide");
+        } else {
+            tracing::warn!(
+                daemon = %self.addr, error = %e,
+                "{call} failed: the sampling API does not answer; local rules decide until it does"
+            );
+        }
+    }
+
+    /// A call to the sampling API answered.
+    fn answered(&self) {
+        if self.failing.swap(false, Relaxed) {
+            tracing::info!(daemon = %self.addr, "the sampling API answers again");
+        }
     }
 
     async fn call<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<T, PollError> {
