@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::upstream::Upstream;
-use support::{Sidecar, is_root, metric, sh};
+use support::{Launch, Sidecar, is_root, metric, sh};
 use tokio::io::AsyncReadExt;
 
 const REQUESTS: usize = 5_000;
@@ -96,7 +96,8 @@ async fn a_daemon_port_answering_icmp_unreachable_fails_no_request() {
     let daemon = format!("127.0.0.1:{}", support::free_udp_port());
     let rules = support::sample_all_rules();
     let log = std::env::temp_dir().join(format!("xray-refused-daemon-{}.log", std::process::id()));
-    let sc = Sidecar::logging_to(&log, &up.url(), &daemon, &["--sampling-rules", rules.to_str().unwrap()]);
+    let launch = Launch { log: Some(&log), ..Launch::default() };
+    let sc = Sidecar::launch(&up.url(), &daemon, &["--sampling-rules", rules.to_str().unwrap()], launch);
     let m = every_request_served(&sc, "ICMP-refused daemon").await;
     assert!(count(&m, "xray_sidecar_daemon_send_errors_total") > 1, "{m}");
     // The operator is told, once for the whole run rather than once per burst, and of the
@@ -117,7 +118,8 @@ async fn an_unresolvable_daemon_fails_no_request() {
     let rules = support::sample_all_rules();
     let log = std::env::temp_dir().join(format!("xray-unresolvable-daemon-{}.log", std::process::id()));
     let daemon = "no-such-daemon.invalid:2000";
-    let sc = Sidecar::logging_to(&log, &up.url(), daemon, &["--sampling-rules", rules.to_str().unwrap()]);
+    let launch = Launch { log: Some(&log), ..Launch::default() };
+    let sc = Sidecar::launch(&up.url(), daemon, &["--sampling-rules", rules.to_str().unwrap()], launch);
     let m = every_request_served(&sc, "unresolvable daemon").await;
     assert!(count(&m, "xray_sidecar_daemon_resolve_errors_total") > 0, "{m}");
     assert_eq!(count(&m, "xray_sidecar_daemon_send_errors_total"), REQUESTS, "{m}");

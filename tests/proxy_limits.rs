@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::upstream::Upstream;
-use support::{Daemon, Sidecar};
+use support::{Daemon, Launch, Sidecar};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -286,4 +286,58 @@ async fn hold(addrs: &[std::net::SocketAddr]) -> Vec<TcpStream> {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     held
+}
+
+/// The proxy's soft and hard open-file limits.
+fn open_file_limits(sc: &Sidecar) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", sc.child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let mut fields = line.split_whitespace().skip(3).map(|v| v.parse().unwrap());
+    (fields.next().unwrap(), fields.next().unwrap())
+}
+
+/// A log file for a test's sidecar.
+fn log_path(test: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("xray-{test}-{}.log", std::process::id()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_soft_open_file_limit_is_raised_for_the_connection_limit() {
+    // Container runtimes often start processes with a soft limit of 1,024 under a far higher hard
+    // one (containerd 2: 1024:524288); here 128 under 4,096.
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let log = log_path("open-files-raised");
+    let launch = Launch { log: Some(&log), wrapper: &["prlimit", "--nofile=128:4096", "--"], ..Launch::default() };
+    let sc = Sidecar::launch(&up.url(), daemon.addr, &["--max-connections", "400"], launch);
+    assert_eq!(open_file_limits(&sc), (4096, 4096));
+    // 300 requests at once, each holding its client's connection and one upstream: 600 descriptors,
+    // far beyond the 128 the proxy was started with. Every one is served.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(sc.listen).await.unwrap();
+        s.write_all(b"GET /slow/1500 HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        held.push(s);
+    }
+    for (i, s) in held.iter_mut().enumerate() {
+        let mut buf = [0u8; 12];
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(_))), "request {i} unanswered: {read:?}");
+        assert_eq!(&buf, b"HTTP/1.1 200", "request {i}");
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("open-file limit"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_open_file_limit_below_the_connection_limit_is_a_warning() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let log = log_path("open-files-short");
+    let launch = Launch { log: Some(&log), wrapper: &["prlimit", "--nofile=300:300", "--"], ..Launch::default() };
+    let sc = Sidecar::launch(&up.url(), daemon.addr, &["--max-connections", "400"], launch);
+    assert_eq!(open_file_limits(&sc), (300, 300));
+    assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 200"));
+    let log = std::fs::read_to_string(&log).unwrap();
+    let warning = log.lines().find(|l| l.contains(" WARN ") && l.contains("open-file limit is below"));
+    let warning = warning.unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warning.contains("open_files=300") && warning.contains("max_connections=400"), "{warning}");
 }

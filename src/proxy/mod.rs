@@ -17,6 +17,7 @@ pub mod idle;
 pub mod idle_h2;
 pub mod inbound;
 pub mod opaque;
+pub mod open_files;
 pub mod orig_dst;
 pub mod outbound;
 pub mod plaintext;
@@ -105,6 +106,7 @@ impl Proxy {
         let admin = listeners.admin.as_ref().map(first).transpose()?;
 
         let ProxyConfig { tracing: recording, serving, .. } = config;
+        open_files::raise(serving.server.max_connections);
         let metrics = Arc::new(Metrics::default());
         let (shutdown, stopped) = Shutdown::new();
         // The listeners close later than the rest stops: after the drain window.

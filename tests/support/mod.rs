@@ -196,6 +196,18 @@ pub fn sample_all_rules() -> PathBuf {
 /// Sampling rules that record every request.
 pub const SAMPLE_ALL: &str = r#"{"version": 2, "default": {"fixed_target": 0, "rate": 1.0}, "rules": []}"#;
 
+/// How a sidecar is started, beyond its flags.
+#[derive(Clone, Copy, Default)]
+pub struct Launch<'a> {
+    /// Environment variables set for the process.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Where its log goes, at the default level (what an operator sees) rather than debug to the
+    /// test's output.
+    pub log: Option<&'a std::path::Path>,
+    /// A command that runs the rest of its arguments as itself (`prlimit`), the sidecar after it.
+    pub wrapper: &'a [&'a str],
+}
+
 impl Sidecar {
     /// Starts the proxy in front of `upstream` reporting to `daemon`, with `extra` flags; waits
     /// until `/ready` answers.
@@ -216,18 +228,12 @@ impl Sidecar {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Sidecar {
-        Sidecar::spawn(name, upstream, daemon, extra, env, None)
+        Sidecar::spawn(name, upstream, daemon, extra, Launch { env, ..Launch::default() })
     }
 
-    /// Like `start`, logging at the default level (what an operator sees) to `log` rather than to
-    /// the test's output.
-    pub fn logging_to(
-        log: &std::path::Path,
-        upstream: &str,
-        daemon: impl std::fmt::Display,
-        extra: &[&str],
-    ) -> Sidecar {
-        Sidecar::spawn("front-end", upstream, daemon, extra, &[], Some(log))
+    /// Like `start`, started as `launch` says.
+    pub fn launch(upstream: &str, daemon: impl std::fmt::Display, extra: &[&str], launch: Launch<'_>) -> Sidecar {
+        Sidecar::spawn("front-end", upstream, daemon, extra, launch)
     }
 
     fn spawn(
@@ -235,8 +241,7 @@ impl Sidecar {
         upstream: &str,
         daemon: impl std::fmt::Display,
         extra: &[&str],
-        env: &[(&str, &str)],
-        log: Option<&std::path::Path>,
+        launch: Launch<'_>,
     ) -> Sidecar {
         // A port found free can be taken by another test (or an outgoing connection) before the
         // sidecar binds it; the sidecar then exits at start, and is started again on other ports.
@@ -249,16 +254,24 @@ impl Sidecar {
             let extra: Vec<&str> = extra.iter().map(|a| if *a == ANY_PORT { any.as_str() } else { a }).collect();
             let outbound =
                 extra.iter().position(|a| *a == "--outbound-listen").and_then(|i| extra.get(i + 1)?.parse().ok());
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
+            let bin = env!("CARGO_BIN_EXE_xray-sidecar");
+            let mut cmd = match launch.wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut cmd = Command::new(program);
+                    cmd.args(args).arg(bin);
+                    cmd
+                }
+                None => Command::new(bin),
+            };
             cmd.arg("proxy")
                 .args(["--listen", &listen.to_string(), "--admin-listen", &admin.to_string()])
                 .args(["--upstream", upstream, "--service-name", name])
                 .args(["--daemon-address", &daemon.to_string()])
                 .args(&extra)
-                .envs(env.iter().copied())
+                .envs(launch.env.iter().copied())
                 .env_remove("KUBERNETES_SERVICE_HOST")
                 .stdout(Stdio::null());
-            match log {
+            match launch.log {
                 Some(path) => cmd.env_remove("RUST_LOG").stderr(std::fs::File::create(path).unwrap()),
                 None => cmd.env("RUST_LOG", "debug").stderr(Stdio::inherit()),
             };
