@@ -14,6 +14,7 @@ use crate::otel::propagation::Propagation;
 use crate::otel::settings::Exporters;
 use crate::xray::daemon::DaemonAddress;
 use crate::xray::segment::Environment;
+use xray_lifecycle::logging::Format as LogFormat;
 
 /// Command-line arguments of `xray-sidecar proxy`.
 #[derive(Debug, Clone, Args)]
@@ -127,6 +128,11 @@ pub struct ProxyArgs {
     /// Forward without tracing: no header handling, no segments (for comparison and emergencies).
     #[arg(long, env = "XRAY_SIDECAR_DISABLE_TRACING")]
     pub disable_tracing: bool,
+
+    /// How log lines are written: `plain`, or `json` (one object per line, for log shippers). The
+    /// level comes from RUST_LOG (default `info`).
+    #[arg(long, env = proxy_env::LOG_FORMAT, value_name = "FORMAT", default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
 
     /// Runtime worker threads (0: one per core, at most 2).
     #[arg(long, env = "XRAY_SIDECAR_WORKERS", value_name = "N", default_value_t = 0)]

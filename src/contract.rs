@@ -91,6 +91,8 @@ pub mod proxy_env {
     pub const KEEP_ALIVE_TIMEOUT: &str = "XRAY_SIDECAR_KEEP_ALIVE_TIMEOUT";
     /// `--max-connections`.
     pub const MAX_CONNECTIONS: &str = "XRAY_SIDECAR_MAX_CONNECTIONS";
+    /// `--log-format`.
+    pub const LOG_FORMAT: &str = "XRAY_SIDECAR_LOG_FORMAT";
     /// `--admin-listen`.
     pub const ADMIN_LISTEN: &str = "XRAY_SIDECAR_ADMIN_LISTEN";
     /// `--outbound-listen`.

@@ -40,7 +40,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    xray_lifecycle::logging::init();
+    let format = match &cli.command {
+        Command::Proxy(args) => args.log_format,
+        _ => xray_lifecycle::logging::Format::Plain,
+    };
+    xray_lifecycle::logging::init(format);
     if let Command::Init(args) = cli.command {
         // Runs before any network service: no runtime needed.
         return match xray_sidecar::init::run(args) {

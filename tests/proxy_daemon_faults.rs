@@ -128,6 +128,37 @@ async fn an_unresolvable_daemon_fails_no_request() {
     assert_eq!(warnings(&log, "cannot resolve the daemon;"), 1, "{log}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_give_a_log_shipper_every_line_as_an_object() {
+    let up = Upstream::start().await;
+    let log = std::env::temp_dir().join(format!("xray-json-log-{}.log", std::process::id()));
+    let launch = Launch { log: Some(&log), env: &[("XRAY_SIDECAR_LOG_FORMAT", "json")], ..Launch::default() };
+    let sc = Sidecar::launch(&up.url(), "no-such-daemon.invalid:2000", &[], launch);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}")))
+            .collect();
+        if lines.iter().any(|l| l["level"] == "WARN") || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ready = lines.iter().find(|l| l["message"] == "proxy ready").unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(ready["level"], "INFO");
+    assert_eq!(ready["inbound"], sc.listen.to_string());
+    assert_eq!(ready["service"], "front-end");
+    assert_eq!(ready["admin"], sc.admin.to_string());
+    assert!(ready.get("outbound").is_none(), "no outbound listener, no field: {ready}");
+    let unresolved =
+        lines.iter().find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("cannot resolve the daemon;")));
+    let unresolved = unresolved.unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!((&unresolved["level"], &unresolved["daemon"]), (&"WARN".into(), &"no-such-daemon.invalid:2000".into()));
+    assert!(unresolved["timestamp"].is_string() && unresolved["target"].is_string(), "{unresolved}");
+}
+
 /// A collector that accepts, reads a kilobyte every 100 ms and never answers.
 async fn slow_collector() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

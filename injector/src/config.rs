@@ -1,6 +1,7 @@
 //! What the injector adds, configured by the operator (never by the pods it mutates).
 
 use clap::Args;
+use xray_lifecycle::logging::Format as LogFormat;
 use xray_sidecar::contract::{DEFAULT_PROXY_MEMORY_LIMIT_MIB, max_connections_for_memory};
 
 use crate::quantity;
@@ -44,6 +45,11 @@ pub struct InjectConfig {
     /// Proxy memory limit (a Kubernetes quantity); the proxy's connection limit is sized from it.
     #[arg(long, env = "XRAY_INJECTOR_PROXY_MEMORY_LIMIT", default_value = "128Mi", value_parser = memory_limit)]
     pub proxy_memory_limit: String,
+
+    /// How the injected proxies write their log lines (`plain` or `json`); unset, the proxy's
+    /// default (`plain`).
+    #[arg(long, env = "XRAY_INJECTOR_PROXY_LOG_FORMAT", value_name = "FORMAT")]
+    pub proxy_log_format: Option<LogFormat>,
 
     /// Namespaces never injected (the injector's own, from POD_NAMESPACE, is added).
     #[arg(

@@ -95,7 +95,16 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
     });
     let pod = injected(
         annotations,
-        &["--cluster-name", "prod", "--daemon-address", "xray.daemons:2000", "--proxy-memory-limit", "256Mi"],
+        &[
+            "--cluster-name",
+            "prod",
+            "--daemon-address",
+            "xray.daemons:2000",
+            "--proxy-memory-limit",
+            "256Mi",
+            "--proxy-log-format",
+            "json",
+        ],
     );
     let args: ProxyArgs = parse(container(&pod, PROXY), PROXY_COMMAND);
     assert!(args.validate().is_ok());
@@ -113,6 +122,7 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
     assert_eq!(args.keep_alive_timeout, Duration::from_secs(120));
     assert_eq!(container(&pod, PROXY)["resources"]["limits"]["memory"], "256Mi");
     assert_eq!(args.max_connections, max_connections_for_memory(256));
+    assert_eq!(args.log_format, xray_lifecycle::logging::Format::Json);
     let ports: Vec<&Value> =
         container(&pod, PROXY)["ports"].as_array().unwrap().iter().map(|p| &p["containerPort"]).collect();
     assert_eq!(ports, [&json!(INBOUND_PORT), &json!(ADMIN_PORT)]);

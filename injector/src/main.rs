@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use xray_injector::{BoxError, certs, config, inject_cmd, server, tls};
-use xray_lifecycle::{Shutdown, signal};
+use xray_lifecycle::{Shutdown, logging, signal};
 
 #[derive(Parser)]
 #[command(name = "xray-injector", version, about = "Adds the xray-sidecar proxy to Kubernetes pods that opt in")]
@@ -42,6 +42,9 @@ struct ServeArgs {
     /// How often the certificate files are checked for changes, in seconds.
     #[arg(long, env = "XRAY_INJECTOR_CERT_RELOAD_SECONDS", default_value_t = 10)]
     cert_reload_seconds: u64,
+    /// How the injector's log lines are written: `plain`, or `json` (one object per line).
+    #[arg(long, env = "XRAY_INJECTOR_LOG_FORMAT", value_name = "FORMAT", default_value_t = logging::Format::Plain)]
+    log_format: logging::Format,
     /// What to inject.
     #[command(flatten)]
     config: config::InjectConfig,
@@ -69,7 +72,11 @@ enum ServeError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    xray_lifecycle::logging::init();
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => logging::Format::Plain,
+    };
+    logging::init(format);
     let result = match cli.command {
         Command::Inject(args) => inject_cmd::run(&args).map_err(BoxError::from),
         Command::Certs(args) => certs::run(&args).map_err(BoxError::from),

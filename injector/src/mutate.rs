@@ -411,6 +411,9 @@ fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool) -> Value {
     if let Some(cluster) = &cfg.cluster_name {
         env.push(value(proxy_env::CLUSTER_NAME, cluster));
     }
+    if let Some(format) = cfg.proxy_log_format {
+        env.push(value(proxy_env::LOG_FORMAT, &format.to_string()));
+    }
     if sampling {
         env.push(value(proxy_env::SAMPLING_RULES, &format!("{SAMPLING_DIR}/sampling-rules.json")));
     }

@@ -119,7 +119,9 @@ impl Proxy {
         let mut served = serve(listeners, &serving, own, tracer, &readiness, &closing);
         served.poller = poller;
         readiness.set(true);
-        tracing::info!(%inbound, ?outbound, ?admin, %service, "proxy ready");
+        // A listener not asked for is a field left out, not "None".
+        let (outbound_field, admin_field) = (outbound.map(tracing::field::display), admin.map(tracing::field::display));
+        tracing::info!(%inbound, outbound = outbound_field, admin = admin_field, %service, "proxy ready");
 
         let done = tokio::spawn(drain(stopped, readiness, (close, drain_delay), served, flush));
         Ok(Proxy { inbound, outbound, admin, metrics, shutdown, done })
