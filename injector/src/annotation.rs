@@ -49,6 +49,17 @@ pub enum InvalidValue {
     /// More items than [`MAX_LIST_ITEMS`].
     #[error("{0} items, at most {MAX_LIST_ITEMS}")]
     TooManyItems(usize),
+    /// Not a Kubernetes quantity the resource takes.
+    #[error("`{0}` is not {1}")]
+    NotAQuantity(String, &'static str),
+    /// A request above its limit, which the API server would refuse with the whole pod.
+    #[error("the request {request} is above the limit {limit}")]
+    RequestAboveLimit {
+        /// The request, as written.
+        request: String,
+        /// The limit, as written.
+        limit: String,
+    },
 }
 
 /// A comma-separated list of ports, each 1-65535 in decimal digits; plain spaces around the commas
@@ -109,6 +120,32 @@ pub fn seconds(v: &str) -> Result<String, InvalidValue> {
         Some(n) => Ok(format!("{n}s")),
         None => Err(InvalidValue::NotSeconds(shown(v))),
     }
+}
+
+/// The least memory limit an annotation may give the proxy: its own start-up use and a few
+/// connections.
+pub const MIN_MEMORY_MIB: u64 = 32;
+
+/// A memory quantity of at least [`MIN_MEMORY_MIB`] MiB (`256Mi`, `1Gi`, `300M`).
+pub fn memory(v: &str) -> Result<String, InvalidValue> {
+    match crate::quantity::mebibytes(v) {
+        Some(mib) if mib >= MIN_MEMORY_MIB && plain_quantity(v) => Ok(v.to_owned()),
+        _ => Err(InvalidValue::NotAQuantity(shown(v), "a memory quantity of at least 32Mi")),
+    }
+}
+
+/// A CPU quantity above zero (`500m`, `2`).
+pub fn cpu(v: &str) -> Result<String, InvalidValue> {
+    match crate::quantity::value(v) {
+        Some(cores) if cores >= 0.001 && plain_quantity(v) => Ok(v.to_owned()),
+        _ => Err(InvalidValue::NotAQuantity(shown(v), "a CPU quantity of at least 1m")),
+    }
+}
+
+/// Short, and digits, a point and a suffix's letters only: what reaches the pod spec is what was
+/// checked.
+fn plain_quantity(v: &str) -> bool {
+    v.len() <= 20 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'+' || b == b'-')
 }
 
 /// `"true"` or `"false"` (any case).

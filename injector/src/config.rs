@@ -2,7 +2,6 @@
 
 use clap::Args;
 use xray_lifecycle::logging::Format as LogFormat;
-use xray_sidecar::contract::{DEFAULT_PROXY_MEMORY_LIMIT_MIB, max_connections_for_memory};
 
 use crate::quantity;
 
@@ -79,8 +78,7 @@ impl InjectConfig {
 
     /// How many connections the proxy may serve at once within its memory limit.
     pub fn proxy_max_connections(&self) -> u32 {
-        let mib = quantity::mebibytes(&self.proxy_memory_limit).unwrap_or(DEFAULT_PROXY_MEMORY_LIMIT_MIB);
-        max_connections_for_memory(mib)
+        crate::resources::connections_within(&self.proxy_memory_limit)
     }
 
     /// Whether pods in `ns` are never touched.
@@ -102,6 +100,7 @@ fn memory_limit(value: &str) -> Result<String, String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use xray_sidecar::contract::{DEFAULT_PROXY_MEMORY_LIMIT_MIB, max_connections_for_memory};
 
     fn parse(args: &[&str]) -> Result<InjectConfig, clap::Error> {
         #[derive(clap::Parser)]

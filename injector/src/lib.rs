@@ -12,6 +12,7 @@ mod metrics;
 pub mod mutate;
 mod probes;
 mod quantity;
+pub mod resources;
 pub mod review;
 pub mod server;
 pub mod tls;

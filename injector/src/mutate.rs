@@ -9,6 +9,7 @@ use xray_sidecar::contract::{
 
 use crate::annotation;
 use crate::config::InjectConfig;
+use crate::resources::{Resource, Resources};
 
 /// Annotation and label keys.
 pub mod keys {
@@ -31,6 +32,15 @@ pub mod keys {
     /// How long the proxy keeps an idle client connection (`120s`): longer than the idle timeout
     /// of a load balancer in front of the pod, when that was raised above the proxy's 75 s.
     pub const KEEP_ALIVE_TIMEOUT: &str = "xray-sidecar.io/keep-alive-timeout";
+    /// The proxy's CPU request (`100m`), in place of the injector's.
+    pub const PROXY_CPU_REQUEST: &str = "xray-sidecar.io/proxy-cpu-request";
+    /// The proxy's CPU limit (`2`), in place of the injector's.
+    pub const PROXY_CPU_LIMIT: &str = "xray-sidecar.io/proxy-cpu-limit";
+    /// The proxy's memory request (`64Mi`), in place of the injector's.
+    pub const PROXY_MEMORY_REQUEST: &str = "xray-sidecar.io/proxy-memory-request";
+    /// The proxy's memory limit (`256Mi`), in place of the injector's; its connection limit
+    /// follows.
+    pub const PROXY_MEMORY_LIMIT: &str = "xray-sidecar.io/proxy-memory-limit";
     /// Written by the injector: what it added.
     pub const STATUS: &str = "xray-sidecar.io/status";
 }
@@ -248,8 +258,29 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         (Err(skip), ..) | (_, Err(skip), ..) | (_, _, Err(skip), _) | (.., Err(skip)) => return Outcome::Skip(skip),
     };
 
+    let mut resources = Resources::from_config(cfg);
+    for (key, check, value) in [
+        (keys::PROXY_CPU_REQUEST, annotation::cpu as fn(&str) -> _, &mut resources.cpu_request),
+        (keys::PROXY_CPU_LIMIT, annotation::cpu, &mut resources.cpu_limit),
+        (keys::PROXY_MEMORY_REQUEST, annotation::memory, &mut resources.memory_request),
+        (keys::PROXY_MEMORY_LIMIT, annotation::memory, &mut resources.memory_limit),
+    ] {
+        match checked(key, check) {
+            Ok(Some(v)) => *value = v,
+            Ok(None) => {}
+            Err(skip) => return Outcome::Skip(skip),
+        }
+    }
+    if let Some((which, source)) = resources.request_above_limit() {
+        let key = match which {
+            Resource::Cpu => keys::PROXY_CPU_REQUEST,
+            Resource::Memory => keys::PROXY_MEMORY_REQUEST,
+        };
+        return Outcome::Skip(Skip::InvalidAnnotation(Unusable::Annotation { key, source }));
+    }
+
     let service = service_name(pod, service_annotation.as_deref(), ctx.workload);
-    let mut proxy = proxy_container(cfg, &service, sampling.is_some());
+    let mut proxy = proxy_container(cfg, &service, sampling.is_some(), &resources);
     if let Some(env) = proxy["env"].as_array_mut() {
         // The sidecar keeps health checks off the service map unless the pod asks for them.
         let paths = crate::probes::http_probe_paths(pod);
@@ -395,7 +426,7 @@ pub fn service_name(pod: &Value, annotation: Option<&str>, workload: Option<&str
         .to_owned()
 }
 
-fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool) -> Value {
+fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool, resources: &Resources) -> Value {
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let value = |name: &str, v: &str| json!({"name": name, "value": v});
     let mut env = vec![
@@ -404,7 +435,7 @@ fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool) -> Value {
         value(proxy_env::ADMIN_LISTEN, &format!("0.0.0.0:{ADMIN_PORT}")),
         value(proxy_env::SERVICE_NAME, service),
         value(proxy_env::DAEMON_ADDRESS, &cfg.daemon_address),
-        value(proxy_env::MAX_CONNECTIONS, &cfg.proxy_max_connections().to_string()),
+        value(proxy_env::MAX_CONNECTIONS, &resources.max_connections().to_string()),
         field(proxy_env::POD_NAME, "metadata.name"),
         field(proxy_env::POD_NAMESPACE, "metadata.namespace"),
     ];
@@ -427,10 +458,7 @@ fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool) -> Value {
             {"name": "xray-inbound", "containerPort": INBOUND_PORT, "protocol": "TCP"},
             {"name": "xray-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}
         ],
-        "resources": {
-            "requests": {"cpu": cfg.proxy_cpu_request, "memory": cfg.proxy_memory_request},
-            "limits": {"cpu": cfg.proxy_cpu_limit, "memory": cfg.proxy_memory_limit}
-        },
+        "resources": resources.to_json(),
         "startupProbe": probe(READY_PATH, 1, 30),
         "readinessProbe": probe(READY_PATH, 5, 3),
         "livenessProbe": probe(LIVE_PATH, 10, 3),

@@ -201,6 +201,15 @@ fn hostile() -> Vec<(&'static str, String)> {
     for v in ["yes", "1", "true --dry-run", "true,false"] {
         table.push((keys::SAMPLE_HEALTH_CHECKS, v.to_owned()));
     }
+    for key in [keys::PROXY_CPU_REQUEST, keys::PROXY_CPU_LIMIT, keys::PROXY_MEMORY_REQUEST, keys::PROXY_MEMORY_LIMIT] {
+        for v in ["-1", "lots", "0", "1 Gi", "$(LIMIT)", "1\nGi", "1e400", "1Gi --dry-run", "0.0000001", "1mi"] {
+            table.push((key, v.to_owned()));
+        }
+        table.push((key, "9".repeat(30)));
+    }
+    // Too little memory for the proxy to start and serve.
+    table.push((keys::PROXY_MEMORY_LIMIT, "16Mi".to_owned()));
+    table.push((keys::PROXY_MEMORY_REQUEST, "1000".to_owned()));
     table
 }
 
@@ -259,5 +268,53 @@ fn a_keep_alive_timeout_reaches_the_proxy_as_whole_seconds() {
         let vars = proxy["env"].as_array().expect("env");
         let set = vars.iter().find(|e| e["name"] == proxy_env::KEEP_ALIVE_TIMEOUT);
         assert_eq!(set.map(|e| &e["value"]), Some(&json!(env)), "{value}");
+    }
+}
+
+/// The proxy container of an injected pod.
+fn proxy_of(pod: &Value) -> &Value {
+    let containers = pod["spec"]["initContainers"].as_array().expect("init containers");
+    containers.iter().find(|c| c["name"] == PROXY).expect("the proxy")
+}
+
+#[test]
+fn a_busy_pod_gives_its_proxy_more_and_the_connection_limit_follows() {
+    let annotations = json!({
+        "xray-sidecar.io/inject": "true",
+        keys::PROXY_CPU_REQUEST: "250m",
+        keys::PROXY_CPU_LIMIT: "2",
+        keys::PROXY_MEMORY_REQUEST: "128Mi",
+        keys::PROXY_MEMORY_LIMIT: "512Mi",
+    });
+    let Outcome::Inject { pod, .. } = mutate(&pod(annotations), ctx(), &cfg(&[])) else { panic!("not injected") };
+    let proxy = proxy_of(&pod);
+    assert_eq!(
+        proxy["resources"],
+        json!({"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}})
+    );
+    let connections = proxy["env"].as_array().expect("env").iter().find(|e| e["name"] == proxy_env::MAX_CONNECTIONS);
+    let expected = xray_sidecar::contract::max_connections_for_memory(512).to_string();
+    assert_eq!(connections.map(|e| &e["value"]), Some(&json!(expected)));
+
+    // Without annotations, the injector's own figures.
+    let plain = super::tests::pod(json!({"xray-sidecar.io/inject": "true"}));
+    let Outcome::Inject { pod: plain, .. } = mutate(&plain, ctx(), &cfg(&[])) else { panic!("not injected") };
+    assert_eq!(proxy_of(&plain)["resources"]["limits"], json!({"cpu": "1", "memory": "128Mi"}));
+}
+
+#[test]
+fn a_request_above_its_limit_skips_injection_rather_than_the_whole_pod() {
+    // The API server refuses a container whose request is above its limit, and with it the pod.
+    for (annotations, key) in [
+        (json!({keys::PROXY_MEMORY_REQUEST: "256Mi"}), keys::PROXY_MEMORY_REQUEST),
+        (json!({keys::PROXY_MEMORY_LIMIT: "64Mi", keys::PROXY_MEMORY_REQUEST: "100Mi"}), keys::PROXY_MEMORY_REQUEST),
+        (json!({keys::PROXY_CPU_LIMIT: "20m"}), keys::PROXY_CPU_REQUEST),
+    ] {
+        let mut annotations = annotations;
+        annotations["xray-sidecar.io/inject"] = json!("true");
+        let r = mutate(&pod(annotations.clone()), ctx(), &cfg(&[]));
+        let Outcome::Skip(skip) = r else { panic!("{annotations}: injected") };
+        let message = skip.message();
+        assert!(message.contains(key) && message.contains("above the limit"), "{message}");
     }
 }

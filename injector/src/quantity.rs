@@ -1,9 +1,9 @@
 //! Kubernetes resource quantities (`128Mi`, `1Gi`, `500M`, `1e9`), read as the API server reads a
 //! memory limit, so that the injector can size what the proxy may hold from the limit it gives it.
 
-/// The number of bytes a memory quantity stands for, rounded down; `None` for what the API server
-/// would refuse (a sign, an unknown suffix, no digits) and for zero.
-pub fn bytes(quantity: &str) -> Option<u64> {
+/// The amount a quantity stands for (bytes of memory, cores of CPU); `None` for what the API
+/// server would refuse (a sign, an unknown suffix, no digits).
+pub fn value(quantity: &str) -> Option<f64> {
     let digits = quantity.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(quantity.len());
     let (number, suffix) = quantity.split_at(digits);
     if number.is_empty() || number == "." || number.matches('.').count() > 1 {
@@ -34,7 +34,13 @@ pub fn bytes(quantity: &str) -> Option<u64> {
             10f64.powi(power.parse().ok()?)
         }
     };
-    let bytes = (number * scale).floor();
+    Some(number * scale).filter(|v| v.is_finite())
+}
+
+/// The number of bytes a memory quantity stands for, rounded down; `None` for what is no quantity
+/// and for less than a byte.
+pub fn bytes(quantity: &str) -> Option<u64> {
+    let bytes = value(quantity)?.floor();
     (bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
@@ -60,6 +66,8 @@ mod tests {
         assert_eq!(bytes("1.5Ki"), Some(1536));
         assert_eq!(mebibytes("256Mi"), Some(256));
         assert_eq!(mebibytes("1G"), Some(953));
+        assert_eq!(value("500m"), Some(0.5));
+        assert_eq!(value("2"), Some(2.0));
     }
 
     #[test]
