@@ -4,7 +4,7 @@
 //! modules listed before it, and `scripts/module-cycles` fails on any import cycle): `contract`,
 //! what the injector and the sidecar agree on; `xray`, the X-Ray concepts (ids, the trace header,
 //! sampling, segments and their documents, the UDP emitter); `init`, the iptables set-up;
-//! `metrics`, the counters; `memory`, handing freed memory back to the system; `otel`, the
+//! `process`, the process's own figures (memory, CPU, open files); `metrics`, the counters; `memory`, handing freed memory back to the system; `otel`, the
 //! OpenTelemetry bridge (W3C trace context, OTLP export); `config`, the `proxy` flags; `admin`, the
 //! operator's endpoints; `proxy`, the data path. With the default `console` feature, `console` (the
 //! `xray-console` crate) is the local trace viewer and `demo` the lab that runs everything on one
@@ -18,6 +18,7 @@ pub mod demo;
 pub mod init;
 pub mod metrics;
 pub mod otel;
+pub mod process;
 pub mod proxy;
 pub mod xray;
 

@@ -45,6 +45,8 @@ pub struct Metrics {
     sampling: [[AtomicU64; 2]; 4],
     /// The centralized sampling engine, whose per-rule counters `/metrics` shows.
     pub centralized: std::sync::OnceLock<std::sync::Arc<crate::xray::centralized::Centralized>>,
+    /// The connection limit, whose slots in use `/metrics` shows beside it.
+    pub connection_limit: std::sync::OnceLock<xray_lifecycle::shutdown::ConnectionLimit>,
     /// Upstream failures by kind: connect, timeout, reset/protocol.
     upstream_errors: [AtomicU64; 3],
     /// Trace headers that could not be used as they came.
@@ -262,6 +264,24 @@ impl Metrics {
         for (kind, n) in ["connect", "timeout", "broken"].iter().zip(&self.upstream_errors) {
             let _ = writeln!(o, "xray_sidecar_upstream_errors_total{{kind=\"{kind}\"}} {}", n.load(Relaxed));
         }
+        if let Some(limit) = self.connection_limit.get() {
+            for (name, help, v) in [
+                (
+                    "connection_limit",
+                    "Connections (and HTTP/2 streams) served at once at most: --max-connections.",
+                    limit.max(),
+                ),
+                (
+                    "connections_in_use",
+                    "Slots of --max-connections taken: client connections, and HTTP/2 streams beside others.",
+                    limit.in_use(),
+                ),
+            ] {
+                let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} gauge");
+                let _ = writeln!(o, "xray_sidecar_{name} {v}");
+            }
+        }
+        crate::process::render(&mut o);
         if let Some(c) = self.centralized.get() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             c.render(&mut o, now.as_secs());

@@ -172,6 +172,13 @@ async fn the_connection_limit_is_shared_by_inbound_and_outbound() {
         let answer = raw_get(addr).await;
         assert!(answer.starts_with("HTTP/1.1 503"), "{addr}: {answer}");
     }
+    // What an operator's dashboard reads: the limit, how much of it is taken, and the process's
+    // own figures under the names Prometheus clients give them.
+    let m = sc.metrics().await;
+    let value = |name: &str| support::metric(&m, name).unwrap_or_else(|| panic!("no {name} in {m}"));
+    assert_eq!((value("xray_sidecar_connection_limit"), value("xray_sidecar_connections_in_use")), (6.0, 6.0));
+    assert!(value("process_open_fds") >= 6.0 && value("process_open_fds") < value("process_max_fds"), "{m}");
+    assert!(value("process_resident_memory_bytes") > 1e6 && value("process_cpu_seconds_total") > 0.0, "{m}");
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !raw_get(sc.listen).await.starts_with("HTTP/1.1 200") {

@@ -140,6 +140,16 @@ impl ConnectionLimit {
         ConnectionLimit { permits: Arc::new(Semaphore::new(max)), max, room: Room::default() }
     }
 
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Slots taken now: connections, and HTTP/2 streams beside others ([`ConnectionLimit::try_stream`]).
+    pub fn in_use(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
+
     /// Where idle connections under this limit stand by to give their slot up.
     pub fn room(&self) -> &Room {
         &self.room

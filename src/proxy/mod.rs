@@ -209,6 +209,7 @@ fn serve(
     let upstream = Arc::new(Upstream::new(&config.upstream, own, tracer.metrics.clone()));
     // One limit for both sides: it is the process's memory that must stay bounded.
     let limit = ConnectionLimit::new(config.server.max_connections);
+    let _ = tracer.metrics.connection_limit.set(limit.clone());
     let outbound = listeners.outbound.map(|listener| {
         let connect = ConnectPolicy {
             own: upstream.own().clone(),
