@@ -135,7 +135,7 @@ pub struct ProxyArgs {
     pub log_format: LogFormat,
 
     /// Runtime worker threads (0: one per core, at most 2).
-    #[arg(long, env = "XRAY_SIDECAR_WORKERS", value_name = "N", default_value_t = 0)]
+    #[arg(long, env = proxy_env::WORKERS, value_name = "N", default_value_t = 0)]
     pub workers: usize,
 
     /// Time a client has to send a request's headers, once they have begun to arrive (and to send

@@ -93,6 +93,8 @@ pub mod proxy_env {
     pub const MAX_CONNECTIONS: &str = "XRAY_SIDECAR_MAX_CONNECTIONS";
     /// `--log-format`.
     pub const LOG_FORMAT: &str = "XRAY_SIDECAR_LOG_FORMAT";
+    /// `--workers`.
+    pub const WORKERS: &str = "XRAY_SIDECAR_WORKERS";
     /// `--admin-listen`.
     pub const ADMIN_LISTEN: &str = "XRAY_SIDECAR_ADMIN_LISTEN";
     /// `--outbound-listen`.

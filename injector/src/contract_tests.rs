@@ -92,6 +92,7 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
         "xray-sidecar.io/sampling-rules": "web-rules",
         "xray-sidecar.io/sample-health-checks": "true",
         "xray-sidecar.io/keep-alive-timeout": "120s",
+        "xray-sidecar.io/proxy-cpu-limit": "2500m",
     });
     let pod = injected(
         annotations,
@@ -116,13 +117,14 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
     assert_eq!(args.daemon_address.udp.to_string(), "xray.daemons:2000");
     assert_eq!((args.pod_name.as_deref(), args.pod_namespace.as_deref()), (Some("web-0"), Some("shop")));
     assert_eq!(args.cluster_name.as_deref(), Some("prod"));
-    assert!(args.sampling_rules.is_some_and(|p| p.ends_with("sampling-rules.json")));
+    assert!(args.sampling_rules.as_ref().is_some_and(|p| p.ends_with("sampling-rules.json")));
     assert_eq!(args.probe_paths, ["/healthz"]);
     assert!(args.sample_health_checks);
     assert_eq!(args.keep_alive_timeout, Duration::from_secs(120));
     assert_eq!(container(&pod, PROXY)["resources"]["limits"]["memory"], "256Mi");
     assert_eq!(args.max_connections, max_connections_for_memory(256));
     assert_eq!(args.log_format, xray_lifecycle::logging::Format::Json);
+    assert_eq!(args.worker_threads(), 3, "one worker per core of the CPU limit, rounded up");
     let ports: Vec<&Value> =
         container(&pod, PROXY)["ports"].as_array().unwrap().iter().map(|p| &p["containerPort"]).collect();
     assert_eq!(ports, [&json!(INBOUND_PORT), &json!(ADMIN_PORT)]);
@@ -170,6 +172,7 @@ fn the_widest_values_the_injector_accepts_parse_in_the_sidecar() {
     assert_eq!(init.include_inbound_ports, [1, 65535]);
     let proxy: ProxyArgs = parse(container(&pod, PROXY), PROXY_COMMAND);
     assert!(proxy.validate().is_ok());
+    assert_eq!(proxy.worker_threads(), 1, "the injector's default CPU limit is one core");
     // The limit the injector passes for its default memory limit is the proxy's own default.
     let defaults = ProxyArgs::augment_args(Command::new("xray-sidecar")).get_matches_from([
         "xray-sidecar",

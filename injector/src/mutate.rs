@@ -442,6 +442,9 @@ fn proxy_container(cfg: &InjectConfig, service: &str, sampling: bool, resources:
     if let Some(cluster) = &cfg.cluster_name {
         env.push(value(proxy_env::CLUSTER_NAME, cluster));
     }
+    if let Some(workers) = resources.workers() {
+        env.push(value(proxy_env::WORKERS, &workers.to_string()));
+    }
     if let Some(format) = cfg.proxy_log_format {
         env.push(value(proxy_env::LOG_FORMAT, &format.to_string()));
     }

@@ -295,6 +295,8 @@ fn a_busy_pod_gives_its_proxy_more_and_the_connection_limit_follows() {
     let connections = proxy["env"].as_array().expect("env").iter().find(|e| e["name"] == proxy_env::MAX_CONNECTIONS);
     let expected = xray_sidecar::contract::max_connections_for_memory(512).to_string();
     assert_eq!(connections.map(|e| &e["value"]), Some(&json!(expected)));
+    let workers = proxy["env"].as_array().expect("env").iter().find(|e| e["name"] == proxy_env::WORKERS);
+    assert_eq!(workers.map(|e| &e["value"]), Some(&json!("2")), "a worker per core of the CPU limit");
 
     // Without annotations, the injector's own figures.
     let plain = super::tests::pod(json!({"xray-sidecar.io/inject": "true"}));

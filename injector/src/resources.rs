@@ -9,6 +9,9 @@ use crate::annotation::InvalidValue;
 use crate::config::InjectConfig;
 use crate::quantity;
 
+/// The most worker threads a CPU limit gives the proxy.
+const MAX_WORKERS: u32 = 32;
+
 /// Requests and limits, as the container spec takes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resources {
@@ -53,6 +56,13 @@ impl Resources {
     /// How many connections the proxy may serve at once within its memory limit.
     pub fn max_connections(&self) -> u32 {
         connections_within(&self.memory_limit)
+    }
+
+    /// The proxy's worker threads: one per core of its CPU limit, rounded up (as Istio sizes its
+    /// proxies' concurrency), so that a pod that gives its proxy more CPU gets it used; the
+    /// proxy's own choice (at most two) when the limit is no quantity.
+    pub fn workers(&self) -> Option<u32> {
+        quantity::value(&self.cpu_limit).map(|cores| cores.ceil().clamp(1.0, MAX_WORKERS as f64) as u32)
     }
 
     /// The container's `resources`.
