@@ -1,5 +1,6 @@
-//! Kubernetes resource quantities (`128Mi`, `1Gi`, `500M`, `1e9`), read as the API server reads a
-//! memory limit, so that the injector can size what the proxy may hold from the limit it gives it.
+//! Kubernetes resource quantities (`128Mi`, `1Gi`, `500M`, `250m`, `1e9`), read as the API server
+//! reads them, so that the injector can check a pod's own figures for its proxy and size what the
+//! proxy may hold (connections, worker threads) from the limits it gives it.
 
 /// The amount a quantity stands for (bytes of memory, cores of CPU); `None` for what the API
 /// server would refuse (a sign, an unknown suffix, no digits).
