@@ -122,15 +122,24 @@ pub fn seconds(v: &str) -> Result<String, InvalidValue> {
     }
 }
 
-/// The least memory limit an annotation may give the proxy: its own start-up use and a few
-/// connections.
-pub const MIN_MEMORY_MIB: u64 = 32;
+/// The least memory limit the proxy may be given: its own start-up use and a few connections.
+pub const MIN_MEMORY_LIMIT_MIB: u64 = 32;
 
-/// A memory quantity of at least [`MIN_MEMORY_MIB`] MiB (`256Mi`, `1Gi`, `300M`).
-pub fn memory(v: &str) -> Result<String, InvalidValue> {
+/// A memory limit of at least [`MIN_MEMORY_LIMIT_MIB`] MiB (`256Mi`, `1Gi`, `300M`).
+pub fn memory_limit(v: &str) -> Result<String, InvalidValue> {
+    memory_of_at_least(v, MIN_MEMORY_LIMIT_MIB, "a memory quantity of at least 32Mi")
+}
+
+/// A memory request of at least 1 MiB (a request may be low: the scheduler reserves it, the proxy
+/// is not held to it).
+pub fn memory_request(v: &str) -> Result<String, InvalidValue> {
+    memory_of_at_least(v, 1, "a memory quantity of at least 1Mi")
+}
+
+fn memory_of_at_least(v: &str, mib: u64, what: &'static str) -> Result<String, InvalidValue> {
     match crate::quantity::mebibytes(v) {
-        Some(mib) if mib >= MIN_MEMORY_MIB && plain_quantity(v) => Ok(v.to_owned()),
-        _ => Err(InvalidValue::NotAQuantity(shown(v), "a memory quantity of at least 32Mi")),
+        Some(have) if have >= mib && plain_quantity(v) => Ok(v.to_owned()),
+        _ => Err(InvalidValue::NotAQuantity(shown(v), what)),
     }
 }
 

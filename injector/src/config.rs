@@ -3,7 +3,7 @@
 use clap::Args;
 use xray_lifecycle::logging::Format as LogFormat;
 
-use crate::quantity;
+use crate::annotation;
 
 /// Injector configuration: the sidecar's image, privileges and resources are chosen here only.
 #[derive(Debug, Clone, Args)]
@@ -30,15 +30,15 @@ pub struct InjectConfig {
     pub proxy_uid: u32,
 
     /// Proxy CPU request.
-    #[arg(long, env = "XRAY_INJECTOR_PROXY_CPU_REQUEST", default_value = "50m")]
+    #[arg(long, env = "XRAY_INJECTOR_PROXY_CPU_REQUEST", default_value = "50m", value_parser = cpu)]
     pub proxy_cpu_request: String,
 
     /// Proxy memory request.
-    #[arg(long, env = "XRAY_INJECTOR_PROXY_MEMORY_REQUEST", default_value = "32Mi")]
+    #[arg(long, env = "XRAY_INJECTOR_PROXY_MEMORY_REQUEST", default_value = "32Mi", value_parser = memory_request)]
     pub proxy_memory_request: String,
 
     /// Proxy CPU limit.
-    #[arg(long, env = "XRAY_INJECTOR_PROXY_CPU_LIMIT", default_value = "1")]
+    #[arg(long, env = "XRAY_INJECTOR_PROXY_CPU_LIMIT", default_value = "1", value_parser = cpu)]
     pub proxy_cpu_limit: String,
 
     /// Proxy memory limit (a Kubernetes quantity); the proxy's connection limit is sized from it.
@@ -87,19 +87,27 @@ impl InjectConfig {
     }
 }
 
-/// A memory limit the API server would accept, refused at start-up otherwise (rather than in every
-/// pod the injector mutates).
+/// A memory limit the proxy can run with, refused at start-up otherwise: a value the API server
+/// refuses would have it refuse every pod the injector mutates.
 fn memory_limit(value: &str) -> Result<String, String> {
-    match quantity::bytes(value) {
-        Some(_) => Ok(value.to_owned()),
-        None => Err(format!("{value:?} is not a memory quantity (examples: 128Mi, 1Gi, 500M)")),
-    }
+    annotation::memory_limit(value).map_err(|e| e.to_string())
+}
+
+/// A memory request, refused at start-up otherwise (as [`memory_limit`]).
+fn memory_request(value: &str) -> Result<String, String> {
+    annotation::memory_request(value).map_err(|e| e.to_string())
+}
+
+/// A CPU quantity, refused at start-up otherwise (as [`memory_limit`]).
+fn cpu(value: &str) -> Result<String, String> {
+    annotation::cpu(value).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::quantity;
     use xray_sidecar::contract::{DEFAULT_PROXY_MEMORY_LIMIT_MIB, max_connections_for_memory};
 
     fn parse(args: &[&str]) -> Result<InjectConfig, clap::Error> {
@@ -124,8 +132,17 @@ mod tests {
     }
 
     #[test]
-    fn a_memory_limit_that_is_no_quantity_is_refused_at_start() {
-        let err = parse(&["--proxy-memory-limit", "128MB"]).unwrap_err().to_string();
-        assert!(err.contains("\"128MB\" is not a memory quantity"), "{err}");
+    fn resources_that_are_no_quantities_are_refused_at_start() {
+        for (flag, value) in [
+            ("--proxy-memory-limit", "128MB"),
+            ("--proxy-memory-request", "lots"),
+            ("--proxy-cpu-limit", "one"),
+            ("--proxy-cpu-request", "0"),
+        ] {
+            let err = parse(&[flag, value]).unwrap_err().to_string();
+            assert!(err.contains(flag) && err.contains(&format!("`{value}` is not a")), "{err}");
+        }
+        // A low request is no mistake: the proxy is not held to it.
+        assert_eq!(parse(&["--proxy-memory-request", "16Mi"]).unwrap().proxy_memory_request, "16Mi");
     }
 }

@@ -262,8 +262,8 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
     for (key, check, value) in [
         (keys::PROXY_CPU_REQUEST, annotation::cpu as fn(&str) -> _, &mut resources.cpu_request),
         (keys::PROXY_CPU_LIMIT, annotation::cpu, &mut resources.cpu_limit),
-        (keys::PROXY_MEMORY_REQUEST, annotation::memory, &mut resources.memory_request),
-        (keys::PROXY_MEMORY_LIMIT, annotation::memory, &mut resources.memory_limit),
+        (keys::PROXY_MEMORY_REQUEST, annotation::memory_request, &mut resources.memory_request),
+        (keys::PROXY_MEMORY_LIMIT, annotation::memory_limit, &mut resources.memory_limit),
     ] {
         match checked(key, check) {
             Ok(Some(v)) => *value = v,
