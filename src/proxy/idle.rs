@@ -46,7 +46,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use xray_lifecycle::Stopped;
 use xray_lifecycle::shutdown::Room;
@@ -173,10 +172,16 @@ pub struct InFlight {
     _slot: Option<StreamSlot>,
 }
 
-/// A slot of the connection limit's budget taken for one more HTTP/2 stream (see `idle_h2`): put
-/// in the request's extensions, and held by its [`InFlight`] until the response is finished with.
-#[derive(Clone, Debug)]
-pub struct StreamSlot(pub Arc<OwnedSemaphorePermit>);
+/// What an HTTP/2 stream holds of its connection's budget (see `idle_h2`): put in the request's
+/// extensions, and held by its [`InFlight`] until the response is finished with.
+#[derive(Clone)]
+pub struct StreamSlot(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for StreamSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamSlot")
+    }
+}
 
 impl InFlight {
     fn new(activity: &Arc<Activity>, slot: Option<StreamSlot>) -> Self {

@@ -32,10 +32,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use xray_lifecycle::Stopped;
 use xray_lifecycle::shutdown::{ConnectionLimit, Room};
@@ -66,8 +68,26 @@ pub struct Budget {
 #[derive(Clone, Debug)]
 pub struct Budgeted<S> {
     inner: S,
-    activity: Arc<Activity>,
+    /// The connection's streams in flight. Counted here, when a stream is let in, rather than read
+    /// from the connection's [`Activity`]: hyper calls the service of each stream on that stream's
+    /// own task, so two streams opening at once on two workers could otherwise both find none in
+    /// flight and both ride on the connection's slot.
+    streams: Arc<AtomicUsize>,
     budget: Budget,
+}
+
+/// A stream let in: counted among its connection's until dropped, with its slot of the budget if
+/// it needed one.
+struct Stream {
+    streams: Arc<AtomicUsize>,
+    /// Held, not read.
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.streams.fetch_sub(1, AcqRel);
+    }
 }
 
 impl<S, B> tower::Service<Request<Incoming>> for Budgeted<S>
@@ -84,13 +104,17 @@ where
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        if self.activity.in_flight() {
+        // Counted first, so that a stream opening meanwhile sees this one; dropped (and so
+        // uncounted) if refused.
+        let mut stream = Stream { streams: self.streams.clone(), slot: None };
+        if self.streams.fetch_add(1, AcqRel) > 0 {
             let Some(permit) = self.budget.limit.try_stream() else {
                 self.budget.metrics.streams_refused.fetch_add(1, Relaxed);
                 return BudgetedFuture::Refused;
             };
-            req.extensions_mut().insert(StreamSlot(Arc::new(permit)));
+            stream.slot = Some(permit);
         }
+        req.extensions_mut().insert(StreamSlot(Arc::new(stream)));
         BudgetedFuture::Called(self.inner.call(req))
     }
 }
@@ -156,7 +180,8 @@ where
 {
     let activity = Arc::new(Activity::new());
     let counted = Counted::new(service, activity.clone());
-    let service = TowerToHyperService::new(Budgeted { inner: counted, activity: activity.clone(), budget });
+    let streams = Arc::new(AtomicUsize::new(0));
+    let service = TowerToHyperService::new(Budgeted { inner: counted, streams, budget });
     // Boxed at HTTP/2's size, as `Http::serve` does, rather than inside the connection's task.
     let mut conn: Pin<Box<Conn<I, S>>> = Box::pin(http2.serve_connection(TokioIo::new(io), service));
     let why = 'serve: loop {
