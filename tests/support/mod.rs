@@ -243,6 +243,12 @@ impl Sidecar {
         extra: &[&str],
         launch: Launch<'_>,
     ) -> Sidecar {
+        // Tests of one binary run at once and some hold hundreds of sockets each: the test process
+        // takes the open-file limit the proxy itself takes (a soft limit of 1,024 would not do).
+        static RAISED: std::sync::Once = std::sync::Once::new();
+        RAISED.call_once(|| {
+            xray_sidecar::proxy::open_files::raise(0);
+        });
         // A port found free can be taken by another test (or an outgoing connection) before the
         // sidecar binds it; the sidecar then exits at start, and is started again on other ports.
         // That includes an outbound listener asked for as `127.0.0.1:0` (see `ANY_PORT`).
