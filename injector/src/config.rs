@@ -76,11 +76,6 @@ impl InjectConfig {
         <Only as clap::Parser>::try_parse_from(["xray-injector"]).map(|o| o.cfg)
     }
 
-    /// How many connections the proxy may serve at once within its memory limit.
-    pub fn proxy_max_connections(&self) -> u32 {
-        crate::resources::connections_within(&self.proxy_memory_limit)
-    }
-
     /// Whether pods in `ns` are never touched.
     pub fn is_system(&self, ns: &str) -> bool {
         self.system_namespaces.iter().any(|s| s == ns) || self.own_namespace.as_deref() == Some(ns)
@@ -108,6 +103,7 @@ fn cpu(value: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::quantity;
+    use crate::resources::Resources;
     use xray_sidecar::contract::{DEFAULT_PROXY_MEMORY_LIMIT_MIB, max_connections_for_memory};
 
     fn parse(args: &[&str]) -> Result<InjectConfig, clap::Error> {
@@ -122,13 +118,14 @@ mod tests {
 
     #[test]
     fn the_proxy_connection_limit_follows_its_memory_limit() {
+        let connections = |cfg: &InjectConfig| Resources::from_config(cfg).max_connections();
         let default = parse(&[]).unwrap();
         assert_eq!(quantity::mebibytes(&default.proxy_memory_limit), Some(DEFAULT_PROXY_MEMORY_LIMIT_MIB));
-        assert_eq!(default.proxy_max_connections(), max_connections_for_memory(DEFAULT_PROXY_MEMORY_LIMIT_MIB));
+        assert_eq!(connections(&default), max_connections_for_memory(DEFAULT_PROXY_MEMORY_LIMIT_MIB));
         let bigger = parse(&["--proxy-memory-limit", "256Mi"]).unwrap();
-        assert!(bigger.proxy_max_connections() > 2 * default.proxy_max_connections() - 50);
+        assert!(connections(&bigger) > 2 * connections(&default) - 50);
         let smaller = parse(&["--proxy-memory-limit", "64M"]).unwrap();
-        assert!(smaller.proxy_max_connections() < default.proxy_max_connections() / 2);
+        assert!(connections(&smaller) < connections(&default) / 2);
     }
 
     #[test]

@@ -55,7 +55,10 @@ impl Resources {
 
     /// How many connections the proxy may serve at once within its memory limit.
     pub fn max_connections(&self) -> u32 {
-        connections_within(&self.memory_limit)
+        // The limit is a checked quantity (at start, or as an annotation); the default's figure
+        // is only a fallback.
+        let mib = quantity::mebibytes(&self.memory_limit).unwrap_or(DEFAULT_PROXY_MEMORY_LIMIT_MIB);
+        max_connections_for_memory(mib)
     }
 
     /// The proxy's worker threads: one per core of its CPU limit, rounded up (as Istio sizes its
@@ -81,9 +84,4 @@ pub enum Resource {
     Cpu,
     /// Memory.
     Memory,
-}
-
-/// The connection limit for a memory limit (the default limit's when it is no quantity).
-pub fn connections_within(memory_limit: &str) -> u32 {
-    max_connections_for_memory(quantity::mebibytes(memory_limit).unwrap_or(DEFAULT_PROXY_MEMORY_LIMIT_MIB))
 }
