@@ -7,24 +7,24 @@ use std::fmt::Write;
 
 /// Appends the process metrics to `o`; a figure that cannot be read is left out.
 pub fn render(o: &mut String) {
-    let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
+    let mut metric = |name: &str, help: &str, kind: &str, value: f64| {
         let _ = writeln!(o, "# HELP process_{name} {help}\n# TYPE process_{name} {kind}\nprocess_{name} {value}");
     };
     if let Some(bytes) = resident_bytes() {
-        gauge("resident_memory_bytes", "Resident memory size in bytes.", "gauge", bytes as f64);
+        metric("resident_memory_bytes", "Resident memory size in bytes.", "gauge", bytes as f64);
     }
     if let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) {
         let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
         let cpu = seconds(usage.user_time()) + seconds(usage.system_time());
-        gauge("cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter", cpu);
+        metric("cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter", cpu);
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         // Less one: the directory being read is open too.
         let open = fds.count().saturating_sub(1);
-        gauge("open_fds", "Number of open file descriptors.", "gauge", open as f64);
+        metric("open_fds", "Number of open file descriptors.", "gauge", open as f64);
     }
     if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        gauge("max_fds", "Maximum number of open file descriptors.", "gauge", soft as f64);
+        metric("max_fds", "Maximum number of open file descriptors.", "gauge", soft as f64);
     }
 }
 

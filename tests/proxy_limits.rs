@@ -305,19 +305,22 @@ fn open_file_limits(sc: &Sidecar) -> (u64, u64) {
     (fields.next().unwrap(), fields.next().unwrap())
 }
 
-/// A log file for a test's sidecar.
-fn log_path(test: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("xray-{test}-{}.log", std::process::id()))
+/// A sidecar with `--max-connections 400` started under `prlimit --nofile=NOFILE`, logging to a file
+/// of its own; with its upstream and daemon, which must outlive it, and the log's path.
+async fn under_open_file_limit(nofile: &str, test: &str) -> (Sidecar, Upstream, Daemon, std::path::PathBuf) {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let log = std::env::temp_dir().join(format!("xray-{test}-{}.log", std::process::id()));
+    let nofile = format!("--nofile={nofile}");
+    let launch = Launch { log: Some(&log), wrapper: &["prlimit", &nofile, "--"], ..Launch::default() };
+    let sc = Sidecar::launch(&up.url(), daemon.addr, &["--max-connections", "400"], launch);
+    (sc, up, daemon, log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_soft_open_file_limit_is_raised_for_the_connection_limit() {
     // Container runtimes often start processes with a soft limit of 1,024 under a far higher hard
     // one (containerd 2: 1024:524288); here 128 under 4,096.
-    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
-    let log = log_path("open-files-raised");
-    let launch = Launch { log: Some(&log), wrapper: &["prlimit", "--nofile=128:4096", "--"], ..Launch::default() };
-    let sc = Sidecar::launch(&up.url(), daemon.addr, &["--max-connections", "400"], launch);
+    let (sc, _up, _daemon, log) = under_open_file_limit("128:4096", "open-files-raised").await;
     assert_eq!(open_file_limits(&sc), (4096, 4096));
     // 300 requests at once, each holding its client's connection and one upstream: 600 descriptors,
     // far beyond the 128 the proxy was started with. Every one is served.
@@ -339,10 +342,7 @@ async fn a_low_soft_open_file_limit_is_raised_for_the_connection_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hard_open_file_limit_below_the_connection_limit_is_a_warning() {
-    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
-    let log = log_path("open-files-short");
-    let launch = Launch { log: Some(&log), wrapper: &["prlimit", "--nofile=300:300", "--"], ..Launch::default() };
-    let sc = Sidecar::launch(&up.url(), daemon.addr, &["--max-connections", "400"], launch);
+    let (sc, _up, _daemon, log) = under_open_file_limit("300:300", "open-files-short").await;
     assert_eq!(open_file_limits(&sc), (300, 300));
     assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 200"));
     let log = std::fs::read_to_string(&log).unwrap();
