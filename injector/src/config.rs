@@ -142,4 +142,19 @@ mod tests {
         // A low request is no mistake: the proxy is not held to it.
         assert_eq!(parse(&["--proxy-memory-request", "16Mi"]).unwrap().proxy_memory_request, "16Mi");
     }
+
+    #[test]
+    fn a_request_above_its_limit_is_refused_at_start() {
+        // Each figure is a fine quantity; together the API server would refuse every pod.
+        for (args, flags) in [
+            (&["--proxy-memory-request", "256Mi"][..], "--proxy-memory-request/--proxy-memory-limit"),
+            (&["--proxy-cpu-request", "2", "--proxy-cpu-limit", "1500m"], "--proxy-cpu-request/--proxy-cpu-limit"),
+        ] {
+            let err = Resources::check_config(&parse(args).unwrap()).unwrap_err();
+            assert!(err.starts_with(flags) && err.contains("above the limit"), "{err}");
+        }
+        assert_eq!(Resources::check_config(&parse(&[]).unwrap()), Ok(()));
+        let equal = parse(&["--proxy-memory-request", "128Mi", "--proxy-cpu-request", "1"]).unwrap();
+        assert_eq!(Resources::check_config(&equal), Ok(()));
+    }
 }

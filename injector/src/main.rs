@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use xray_injector::{BoxError, certs, config, inject_cmd, server, tls};
+use xray_injector::{BoxError, certs, config, inject_cmd, resources, server, tls};
 use xray_lifecycle::{Shutdown, logging, signal};
 
 #[derive(Parser)]
@@ -77,6 +77,15 @@ fn main() -> ExitCode {
         _ => logging::Format::Plain,
     };
     logging::init(format);
+    let config = match &cli.command {
+        Command::Serve(args) => Some(&args.config),
+        Command::Inject(args) => Some(&args.config),
+        Command::Certs(_) => None,
+    };
+    if let Some(Err(e)) = config.map(resources::Resources::check_config) {
+        eprintln!("xray-injector: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Inject(args) => inject_cmd::run(&args).map_err(BoxError::from),
         Command::Certs(args) => certs::run(&args).map_err(BoxError::from),

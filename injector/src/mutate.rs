@@ -272,10 +272,13 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         }
     }
     if let Some((which, source)) = resources.request_above_limit() {
-        let key = match which {
-            Resource::Cpu => keys::PROXY_CPU_REQUEST,
-            Resource::Memory => keys::PROXY_MEMORY_REQUEST,
+        // The injector's own figures agree (checked at start), so the pod set at least one of the
+        // pair: the warning names the request if the pod set it, else the limit.
+        let (request, limit) = match which {
+            Resource::Cpu => (keys::PROXY_CPU_REQUEST, keys::PROXY_CPU_LIMIT),
+            Resource::Memory => (keys::PROXY_MEMORY_REQUEST, keys::PROXY_MEMORY_LIMIT),
         };
+        let key = if annotation(request).is_some_and(|v| !v.is_empty()) { request } else { limit };
         return Outcome::Skip(Skip::InvalidAnnotation(Unusable::Annotation { key, source }));
     }
 

@@ -310,7 +310,8 @@ fn a_request_above_its_limit_skips_injection_rather_than_the_whole_pod() {
     for (annotations, key) in [
         (json!({keys::PROXY_MEMORY_REQUEST: "256Mi"}), keys::PROXY_MEMORY_REQUEST),
         (json!({keys::PROXY_MEMORY_LIMIT: "64Mi", keys::PROXY_MEMORY_REQUEST: "100Mi"}), keys::PROXY_MEMORY_REQUEST),
-        (json!({keys::PROXY_CPU_LIMIT: "20m"}), keys::PROXY_CPU_REQUEST),
+        // The pod set only the limit, below the injector's 50m request: the limit is named.
+        (json!({keys::PROXY_CPU_LIMIT: "20m"}), keys::PROXY_CPU_LIMIT),
     ] {
         let mut annotations = annotations;
         annotations["xray-sidecar.io/inject"] = json!("true");

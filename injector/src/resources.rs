@@ -36,6 +36,16 @@ impl Resources {
         }
     }
 
+    /// Refuses what no single flag's check can see in the injector's own figures: a request above
+    /// its limit, which the API server would refuse in every pod given it. Run at start.
+    pub fn check_config(cfg: &InjectConfig) -> Result<(), String> {
+        match Resources::from_config(cfg).request_above_limit() {
+            None => Ok(()),
+            Some((Resource::Cpu, why)) => Err(format!("--proxy-cpu-request/--proxy-cpu-limit: {why}")),
+            Some((Resource::Memory, why)) => Err(format!("--proxy-memory-request/--proxy-memory-limit: {why}")),
+        }
+    }
+
     /// A request above its limit, which the API server would refuse along with the whole pod:
     /// which request, and why.
     pub fn request_above_limit(&self) -> Option<(Resource, InvalidValue)> {

@@ -83,6 +83,26 @@ fn inject_prints_mutated_workloads_and_leaves_the_rest() {
 }
 
 #[test]
+fn a_request_above_its_limit_in_the_configuration_stops_the_injector_at_start() {
+    // Each figure is a quantity on its own; together the API server would refuse every pod, so
+    // neither the webhook nor `inject` runs with them (the webhook before reading its certificate).
+    for (args, env) in [
+        (&["inject", "-f", "-", "--proxy-memory-request", "256Mi"][..], None),
+        (&["serve", "--tls-cert-file", "/nonexistent"], Some(("XRAY_INJECTOR_PROXY_CPU_REQUEST", "2"))),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).stdin(Stdio::null());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && out.stdout.is_empty(), "{args:?}: {stderr}");
+        assert!(stderr.contains("request") && stderr.contains("is above the limit"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn certs_chain_to_their_ca_and_patch_the_webhook_configuration() {
     let dir = std::env::temp_dir().join(format!("xray-certs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
