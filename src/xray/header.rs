@@ -145,16 +145,24 @@ impl TraceHeader {
     /// The header for the next hop: `Root=..;Parent=..;Sampled=..` and the preserved pairs.
     pub fn for_downstream(&self, root: &TraceId, parent: &SegmentId, sampled: bool) -> HeaderValue {
         let extra = self.extra.as_deref().unwrap_or_default();
-        let mut b = BytesMut::with_capacity(72 + extra.len());
-        b.put_slice(b"Root=");
-        b.put_slice(root.as_bytes());
-        b.put_slice(b";Parent=");
-        b.put_slice(parent.as_bytes());
-        b.put_slice(if sampled { b";Sampled=1" } else { b";Sampled=0" });
+        let pairs: [&[u8]; 5] = [
+            b"Root=",
+            root.as_bytes(),
+            b";Parent=",
+            parent.as_bytes(),
+            if sampled { b";Sampled=1" } else { b";Sampled=0" },
+        ];
+        // Exactly the length written: a buffer that has to grow costs a reallocation per request.
+        let len = pairs.iter().map(|p| p.len()).sum::<usize>() + if extra.is_empty() { 0 } else { 1 + extra.len() };
+        let mut b = BytesMut::with_capacity(len);
+        for p in pairs {
+            b.put_slice(p);
+        }
         if !extra.is_empty() {
             b.put_u8(b';');
             b.put_slice(extra.as_bytes());
         }
+        debug_assert_eq!(b.len(), len);
         // The extra pairs came from a valid header value, so this only fails on a bug; fall back to
         // the pairs we generated rather than dropping the header.
         HeaderValue::from_maybe_shared(b.freeze())
