@@ -2,7 +2,7 @@
 //! headers become one context: `X-Amzn-Trace-Id` wins when they disagree, `traceparent` fills in
 //! what it lacks. Pure apart from reading and writing a header map.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use std::str::FromStr;
 
 use super::traceparent::{Invalid, TRACEPARENT, TRACESTATE, TraceParent};
@@ -63,8 +63,9 @@ pub struct Problems {
 impl Propagation {
     /// The caller's context from the enabled headers, and what was wrong with them.
     pub fn read(&self, headers: &HeaderMap) -> (TraceHeader, Problems) {
+        let fields = ContextFields::of(headers);
         let mut problems = Problems::default();
-        let xray = match headers.get(&TRACE_HEADER).filter(|_| self.xray) {
+        let xray = match fields.xray.filter(|_| self.xray) {
             Some(v) => {
                 let (h, bad) = TraceHeader::parse(v);
                 problems.xray = bad;
@@ -75,19 +76,18 @@ impl Propagation {
         if !self.w3c {
             return (xray, problems);
         }
-        let mut values = headers.get_all(&TRACEPARENT).iter();
-        let w3c = match (values.next(), values.next()) {
-            (None, _) => None,
-            (Some(v), None) => TraceParent::parse(v).map_err(|e| problems.w3c = Some(e)).ok(),
-            (Some(_), Some(_)) => {
+        let w3c = match fields.traceparent {
+            None => None,
+            Some(_) if fields.traceparent_repeated => {
                 problems.w3c = Some(Invalid::Repeated);
                 None
             }
+            Some(v) => TraceParent::parse(v).map_err(|e| problems.w3c = Some(e)).ok(),
         };
         let had_w3c = w3c.is_some();
         let (merged, disagree) = merge(xray, w3c);
         problems.disagree = disagree;
-        problems.stale_tracestate = (!had_w3c || disagree) && headers.contains_key(&TRACESTATE);
+        problems.stale_tracestate = (!had_w3c || disagree) && fields.tracestate;
         (merged, problems)
     }
 
@@ -112,6 +112,41 @@ impl Propagation {
                 headers.remove(&TRACESTATE);
             }
         }
+    }
+}
+
+/// The fields of a request head that carry a trace context, found in one pass over its fields:
+/// a look-up by name hashes the name each time, and a head holds a handful of fields where three
+/// are looked for on every request (a hundred at most: hyper's parser's limit).
+#[derive(Default)]
+struct ContextFields<'a> {
+    /// The first `X-Amzn-Trace-Id`, as `HeaderMap::get` finds it.
+    xray: Option<&'a HeaderValue>,
+    /// The first `traceparent`.
+    traceparent: Option<&'a HeaderValue>,
+    /// More than one `traceparent` came, which makes them all invalid.
+    traceparent_repeated: bool,
+    /// A `tracestate` came.
+    tracestate: bool,
+}
+
+impl<'a> ContextFields<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let (xray, traceparent, tracestate) = (TRACE_HEADER, TRACEPARENT, TRACESTATE);
+        let mut found = ContextFields::default();
+        // The map yields a name's values together, first to last, and names as they first came.
+        for (name, value) in headers {
+            let name = name.as_str();
+            if name == xray.as_str() {
+                found.xray.get_or_insert(value);
+            } else if name == traceparent.as_str() {
+                found.traceparent_repeated |= found.traceparent.is_some();
+                found.traceparent.get_or_insert(value);
+            } else if name == tracestate.as_str() {
+                found.tracestate = true;
+            }
+        }
+        found
     }
 }
 

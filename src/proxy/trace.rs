@@ -3,6 +3,7 @@
 //! ends or the client leaves.
 
 use bytes::Bytes;
+use http::header::Entry;
 use http::{HeaderMap, Request, Response, header};
 use http_body::Body;
 use http_body_util::{Either, Full};
@@ -213,11 +214,21 @@ where
             call.read_status(&parts.headers);
         }
         if let Some(t) = completion.record.as_mut() {
-            // A downstream that answers with a trace header records its own segment.
-            let traced = parts.headers.contains_key(&TRACE_HEADER);
-            if t.echo {
-                parts.headers.insert(TRACE_HEADER, trace_header::for_response(&t.root, t.sampled));
-            }
+            // A downstream that answers with a trace header records its own segment. One look-up
+            // finds it and puts the echo in its place (each costs a hash of the name).
+            let echo = t.echo.then(|| trace_header::for_response(&t.root, t.sampled));
+            let traced = match (parts.headers.entry(TRACE_HEADER), echo) {
+                (Entry::Occupied(mut theirs), Some(ours)) => {
+                    theirs.insert(ours);
+                    true
+                }
+                (Entry::Occupied(_), None) => true,
+                (Entry::Vacant(slot), Some(ours)) => {
+                    slot.insert(ours);
+                    false
+                }
+                (Entry::Vacant(_), None) => false,
+            };
             if let Some(seg) = t.segment.as_mut() {
                 let (status, length) = (completion.status, content_length(&parts.headers));
                 seg.for_each_mut(|s| {
