@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use std::borrow::Cow;
 
+use crate::xray::document::with_ip_text;
 use crate::xray::grpc::{self, Grpc};
 use crate::xray::segment::{Direction, Kind, Segment};
 use crate::xray::tunnel::Tunnel;
@@ -180,7 +181,7 @@ fn http_attributes(seg: &Segment, host: Option<&str>, kind: SpanKind, attributes
         _ => attributes.string("url.path", http.uri.path()),
     }
     if let Some(ip) = http.client_ip {
-        attributes.string("client.address", &ip.to_string());
+        with_ip_text(ip, |text| attributes.string("client.address", text));
     }
     if let Some(ua) = http.user_agent.as_ref().and_then(|u| u.to_str().ok()) {
         attributes.string("user_agent.original", ua);

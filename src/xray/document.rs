@@ -112,9 +112,9 @@ impl Document<'_> {
             quoted(out, p.as_bytes());
         }
         out.extend_from_slice(b",\"start_time\":");
-        serde_json::to_writer(&mut *out, &micros(seg.start_time))?;
+        seconds(out, seg.start_time)?;
         out.extend_from_slice(b",\"end_time\":");
-        serde_json::to_writer(&mut *out, &micros(seg.end_time))?;
+        seconds(out, seg.end_time)?;
         if seg.kind != Kind::Segment {
             if seg.kind == Kind::IndependentSubsegment {
                 out.extend_from_slice(b",\"type\":\"subsegment\"");
@@ -205,20 +205,73 @@ fn plain(s: &str) -> bool {
     s.bytes().fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'))
 }
 
-/// An unsigned number as JSON writes it.
-fn number(out: &mut Vec<u8>, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Whether `bytes` are printable ASCII other than `"` and `\\`: text (what `HeaderValue::to_str`
+/// accepts, too) that goes into a JSON string as it is.
+fn printable(bytes: &[u8]) -> bool {
+    // No early exit, as in `plain`.
+    bytes.iter().fold(true, |ok, &b| ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\'))
+}
+
+/// The `url` field in one pass over each part when every part is printable ASCII and the whole
+/// fits [`MAX_HTTP_STRING`]: then it is what [`url_parts`] gives (nothing to cut, one byte a
+/// character) with nothing to escape. Writes nothing and returns `false` otherwise.
+fn printable_url(out: &mut Vec<u8>, h: &Http) -> bool {
+    // As `url_parts`: the Host header if it is text, which printable bytes are; else the authority.
+    let host = match &h.host {
+        Some(v) if printable(v.as_bytes()) => v.as_bytes(),
+        Some(_) => return false,
+        None => h.uri.authority().map_or(&b""[..], |a| a.as_str().as_bytes()),
+    };
+    let host = host.iter().rposition(|&b| b == b'@').map_or(host, |at| &host[at + 1..]);
+    let (scheme, path) = (h.scheme.as_bytes(), h.uri.path().as_bytes());
+    let len = scheme.len() + 3 + host.len() + path.len();
+    if len > MAX_HTTP_STRING || !(printable(scheme) & printable(host) & printable(path)) {
+        return false;
     }
-    out.extend_from_slice(&buf[i..]);
+    out.reserve(len + 2);
+    out.push(b'"');
+    for part in [scheme, b"://", host, path] {
+        out.extend_from_slice(part);
+    }
+    out.push(b'"');
+    true
+}
+
+/// A time in seconds as serde_json writes it once rounded to the microsecond ([`micros`]),
+/// written from integers. From 1 s to 2^32 s (the year 2106) two microseconds are more than an
+/// ulp apart, so the shortest decimal that reads back as the rounded float, serde_json's output,
+/// is the count of microseconds itself with its trailing zeros dropped (`.0` for whole seconds).
+/// Other times, which no clock gives, go through serde_json.
+fn seconds(out: &mut Vec<u8>, t: f64) -> serde_json::Result<()> {
+    let us = (t * 1e6).round();
+    if !(1e6..4_294_967_296e6).contains(&us) {
+        return serde_json::to_writer(&mut *out, &micros(t));
+    }
+    // A whole number below 2^53: exact as an integer.
+    let us = us as u64;
+    number(out, us / 1_000_000);
+    let mut fraction = us % 1_000_000;
+    if fraction == 0 {
+        out.extend_from_slice(b".0");
+        return Ok(());
+    }
+    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0'];
+    let mut len = digits.len();
+    while fraction % 10 == 0 {
+        fraction /= 10;
+        len -= 1;
+    }
+    for d in digits[1..len].iter_mut().rev() {
+        *d = b'0' + (fraction % 10) as u8;
+        fraction /= 10;
+    }
+    out.extend_from_slice(&digits[..len]);
+    Ok(())
+}
+
+/// An unsigned number as JSON writes it (serde_json writes integers with the same crate).
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Embedded subsegments, written straight from the parent's list (no intermediate vector).
@@ -276,34 +329,28 @@ impl HttpJson<'_> {
             string(out, truncate(h.method.as_str(), MAX_HTTP_STRING));
         }
         field(out, b"\"url\":");
-        let mut all_plain = true;
-        url_parts(h, |part| all_plain &= plain(part));
-        if all_plain {
-            out.push(b'"');
-            url_parts(h, |part| out.extend_from_slice(part.as_bytes()));
-            out.push(b'"');
-        } else {
+        if !printable_url(out, h) {
             string(out, &url(h));
         }
         if self.inbound_segment {
             if let Some(ip) = h.client_ip {
                 field(out, b"\"client_ip\":");
-                match ip {
-                    IpAddr::V4(v4) => {
-                        let mut buf = [0u8; 15];
-                        let len = ipv4_text(v4, &mut buf);
-                        quoted(out, &buf[..len]);
-                    }
-                    IpAddr::V6(_) => string(out, &ip.to_string()),
-                }
+                // Digits, dots, hex and colons: nothing to escape.
+                with_ip_text(ip, |text| quoted(out, text.as_bytes()));
                 if h.x_forwarded_for {
                     field(out, b"\"x_forwarded_for\":true");
                 }
             }
         }
-        if let Some(ua) = h.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
-            field(out, b"\"user_agent\":");
-            string(out, truncate(ua, MAX_HTTP_STRING));
+        if let Some(ua) = &h.user_agent {
+            // Printable ASCII within the limit is text that needs neither escaping nor cutting.
+            if ua.len() <= MAX_HTTP_STRING && printable(ua.as_bytes()) {
+                field(out, b"\"user_agent\":");
+                quoted(out, ua.as_bytes());
+            } else if let Ok(ua) = ua.to_str() {
+                field(out, b"\"user_agent\":");
+                string(out, truncate(ua, MAX_HTTP_STRING));
+            }
         }
         out.push(b'}');
         if h.status.is_some() || h.content_length.is_some() {
@@ -414,14 +461,22 @@ struct ClientIp(IpAddr);
 
 impl Serialize for ClientIp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            IpAddr::V4(ip) => {
-                let mut buf = [0u8; 15];
-                let len = ipv4_text(ip, &mut buf);
-                s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
-            }
-            ip @ IpAddr::V6(_) => s.collect_str(&ip),
+        with_ip_text(self.0, |text| s.serialize_str(text))
+    }
+}
+
+/// Calls `f` with `ip` as `Display` writes it. IPv4, the common case, is written on the stack: for
+/// every client address, the formatting machinery and an allocation cost more than the rest of
+/// the field.
+pub fn with_ip_text<R>(ip: IpAddr, f: impl FnOnce(&str) -> R) -> R {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let len = ipv4_text(v4, &mut buf);
+            // Digits and dots only.
+            f(std::str::from_utf8(&buf[..len]).unwrap_or_default())
         }
+        IpAddr::V6(_) => f(&ip.to_string()),
     }
 }
 
@@ -606,6 +661,25 @@ impl Annotations<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_written_as_serde_json_writes_them_rounded_to_the_microsecond() {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let edges = [0.0, 1e-7, 1e-6, 0.5, 0.999_999_4, 0.999_999_6, 1.0, 1.000_001, 10.1, 1_733_412_345.0];
+        let late = [1_733_412_345.123_456, 2_147_483_647.999_999, 4_294_967_295.999_999, 4_294_967_296.0, 1e12];
+        let random = (0..200_000).map(|i| {
+            let t: f64 = rng.random_range(0.0..4.5e9);
+            // Whole and few-digit times too, whose trailing zeros are dropped.
+            if i % 3 == 0 { (t * 1e3).round() / 1e3 } else { t }
+        });
+        for t in edges.into_iter().chain(late).chain(random) {
+            let mut ours = Vec::new();
+            seconds(&mut ours, t).expect("writing into memory");
+            let theirs = serde_json::to_vec(&micros(t)).expect("a float");
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs), "{t}");
+        }
+    }
 
     #[test]
     fn ipv4_is_written_as_display_writes_it() {
