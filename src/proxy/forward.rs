@@ -1,7 +1,7 @@
 //! Forwarding to the upstream: pooled HTTP/1.1 ([`super::pool`]) and HTTP/2 clients, hop-by-hop hygiene,
 //! `X-Forwarded-*`, timeouts, and `Upgrade` tunnels.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -354,22 +354,27 @@ pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue) {
-    let value = match h.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(prev) if !prev.is_empty() => {
+    // One look-up a name (each hashes the name, on every request): the entry reads what came
+    // and takes what goes on.
+    match h.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut e) if !e.get().is_empty() => {
+            let prev = e.get().as_bytes();
             let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
             v.extend_from_slice(prev);
             v.extend_from_slice(b", ");
             v.extend_from_slice(client.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                e.insert(v);
+            }
         }
-        _ => Some(client.clone()),
-    };
-    if let Some(v) = value {
-        h.insert(X_FORWARDED_FOR, v);
+        Entry::Occupied(mut e) => {
+            e.insert(client.clone());
+        }
+        Entry::Vacant(e) => {
+            e.insert(client.clone());
+        }
     }
-    if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
+    h.entry(X_FORWARDED_PROTO).or_insert_with(|| HeaderValue::from_static("http"));
 }
 
 #[cfg(test)]
@@ -386,5 +391,13 @@ mod tests {
         add_forwarded(&mut h, &HeaderValue::from_static("::1"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, ::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        // An empty header is replaced; of several, the first goes on with the client after it.
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static(""));
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.2"));
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["10.0.0.2"]);
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.9.9.9"));
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.3"));
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["10.0.0.2, 10.0.0.3"]);
     }
 }
