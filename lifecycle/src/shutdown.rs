@@ -14,6 +14,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::latch::Latch;
 pub use crate::latch::Wait;
+use crate::logging::Throttle;
 
 /// How long the accept loop waits after a failed accept (usually out of file descriptors) before
 /// trying again, instead of spinning.
@@ -221,7 +222,7 @@ pub async fn serve_all<H, F, R, G>(
     let AcceptSettings { server, max_connections: limit, grace } = settings;
     let refusing = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let graceful = GracefulShutdown::new();
-    let mut refusals = RefusalLog::default();
+    let mut refusals = RefusalLog(Throttle::new(REFUSAL_LOG_EVERY));
     let mut first = 0;
     loop {
         let (stream, peer) = tokio::select! {
@@ -300,23 +301,17 @@ impl<F: Future<Output = ()>> Future for Holding<F> {
 }
 
 /// Counts refused connections and logs them once per [`REFUSAL_LOG_EVERY`].
-#[derive(Default)]
-struct RefusalLog {
-    last: Option<tokio::time::Instant>,
-    since: u64,
-}
+struct RefusalLog(Throttle);
 
 impl RefusalLog {
     fn refused(&mut self, server: &'static str, peer: SocketAddr, limit: usize) {
-        self.since += 1;
-        let now = tokio::time::Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY) {
-            tracing::debug!(server, %peer, "connection limit reached: refused");
-            return;
+        match self.0.count(1) {
+            Some(since) => tracing::warn!(
+                server, %peer, limit, refused_since_last = since,
+                "connection limit reached: refusing connections"
+            ),
+            None => tracing::debug!(server, %peer, "connection limit reached: refused"),
         }
-        tracing::warn!(server, %peer, limit, refused_since_last = self.since, "connection limit reached: refusing connections");
-        self.last = Some(now);
-        self.since = 0;
     }
 }
 

@@ -12,7 +12,8 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use xray_lifecycle::logging::Throttle;
 
 use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, send, sendmmsg, sendmsg};
@@ -119,9 +120,8 @@ pub struct UdpBatch {
     order: Vec<usize>,
     singles: Vec<usize>,
     metrics: Arc<DeliveryCounters>,
-    /// When refused datagrams were last told, and how many since.
-    failures_told: Option<Instant>,
-    failures_since: usize,
+    /// Refused datagrams, told at most once per [`FAILURE_LOG_EVERY`].
+    failures: Throttle,
     /// Makes the kernel's answer to a mode this error, to exercise the fallbacks.
     #[cfg(test)]
     pub(crate) refuse: Vec<(Mode, Errno)>,
@@ -136,8 +136,7 @@ impl UdpBatch {
             order: Vec::new(),
             singles: Vec::new(),
             metrics,
-            failures_told: None,
-            failures_since: 0,
+            failures: Throttle::new(FAILURE_LOG_EVERY),
             #[cfg(test)]
             refuse: Vec::new(),
         }
@@ -207,19 +206,14 @@ impl UdpBatch {
 
     /// Tells of datagrams the kernel refused: a warning at most once per [`FAILURE_LOG_EVERY`].
     fn refused(&mut self, e: &io::Error, datagrams: usize) {
-        self.failures_since += datagrams;
-        let now = Instant::now();
-        if self.failures_told.is_some_and(|t| now.duration_since(t) < FAILURE_LOG_EVERY) {
-            tracing::debug!(error = %e, datagrams, "cannot send segments");
-            return;
+        match self.failures.count(datagrams as u64) {
+            Some(since) => tracing::warn!(
+                error = %e,
+                datagrams = since,
+                "cannot send segments to the daemon; each is counted in xray_sidecar_daemon_send_errors_total"
+            ),
+            None => tracing::debug!(error = %e, datagrams, "cannot send segments"),
         }
-        tracing::warn!(
-            error = %e,
-            datagrams = self.failures_since,
-            "cannot send segments to the daemon; each is counted in xray_sidecar_daemon_send_errors_total"
-        );
-        self.failures_told = Some(now);
-        self.failures_since = 0;
     }
 
     /// Sends the listed datagrams each on its own: by `sendmmsg`, or one call each.
