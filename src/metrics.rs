@@ -228,20 +228,33 @@ impl Metrics {
             let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} counter");
             let _ = writeln!(o, "xray_sidecar_{name} {}", v.load(Relaxed));
         }
+        let limit = self.connection_limit.get();
         for (name, help, v) in [
             (
                 "idle_connections",
                 "HTTP/1.1 client connections open but idle, their buffers handed back.",
-                &self.idle_connections,
+                Some(self.idle_connections.load(Relaxed)),
             ),
             (
                 "idle_upstream_connections",
                 "HTTP/1.1 upstream connections kept open but idle, their buffers handed back.",
-                &self.idle_upstream_connections,
+                Some(self.idle_upstream_connections.load(Relaxed)),
+            ),
+            (
+                "connection_limit",
+                "Connections (and HTTP/2 streams) served at once at most: --max-connections.",
+                limit.map(|l| l.max() as u64),
+            ),
+            (
+                "connections_in_use",
+                "Slots of --max-connections taken: client connections, and HTTP/2 streams beside others.",
+                limit.map(|l| l.in_use() as u64),
             ),
         ] {
-            let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} gauge");
-            let _ = writeln!(o, "xray_sidecar_{name} {}", v.load(Relaxed));
+            if let Some(v) = v {
+                let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} gauge");
+                let _ = writeln!(o, "xray_sidecar_{name} {v}");
+            }
         }
         o.push_str("# HELP xray_sidecar_segment_send_fallbacks_total Batched sending the kernel refused, by what it fell back to.\n");
         o.push_str("# TYPE xray_sidecar_segment_send_fallbacks_total counter\n");
@@ -263,23 +276,6 @@ impl Metrics {
         o.push_str("# TYPE xray_sidecar_upstream_errors_total counter\n");
         for (kind, n) in ["connect", "timeout", "broken"].iter().zip(&self.upstream_errors) {
             let _ = writeln!(o, "xray_sidecar_upstream_errors_total{{kind=\"{kind}\"}} {}", n.load(Relaxed));
-        }
-        if let Some(limit) = self.connection_limit.get() {
-            for (name, help, v) in [
-                (
-                    "connection_limit",
-                    "Connections (and HTTP/2 streams) served at once at most: --max-connections.",
-                    limit.max(),
-                ),
-                (
-                    "connections_in_use",
-                    "Slots of --max-connections taken: client connections, and HTTP/2 streams beside others.",
-                    limit.in_use(),
-                ),
-            ] {
-                let _ = writeln!(o, "# HELP xray_sidecar_{name} {help}\n# TYPE xray_sidecar_{name} gauge");
-                let _ = writeln!(o, "xray_sidecar_{name} {v}");
-            }
         }
         crate::process::render(&mut o);
         if let Some(c) = self.centralized.get() {
