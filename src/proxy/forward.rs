@@ -205,7 +205,7 @@ impl tower::Service<Request<Incoming>> for Forward {
         let upstream = &self.0.upstream;
         let state = if version < Version::HTTP_2 && upgrade.is_none() {
             let pool = upstream.pool.clone();
-            State::Pooled(Box::pin(async move { pool.send(authority, req).await }))
+            State::Pooled(Box::pin(pool.send(authority, req)))
         } else {
             // HTTP/2 to a fixed destination goes through this connection's pinned client, and the
             // application hears the authority the client named, as an HTTP/1.1 one hears its Host.

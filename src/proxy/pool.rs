@@ -164,9 +164,10 @@ impl H1Pool {
     }
 
     /// Sends `req` to `authority` on an idle connection, or a new one, and returns the response
-    /// head; the body streams from the connection.
+    /// head; the body streams from the connection. The future owns its handle on the pool, so the
+    /// caller boxes it as it is rather than inside a wrapper holding a second copy of the request.
     pub async fn send(
-        &self,
+        self,
         authority: Authority,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
