@@ -65,6 +65,17 @@ async fn a_request_without_a_header_starts_a_trace() {
 }
 
 #[tokio::test]
+async fn several_forwarded_for_lines_go_on_as_one_list() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let xff = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-For", "198.51.100.7, 10.0.0.2")];
+    let (_, headers, _) = http_get(&sc.url("/"), &xff).await;
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["http"]["request"]["client_ip"], "203.0.113.9");
+    assert_eq!(headers["x-saw-xff"], "203.0.113.9, 198.51.100.7, 10.0.0.2, 127.0.0.1");
+}
+
+#[tokio::test]
 async fn a_malformed_header_starts_a_fresh_trace_and_keeps_the_request() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);

@@ -355,20 +355,19 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 
 fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue) {
     // One look-up a name (each hashes the name, on every request): the entry reads what came
-    // and takes what goes on.
+    // and takes what goes on. Several `X-Forwarded-For` lines are one list (RFC 9110 §5.3), so
+    // they go on joined, in order, with the client last; empty ones add nothing.
     match h.entry(X_FORWARDED_FOR) {
-        Entry::Occupied(mut e) if !e.get().is_empty() => {
-            let prev = e.get().as_bytes();
-            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
-            v.extend_from_slice(prev);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(client.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&v) {
-                e.insert(v);
-            }
-        }
         Entry::Occupied(mut e) => {
-            e.insert(client.clone());
+            let prevs = || e.iter().map(HeaderValue::as_bytes).filter(|p| !p.is_empty());
+            let mut v = Vec::with_capacity(prevs().map(|p| p.len() + 2).sum::<usize>() + client.len());
+            for prev in prevs() {
+                v.extend_from_slice(prev);
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(client.as_bytes());
+            // Each part is a valid value, and so is ", ": the joined one is too.
+            e.insert(HeaderValue::from_bytes(&v).unwrap_or_else(|_| client.clone()));
         }
         Entry::Vacant(e) => {
             e.insert(client.clone());
@@ -391,13 +390,16 @@ mod tests {
         add_forwarded(&mut h, &HeaderValue::from_static("::1"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, ::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
-        // An empty header is replaced; of several, the first goes on with the client after it.
+        // An empty header is replaced; several go on as one list, in order, the client last.
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static(""));
         add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.2"));
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["10.0.0.2"]);
-        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.9.9.9"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.9.9.9, 10.9.9.8"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static(""));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.8.8.8"));
         add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.3"));
-        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(), ["10.0.0.2, 10.0.0.3"]);
+        let joined = "10.0.0.2, 10.9.9.9, 10.9.9.8, 10.8.8.8, 10.0.0.3";
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(), [joined]);
     }
 }
