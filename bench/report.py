@@ -150,7 +150,7 @@ def markdown(s: dict) -> str:
         f"configuration in alternating rounds; each percentile is the median over the runs.",
         "",
         "| configuration | req/s | proxy busy | CPU us/req | req/s per core | p50 us | p90 us | p99 us | p99.9 us "
-        "| CPU us/req @rate | RSS MB | KB/idle conn | syscalls/req | segments / requests |",
+        "| CPU us/req @rate | RSS MB (peak) | KB/idle conn | syscalls/req | segments / requests |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in s["results"]:
@@ -164,7 +164,8 @@ def markdown(s: dict) -> str:
             f"| {fmt(c['cpu_us_per_req'], '{:.1f}')} "
             f"| {fmt(1e6 / c['cpu_us_per_req'] if c['cpu_us_per_req'] else None)} | {fmt(o['p50_us'])} | {fmt(o['p90_us'])} "
             f"| {fmt(o['p99_us'])} | {fmt(o['p99.9_us'])} | {fmt(o['cpu_us_per_req'], '{:.1f}')} "
-            f"| {mem['rss_mb']:.1f} | {fmt((r.get('idle') or {}).get('kb_per_connection'), '{:.2f}')} "
+            f"| {mem['rss_mb']:.1f} ({mem.get('hwm_mb', 0):.1f}) "
+            f"| {fmt((r.get('idle') or {}).get('kb_per_connection'), '{:.2f}')} "
             f"| {fmt((r.get('syscalls') or {}).get('all'), '{:.2f}')} "
             f"| {seg} |")
     lines += ["", "req/s: closed loop (wrk). busy: the proxy's CPU time / wall time during it. "
@@ -174,7 +175,8 @@ def markdown(s: dict) -> str:
               "nginx they are master + worker. For the OTLP configuration, segments are the spans the stand-in collector received. Segments may exceed requests by up to the "
               "connections in flight when each wrk run stops (wrk does not count those). "
               "syscalls/req: all system calls of the measured process per request, counted by "
-              "perf stat during a separate 2 s wrk run. KB/idle conn: growth of the proxy's RSS "
+              "perf stat during a separate 2 s wrk run. RSS: VmRSS after the load and the rest that "
+              "follows it (peak: VmHWM, the most it held since it started). KB/idle conn: growth of the proxy's RSS "
               "with N idle keep-alive connections open (each served one request), divided by N.", "", "### Against the targets", "",
               "| what | value | target | met |", "|---|---:|---:|:---:|"]
     for v in s["targets"].values():
