@@ -5,6 +5,7 @@ use clap::{Args, FromArgMatches};
 use http::uri::Authority;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::contract::{
@@ -254,6 +255,7 @@ impl ProxyArgs {
             pod: self.pod_name.clone().or_else(|| in_pod.then(hostname).flatten()),
             container_id: in_pod.then(container_id).flatten(),
             namespace: self.pod_namespace.clone(),
+            aws_json: OnceLock::new(),
         }
     }
 }

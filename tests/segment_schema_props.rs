@@ -198,6 +198,7 @@ fn environment() -> impl Strategy<Value = Environment> {
             pod: v[1].take(),
             container_id: v[2].take(),
             namespace: v[3].take(),
+            ..Environment::default()
         }
     })
 }

@@ -546,8 +546,18 @@ impl Serialize for AwsJson<'_> {
 }
 
 impl AwsJson<'_> {
-    /// What its `Serialize` impl writes, by hand (see [`Document::write`]).
+    /// What its `Serialize` impl writes: the environment's block, rendered by the first document.
     fn write(&self, out: &mut Vec<u8>) {
+        let env = self.0;
+        out.extend_from_slice(env.aws_json.get_or_init(|| {
+            let mut block = Vec::new();
+            self.render(&mut block);
+            block.into_boxed_slice()
+        }));
+    }
+
+    /// The block by hand (see [`Document::write`]).
+    fn render(&self, out: &mut Vec<u8>) {
         let env = self.0;
         out.push(b'{');
         if env.origin.is_some() {

@@ -63,8 +63,16 @@ fn eks_origin_and_namespace_come_from_the_environment() {
         pod: Some("front-end-7d4b9".into()),
         container_id: None,
         namespace: Some("shop".into()),
+        ..Environment::default()
     };
     let v = json(&sample(), &env);
+    // The second document copies the block the first rendered: the same bytes serde_json writes.
+    let mut other = sample();
+    other.name = Arc::from("other");
+    let mut out = Vec::new();
+    Document { segment: &other, env: &env }.write(&mut out).expect("written");
+    assert!(env.aws_json.get().is_some());
+    assert_eq!(out, serde_json::to_vec(&Document { segment: &other, env: &env }).expect("serde"));
     assert_eq!(v["origin"], "AWS::EKS::Container");
     assert_eq!(v["aws"]["eks"], serde_json::json!({"cluster_name": "demo", "pod": "front-end-7d4b9"}));
     assert_eq!(v["annotations"]["k8s_namespace"], "shop");
