@@ -216,13 +216,7 @@ fn printable(bytes: &[u8]) -> bool {
 /// fits [`MAX_HTTP_STRING`]: then it is what [`url_parts`] gives (nothing to cut, one byte a
 /// character) with nothing to escape. Writes nothing and returns `false` otherwise.
 fn printable_url(out: &mut Vec<u8>, h: &Http) -> bool {
-    // As `url_parts`: the Host header if it is text, which printable bytes are; else the authority.
-    let host = match &h.host {
-        Some(v) if printable(v.as_bytes()) => v.as_bytes(),
-        Some(_) => return false,
-        None => h.uri.authority().map_or(&b""[..], |a| a.as_str().as_bytes()),
-    };
-    let host = host.iter().rposition(|&b| b == b'@').map_or(host, |at| &host[at + 1..]);
+    let host = url_host(h).as_bytes();
     let (scheme, path) = (h.scheme.as_bytes(), h.uri.path().as_bytes());
     let len = scheme.len() + 3 + host.len() + path.len();
     if len > MAX_HTTP_STRING || !(printable(scheme) & printable(host) & printable(path)) {
@@ -421,12 +415,17 @@ pub fn url(h: &Http) -> String {
     url
 }
 
-/// The parts of the `url` field, in order, cut at [`MAX_HTTP_STRING`] characters in all.
-fn url_parts(h: &Http, mut out: impl FnMut(&str)) {
+/// The host a URL names: the Host header if it is text, else the target's authority, without the
+/// `user:pass@` that can reach us through an absolute-form request or a Host header.
+fn url_host(h: &Http) -> &str {
     let host =
         h.host.as_ref().and_then(|v| v.to_str().ok()).or_else(|| h.uri.authority().map(|a| a.as_str())).unwrap_or("");
-    // `user:pass@host` can reach us through an absolute-form request or a Host header.
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    host.rsplit_once('@').map_or(host, |(_, h)| h)
+}
+
+/// The parts of the `url` field, in order, cut at [`MAX_HTTP_STRING`] characters in all.
+fn url_parts(h: &Http, mut out: impl FnMut(&str)) {
+    let host = url_host(h);
     let mut left = MAX_HTTP_STRING;
     for part in [h.scheme, "://", host, h.uri.path()] {
         let kept = truncate(part, left);
