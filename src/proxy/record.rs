@@ -163,7 +163,7 @@ fn inbound_segment<B>(tracer: &Tracer, o: &Opening, id: SegmentId, peer: IpAddr,
         Some(ip) => (ip, true),
         None => (peer, false),
     };
-    let http = http_facts(req, o.host.clone(), Some(client_ip), xff);
+    let http = http_facts(req, o.host.as_ref(), Some(client_ip), xff);
     o.segment(tracer.service_name.clone(), id, Kind::Segment, Direction::Inbound, http)
 }
 
@@ -171,7 +171,7 @@ fn inbound_segment<B>(tracer: &Tracer, o: &Opening, id: SegmentId, peer: IpAddr,
 /// a trace.
 fn outbound_segment<B>(tracer: &Tracer, o: &Opening, sub_id: SegmentId, req: &Request<B>) -> Segment {
     let name = o.host.as_ref().and_then(|h| h.to_str().ok()).map_or_else(|| "unknown".to_owned(), remote_name);
-    let http = http_facts(req, o.host.clone(), None, false);
+    let http = http_facts(req, o.host.as_ref(), None, false);
     let name = Arc::from(sanitize_name(&name));
     if o.incoming.parent.is_some() {
         return o.segment(name, sub_id, Kind::IndependentSubsegment, Direction::Outbound, http);
@@ -294,14 +294,14 @@ pub fn by_rules(tracer: &Tracer, facts: &RequestFacts<'_>, now_secs: u64) -> (De
 /// UDP, and takes the peak RSS with an unreachable collector from ~22 to ~12 MB.
 fn http_facts<B>(
     req: &Request<B>,
-    host: Option<HeaderValue>,
+    host: Option<&HeaderValue>,
     client_ip: Option<IpAddr>,
     x_forwarded_for: bool,
 ) -> Http {
     Http {
         method: req.method().clone(),
         scheme: "http",
-        host: host.as_ref().map(owned),
+        host: host.map(owned),
         // The path is all a document writes of the target (the query is left out, the host is
         // `host`); an authority-form target has none and is kept as it came.
         uri: Uri::from_maybe_shared(Bytes::copy_from_slice(req.uri().path().as_bytes()))
@@ -390,7 +390,7 @@ mod tests {
         let value = |r: std::ops::Range<usize>| HeaderValue::from_maybe_shared(buffer.slice(r)).expect("value");
         req.headers_mut().insert(header::HOST, value(14..25));
         req.headers_mut().insert(header::USER_AGENT, value(26..35));
-        let http = http_facts(&req, host(&req), None, false);
+        let http = http_facts(&req, host(&req).as_ref(), None, false);
         drop(req);
         assert!(buffer.is_unique(), "the segment's facts still point into the request's buffer");
         assert_eq!(http.uri.path(), "/orders/7");
