@@ -176,6 +176,35 @@ async fn a_slow_upstream_gives_504() {
     assert_eq!(doc["cause"]["exceptions"][0]["type"], "ResponseTimeout");
 }
 
+#[tokio::test]
+async fn the_upstream_timeout_holds_for_every_request_of_a_keep_alive_connection() {
+    use http_body_util::Empty;
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--upstream-timeout", "300ms"]);
+    let stream = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    // Requests within the timeout, one slower than it, and quick ones again, on the one
+    // connection: the wait is measured afresh for each (also after the connection sat idle for
+    // longer than the timeout, and after a timeout).
+    let mut statuses = Vec::new();
+    for (path, idle) in [("/slow/100", 0), ("/slow/100", 500), ("/slow/1000", 0), ("/slow/100", 0), ("/", 400)] {
+        tokio::time::sleep(Duration::from_millis(idle)).await;
+        send.ready().await.unwrap();
+        let req = http::Request::get(path).header("host", "app").body(Empty::<bytes::Bytes>::new()).unwrap();
+        let started = Instant::now();
+        let res = send.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let _ = http_body_util::BodyExt::collect(res.into_body()).await;
+        statuses.push((path, status, started.elapsed()));
+    }
+    let codes: Vec<u16> = statuses.iter().map(|s| s.1).collect();
+    assert_eq!(codes, [200, 200, 504, 200, 200], "{statuses:?}");
+    let timed_out = statuses[2].2;
+    assert!(timed_out >= Duration::from_millis(280) && timed_out < Duration::from_millis(900), "{statuses:?}");
+    assert_eq!(daemon.take(5).await.len(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_timeout_waits_for_the_request_body_and_a_stalled_body_is_the_clients() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -22,6 +22,7 @@ use super::grpc::SentCount;
 use super::grpc_body::CountMessages;
 use super::guard::{GuardedConnector, OwnListeners, Refusal};
 use super::pool::H1Pool;
+use super::response_timer::ResponseTimers;
 use super::{head, hop, target};
 use crate::metrics::Metrics;
 
@@ -117,6 +118,8 @@ struct Route {
     /// the destination's address (it connects to what the request names).
     /// Boxed: most connections never make one, and every connection holds a `Route`.
     h2: OnceLock<Option<Box<H2Client>>>,
+    /// The `--upstream-timeout` timer, re-armed for each request.
+    timers: ResponseTimers,
 }
 
 impl Forward {
@@ -124,7 +127,8 @@ impl Forward {
     pub fn new(upstream: Arc<Upstream>, authority: Option<Authority>, forwarded_for: Option<IpAddr>) -> Self {
         let forwarded_for = forwarded_for.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
         let refused = authority.as_ref().and_then(|a| upstream.own.check_authority(a).err());
-        Forward(Arc::new(Route { upstream, authority, forwarded_for, refused, h2: OnceLock::new() }))
+        let (h2, timers) = (OnceLock::new(), ResponseTimers::default());
+        Forward(Arc::new(Route { upstream, authority, forwarded_for, refused, h2, timers }))
     }
 }
 
@@ -233,7 +237,7 @@ impl tower::Service<Request<Incoming>> for Forward {
             State::Waiting(client.request(req))
         };
         let wait = upstream.response_timeout.unwrap_or_default();
-        let timeout = upstream.response_timeout.map(tokio::time::sleep);
+        let timeout = upstream.response_timeout.map(|w| (self.0.timers.arm(Instant::now() + w), self.0.clone()));
         ForwardFuture { version, state, timeout, wait, progress, upgrade, max_head: upstream.max_head }
     }
 }
@@ -244,9 +248,9 @@ pub struct ForwardFuture {
     /// The client's HTTP version: the response goes back in it whatever the upstream spoke.
     version: Version,
     state: State,
-    /// Fires `wait` after the request, or (see `progress`) after its body last moved.
-    #[pin]
-    timeout: Option<Sleep>,
+    /// Fires `wait` after the request, or (see `progress`) after its body last moved; given back
+    /// to the connection's route with the response.
+    timeout: Option<(Pin<Box<Sleep>>, Arc<Route>)>,
     /// `--upstream-timeout`.
     wait: Duration,
     /// How far the request body has come, when it had one to send.
@@ -285,6 +289,9 @@ impl Future for ForwardFuture {
             }
         };
         if let Poll::Ready(res) = polled {
+            if let Some((timer, route)) = this.timeout.take() {
+                route.timers.keep(timer);
+            }
             let mut res = res?;
             let max = *this.max_head;
             if res.version() < Version::HTTP_2 && head::response(&res) > max {
@@ -301,7 +308,7 @@ impl Future for ForwardFuture {
             }
             return Poll::Ready(Ok(res));
         }
-        let Some(mut t) = this.timeout.as_pin_mut() else { return Poll::Pending };
+        let Some((t, _)) = this.timeout else { return Poll::Pending };
         let timed_out = |kind| Poll::Ready(Err(ProxyError { kind, source: None }));
         loop {
             ready!(t.as_mut().poll(cx));
