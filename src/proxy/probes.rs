@@ -3,7 +3,7 @@
 //! pods) and requests to the pod's probe paths are forwarded and counted, but never sampled unless
 //! asked.
 
-use http::{Request, header};
+use http::HeaderValue;
 
 use crate::xray::segment::Direction;
 
@@ -34,15 +34,15 @@ impl Probes {
 
     /// Whether this request is a health check that must not be sampled. The probe paths are this
     /// pod's, so only requests it receives are compared with them.
-    pub fn skips<B>(&self, req: &Request<B>, direction: Direction) -> bool {
+    pub fn skips(&self, user_agent: Option<&HeaderValue>, path: &str, direction: Direction) -> bool {
         if self.traced {
             return false;
         }
-        let checker = req.headers().get(header::USER_AGENT).is_some_and(|ua| {
+        let checker = user_agent.is_some_and(|ua| {
             let ua = ua.as_bytes();
             CHECKERS.iter().any(|c| ua.get(..c.len()).is_some_and(|p| p.eq_ignore_ascii_case(c)))
         });
-        checker || (direction == Direction::Inbound && self.paths.iter().any(|p| p == req.uri().path()))
+        checker || (direction == Direction::Inbound && self.paths.iter().any(|p| p == path))
     }
 }
 
@@ -52,32 +52,34 @@ mod tests {
 
     const IN: Direction = Direction::Inbound;
 
-    fn req(ua: Option<&str>, uri: &str) -> Request<()> {
-        let mut b = Request::get(uri);
+    /// Whether `p` skips a request for `uri` from `ua`, read as the record reads them.
+    fn skips(p: &Probes, ua: Option<&str>, uri: &str, direction: Direction) -> bool {
+        let mut b = http::Request::get(uri);
         if let Some(ua) = ua {
-            b = b.header(header::USER_AGENT, ua);
+            b = b.header(http::header::USER_AGENT, ua);
         }
-        b.body(()).unwrap_or_default()
+        let req = b.body(()).unwrap_or_default();
+        p.skips(req.headers().get(http::header::USER_AGENT), req.uri().path(), direction)
     }
 
     #[test]
     fn kubelet_probes_and_probe_paths_are_health_checks() {
         let p = Probes::new(&["/healthz".into(), "ready?deep=1".into(), " ".into()], false);
-        assert!(p.skips(&req(Some("kube-probe/1.33"), "/anything"), IN));
-        assert!(p.skips(&req(Some("Kube-Probe/1.29+"), "/"), IN));
-        assert!(p.skips(&req(Some("ELB-HealthChecker/2.0"), "/"), IN), "an ALB's or NLB's target health check");
-        assert!(!p.skips(&req(Some("ELB-HealthChecker"), "/"), IN));
-        assert!(p.skips(&req(None, "/healthz"), IN));
-        assert!(p.skips(&req(Some("curl/8"), "/ready?deep=0"), IN));
-        assert!(!p.skips(&req(Some("curl/8"), "/healthz/deep"), IN));
-        assert!(!p.skips(&req(Some("kube-probe"), "/"), IN));
-        assert!(!p.skips(&req(None, "/"), IN));
-        assert!(!p.skips(&req(None, "/healthz"), Direction::Outbound), "another service's check is traced");
+        assert!(skips(&p, Some("kube-probe/1.33"), "/anything", IN));
+        assert!(skips(&p, Some("Kube-Probe/1.29+"), "/", IN));
+        assert!(skips(&p, Some("ELB-HealthChecker/2.0"), "/", IN), "an ALB's or NLB's target health check");
+        assert!(!skips(&p, Some("ELB-HealthChecker"), "/", IN));
+        assert!(skips(&p, None, "/healthz", IN));
+        assert!(skips(&p, Some("curl/8"), "/ready?deep=0", IN));
+        assert!(!skips(&p, Some("curl/8"), "/healthz/deep", IN));
+        assert!(!skips(&p, Some("kube-probe"), "/", IN));
+        assert!(!skips(&p, None, "/", IN));
+        assert!(!skips(&p, None, "/healthz", Direction::Outbound), "another service's check is traced");
     }
 
     #[test]
     fn tracing_them_can_be_asked_for() {
         let p = Probes::new(&["/healthz".into()], true);
-        assert!(!p.skips(&req(Some("kube-probe/1.33"), "/healthz"), IN));
+        assert!(!skips(&p, Some("kube-probe/1.33"), "/healthz", IN));
     }
 }

@@ -109,12 +109,13 @@ impl Record {
     /// subsegment. Either way the callee is told the subsegment is its parent, which is what joins
     /// the two nodes with an edge.
     pub fn begin<B>(tracer: &Tracer, direction: Direction, peer: IpAddr, req: &mut Request<B>) -> Record {
-        let opening = Opening::read(tracer, direction, req);
+        let fields = Fields::of(req.headers());
+        let opening = Opening::read(tracer, direction, req, &fields);
         let id = SegmentId::new();
         let segment = opening.sampled.then(|| {
             Box::new(match direction {
-                Direction::Inbound => inbound_segment(tracer, &opening, id, peer, req),
-                Direction::Outbound => outbound_segment(tracer, &opening, id, req),
+                Direction::Inbound => inbound_segment(tracer, &opening, id, peer, req, &fields),
+                Direction::Outbound => outbound_segment(tracer, &opening, id, req, &fields),
             })
         });
         let (o, headers) = (&opening, req.headers_mut());
@@ -127,12 +128,12 @@ impl Record {
 
 impl Opening {
     /// Reads the header, picks the trace and makes the sampling decision.
-    fn read<B>(tracer: &Tracer, direction: Direction, req: &Request<B>) -> Opening {
+    fn read<B>(tracer: &Tracer, direction: Direction, req: &Request<B>, fields: &Fields<'_>) -> Opening {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let (incoming, stale_tracestate) = read_header(tracer, req.headers());
         let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
-        let host = host(req);
-        let sampled = decide(tracer, direction, incoming.sampled, host.as_ref(), req, wall.as_secs());
+        let host = host(req, fields);
+        let sampled = decide(tracer, direction, incoming.sampled, host.as_ref(), req, fields, wall.as_secs());
         Opening { wall, incoming, stale_tracestate, root, host, sampled }
     }
 
@@ -158,20 +159,33 @@ impl Opening {
 }
 
 /// The segment of a request the application receives, with who called as far as we can tell.
-fn inbound_segment<B>(tracer: &Tracer, o: &Opening, id: SegmentId, peer: IpAddr, req: &Request<B>) -> Segment {
-    let (client_ip, xff) = match forwarded_for(req.headers()) {
+fn inbound_segment<B>(
+    tracer: &Tracer,
+    o: &Opening,
+    id: SegmentId,
+    peer: IpAddr,
+    req: &Request<B>,
+    fields: &Fields<'_>,
+) -> Segment {
+    let (client_ip, xff) = match fields.forwarded_for.and_then(first_forwarded_for) {
         Some(ip) => (ip, true),
         None => (peer, false),
     };
-    let http = http_facts(req, o.host.as_ref(), Some(client_ip), xff);
+    let http = http_facts(req, o.host.as_ref(), fields, Some(client_ip), xff);
     o.segment(tracer.service_name.clone(), id, Kind::Segment, Direction::Inbound, http)
 }
 
 /// The remote subsegment of a call the application makes, inside a new segment when the call starts
 /// a trace.
-fn outbound_segment<B>(tracer: &Tracer, o: &Opening, sub_id: SegmentId, req: &Request<B>) -> Segment {
+fn outbound_segment<B>(
+    tracer: &Tracer,
+    o: &Opening,
+    sub_id: SegmentId,
+    req: &Request<B>,
+    fields: &Fields<'_>,
+) -> Segment {
     let name = o.host.as_ref().and_then(|h| h.to_str().ok()).map_or_else(|| "unknown".to_owned(), remote_name);
-    let http = http_facts(req, o.host.as_ref(), None, false);
+    let http = http_facts(req, o.host.as_ref(), fields, None, false);
     let name = Arc::from(sanitize_name(&name));
     if o.incoming.parent.is_some() {
         return o.segment(name, sub_id, Kind::IndependentSubsegment, Direction::Outbound, http);
@@ -257,11 +271,12 @@ fn decide<B>(
     incoming: Sampled,
     host: Option<&HeaderValue>,
     req: &Request<B>,
+    fields: &Fields<'_>,
     now_secs: u64,
 ) -> bool {
     let (source, yes) = match incoming {
         Sampled::Yes | Sampled::No => (DecisionSource::Caller, incoming == Sampled::Yes),
-        Sampled::Requested | Sampled::Unset if tracer.probes.skips(req, direction) => {
+        Sampled::Requested | Sampled::Unset if tracer.probes.skips(fields.user_agent, req.uri().path(), direction) => {
             (DecisionSource::HealthCheck, false)
         }
         Sampled::Requested | Sampled::Unset => {
@@ -295,6 +310,7 @@ pub fn by_rules(tracer: &Tracer, facts: &RequestFacts<'_>, now_secs: u64) -> (De
 fn http_facts<B>(
     req: &Request<B>,
     host: Option<&HeaderValue>,
+    fields: &Fields<'_>,
     client_ip: Option<IpAddr>,
     x_forwarded_for: bool,
 ) -> Http {
@@ -308,7 +324,7 @@ fn http_facts<B>(
             .unwrap_or_else(|_| req.uri().clone()),
         client_ip,
         x_forwarded_for,
-        user_agent: req.headers().get(header::USER_AGENT).map(owned),
+        user_agent: fields.user_agent.map(owned),
         status: None,
         content_length: None,
     }
@@ -320,17 +336,45 @@ fn owned(v: &HeaderValue) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::copy_from_slice(v.as_bytes())).unwrap_or_else(|_| v.clone())
 }
 
-/// The host a request is for: the Host header, or the authority of an absolute or HTTP/2 URI.
-fn host<B>(req: &Request<B>) -> Option<HeaderValue> {
-    req.headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+/// The fields of a request head a record reads besides the trace context, found in one pass over
+/// its fields: each look-up by name hashes the name again (~110 instructions), and a head holds a
+/// handful of fields. Each is the name's first value, as `HeaderMap::get` finds it.
+#[derive(Default)]
+struct Fields<'a> {
+    host: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+    forwarded_for: Option<&'a HeaderValue>,
 }
 
-/// The first address in `X-Forwarded-For`: the original client, as far as proxies before us know.
-fn forwarded_for(h: &HeaderMap) -> Option<IpAddr> {
-    let first = h.get(&X_FORWARDED_FOR)?.to_str().ok()?.split(',').next()?.trim();
+impl<'a> Fields<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut found = Fields::default();
+        // The map yields a name's values together, first to last.
+        for (name, value) in headers {
+            let slot = if name == header::HOST {
+                &mut found.host
+            } else if name == header::USER_AGENT {
+                &mut found.user_agent
+            } else if name == X_FORWARDED_FOR {
+                &mut found.forwarded_for
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        found
+    }
+}
+
+/// The host a request is for: the Host header, or the authority of an absolute or HTTP/2 URI.
+fn host<B>(req: &Request<B>, fields: &Fields<'_>) -> Option<HeaderValue> {
+    fields.host.cloned().or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+}
+
+/// The first address in an `X-Forwarded-For` value: the original client, as far as proxies before
+/// us know.
+fn first_forwarded_for(value: &HeaderValue) -> Option<IpAddr> {
+    let first = value.to_str().ok()?.split(',').next()?.trim();
     first.parse().ok().or_else(|| {
         // Some proxies write `ip:port` or `[v6]:port`.
         first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
@@ -390,7 +434,8 @@ mod tests {
         let value = |r: std::ops::Range<usize>| HeaderValue::from_maybe_shared(buffer.slice(r)).expect("value");
         req.headers_mut().insert(header::HOST, value(14..25));
         req.headers_mut().insert(header::USER_AGENT, value(26..35));
-        let http = http_facts(&req, host(&req).as_ref(), None, false);
+        let fields = Fields::of(req.headers());
+        let http = http_facts(&req, host(&req, &fields).as_ref(), &fields, None, false);
         drop(req);
         assert!(buffer.is_unique(), "the segment's facts still point into the request's buffer");
         assert_eq!(http.uri.path(), "/orders/7");
