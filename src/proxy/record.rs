@@ -444,6 +444,30 @@ mod tests {
     }
 
     #[test]
+    fn the_fields_read_in_one_pass_are_those_a_look_up_by_name_finds() {
+        let mut req = Request::new(());
+        let h = req.headers_mut();
+        h.append(header::USER_AGENT, HeaderValue::from_static("first/1"));
+        h.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1, 10.0.0.2"));
+        h.append(header::USER_AGENT, HeaderValue::from_static("second/2"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.3"));
+        h.append(header::HOST, HeaderValue::from_static("shop"));
+        let fields = Fields::of(req.headers());
+        for (found, name) in [
+            (fields.host, header::HOST),
+            (fields.user_agent, header::USER_AGENT),
+            (fields.forwarded_for, X_FORWARDED_FOR),
+        ] {
+            assert_eq!(found, req.headers().get(&name), "{name}");
+        }
+        assert_eq!(fields.forwarded_for.and_then(first_forwarded_for), Some([10, 0, 0, 1].into()));
+        let none = Request::new(());
+        let fields = Fields::of(none.headers());
+        assert!(fields.host.is_none() && fields.user_agent.is_none() && fields.forwarded_for.is_none());
+    }
+
+    #[test]
     fn kubernetes_service_hosts_are_named_after_the_service() {
         for (host, name) in [
             ("back-end", "back-end"),
