@@ -3,7 +3,8 @@
 # machine load, so it shows what a change to the proxy's own code saves where timings on a shared
 # machine cannot (it does not see the kernel, nor how long an instruction takes). Runs the per-pod
 # release binary in front of the nginx upstream, 100 % sampled (segments over UDP, then spans over
-# OTLP to bench/otlp_sink.py) and with tracing off, warms up with 2,000
+# OTLP to bench/otlp_sink.py), with the default rules (1 a second, then 5 %) and with tracing off,
+# warms up with 2,000
 # requests, then counts N (default 5,000) requests from `oha -c 8`. Run scripts/bench once first
 # (it installs nginx, builds oha and that binary into target/per-pod). Usage: bench/instructions.sh [N]
 # Writes bench/results/instructions-<time>/ (callgrind outputs, summary.txt).
@@ -24,7 +25,7 @@ count() {
   shift
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.%p" "$BIN" proxy \
     --listen 127.0.0.1:18105 --upstream http://127.0.0.1:18080 --service-name bench \
-    --daemon-address 127.0.0.1:12000 --workers 1 --sampling-rules bench/sampling-all.json "$@" \
+    --daemon-address 127.0.0.1:12000 --workers 1 "$@" \
     >"$OUT/$name.log" 2>&1 &
   local proxy=$!
   for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:18105/ && break; sleep 0.2; done
@@ -43,15 +44,17 @@ count() {
   echo "$name $(( total / N ))"
 }
 
+ALL=(--sampling-rules bench/sampling-all.json)
 {
-  count traced
-  count otlp --exporter otlp --otlp-endpoint http://127.0.0.1:12002/v1/traces
+  count traced "${ALL[@]}"
+  count otlp "${ALL[@]}" --exporter otlp --otlp-endpoint http://127.0.0.1:12002/v1/traces
+  count default-rules
   count tracing-off --disable-tracing
 } | tee "$OUT/counts.txt"
 awk -v n="$N" '
   { v[$1] = $2 }
   END {
     printf "user-space instructions per request (%d requests, callgrind):\n", n
-    printf "  100 %% sampled  %d\n  same, OTLP     %d\n  tracing off    %d\n  tracing costs  %d (UDP), %d (OTLP)\n", v["traced"], v["otlp"], v["tracing-off"], v["traced"] - v["tracing-off"], v["otlp"] - v["tracing-off"]
+    printf "  100 %% sampled  %d\n  same, OTLP     %d\n  default rules  %d\n  tracing off    %d\n  tracing costs  %d (UDP), %d (OTLP), %d (default rules, UDP)\n", v["traced"], v["otlp"], v["default-rules"], v["tracing-off"], v["traced"] - v["tracing-off"], v["otlp"] - v["tracing-off"], v["default-rules"] - v["tracing-off"]
   }' "$OUT/counts.txt" | tee "$OUT/summary.txt"
 echo "instructions: $OUT"

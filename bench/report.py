@@ -57,6 +57,13 @@ def summarise(results: list[dict], meta: dict) -> dict:
     if sc and d:
         ratios["added_p50_us"] = sc["open"]["p50_us"] - d["open"]["p50_us"]
         ratios["added_p99_us"] = sc["open"]["p99_us"] - d["open"]["p99_us"]
+    # What the rules a pod starts with cost (not a target): most requests unsampled.
+    dflt = by.get("sidecar_default")
+    if dflt and ng:
+        ratios["rps_default_vs_nginx"] = dflt["closed"]["rps"] / ng["closed"]["rps"]
+    if dflt and off:
+        ratios["default_sampling_cpu_us"] = (dflt["closed"]["cpu_us_per_req"]
+                                             - off["closed"]["cpu_us_per_req"])
     if sc and off:
         ratios["tracing_cpu_us"] = sc["closed"]["cpu_us_per_req"] - off["closed"]["cpu_us_per_req"]
         ratios["tracing_cpu_us_open"] = sc["open"]["cpu_us_per_req"] - off["open"]["cpu_us_per_req"]
@@ -196,6 +203,11 @@ def markdown(s: dict) -> str:
                                                   ("sidecar_off", "sidecar, tracing off"),
                                                   ("nginx", "nginx"))
                                  if k + "_above_floor_us" in r))
+    if "rps_default_vs_nginx" in r:
+        line = f"sidecar with the default rules (1/s, then 5 %) req/s / nginx req/s: {r['rps_default_vs_nginx']:.2f}"
+        if "default_sampling_cpu_us" in r:
+            line += f"; its tracing CPU per request (on - off): {r['default_sampling_cpu_us']:.1f} us"
+        extra.append(line)
     if "tracing_cpu_us_open" in r:
         extra.append(f"tracing CPU per request at the fixed rate: {r['tracing_cpu_us_open']:.1f} us")
     for k, label in (("sidecar_off", "sidecar, tracing off"), ("nginx", "nginx"),

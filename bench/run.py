@@ -39,6 +39,8 @@ SIDECAR_OFF_PORT = 18110
 SIDECAR_OFF_ADMIN_PORT = 18112
 SIDECAR_OTLP_PORT = 18120
 SIDECAR_OTLP_ADMIN_PORT = 18122
+SIDECAR_DEFAULT_PORT = 18140
+SIDECAR_DEFAULT_ADMIN_PORT = 18142
 NGINX_PORT = 18081
 ENVOY_PORT = 18082
 FLOOR_PORT = 18130
@@ -47,6 +49,7 @@ ENVOY_ADMIN_PORT = 18901
 SIDECAR_SINK_PORT = 12000
 ENVOY_SINK_PORT = 12001
 OTLP_SINK_PORT = 12002
+DEFAULT_SINK_PORT = 12003
 # The stand-in for each kind of sink: the X-Ray daemon's UDP port, or an OTLP/HTTP collector.
 SINKS = {"udp": "udp_sink.py", "otlp": "otlp_sink.py"}
 
@@ -137,14 +140,14 @@ def start_sink(name: str, kind: str, port: int, out: Path, cpus: str | None) -> 
 def configurations(args, work: Path) -> list[dict]:
     """What to start for each configuration: argv (None for direct) and the port to load."""
 
-    def sidecar(port: int, admin: int) -> list[str]:
+    def sidecar(port: int, admin: int, sink: int = SIDECAR_SINK_PORT) -> list[str]:
         # The connection cap (4,096 by default) would answer most of the idle connections with
         # 503 and leave the RSS-per-connection figure and the segment count meaningless. Idle
         # connections are closed at the keep-alive timeout (75 s by default, as nginx's; Envoy
         # keeps them an hour); they must outlive --idle-settle to be measured.
         return [str(args.sidecar), "proxy", "--listen", f"127.0.0.1:{port}",
                 "--upstream", f"http://127.0.0.1:{UPSTREAM_PORT}", "--service-name", "bench",
-                "--daemon-address", f"127.0.0.1:{SIDECAR_SINK_PORT}", "--workers", "1",
+                "--daemon-address", f"127.0.0.1:{sink}", "--workers", "1",
                 "--admin-listen", f"127.0.0.1:{admin}",
                 "--max-connections", str(args.idle_connections + 1000),
                 "--keep-alive-timeout", "60s"]
@@ -166,6 +169,13 @@ def configurations(args, work: Path) -> list[dict]:
             "--otlp-endpoint", f"http://127.0.0.1:{OTLP_SINK_PORT}/v1/traces"],
          "port": SIDECAR_OTLP_PORT, "sink_port": OTLP_SINK_PORT, "sink": "otlp",
          # The same proxy as the one above but for the exporter: its idle connections cost the same.
+         "idle": False},
+        # What a pod pays with the rules it starts with (1 a second, then 5 %): most requests
+        # unsampled, each still given a trace id, a decision and the next hop's headers. Not a
+        # target's configuration; its segments are counted, not held against its requests.
+        {"key": "sidecar_default", "label": "xray-sidecar, default sampling",
+         "argv": sidecar(SIDECAR_DEFAULT_PORT, SIDECAR_DEFAULT_ADMIN_PORT, DEFAULT_SINK_PORT),
+         "port": SIDECAR_DEFAULT_PORT, "sink_port": DEFAULT_SINK_PORT, "all_sampled": False,
          "idle": False},
         {"key": "sidecar_off", "label": "xray-sidecar, tracing off",
          "argv": sidecar(SIDECAR_OFF_PORT, SIDECAR_OFF_ADMIN_PORT) + ["--disable-tracing"],
@@ -326,7 +336,8 @@ def main() -> int:
             results[cfg["key"]] = {"key": cfg["key"], "label": cfg["label"],
                                    "measured": "upstream" if proc is upstream else "proxy",
                                    "load_bound": bool(cfg.get("load_bound")),
-                                   "traced": bool(cfg.get("sink_port")), "closed_runs": []}
+                                   "traced": bool(cfg.get("sink_port")) and cfg.get("all_sampled", True),
+                                   "closed_runs": []}
 
         ours = [p.pid for p in procs] + [sink.pid for sink, _ in sinks.values()]
         print("bench: warm-up", flush=True)
