@@ -205,6 +205,28 @@ async fn the_upstream_timeout_holds_for_every_request_of_a_keep_alive_connection
     assert_eq!(daemon.take(5).await.len(), 5);
 }
 
+#[tokio::test]
+async fn the_upstream_timeout_holds_for_every_stream_of_an_http2_connection() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--upstream-timeout", "300ms"]);
+    let (send, _closed) = support::h2_connection(sc.listen).await;
+    // Streams one after another and side by side, one slower than the timeout.
+    let get = |path: &'static str| {
+        let mut send = send.clone();
+        async move {
+            let started = Instant::now();
+            (support::h2_get(&mut send, path).await, started.elapsed())
+        }
+    };
+    let (first, _) = get("/slow/100").await;
+    let (slow, quick) = tokio::join!(get("/slow/1000"), get("/slow/100"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (last, _) = get("/slow/100").await;
+    assert_eq!([first, slow.0, quick.0, last], [200, 504, 200, 200], "{slow:?} {quick:?}");
+    assert!(slow.1 >= Duration::from_millis(280) && slow.1 < Duration::from_millis(900), "{slow:?}");
+    assert_eq!(daemon.take(4).await.len(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_timeout_waits_for_the_request_body_and_a_stalled_body_is_the_clients() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -237,7 +237,16 @@ impl tower::Service<Request<Incoming>> for Forward {
             State::Waiting(client.request(req))
         };
         let wait = upstream.response_timeout.unwrap_or_default();
-        let timeout = upstream.response_timeout.map(|w| (self.0.timers.arm(Instant::now() + w), self.0.clone()));
+        let timeout = upstream.response_timeout.map(|w| {
+            let deadline = Instant::now() + w;
+            // An HTTP/2 stream runs in a task of its own: a timer kept after it would hold that
+            // finished task's waker, and with it the task's memory, while the connection idles.
+            if version < Version::HTTP_2 {
+                Timeout { timer: self.0.timers.arm(deadline), kept_by: Some(self.0.clone()) }
+            } else {
+                Timeout { timer: Box::pin(tokio::time::sleep_until(deadline)), kept_by: None }
+            }
+        });
         ForwardFuture { version, state, timeout, wait, progress, upgrade, max_head: upstream.max_head }
     }
 }
@@ -248,9 +257,8 @@ pub struct ForwardFuture {
     /// The client's HTTP version: the response goes back in it whatever the upstream spoke.
     version: Version,
     state: State,
-    /// Fires `wait` after the request, or (see `progress`) after its body last moved; given back
-    /// to the connection's route with the response.
-    timeout: Option<(Pin<Box<Sleep>>, Arc<Route>)>,
+    /// Fires `wait` after the request, or (see `progress`) after its body last moved.
+    timeout: Option<Timeout>,
     /// `--upstream-timeout`.
     wait: Duration,
     /// How far the request body has come, when it had one to send.
@@ -258,6 +266,12 @@ pub struct ForwardFuture {
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The largest HTTP/1 response head passed on.
     max_head: usize,
+}
+
+/// The wait for a response, and the route that keeps its timer for the next request (HTTP/1).
+struct Timeout {
+    timer: Pin<Box<Sleep>>,
+    kept_by: Option<Arc<Route>>,
 }
 
 enum State {
@@ -289,7 +303,7 @@ impl Future for ForwardFuture {
             }
         };
         if let Poll::Ready(res) = polled {
-            if let Some((timer, route)) = this.timeout.take() {
+            if let Some(Timeout { timer, kept_by: Some(route) }) = this.timeout.take() {
                 route.timers.keep(timer);
             }
             let mut res = res?;
@@ -308,7 +322,7 @@ impl Future for ForwardFuture {
             }
             return Poll::Ready(Ok(res));
         }
-        let Some((t, _)) = this.timeout else { return Poll::Pending };
+        let Some(Timeout { timer: t, .. }) = this.timeout else { return Poll::Pending };
         let timed_out = |kind| Poll::Ready(Err(ProxyError { kind, source: None }));
         loop {
             ready!(t.as_mut().poll(cx));

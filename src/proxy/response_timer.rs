@@ -7,9 +7,11 @@
 //! the wheel is moved to a later deadline with one compare-and-swap (the wheel files it again
 //! when its old time comes), so each connection keeps the timer its last response left and moves
 //! it on: ~280 instructions a request fewer (the first poll still registers the task's waker).
-//! Requests that overlap (HTTP/2 streams of one connection) find the place taken and make their
-//! own, as before. A kept timer costs its connection ~160 bytes, and one that runs out while the
-//! connection is idle wakes the task that last armed it once, for nothing.
+//! HTTP/1 requests only: they run in their connection's task, whose waker the kept timer holds;
+//! an HTTP/2 stream runs in a task of its own, which a kept timer would keep allocated after the
+//! stream ended, so streams make their own, as before. A kept timer costs its connection ~160
+//! bytes, and one that runs out while the connection is idle wakes the connection's task once,
+//! for nothing.
 
 use std::pin::Pin;
 use std::sync::Mutex;
