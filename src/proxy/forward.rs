@@ -118,7 +118,7 @@ struct Route {
     /// the destination's address (it connects to what the request names).
     /// Boxed: most connections never make one, and every connection holds a `Route`.
     h2: OnceLock<Option<Box<H2Client>>>,
-    /// The `--upstream-timeout` timer, re-armed for each request.
+    /// The `--upstream-timeout` timer, re-armed for each HTTP/1 request.
     timers: ResponseTimers,
 }
 
