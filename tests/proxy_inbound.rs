@@ -180,7 +180,7 @@ async fn a_slow_upstream_gives_504() {
 async fn the_upstream_timeout_holds_for_every_request_of_a_keep_alive_connection() {
     use http_body_util::Empty;
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
-    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--upstream-timeout", "300ms"]);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--upstream-timeout", "500ms"]);
     let stream = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
@@ -188,7 +188,7 @@ async fn the_upstream_timeout_holds_for_every_request_of_a_keep_alive_connection
     // connection: the wait is measured afresh for each (also after the connection sat idle for
     // longer than the timeout, and after a timeout).
     let mut statuses = Vec::new();
-    for (path, idle) in [("/slow/100", 0), ("/slow/100", 500), ("/slow/1000", 0), ("/slow/100", 0), ("/", 400)] {
+    for (path, idle) in [("/slow/50", 0), ("/slow/50", 700), ("/slow/1500", 0), ("/slow/50", 0), ("/", 600)] {
         tokio::time::sleep(Duration::from_millis(idle)).await;
         send.ready().await.unwrap();
         let req = http::Request::get(path).header("host", "app").body(Empty::<bytes::Bytes>::new()).unwrap();
@@ -201,14 +201,14 @@ async fn the_upstream_timeout_holds_for_every_request_of_a_keep_alive_connection
     let codes: Vec<u16> = statuses.iter().map(|s| s.1).collect();
     assert_eq!(codes, [200, 200, 504, 200, 200], "{statuses:?}");
     let timed_out = statuses[2].2;
-    assert!(timed_out >= Duration::from_millis(280) && timed_out < Duration::from_millis(900), "{statuses:?}");
+    assert!(timed_out >= Duration::from_millis(480) && timed_out < Duration::from_millis(1300), "{statuses:?}");
     assert_eq!(daemon.take(5).await.len(), 5);
 }
 
 #[tokio::test]
 async fn the_upstream_timeout_holds_for_every_stream_of_an_http2_connection() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
-    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--upstream-timeout", "300ms"]);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--upstream-timeout", "500ms"]);
     let (send, _closed) = support::h2_connection(sc.listen).await;
     // Streams one after another and side by side, one slower than the timeout.
     let get = |path: &'static str| {
@@ -218,12 +218,12 @@ async fn the_upstream_timeout_holds_for_every_stream_of_an_http2_connection() {
             (support::h2_get(&mut send, path).await, started.elapsed())
         }
     };
-    let (first, _) = get("/slow/100").await;
-    let (slow, quick) = tokio::join!(get("/slow/1000"), get("/slow/100"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let (last, _) = get("/slow/100").await;
+    let (first, _) = get("/slow/50").await;
+    let (slow, quick) = tokio::join!(get("/slow/1500"), get("/slow/50"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (last, _) = get("/slow/50").await;
     assert_eq!([first, slow.0, quick.0, last], [200, 504, 200, 200], "{slow:?} {quick:?}");
-    assert!(slow.1 >= Duration::from_millis(280) && slow.1 < Duration::from_millis(900), "{slow:?}");
+    assert!(slow.1 >= Duration::from_millis(480) && slow.1 < Duration::from_millis(1300), "{slow:?}");
     assert_eq!(daemon.take(4).await.len(), 4);
 }
 
