@@ -2,7 +2,7 @@
 //! headers become one context: `X-Amzn-Trace-Id` wins when they disagree, `traceparent` fills in
 //! what it lacks. Pure apart from reading and writing a header map.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::str::FromStr;
 
 use super::traceparent::{Invalid, TRACEPARENT, TRACESTATE, TraceParent};
@@ -63,7 +63,12 @@ pub struct Problems {
 impl Propagation {
     /// The caller's context from the enabled headers, and what was wrong with them.
     pub fn read(&self, headers: &HeaderMap) -> (TraceHeader, Problems) {
-        let fields = ContextFields::of(headers);
+        self.read_fields(&ContextFields::of(headers))
+    }
+
+    /// [`read`](Self::read), from context fields already found (by a caller's own pass over the
+    /// head, see [`ContextFields::note`]).
+    pub fn read_fields(&self, fields: &ContextFields<'_>) -> (TraceHeader, Problems) {
         let mut problems = Problems::default();
         let xray = match fields.xray.filter(|_| self.xray) {
             Some(v) => {
@@ -119,7 +124,7 @@ impl Propagation {
 /// a look-up by name hashes the name each time, and a head holds a handful of fields where three
 /// are looked for on every request (a hundred at most: hyper's parser's limit).
 #[derive(Default)]
-struct ContextFields<'a> {
+pub struct ContextFields<'a> {
     /// The first `X-Amzn-Trace-Id`, as `HeaderMap::get` finds it.
     xray: Option<&'a HeaderValue>,
     /// The first `traceparent`.
@@ -131,22 +136,30 @@ struct ContextFields<'a> {
 }
 
 impl<'a> ContextFields<'a> {
-    fn of(headers: &'a HeaderMap) -> Self {
-        let (xray, traceparent, tracestate) = (TRACE_HEADER, TRACEPARENT, TRACESTATE);
+    /// The context fields of `headers`.
+    pub fn of(headers: &'a HeaderMap) -> Self {
         let mut found = ContextFields::default();
-        // The map yields a name's values together, first to last, and names as they first came.
         for (name, value) in headers {
-            let name = name.as_str();
-            if name == xray.as_str() {
-                found.xray.get_or_insert(value);
-            } else if name == traceparent.as_str() {
-                found.traceparent_repeated |= found.traceparent.is_some();
-                found.traceparent.get_or_insert(value);
-            } else if name == tracestate.as_str() {
-                found.tracestate = true;
-            }
+            found.note(name, value);
         }
         found
+    }
+
+    /// Takes in one field of a head walked in the map's order (a name's values together, first to
+    /// last); whether it was a context field.
+    pub fn note(&mut self, name: &HeaderName, value: &'a HeaderValue) -> bool {
+        let name = name.as_str();
+        if name == TRACE_HEADER.as_str() {
+            self.xray.get_or_insert(value);
+        } else if name == TRACEPARENT.as_str() {
+            self.traceparent_repeated |= self.traceparent.is_some();
+            self.traceparent.get_or_insert(value);
+        } else if name == TRACESTATE.as_str() {
+            self.tracestate = true;
+        } else {
+            return false;
+        }
+        true
     }
 }
 

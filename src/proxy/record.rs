@@ -13,7 +13,7 @@ use super::forward::X_FORWARDED_FOR;
 use super::probes::Probes;
 use crate::metrics::{DecisionSource, Metrics};
 use crate::otel::exporter::OtlpExporter;
-use crate::otel::propagation::Propagation;
+use crate::otel::propagation::{ContextFields, Propagation};
 use crate::otel::traceparent::TRACEPARENT;
 use crate::xray::aws;
 use crate::xray::centralized::Centralized;
@@ -130,7 +130,7 @@ impl Opening {
     /// Reads the header, picks the trace and makes the sampling decision.
     fn read<B>(tracer: &Tracer, direction: Direction, req: &Request<B>, fields: &Fields<'_>) -> Opening {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let (incoming, stale_tracestate) = read_header(tracer, req.headers());
+        let (incoming, stale_tracestate) = read_header(tracer, req.headers(), &fields.context);
         let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
         let host = host(req, fields);
         let sampled = decide(tracer, direction, incoming.sampled, host.as_ref(), req, fields, wall.as_secs());
@@ -244,8 +244,8 @@ pub fn tunnel_segment(tracer: &Tracer, host: &str, port: u16, explicit: bool, wa
 
 /// Reads the caller's trace context, counting and logging headers that cannot be used as they came;
 /// and whether its `tracestate` is stale.
-fn read_header(tracer: &Tracer, headers: &HeaderMap) -> (TraceHeader, bool) {
-    let (h, problems) = tracer.propagation.read(headers);
+fn read_header(tracer: &Tracer, headers: &HeaderMap, context: &ContextFields<'_>) -> (TraceHeader, bool) {
+    let (h, problems) = tracer.propagation.read_fields(context);
     if let Some(problem) = problems.xray {
         tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
         let header = headers.get(&TRACE_HEADER);
@@ -336,11 +336,12 @@ fn owned(v: &HeaderValue) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::copy_from_slice(v.as_bytes())).unwrap_or_else(|_| v.clone())
 }
 
-/// The fields of a request head a record reads besides the trace context, found in one pass over
-/// its fields: each look-up by name hashes the name again (~110 instructions), and a head holds a
-/// handful of fields. Each is the name's first value, as `HeaderMap::get` finds it.
+/// The fields of a request head a record reads, the trace context's among them, found in one
+/// pass over its fields: each look-up by name hashes the name again (~110 instructions), and a
+/// head holds a handful of fields. Each is the name's first value, as `HeaderMap::get` finds it.
 #[derive(Default)]
 struct Fields<'a> {
+    context: ContextFields<'a>,
     host: Option<&'a HeaderValue>,
     user_agent: Option<&'a HeaderValue>,
     forwarded_for: Option<&'a HeaderValue>,
@@ -351,7 +352,9 @@ impl<'a> Fields<'a> {
         let mut found = Fields::default();
         // The map yields a name's values together, first to last.
         for (name, value) in headers {
-            let slot = if name == header::HOST {
+            let slot = if found.context.note(name, value) {
+                continue;
+            } else if name == header::HOST {
                 &mut found.host
             } else if name == header::USER_AGENT {
                 &mut found.user_agent
