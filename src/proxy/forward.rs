@@ -138,13 +138,13 @@ impl Forward {
     /// where the destination is already fixed (it asks for a tunnel the application does not offer),
     /// a target that would have to be reinterpreted (see [`target`]), and an HTTP/1 head larger
     /// than the limit (HTTP/2's is held by hyper, in `SETTINGS_MAX_HEADER_LIST_SIZE`).
-    fn acceptable<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
+    fn acceptable<B>(&self, req: &Request<B>, scan: &head::Scan) -> Result<(), ProxyError> {
         let max = self.0.upstream.max_head;
-        if req.version() < Version::HTTP_2 && head::request(req) > max {
+        if req.version() < Version::HTTP_2 && head::request(req, scan) > max {
             let e = format!("the request head is larger than {max} bytes");
             return Err(ProxyError::new(ErrorKind::HeadTooLarge, e));
         }
-        let hosts = req.headers().get_all(header::HOST).iter().count();
+        let hosts = scan.hosts;
         if hosts > 1 {
             return Err(ProxyError::new(ErrorKind::BadRequest, "more than one Host header"));
         }
@@ -168,23 +168,27 @@ impl tower::Service<Request<Incoming>> for Forward {
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> ForwardFuture {
-        if let Err(e) = self.acceptable(&req) {
+        let scan = head::Scan::of(req.headers());
+        if let Err(e) = self.acceptable(&req, &scan) {
             return ForwardFuture::failed(e);
         }
-        let upgrade = hop::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-        hop::strip(req.headers_mut(), upgrade.is_some());
+        let upgrade = hop::is_upgrade(req.headers(), &scan.hops).then(|| hyper::upgrade::on(&mut req));
+        let named_removed = hop::strip(req.headers_mut(), upgrade.is_some(), scan.hops);
+        // A Host the client listed in `Connection` has gone with the hop-by-hop headers.
+        let mut has_host = if named_removed { req.headers().contains_key(header::HOST) } else { scan.hosts > 0 };
         if let Some(client) = &self.0.forwarded_for {
             add_forwarded(req.headers_mut(), client);
         }
         // An HTTP/1.0 absolute-form request may come without Host: the target's authority is the
         // one the client meant, and the application must hear it rather than our destination's.
-        if req.version() < Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+        if req.version() < Version::HTTP_2 && !has_host {
             let host = req.uri().authority().map(|a| match a.port() {
                 Some(port) => format!("{}:{port}", a.host()),
                 None => a.host().to_owned(),
             });
             if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
                 req.headers_mut().insert(header::HOST, v);
+                has_host = true;
             }
         }
         let Some(authority) = self.0.authority.clone().or_else(|| request_authority(&req)) else {
@@ -208,6 +212,12 @@ impl tower::Service<Request<Incoming>> for Forward {
         let version = req.version();
         let upstream = &self.0.upstream;
         let state = if version < Version::HTTP_2 && upgrade.is_none() {
+            // One still without Host (HTTP/1.0, origin-form) gets the destination's.
+            if !has_host {
+                if let Ok(host) = HeaderValue::from_str(host_of(&authority)) {
+                    req.headers_mut().insert(header::HOST, host);
+                }
+            }
             let pool = upstream.pool.clone();
             State::Pooled(Box::pin(pool.send(authority, req)))
         } else {
@@ -308,7 +318,8 @@ impl Future for ForwardFuture {
             }
             let mut res = res?;
             let max = *this.max_head;
-            if res.version() < Version::HTTP_2 && head::response(&res) > max {
+            let scan = head::Scan::of(res.headers());
+            if res.version() < Version::HTTP_2 && head::response(&res, &scan) > max {
                 let e = format!("the response head is larger than {max} bytes");
                 return Poll::Ready(Err(ProxyError::new(ErrorKind::Protocol, e)));
             }
@@ -318,7 +329,7 @@ impl Future for ForwardFuture {
                     tokio::spawn(tunnel(client_side, hyper::upgrade::on(&mut res)));
                 }
             } else {
-                hop::strip(res.headers_mut(), false);
+                hop::strip(res.headers_mut(), false, scan.hops);
             }
             return Poll::Ready(Ok(res));
         }
@@ -359,6 +370,11 @@ fn named_authority<B>(req: &Request<B>) -> Option<Authority> {
         Some(a) => Some(a.clone()),
         None => req.headers().get(header::HOST)?.to_str().ok()?.parse().ok(),
     }
+}
+
+/// `authority` as a client writes it in `Host`: without the port when it is HTTP's default.
+fn host_of(authority: &Authority) -> &str {
+    if authority.port_u16() == Some(80) { authority.host() } else { authority.as_str() }
 }
 
 /// An explicit proxy client names the destination in the target (`GET http://svc/x`) or, failing

@@ -1,4 +1,5 @@
-//! How large an HTTP/1 message head was, from its parsed parts: what `--max-header-size` holds.
+//! How large an HTTP/1 message head was, from its parsed parts: what `--max-header-size` holds;
+//! and, in the same pass over its fields, what else forwarding needs to know of them.
 //!
 //! hyper stops reading a head only once its buffer has reached the limit, and a single read may
 //! carry the buffer up to about twice the limit first, so a head of 100 KB passed a limit of
@@ -6,11 +7,33 @@
 //! line and the blank line. hyper trims the optional whitespace around values, so a head padded
 //! with it counts a few bytes short; nothing else is missed.
 
-use http::{HeaderMap, Request, Response, Uri};
+use http::{HeaderMap, Request, Response, Uri, header};
 
-/// `name: value\r\n` for each field, and the blank line that ends the head.
-fn fields(h: &HeaderMap) -> usize {
-    h.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>() + 2
+use super::hop;
+
+/// A head's fields, read once: each look-up by name hashes the name, and forwarding would
+/// otherwise ask for `Host`, `Upgrade` and the hop-by-hop headers one by one, on every request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scan {
+    /// `name: value\r\n` for each field, and the blank line that ends the head.
+    fields: usize,
+    /// How many `Host` fields there are.
+    pub hosts: usize,
+    /// Which hop-by-hop fields there are.
+    pub hops: hop::Found,
+}
+
+impl Scan {
+    /// Reads `h`'s fields, each once.
+    pub fn of(h: &HeaderMap) -> Self {
+        let mut scan = Scan { fields: 2, ..Scan::default() };
+        for (name, value) in h {
+            scan.fields += name.as_str().len() + value.len() + 4;
+            scan.hosts += usize::from(name == header::HOST);
+            scan.hops.note(name);
+        }
+        scan
+    }
 }
 
 /// The request-target as the client wrote it: origin-form, or absolute-form with its scheme and
@@ -22,16 +45,17 @@ fn target(uri: &Uri) -> usize {
     scheme + authority + path
 }
 
-/// The size of a request's head: `METHOD target HTTP/1.1\r\n` and its fields.
-pub fn request<B>(req: &Request<B>) -> usize {
-    req.method().as_str().len() + 1 + target(req.uri()) + " HTTP/1.1\r\n".len() + fields(req.headers())
+/// The size of a request's head: `METHOD target HTTP/1.1\r\n` and its fields (`scan` of its
+/// headers).
+pub fn request<B>(req: &Request<B>, scan: &Scan) -> usize {
+    req.method().as_str().len() + 1 + target(req.uri()) + " HTTP/1.1\r\n".len() + scan.fields
 }
 
 /// The size of a response's head: `HTTP/1.1 200 OK\r\n` (its reason phrase counted as the
-/// standard one) and its fields.
-pub fn response<B>(res: &Response<B>) -> usize {
+/// standard one) and its fields (`scan` of its headers).
+pub fn response<B>(res: &Response<B>, scan: &Scan) -> usize {
     let reason = res.status().canonical_reason().map_or(0, str::len);
-    "HTTP/1.1 200 \r\n".len() + reason + fields(res.headers())
+    "HTTP/1.1 200 \r\n".len() + reason + scan.fields
 }
 
 #[cfg(test)]
@@ -43,18 +67,18 @@ mod tests {
     fn a_head_measures_what_it_was_on_the_wire() {
         let raw = "GET /a?b=c HTTP/1.1\r\nhost: example\r\nx-long: 0123456789\r\n\r\n";
         let req = Request::get("/a?b=c").header("host", "example").header("x-long", "0123456789").body(()).unwrap();
-        assert_eq!(request(&req), raw.len());
+        assert_eq!(request(&req, &Scan::of(req.headers())), raw.len());
         let raw = "GET http://example:8080/x HTTP/1.1\r\nhost: example:8080\r\n\r\n";
         let req = Request::get("http://example:8080/x").header("host", "example:8080").body(()).unwrap();
-        assert_eq!(request(&req), raw.len());
+        assert_eq!(request(&req, &Scan::of(req.headers())), raw.len());
         let raw = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
         let res = Response::builder().status(404).header("content-length", "0").body(()).unwrap();
-        assert_eq!(response(&res), raw.len());
+        assert_eq!(response(&res, &Scan::of(res.headers())), raw.len());
     }
 
     #[test]
     fn repeated_fields_count_once_each() {
         let req = Request::get("/").header("a", "1").header("a", "22").body(()).unwrap();
-        assert_eq!(request(&req), "GET / HTTP/1.1\r\na: 1\r\na: 22\r\n\r\n".len());
+        assert_eq!(request(&req, &Scan::of(req.headers())), "GET / HTTP/1.1\r\na: 1\r\na: 22\r\n\r\n".len());
     }
 }

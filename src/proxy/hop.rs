@@ -25,10 +25,29 @@ const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Which hop-by-hop headers, and whether `Upgrade`, a head carries: found in a pass over its
+/// names that the caller makes anyway ([`super::head::Scan`]), so that only the headers present
+/// cost a look-up by name.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Found {
+    present: [bool; HOPS],
+    upgrade: bool,
+}
+
+impl Found {
+    /// Notes one field's name.
+    pub fn note(&mut self, name: &HeaderName) {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            self.present[i] = true;
+        }
+        self.upgrade |= name == header::UPGRADE;
+    }
+}
+
 /// Whether a request asks to switch protocols (`Connection: upgrade` in any `Connection` header,
-/// and an `Upgrade` header).
-pub fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE) && connection_tokens(h).any(|t| t.eq_ignore_ascii_case("upgrade"))
+/// and an `Upgrade` header); `found` is what its headers carry.
+pub fn is_upgrade(h: &HeaderMap, found: &Found) -> bool {
+    found.upgrade && connection_tokens(h).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// The comma-separated tokens of every `Connection` header.
@@ -47,24 +66,19 @@ fn only_keep_alive(h: &HeaderMap) -> bool {
     h.get_all(header::CONNECTION).iter().all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
 }
 
-/// Removes the hop-by-hop headers from a message about to be forwarded. An upgrade keeps
-/// `Connection: upgrade` and `Upgrade`, and loses everything else that is hop-by-hop.
-pub fn strip(h: &mut HeaderMap, upgrade: bool) {
+/// Removes the hop-by-hop headers (`found` among its fields) from a message about to be
+/// forwarded. An upgrade keeps `Connection: upgrade` and `Upgrade`, and loses everything else that
+/// is hop-by-hop. Returns whether it removed any header a `Connection` option named: any name may
+/// be listed there, `Host` too, so what the caller found of the others may no longer hold.
+pub fn strip(h: &mut HeaderMap, upgrade: bool, found: Found) -> bool {
     // This runs twice on every request, and most messages carry none of these headers or only
-    // `Connection`: one pass over the few names present says which are there, so that only those
-    // cost a look-up.
-    let mut present = [false; HOPS];
-    let mut upgrade_header = false;
-    for name in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present[i] = true;
-        }
-        upgrade_header |= name == header::UPGRADE;
-    }
+    // `Connection`: only the ones present cost a look-up.
+    let Found { present, upgrade: upgrade_header } = found;
     let [connection, .., te, transfer_encoding] = present;
     if !upgrade && !upgrade_header && !present.contains(&true) {
-        return;
+        return false;
     }
+    let mut removed_named = false;
     // `Connection: keep-alive` alone, what most messages carry, names nothing else to remove.
     if connection && !only_keep_alive(h) {
         // Only the options that name a header actually present cost a name of their own
@@ -77,7 +91,7 @@ pub fn strip(h: &mut HeaderMap, upgrade: bool) {
         for name in listed {
             let kept = TRACE_CONTEXT.contains(&name) || (upgrade && name == header::UPGRADE);
             if !kept {
-                h.remove(name);
+                removed_named |= h.remove(name).is_some();
             }
         }
     }
@@ -108,11 +122,23 @@ pub fn strip(h: &mut HeaderMap, upgrade: bool) {
     if let Some(codings) = codings {
         h.insert(header::TRANSFER_ENCODING, codings);
     }
+    removed_named
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn found(h: &HeaderMap) -> Found {
+        let mut found = Found::default();
+        h.keys().for_each(|name| found.note(name));
+        found
+    }
+
+    fn strip_all(h: &mut HeaderMap, upgrade: bool) -> bool {
+        let found = found(h);
+        strip(h, upgrade, found)
+    }
 
     fn names(h: &HeaderMap) -> Vec<String> {
         let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
@@ -130,7 +156,7 @@ mod tests {
         h.insert("x-second", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        strip(&mut h, false);
+        strip_all(&mut h, false);
         assert_eq!(names(&h), ["te", "x-kept"]);
     }
 
@@ -140,14 +166,30 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static(" Keep-Alive "));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        strip(&mut h, false);
+        strip_all(&mut h, false);
         assert_eq!(names(&h), ["x-kept"]);
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         h.append(header::CONNECTION, HeaderValue::from_static("x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
-        strip(&mut h, false);
+        strip_all(&mut h, false);
         assert!(h.is_empty(), "{:?}", names(&h));
+    }
+
+    #[test]
+    fn it_says_whether_a_header_named_in_connection_went() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        assert!(!strip_all(&mut h, false));
+        assert_eq!(names(&h), ["host"]);
+        // Named but absent, or named and kept: nothing the caller found has gone.
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-absent, traceparent"));
+        h.insert(TRACEPARENT, HeaderValue::from_static("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01"));
+        assert!(!strip_all(&mut h, false));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Host"));
+        assert!(strip_all(&mut h, false));
+        assert_eq!(names(&h), ["traceparent"]);
     }
 
     #[test]
@@ -158,7 +200,7 @@ mod tests {
         h.insert(TRACEPARENT, HeaderValue::from_static("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01"));
         h.insert(TRACESTATE, HeaderValue::from_static("rojo=00f067aa0ba902b7"));
         h.insert("x-other", HeaderValue::from_static("1"));
-        strip(&mut h, false);
+        strip_all(&mut h, false);
         assert_eq!(names(&h), ["traceparent", "tracestate", "x-amzn-trace-id"]);
     }
 
@@ -170,8 +212,8 @@ mod tests {
         h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic Zm9vOmJhcg=="));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
-        assert!(is_upgrade(&h));
-        strip(&mut h, true);
+        assert!(is_upgrade(&h, &found(&h)));
+        strip_all(&mut h, true);
         assert_eq!(names(&h), ["connection", "upgrade"]);
         assert_eq!(h[header::CONNECTION], "upgrade");
     }
@@ -181,12 +223,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
         h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
-        strip(&mut h, false);
+        strip_all(&mut h, false);
         assert_eq!(h[header::TRANSFER_ENCODING], "gzip, chunked");
         assert_eq!(h[header::TE], "trailers");
         let mut h = HeaderMap::new();
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        strip(&mut h, false);
+        strip_all(&mut h, false);
         assert!(h.is_empty());
     }
 }

@@ -21,7 +21,7 @@
 //! connection idle for a second or more.
 
 use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Method, Request, Response, Uri, header};
+use http::{Method, Request, Response, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -171,7 +171,7 @@ impl H1Pool {
         authority: Authority,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        prepare(&mut req, &authority);
+        prepare(&mut req);
         let shared = &self.shared;
         // Servers time idle keep-alive connections out (gunicorn after 2 s, Node.js after 5): one
         // may close a connection just as a request goes out on it, which then fails unanswered. A
@@ -230,16 +230,9 @@ fn copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
     copy
 }
 
-/// The request as a connection to its destination sends it: an origin-form target, and a `Host`
-/// when the client sent none (an HTTP/1.0 request).
-fn prepare(req: &mut Request<UpstreamBody>, authority: &Authority) {
-    if !req.headers().contains_key(header::HOST) {
-        // The port is left out when it is HTTP's default, as clients write it.
-        let host = if authority.port_u16() == Some(80) { authority.host() } else { authority.as_str() };
-        if let Ok(host) = HeaderValue::from_str(host) {
-            req.headers_mut().insert(header::HOST, host);
-        }
-    }
+/// The request as a connection to its destination sends it: an origin-form target. (Its `Host`
+/// is the caller's: [`super::forward`] gives one to a request that came without.)
+fn prepare(req: &mut Request<UpstreamBody>) {
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(path);
