@@ -28,7 +28,7 @@ use super::settings::{Compression, OtlpSettings};
 use super::span::span_count;
 use super::wire::{self, Envelope, Scratch};
 use crate::metrics::Metrics;
-use crate::xray::segment::Segment;
+use crate::xray::segment::Finished;
 
 /// First wait before a retry; doubled each time up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -55,7 +55,7 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Queue {
-    segments: Vec<Segment>,
+    segments: Vec<Finished>,
     spans: usize,
 }
 
@@ -88,7 +88,7 @@ impl OtlpExporter {
     }
 
     /// Queues a segment's spans; drops and counts them when the queue is full.
-    pub fn emit(&self, segment: Segment) {
+    pub fn emit(&self, segment: Finished) {
         let n = span_count(&segment);
         let full_batch = {
             let Ok(mut q) = self.shared.queue.lock() else { return };
@@ -162,7 +162,7 @@ impl Sender {
     }
 
     /// Up to a batch of queued segments, and how many spans they make.
-    fn take_batch(&self) -> Option<(Vec<Segment>, usize)> {
+    fn take_batch(&self) -> Option<(Vec<Finished>, usize)> {
         let mut q = self.shared.queue.lock().ok()?;
         if q.segments.is_empty() {
             return None;
@@ -176,7 +176,7 @@ impl Sender {
         Some((q.segments.drain(..end).collect(), spans))
     }
 
-    async fn export(&mut self, batch: Vec<Segment>) {
+    async fn export(&mut self, batch: Vec<Finished>) {
         let mut encoded = Vec::new();
         let count = wire::request(&self.envelope, &batch, &mut encoded, &mut self.scratch) as u64;
         drop(batch);

@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use std::borrow::Borrow;
 
 use super::span::{Attributes, describe, each_span};
 use crate::xray::segment::Segment;
@@ -44,12 +45,17 @@ impl Envelope {
 
 /// Writes an `ExportTraceServiceRequest` holding the spans of `segments` into `out` (cleared
 /// first); `scratch` is reused from call to call. Returns how many spans it holds.
-pub fn request(envelope: &Envelope, segments: &[Segment], out: &mut Vec<u8>, scratch: &mut Scratch) -> usize {
+pub fn request<S: Borrow<Segment>>(
+    envelope: &Envelope,
+    segments: &[S],
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> usize {
     let spans = &mut scratch.spans;
     spans.clear();
     let mut count = 0;
     for seg in segments {
-        each_span(seg, |seg, parent, kind| {
+        each_span(seg.borrow(), |seg, parent, kind| {
             write_span(seg, parent, kind, spans, &mut scratch.span);
             count += 1;
         });

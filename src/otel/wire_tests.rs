@@ -78,7 +78,7 @@ fn the_request_is_byte_for_byte_what_prost_writes() {
         assert_eq!(out, by_prost(resource(), scope(), &all));
     }
     // And nothing at all is still a well-formed request.
-    request(&envelope, &[], &mut out, &mut scratch);
+    request::<Segment>(&envelope, &[], &mut out, &mut scratch);
     assert_eq!(out, by_prost(resource(), scope(), &[]));
 }
 

@@ -22,7 +22,7 @@ use crate::xray::emitter::Emitter;
 use crate::xray::header::{Sampled, TRACE_HEADER, TraceHeader};
 use crate::xray::id::{SegmentId, TraceId};
 use crate::xray::sampling::Sampler;
-use crate::xray::segment::{Direction, Http, Kind, Segment, sanitize_name};
+use crate::xray::segment::{Direction, Finished, Http, Kind, Segment, sanitize_name};
 use crate::xray::tunnel::{Ended, Tunnel};
 
 /// Process-wide tracing state, shared by every connection.
@@ -54,7 +54,7 @@ impl Tracer {
     }
 
     /// Hands a finished record to each exporter that is on.
-    pub fn export(&self, seg: Segment) {
+    pub fn export(&self, seg: Finished) {
         match (&self.emitter, &self.otlp) {
             (Some(udp), Some(otlp)) => {
                 otlp.emit(seg.clone());

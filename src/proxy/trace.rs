@@ -142,7 +142,7 @@ impl Completion {
             }
             s.grpc.clone_from(&grpc);
         });
-        self.tracer.export(*seg);
+        self.tracer.export(seg);
     }
 
     /// The client went away while the upstream was still to answer.

@@ -74,7 +74,7 @@ impl TunnelRecord {
                 (t.bytes_sent, t.bytes_received, t.ended) = (sent, received, ended);
             }
         });
-        self.tracer.export(*seg);
+        self.tracer.export(seg);
     }
 }
 

@@ -19,7 +19,7 @@ use super::daemon::HostPort;
 use super::delivery::DeliveryCounters;
 use super::document::Document;
 use super::resolver::{self, Resolved};
-use super::segment::{Environment, Kind, Segment};
+use super::segment::{Environment, Finished, Kind, Segment};
 use super::udp_batch::{Datagrams, Sent, UdpBatch};
 
 /// The daemon header that starts every datagram.
@@ -50,7 +50,7 @@ pub struct Emitter {
 
 #[derive(Debug)]
 struct Shared {
-    queue: Mutex<Vec<Segment>>,
+    queue: Mutex<Vec<Finished>>,
     wake: Notify,
     metrics: Arc<DeliveryCounters>,
 }
@@ -83,7 +83,7 @@ impl Emitter {
     }
 
     /// Queues a segment; drops and counts it when the queue is full.
-    pub fn emit(&self, segment: Segment) {
+    pub fn emit(&self, segment: Finished) {
         let len = {
             let Ok(mut q) = self.shared.queue.lock() else { return };
             if q.len() >= QUEUE_CAPACITY {
@@ -198,7 +198,7 @@ impl Sender {
     }
 
     /// Encodes the batch and sends it, a burst at a time.
-    async fn send_all(&mut self, batch: &mut Vec<Segment>, target: &Option<Target>) {
+    async fn send_all(&mut self, batch: &mut Vec<Finished>, target: &Option<Target>) {
         while !batch.is_empty() {
             let n = batch.len().min(BURST);
             for segment in batch.drain(..n) {

@@ -69,8 +69,8 @@ async fn a_segment_too_large_for_one_datagram_is_split_and_counted() {
     let big = segment(150);
     let (parent_id, trace_id) = (big.id, big.trace_id);
     let received = tokio::spawn(receive_all(daemon));
-    emitter.emit(big);
-    emitter.emit(segment(1));
+    emitter.emit(Box::new(big));
+    emitter.emit(Box::new(segment(1)));
     let docs = received.await.expect("receiver");
     flush.flush(Duration::from_secs(1)).await;
     // 150 independent subsegments, the parent without them, and the small one whole.
@@ -97,7 +97,7 @@ async fn segments_wait_for_the_first_look_up_and_then_all_go_out() {
     let (close, closed) = watch::channel(false);
     let (emitter, flush) = Emitter::spawn_resolved(resolved, Environment::default(), metrics.clone(), close, closed);
     for _ in 0..100 {
-        emitter.emit(segment(0));
+        emitter.emit(Box::new(segment(0)));
     }
     // A slow answer: nothing sent, nothing dropped meanwhile.
     assert!(receive_all(daemon.clone()).await.is_empty());
@@ -115,7 +115,7 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     let target = HostPort { host: "127.0.0.1".into(), port: 9 };
     let (emitter, _flush) = Emitter::spawn(target, Environment::default(), metrics.clone());
     for _ in 0..QUEUE_CAPACITY + 10 {
-        emitter.emit(segment(0));
+        emitter.emit(Box::new(segment(0)));
     }
     assert_eq!(metrics.segments_dropped.load(Relaxed), 10);
 }

@@ -15,6 +15,10 @@ use super::grpc::{self, Grpc};
 use super::id::{SegmentId, TraceId};
 use super::tunnel::Tunnel;
 
+/// A finished segment on its way out: the exporters' queues hold it boxed, so that each step to
+/// the encoder moves a pointer rather than the segment's 424 bytes (~75 instructions a copy).
+pub type Finished = Box<Segment>;
+
 /// One segment, or a subsegment sent on its own or inside its segment.
 #[derive(Clone, Debug)]
 pub struct Segment {
