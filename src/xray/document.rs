@@ -216,10 +216,20 @@ fn printable(bytes: &[u8]) -> bool {
 /// fits [`MAX_HTTP_STRING`]: then it is what [`url_parts`] gives (nothing to cut, one byte a
 /// character) with nothing to escape. Writes nothing and returns `false` otherwise.
 fn printable_url(out: &mut Vec<u8>, h: &Http) -> bool {
-    let host = url_host(h).as_bytes();
+    // `url_host` on bytes: a printable Host is text, so it is the one `url_host` takes (one that
+    // is not goes the slow way, which falls back to the target's authority), and a byte loop
+    // finds a short host's `@` for less than `rsplit_once` sets out to.
+    let host = match &h.host {
+        Some(v) => v.as_bytes(),
+        None => h.uri.authority().map_or(&b""[..], |a| a.as_str().as_bytes()),
+    };
+    if !printable(host) {
+        return false;
+    }
+    let host = host.iter().rposition(|&b| b == b'@').map_or(host, |at| &host[at + 1..]);
     let (scheme, path) = (h.scheme.as_bytes(), h.uri.path().as_bytes());
     let len = scheme.len() + 3 + host.len() + path.len();
-    if len > MAX_HTTP_STRING || !(printable(scheme) & printable(host) & printable(path)) {
+    if len > MAX_HTTP_STRING || !(printable(scheme) & printable(path)) {
         return false;
     }
     out.reserve(len + 2);
@@ -329,8 +339,16 @@ impl HttpJson<'_> {
         if self.inbound_segment {
             if let Some(ip) = h.client_ip {
                 field(out, b"\"client_ip\":");
-                // Digits, dots, hex and colons: nothing to escape.
-                with_ip_text(ip, |text| quoted(out, text.as_bytes()));
+                // Digits, dots, hex and colons: nothing to escape. IPv4's are bytes already, and
+                // need no check that they are text.
+                match ip {
+                    IpAddr::V4(v4) => {
+                        let mut buf = [0u8; 15];
+                        let len = ipv4_text(v4, &mut buf);
+                        quoted(out, &buf[..len]);
+                    }
+                    IpAddr::V6(_) => with_ip_text(ip, |text| quoted(out, text.as_bytes())),
+                }
                 if h.x_forwarded_for {
                     field(out, b"\"x_forwarded_for\":true");
                 }
