@@ -217,8 +217,7 @@ fn printable(bytes: &[u8]) -> bool {
 /// character) with nothing to escape. Writes nothing and returns `false` otherwise.
 fn printable_url(out: &mut Vec<u8>, h: &Http) -> bool {
     // `url_host` on bytes: a printable Host is text, so it is the one `url_host` takes (one that
-    // is not goes the slow way, which falls back to the target's authority), and a byte loop
-    // finds a short host's `@` for less than `rsplit_once` sets out to.
+    // is not goes the slow way, which falls back to the target's authority).
     let host = match &h.host {
         Some(v) => v.as_bytes(),
         None => h.uri.authority().map_or(&b""[..], |a| a.as_str().as_bytes()),
@@ -226,7 +225,7 @@ fn printable_url(out: &mut Vec<u8>, h: &Http) -> bool {
     if !printable(host) {
         return false;
     }
-    let host = host.iter().rposition(|&b| b == b'@').map_or(host, |at| &host[at + 1..]);
+    let host = &host[credentials_end(host)..];
     let (scheme, path) = (h.scheme.as_bytes(), h.uri.path().as_bytes());
     let len = scheme.len() + 3 + host.len() + path.len();
     if len > MAX_HTTP_STRING || !(printable(scheme) & printable(path)) {
@@ -339,16 +338,8 @@ impl HttpJson<'_> {
         if self.inbound_segment {
             if let Some(ip) = h.client_ip {
                 field(out, b"\"client_ip\":");
-                // Digits, dots, hex and colons: nothing to escape. IPv4's are bytes already, and
-                // need no check that they are text.
-                match ip {
-                    IpAddr::V4(v4) => {
-                        let mut buf = [0u8; 15];
-                        let len = ipv4_text(v4, &mut buf);
-                        quoted(out, &buf[..len]);
-                    }
-                    IpAddr::V6(_) => with_ip_text(ip, |text| quoted(out, text.as_bytes())),
-                }
+                // Digits, dots, hex and colons: nothing to escape.
+                with_ip_bytes(ip, |text| quoted(out, text));
                 if h.x_forwarded_for {
                     field(out, b"\"x_forwarded_for\":true");
                 }
@@ -438,7 +429,13 @@ pub fn url(h: &Http) -> String {
 fn url_host(h: &Http) -> &str {
     let host =
         h.host.as_ref().and_then(|v| v.to_str().ok()).or_else(|| h.uri.authority().map(|a| a.as_str())).unwrap_or("");
-    host.rsplit_once('@').map_or(host, |(_, h)| h)
+    &host[credentials_end(host.as_bytes())..]
+}
+
+/// Where the `user:pass@` a host may start with ends (0 when there is none): after its last `@`.
+/// A byte loop: a host is a dozen bytes, less than `rsplit_once`'s search sets out to.
+fn credentials_end(host: &[u8]) -> usize {
+    host.iter().rposition(|&b| b == b'@').map_or(0, |at| at + 1)
 }
 
 /// The parts of the `url` field, in order, cut at [`MAX_HTTP_STRING`] characters in all.
@@ -486,14 +483,19 @@ impl Serialize for ClientIp {
 /// every client address, the formatting machinery and an allocation cost more than the rest of
 /// the field.
 pub fn with_ip_text<R>(ip: IpAddr, f: impl FnOnce(&str) -> R) -> R {
+    // Digits, dots, hex and colons only.
+    with_ip_bytes(ip, |text| f(std::str::from_utf8(text).unwrap_or_default()))
+}
+
+/// [`with_ip_text`] as bytes, for a writer of bytes: no check that they are text.
+fn with_ip_bytes<R>(ip: IpAddr, f: impl FnOnce(&[u8]) -> R) -> R {
     match ip {
         IpAddr::V4(v4) => {
             let mut buf = [0u8; 15];
             let len = ipv4_text(v4, &mut buf);
-            // Digits and dots only.
-            f(std::str::from_utf8(&buf[..len]).unwrap_or_default())
+            f(&buf[..len])
         }
-        IpAddr::V6(_) => f(&ip.to_string()),
+        IpAddr::V6(_) => f(ip.to_string().as_bytes()),
     }
 }
 
