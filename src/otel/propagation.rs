@@ -145,6 +145,16 @@ impl<'a> ContextFields<'a> {
         found
     }
 
+    /// The first `X-Amzn-Trace-Id`.
+    pub fn xray(&self) -> Option<&'a HeaderValue> {
+        self.xray
+    }
+
+    /// The first `traceparent`.
+    pub fn traceparent(&self) -> Option<&'a HeaderValue> {
+        self.traceparent
+    }
+
     /// Takes in one field of a head walked in the map's order (a name's values together, first to
     /// last); whether it was a context field.
     pub fn note(&mut self, name: &HeaderName, value: &'a HeaderValue) -> bool {

@@ -14,12 +14,11 @@ use super::probes::Probes;
 use crate::metrics::{DecisionSource, Metrics};
 use crate::otel::exporter::OtlpExporter;
 use crate::otel::propagation::{ContextFields, Propagation};
-use crate::otel::traceparent::TRACEPARENT;
 use crate::xray::aws;
 use crate::xray::centralized::Centralized;
 use crate::xray::centralized::rule::RequestFacts;
 use crate::xray::emitter::Emitter;
-use crate::xray::header::{Sampled, TRACE_HEADER, TraceHeader};
+use crate::xray::header::{Sampled, TraceHeader};
 use crate::xray::id::{SegmentId, TraceId};
 use crate::xray::sampling::Sampler;
 use crate::xray::segment::{Direction, Finished, Http, Kind, Segment, sanitize_name};
@@ -130,7 +129,7 @@ impl Opening {
     /// Reads the header, picks the trace and makes the sampling decision.
     fn read<B>(tracer: &Tracer, direction: Direction, req: &Request<B>, fields: &Fields<'_>) -> Opening {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let (incoming, stale_tracestate) = read_header(tracer, req.headers(), &fields.context);
+        let (incoming, stale_tracestate) = read_header(tracer, &fields.context);
         let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
         let host = host(req, fields);
         let sampled = decide(tracer, direction, incoming.sampled, host.as_ref(), req, fields, wall.as_secs());
@@ -244,20 +243,20 @@ pub fn tunnel_segment(tracer: &Tracer, host: &str, port: u16, explicit: bool, wa
 
 /// Reads the caller's trace context, counting and logging headers that cannot be used as they came;
 /// and whether its `tracestate` is stale.
-fn read_header(tracer: &Tracer, headers: &HeaderMap, context: &ContextFields<'_>) -> (TraceHeader, bool) {
+fn read_header(tracer: &Tracer, context: &ContextFields<'_>) -> (TraceHeader, bool) {
     let (h, problems) = tracer.propagation.read_fields(context);
     if let Some(problem) = problems.xray {
         tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
-        let header = headers.get(&TRACE_HEADER);
+        let header = context.xray();
         tracing::debug!(?header, %problem, "malformed trace header; starting a new trace where needed");
     }
     if let Some(problem) = problems.w3c {
         tracer.metrics.malformed_headers.fetch_add(1, Relaxed);
-        let header = headers.get(&TRACEPARENT);
+        let header = context.traceparent();
         tracing::debug!(?header, %problem, "traceparent ignored");
     }
     if problems.disagree {
-        let traceparent = headers.get(&TRACEPARENT);
+        let traceparent = context.traceparent();
         tracing::debug!(root = ?h.root, ?traceparent, "traceparent names another trace; following X-Amzn-Trace-Id");
     }
     (h, problems.stale_tracestate)
