@@ -3,7 +3,7 @@
 //! of the message (an upgrade's own headers, `te: trailers`, transfer codings other than chunked)
 //! and the trace context headers, which no client may strip on their way to the next hop.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::otel::traceparent::{TRACEPARENT, TRACESTATE};
 use crate::xray::header::TRACE_HEADER;
@@ -13,6 +13,9 @@ use crate::xray::header::TRACE_HEADER;
 const TRACE_CONTEXT: [HeaderName; 3] = [TRACE_HEADER, TRACEPARENT, TRACESTATE];
 
 const HOPS: usize = 6;
+
+/// Where `Connection` is in [`HOP_BY_HOP`].
+const CONNECTION_AT: usize = 0;
 
 /// Headers that describe one hop and must not be passed on (`strip` reads the first and the last
 /// two by position).
@@ -60,12 +63,6 @@ fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Whether every `Connection` header is a lone `keep-alive`: answered without splitting the
-/// values into options and looking each up.
-fn only_keep_alive(h: &HeaderMap) -> bool {
-    h.get_all(header::CONNECTION).iter().all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
-}
-
 /// Removes the hop-by-hop headers (`found` among its fields) from a message about to be
 /// forwarded. An upgrade keeps `Connection: upgrade` and `Upgrade`, and loses everything else that
 /// is hop-by-hop. Returns whether it removed any header a `Connection` option named: any name may
@@ -73,14 +70,23 @@ fn only_keep_alive(h: &HeaderMap) -> bool {
 pub fn strip(h: &mut HeaderMap, upgrade: bool, found: Found) -> bool {
     // This runs twice on every request, and most messages carry none of these headers or only
     // `Connection`: only the ones present cost a look-up.
-    let Found { present, upgrade: upgrade_header } = found;
-    let [connection, .., te, transfer_encoding] = present;
+    let Found { mut present, upgrade: upgrade_header } = found;
+    let [.., te, transfer_encoding] = present;
     if !upgrade && !upgrade_header && !present.contains(&true) {
         return false;
     }
     let mut removed_named = false;
-    // `Connection: keep-alive` alone, what most messages carry, names nothing else to remove.
-    if connection && !only_keep_alive(h) {
+    // `Connection: keep-alive` alone, what most messages carry, names nothing else to remove: it
+    // goes in the look-up that reads it.
+    if present[CONNECTION_AT] {
+        if let Entry::Occupied(e) = h.entry(header::CONNECTION) {
+            if e.iter().all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"keep-alive")) {
+                e.remove();
+                present[CONNECTION_AT] = false;
+            }
+        }
+    }
+    if present[CONNECTION_AT] {
         // Only the options that name a header actually present cost a name of their own
         // (`keep-alive`, the common one, is a hop-by-hop header removed below anyway).
         let listed: Vec<HeaderName> = connection_tokens(h)
