@@ -253,24 +253,28 @@ fn seconds(out: &mut Vec<u8>, t: f64) -> serde_json::Result<()> {
     // A whole number below 2^53: exact as an integer.
     let us = us as u64;
     number(out, us / 1_000_000);
-    let mut fraction = us % 1_000_000;
+    let fraction = (us % 1_000_000) as usize;
     if fraction == 0 {
         out.extend_from_slice(b".0");
         return Ok(());
     }
-    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0'];
-    let mut len = digits.len();
-    while fraction % 10 == 0 {
-        fraction /= 10;
-        len -= 1;
+    // Six digits, two at a time, then the trailing zeros dropped.
+    let mut digits = [b'.'; 7];
+    for (i, pair) in [fraction / 10_000, fraction / 100 % 100, fraction % 100].into_iter().enumerate() {
+        digits[1 + 2 * i..3 + 2 * i].copy_from_slice(&DIGIT_PAIRS[2 * pair..2 * pair + 2]);
     }
-    for d in digits[1..len].iter_mut().rev() {
-        *d = b'0' + (fraction % 10) as u8;
-        fraction /= 10;
-    }
+    let len = digits.iter().rposition(|&d| d != b'0').map_or(1, |last| last + 1);
     out.extend_from_slice(&digits[..len]);
     Ok(())
 }
+
+/// `00` to `99`, each number's two digits at twice its index.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
 
 /// An unsigned number as JSON writes it (serde_json writes integers with the same crate).
 fn number(out: &mut Vec<u8>, n: u64) {
