@@ -1,5 +1,6 @@
 //! Misbehaving upstreams, played by raw TCP servers, in front of the real binary: a reset mid-body,
-//! a half-close, an answer after the timeout, a body shorter or longer than its `Content-Length`.
+//! a half-close, an answer after the timeout, a body shorter or longer than its `Content-Length`,
+//! a `Content-Length` beside `Transfer-Encoding`; and trailers, which end a body as its last frame.
 //! The client gets 502/504 before the head or a cut connection after it (never a truncated body
 //! that looks complete), and the segment the daemon receives says what happened.
 #![allow(clippy::unwrap_used)]
@@ -27,6 +28,12 @@ enum Misbehaviour {
     Short,
     /// Promises 10 bytes and sends them followed by a whole second response.
     Long,
+    /// Sends a chunked body with trailers.
+    Trailers,
+    /// Frames its body as chunked and also sends a Content-Length that cuts it.
+    LengthAndChunked,
+    /// Sends `Transfer-Encoding: identity` and a Content-Length, the body, and closes.
+    LengthAndIdentity,
 }
 
 /// A raw TCP upstream that misbehaves the same way on every connection.
@@ -77,6 +84,19 @@ async fn serve(mut s: TcpStream, how: Misbehaviour) {
                 let smuggled = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nEVIL!";
                 let res = format!("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789{smuggled}");
                 let _ = s.write_all(res.as_bytes()).await;
+            }
+            Misbehaviour::Trailers => {
+                let res = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-t\r\n\r\n2\r\nok\r\n0\r\nx-t: 1\r\n\r\n";
+                let _ = s.write_all(res.as_bytes()).await;
+            }
+            Misbehaviour::LengthAndChunked => {
+                let res = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n9\r\nBODYBYTES\r\n0\r\n\r\n";
+                let _ = s.write_all(res.as_bytes()).await;
+            }
+            Misbehaviour::LengthAndIdentity => {
+                let res = "HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\ncontent-length: 2\r\n\r\nBODYBYTES";
+                let _ = s.write_all(res.as_bytes()).await;
+                return;
             }
         }
     }
@@ -252,6 +272,33 @@ async fn bytes_beyond_the_length_are_never_taken_for_the_next_response() {
     for doc in daemon.take(3).await {
         assert_eq!(doc["http"]["response"]["status"], 200, "{doc:#}");
         assert_eq!(doc["http"]["response"]["content_length"], 10, "{doc:#}");
+    }
+}
+
+#[tokio::test]
+async fn trailers_end_a_response_rather_than_look_like_the_client_leaving() {
+    let (sc, daemon) = start(Misbehaviour::Trailers, &[]).await;
+    let mut s = TcpStream::connect(sc.listen).await.unwrap();
+    let seen = get(&mut s, "/").await;
+    assert_eq!((seen.status, seen.complete), (200, true), "{seen:?}");
+    let doc = segment(&daemon).await;
+    assert_eq!(doc.get("error"), None, "{doc:#}");
+    assert_eq!(doc.get("cause"), None, "{doc:#}");
+    // The connection goes on serving.
+    assert_eq!(get(&mut s, "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_length_beside_the_upstreams_transfer_encoding_never_cuts_the_body() {
+    for how in [Misbehaviour::LengthAndChunked, Misbehaviour::LengthAndIdentity] {
+        let (sc, daemon) = start(how, &[]).await;
+        let seen = get_once(&sc, "/").await;
+        assert_eq!((seen.status, seen.complete), (200, true), "{seen:?}");
+        let body = String::from_utf8_lossy(&seen.body);
+        assert!(body.contains("BODYBYTES"), "the whole body, re-framed: {body:?}");
+        let doc = segment(&daemon).await;
+        assert_eq!(doc.get("error"), None, "{doc:#}");
+        assert_eq!(doc.get("fault"), None, "{doc:#}");
     }
 }
 

@@ -71,9 +71,10 @@ where
                 } else if let (Some(t), Some(cb)) = (f.trailers_ref(), this.on_end.as_mut()) {
                     cb.on_trailers(t);
                 }
-                // With an exact Content-Length the connection may never poll again after the last
-                // frame, so the end is noticed here rather than on the next poll.
-                this.inner.is_end_stream().then_some(End::Complete)
+                // The connection may never poll again after the last frame (with an exact
+                // Content-Length; after trailers, always the last frame, hyper's HTTP/1 server
+                // does not), so the end is noticed here rather than on the next poll.
+                (f.is_trailers() || this.inner.is_end_stream()).then_some(End::Complete)
             }
             Some(Err(e)) => Some(End::Failed(e.to_string())),
             None => Some(End::Complete),
@@ -152,10 +153,23 @@ mod tests {
         assert_eq!(*seen.0.lock().expect("lock"), vec![(2, "Failed(\"reset\")".to_owned())]);
     }
 
-    /// A body that yields the given chunks in order, then ends.
-    struct Chunks(std::collections::VecDeque<Result<Bytes, std::io::Error>>);
+    #[tokio::test]
+    async fn trailers_end_the_body_though_it_is_never_polled_again() {
+        let seen = Seen::default();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
+        let frames = Frames(vec![Ok(Frame::data(Bytes::from_static(b"ok"))), Ok(Frame::trailers(trailers))].into());
+        let mut body = TraceBody::new(frames, Some(seen.clone()));
+        assert!(body.frame().await.expect("frame").expect("ok").is_data());
+        assert!(body.frame().await.expect("frame").expect("ok").is_trailers());
+        drop(body);
+        assert_eq!(*seen.0.lock().expect("lock"), vec![(2, "Complete".to_owned())]);
+    }
 
-    impl Body for Chunks {
+    /// A body that yields the given frames in order, then ends.
+    struct Frames(std::collections::VecDeque<Result<Frame<Bytes>, std::io::Error>>);
+
+    impl Body for Frames {
         type Data = Bytes;
         type Error = std::io::Error;
 
@@ -163,11 +177,12 @@ mod tests {
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-            Poll::Ready(self.0.pop_front().map(|r| r.map(Frame::data)))
+            Poll::Ready(self.0.pop_front())
         }
     }
 
-    fn chunks(items: Vec<Result<Bytes, std::io::Error>>) -> Chunks {
-        Chunks(items.into())
+    /// A body of the given data chunks.
+    fn chunks(items: Vec<Result<Bytes, std::io::Error>>) -> Frames {
+        Frames(items.into_iter().map(|r| r.map(Frame::data)).collect())
     }
 }

@@ -107,12 +107,25 @@ pub fn strip(h: &mut HeaderMap, upgrade: bool, found: Found) -> bool {
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
     // `gzip, chunked` says the body is gzip-coded as well as chunked: the next hop must know; bare
-    // `chunked` is the connection's framing, redone by whoever sends it on.
+    // `chunked` is the connection's framing, redone by whoever sends it on, and `identity` (no
+    // coding, no longer registered) says nothing.
     let codings = transfer_encoding
         .then(|| h.get(header::TRANSFER_ENCODING))
         .flatten()
-        .filter(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .filter(|v| {
+            v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii).any(|coding| {
+                !coding.is_empty()
+                    && !coding.eq_ignore_ascii_case(b"chunked")
+                    && !coding.eq_ignore_ascii_case(b"identity")
+            })
+        })
         .cloned();
+    // A message framed by Transfer-Encoding has no length of its own: a Content-Length beside it
+    // is wrong or an attack, and must not reach the next hop, which would trust it and cut the
+    // body (RFC 9112 §6.3).
+    if transfer_encoding {
+        h.remove(header::CONTENT_LENGTH);
+    }
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
         h.remove(name);
     }
@@ -236,5 +249,20 @@ mod tests {
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         strip_all(&mut h, false);
         assert!(h.is_empty());
+        let mut h = HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("Identity , chunked"));
+        strip_all(&mut h, false);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn a_content_length_beside_a_transfer_encoding_goes() {
+        for coding in ["chunked", "gzip, chunked", "identity"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static(coding));
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+            strip_all(&mut h, false);
+            assert!(!h.contains_key(header::CONTENT_LENGTH), "{coding}");
+        }
     }
 }
