@@ -195,6 +195,10 @@ async fn ambiguous_requests_get_a_4xx_and_never_reach_the_application() {
             400,
         ),
         (b"CONNECT app:443 HTTP/1.1\r\nHost: app:443\r\n\r\n", 405),
+        // A Host that is not a host and port (RFC 9112 §3.2).
+        (b"GET / HTTP/1.1\r\nHost: a/evil?x#y\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", 400),
     ] {
         let (status, answer) = send(l, raw).await;
         assert_eq!(status, expected, "{}\n{answer}", String::from_utf8_lossy(raw));
@@ -204,7 +208,7 @@ async fn ambiguous_requests_get_a_4xx_and_never_reach_the_application() {
     let reached = app.requests.load(Ordering::SeqCst);
     assert!(reached <= 1, "{reached} malformed requests reached the application");
     // The segments say what happened, as the client's error.
-    let docs = daemon.take(4).await;
+    let docs = daemon.take(7).await;
     for d in &docs {
         assert_eq!(d["error"], true, "{d}");
         assert!(d.get("fault").is_none(), "{d}");

@@ -133,8 +133,8 @@ impl Forward {
 }
 
 impl Forward {
-    /// Refuses what no application behind us should receive: an ambiguous or missing `Host`
-    /// (two would let the proxy and the application disagree on the destination), `CONNECT`
+    /// Refuses what no application behind us should receive: an ambiguous, missing or malformed
+    /// `Host` (two would let the proxy and the application disagree on the destination), `CONNECT`
     /// where the destination is already fixed (it asks for a tunnel the application does not offer),
     /// a target that would have to be reinterpreted (see [`target`]), and an HTTP/1 head larger
     /// than the limit (HTTP/2's is held by hyper, in `SETTINGS_MAX_HEADER_LIST_SIZE`).
@@ -150,6 +150,9 @@ impl Forward {
         }
         if hosts == 0 && req.version() == Version::HTTP_11 {
             return Err(ProxyError::new(ErrorKind::BadRequest, "an HTTP/1.1 request needs a Host header"));
+        }
+        if scan.bad_host {
+            return Err(ProxyError::new(ErrorKind::BadRequest, "the Host header is not a host and port"));
         }
         if req.method() == http::Method::CONNECT && self.0.authority.is_some() {
             return Err(ProxyError::new(ErrorKind::MethodNotAllowed, "CONNECT is not served here"));

@@ -9,7 +9,7 @@
 
 use http::{HeaderMap, Request, Response, Uri, header};
 
-use super::hop;
+use super::{hop, target};
 
 /// A head's fields, read once: each look-up by name hashes the name, and forwarding would
 /// otherwise ask for `Host`, `Upgrade` and the hop-by-hop headers one by one, on every request.
@@ -19,6 +19,8 @@ pub struct Scan {
     fields: usize,
     /// How many `Host` fields there are.
     pub hosts: usize,
+    /// Whether a `Host` field is not a host and port ([`target::valid_host`]).
+    pub bad_host: bool,
     /// Which hop-by-hop fields there are.
     pub hops: hop::Found,
 }
@@ -29,7 +31,10 @@ impl Scan {
         let mut scan = Scan { fields: 2, ..Scan::default() };
         for (name, value) in h {
             scan.fields += name.as_str().len() + value.len() + 4;
-            scan.hosts += usize::from(name == header::HOST);
+            if name == header::HOST {
+                scan.hosts += 1;
+                scan.bad_host |= !target::valid_host(value.as_bytes());
+            }
             scan.hops.note(name);
         }
         scan

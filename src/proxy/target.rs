@@ -71,6 +71,51 @@ pub fn check<B>(req: &Request<B>, fixed: bool) -> Result<(), BadTarget> {
     }
 }
 
+/// Whether a `Host` value is `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a name or
+/// IPv4 address of unreserved, percent-encoded and sub-delimiter characters, or an IP literal in
+/// brackets; a port of digits. A server must answer anything else `400`: passed on, a Host such
+/// as `a/evil?x` or `a b` means one thing to the proxy, its records and its sampling rules and
+/// another to the application.
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v {
+        [b'[', literal @ ..] => {
+            let Some(close) = literal.iter().position(|&b| b == b']') else { return false };
+            if !literal[..close].iter().all(|&b| host_byte(b) || b == b':') {
+                return false;
+            }
+            match &literal[close + 1..] {
+                [] => return true,
+                [b':', port @ ..] => (&b""[..], port),
+                _ => return false,
+            }
+        }
+        _ => match v.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&v[..colon], &v[colon + 1..]),
+            None => (v, &b""[..]),
+        },
+    };
+    host.iter().all(|&b| host_byte(b)) && port.iter().all(u8::is_ascii_digit)
+}
+
+/// A byte of a reg-name or IPv4 address: unreserved, a sub-delimiter, or `%` of an escape.
+fn host_byte(b: u8) -> bool {
+    HOST_BYTES[usize::from(b)]
+}
+
+/// [`host_byte`] as a table: every request's Host is checked, a byte at a time.
+const HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')')
+            || matches!(c, b'*' | b'+' | b',' | b';' | b'=');
+        b += 1;
+    }
+    table
+};
+
 /// The authority's port, or the scheme's default.
 fn port(a: &Authority, scheme: &Scheme) -> Option<u16> {
     a.port_u16().or(if *scheme == Scheme::HTTPS { Some(443) } else { Some(80) })
@@ -112,6 +157,19 @@ mod tests {
         assert_eq!(check_fixed(&req("GET", "http://evil/x", Some("a"))), Err(BadTarget::HostMismatch));
         assert_eq!(check_fixed(&req("GET", "http://a:81/x", Some("a"))), Err(BadTarget::HostMismatch));
         assert_eq!(check_fixed(&req("GET", "http://a/x", Some("a b"))), Err(BadTarget::HostMismatch));
+    }
+
+    #[test]
+    fn a_host_is_a_name_or_address_and_a_port() {
+        for ok in ["a", "svc.ns.svc.cluster.local:8080", "10.0.0.1", "[::1]", "[::1]:80", "[fe80::1%25eth0]", "a_b-c~"]
+        {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        // Empty, as a request whose target has no authority sends it; a port of no digits.
+        assert!(valid_host(b"") && valid_host(b"a:"));
+        for bad in ["a/evil?x#y", "a b", "a\"b", "a\tb", "a@b", "a:80:90", "[::1", "[::1]x", "a:8o", "\u{e9}x"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]
