@@ -176,9 +176,8 @@ impl tower::Service<Request<Incoming>> for Forward {
             return ForwardFuture::failed(e);
         }
         let upgrade = hop::is_upgrade(req.headers(), &scan.hops).then(|| hyper::upgrade::on(&mut req));
-        let named_removed = hop::strip(req.headers_mut(), upgrade.is_some(), scan.hops);
-        // A Host the client listed in `Connection` has gone with the hop-by-hop headers.
-        let mut has_host = if named_removed { req.headers().contains_key(header::HOST) } else { scan.hosts > 0 };
+        hop::strip(req.headers_mut(), upgrade.is_some(), scan.hops);
+        let mut has_host = scan.hosts > 0;
         if let Some(client) = &self.0.forwarded_for {
             add_forwarded(req.headers_mut(), client);
         }

@@ -1,16 +1,19 @@
 //! Hop-by-hop hygiene (RFC 9110 §7.6.1): the headers that describe one connection are not passed
 //! on, nor is anything a `Connection` header names, except what the next hop needs to make sense
-//! of the message (an upgrade's own headers, `te: trailers`, transfer codings other than chunked)
-//! and the trace context headers, which no client may strip on their way to the next hop.
+//! of the message (an upgrade's own headers, `te: trailers`, transfer codings other than chunked),
+//! `Host` and the trace context headers, which no client may strip on their way to the next hop.
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::otel::traceparent::{TRACEPARENT, TRACESTATE};
 use crate::xray::header::TRACE_HEADER;
 
-/// The trace context the proxy writes (or passes on beside what it writes): listing them in
-/// `Connection` would otherwise let a client cut the application off from its parent.
-const TRACE_CONTEXT: [HeaderName; 3] = [TRACE_HEADER, TRACEPARENT, TRACESTATE];
+/// What a `Connection` option cannot remove: the trace context the proxy writes (or passes on
+/// beside what it writes), which a client could otherwise use to cut the application off from its
+/// parent; and `Host`, which every HTTP/1.1 request needs: without it the application would hear
+/// the address the proxy connects to (a loopback one, in a pod) while the record keeps the
+/// client's.
+const NEVER_HOP_BY_HOP: [HeaderName; 4] = [header::HOST, TRACE_HEADER, TRACEPARENT, TRACESTATE];
 
 const HOPS: usize = 6;
 
@@ -70,17 +73,15 @@ fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes the hop-by-hop headers (`found` among its fields) from a message about to be
 /// forwarded. An upgrade keeps `Connection: upgrade` and `Upgrade`, and loses everything else that
-/// is hop-by-hop. Returns whether it removed any header a `Connection` option named: any name may
-/// be listed there, `Host` too, so what the caller found of the others may no longer hold.
-pub fn strip(h: &mut HeaderMap, upgrade: bool, found: Found) -> bool {
+/// is hop-by-hop.
+pub fn strip(h: &mut HeaderMap, upgrade: bool, found: Found) {
     // This runs twice on every request, and most messages carry none of these headers or only
     // `Connection`: only the ones present cost a look-up.
     let Found { mut present, upgrade: upgrade_header } = found;
     let [.., te, transfer_encoding] = present;
     if !upgrade && !upgrade_header && !present.contains(&true) {
-        return false;
+        return;
     }
-    let mut removed_named = false;
     // `Connection: keep-alive` alone, what most messages carry, names nothing else to remove: it
     // goes in the look-up that reads it.
     if present[CONNECTION_AT] {
@@ -100,9 +101,9 @@ pub fn strip(h: &mut HeaderMap, upgrade: bool, found: Found) -> bool {
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in listed {
-            let kept = TRACE_CONTEXT.contains(&name) || (upgrade && name == header::UPGRADE);
+            let kept = NEVER_HOP_BY_HOP.contains(&name) || (upgrade && name == header::UPGRADE);
             if !kept {
-                removed_named |= h.remove(name).is_some();
+                h.remove(name);
             }
         }
     }
@@ -146,7 +147,6 @@ pub fn strip(h: &mut HeaderMap, upgrade: bool, found: Found) -> bool {
     if let Some(codings) = codings {
         h.insert(header::TRANSFER_ENCODING, codings);
     }
-    removed_named
 }
 
 #[cfg(test)]
@@ -159,9 +159,9 @@ mod tests {
         found
     }
 
-    fn strip_all(h: &mut HeaderMap, upgrade: bool) -> bool {
+    fn strip_all(h: &mut HeaderMap, upgrade: bool) {
         let found = found(h);
-        strip(h, upgrade, found)
+        strip(h, upgrade, found);
     }
 
     fn names(h: &HeaderMap) -> Vec<String> {
@@ -201,31 +201,19 @@ mod tests {
     }
 
     #[test]
-    fn it_says_whether_a_header_named_in_connection_went() {
+    fn host_and_the_trace_context_survive_being_named_in_connection() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Host, X-Amzn-Trace-Id, Traceparent, tracestate, x-other"),
+        );
         h.insert(header::HOST, HeaderValue::from_static("a"));
-        assert!(!strip_all(&mut h, false));
-        assert_eq!(names(&h), ["host"]);
-        // Named but absent, or named and kept: nothing the caller found has gone.
-        h.insert(header::CONNECTION, HeaderValue::from_static("x-absent, traceparent"));
-        h.insert(TRACEPARENT, HeaderValue::from_static("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01"));
-        assert!(!strip_all(&mut h, false));
-        h.insert(header::CONNECTION, HeaderValue::from_static("Host"));
-        assert!(strip_all(&mut h, false));
-        assert_eq!(names(&h), ["traceparent"]);
-    }
-
-    #[test]
-    fn the_trace_context_survives_being_named_in_connection() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("X-Amzn-Trace-Id, Traceparent, tracestate, x-other"));
         h.insert(TRACE_HEADER, HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"));
         h.insert(TRACEPARENT, HeaderValue::from_static("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01"));
         h.insert(TRACESTATE, HeaderValue::from_static("rojo=00f067aa0ba902b7"));
         h.insert("x-other", HeaderValue::from_static("1"));
         strip_all(&mut h, false);
-        assert_eq!(names(&h), ["traceparent", "tracestate", "x-amzn-trace-id"]);
+        assert_eq!(names(&h), ["host", "traceparent", "tracestate", "x-amzn-trace-id"]);
     }
 
     #[test]
