@@ -26,6 +26,8 @@ impl TraceId {
     }
 
     /// Parses a trace id, accepting upper-case hex (normalised to lower case) and nothing else.
+    /// All 32 digits zero is refused: its W3C form is the invalid trace id, which OpenTelemetry
+    /// services behind the proxy would drop to start traces of their own.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.as_bytes();
         if s.len() != 35 || &s[..2] != b"1-" || s[10] != b'-' {
@@ -34,13 +36,15 @@ impl TraceId {
         let mut b = [0u8; 35];
         b.copy_from_slice(s);
         let (time, random) = b.split_at_mut(10);
+        let mut zero = true;
         for c in time[2..].iter_mut().chain(random[1..].iter_mut()) {
             if !c.is_ascii_hexdigit() {
                 return None;
             }
             c.make_ascii_lowercase();
+            zero &= *c == b'0';
         }
-        Some(TraceId(b))
+        (!zero).then_some(TraceId(b))
     }
 
     /// The id as written on the wire.
@@ -235,11 +239,16 @@ mod tests {
             "1-5759e988-bd862e3fe1be46a99427279z",
             "1-5759e98g-bd862e3fe1be46a994272793",
             "1_5759e988-bd862e3fe1be46a994272793",
+            "1-00000000-000000000000000000000000",
         ] {
             assert_eq!(TraceId::parse(bad), None, "{bad:?}");
         }
         let upper = TraceId::parse("1-5759E988-BD862E3FE1BE46A994272793").map(|t| t.to_string());
         assert_eq!(upper.as_deref(), Some("1-5759e988-bd862e3fe1be46a994272793"));
+        // Zero time or zero random bits alone is a valid W3C id.
+        for ok in ["1-00000000-bd862e3fe1be46a994272793", "1-5759e988-000000000000000000000000"] {
+            assert_eq!(TraceId::parse(ok).map(|t| t.to_string()).as_deref(), Some(ok));
+        }
     }
 
     #[test]
