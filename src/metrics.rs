@@ -51,6 +51,9 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; 3],
     /// Trace headers that could not be used as they came.
     pub malformed_headers: AtomicU64,
+    /// HTTP/1 request heads hyper's parser refused (answered `400` or `431`, the connection
+    /// closed): malformed, ambiguous or too large, so no request was formed.
+    pub malformed_requests: AtomicU64,
     /// Tunnels (`CONNECT` or intercepted TLS) relayed to their end.
     pub tunnels: AtomicU64,
     /// `CONNECT` requests refused because they named the proxy itself or a denied range.
@@ -204,6 +207,11 @@ impl Metrics {
                 "malformed_trace_headers_total",
                 "Trace headers that could not be used as received.",
                 &self.malformed_headers,
+            ),
+            (
+                "malformed_requests_total",
+                "HTTP/1 request heads refused by the parser (400 or 431, connection closed).",
+                &self.malformed_requests,
             ),
             ("tunnels_total", "Tunnels (CONNECT or intercepted TLS) relayed to their end.", &self.tunnels),
             (

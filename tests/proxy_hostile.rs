@@ -319,6 +319,14 @@ async fn smuggling_and_malformed_heads_are_refused_before_the_application() {
         assert_eq!(app.received(), "", "{what} reached the application");
     }
     assert_eq!(app.requests.load(Ordering::SeqCst), 0);
+    // What the parser refuses forms no request, so no segment tells of it: the count does (and
+    // only of those: a target the proxy refuses has its segment).
+    let malformed = async || support::metric(&sc.metrics().await, "xray_sidecar_malformed_requests_total");
+    let before = malformed().await.unwrap();
+    assert!(before >= 1.0, "{before}");
+    send(l, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n").await;
+    send(l, b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(malformed().await, Some(before + 1.0));
 
     // A chunk size too large to be one: refused, and neither its body nor what follows it is
     // passed on (the head may already be on its way when the size turns out impossible).

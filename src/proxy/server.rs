@@ -14,10 +14,12 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use xray_lifecycle::logging::Throttle;
 use xray_lifecycle::shutdown::{self, AcceptSettings, ConnectionLimit, Stopped};
 
 /// Limits applied to every client connection.
@@ -139,7 +141,14 @@ struct Listener {
     /// HTTP/2 streams beyond a connection's first share.
     limit: ConnectionLimit,
     metrics: Arc<Metrics>,
+    /// Its name in logs.
+    server: &'static str,
+    /// When to tell of request heads the HTTP/1 parser refused: a hostile client can send many.
+    malformed: Mutex<Throttle>,
 }
+
+/// How often request heads refused as malformed are told of, with their count.
+const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl HttpServer {
     /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on `stream` until the connection closes or a
@@ -171,8 +180,21 @@ impl HttpServer {
             let limits = idle::Limits { waits: l.waits, room: l.limit.room(), metrics: &l.metrics };
             idle::serve(&l.http.http1, stream, service, self.stopped, limits).await
         };
-        if let Err(e) = served {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        match served {
+            // hyper's parser answered `400` (or `431`) and closed: no request was formed, so no
+            // record tells of it; the count and the log do.
+            Err(e) if e.is_parse() => {
+                l.metrics.malformed_requests.fetch_add(1, Relaxed);
+                let server = l.server;
+                match l.malformed.lock().ok().and_then(|mut log| log.count(1)) {
+                    Some(count) => {
+                        tracing::info!(server, %peer, error = %e, count, "refused malformed request heads (count since last told; this one's peer and error)")
+                    }
+                    None => tracing::debug!(server, %peer, error = %e, "refused a malformed request head"),
+                }
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            Ok(()) => {}
         }
         drop(self.watcher);
     }
@@ -199,6 +221,8 @@ pub async fn serve<H, F>(
         waits: idle::Waits { keep_alive: settings.keep_alive_timeout, header_read: settings.header_read_timeout },
         limit: limit.clone(),
         metrics: metrics.clone(),
+        server,
+        malformed: Mutex::new(Throttle::new(MALFORMED_LOG_EVERY)),
     });
     let accept = AcceptSettings { server, max_connections: Some(limit), grace: settings.shutdown_grace };
     let watching = stopped.clone();
