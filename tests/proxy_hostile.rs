@@ -183,6 +183,34 @@ async fn hop_by_hop_headers_follow_every_connection_header_and_ours_survive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_size_limit_holds_for_the_head_as_forwarded() {
+    let (app, daemon) = (Echo::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&app.url(), daemon.addr, &["--max-header-size", "8192"]);
+    // Heads around the limit (the least allowed), with and without X-Forwarded- fields of their
+    // own: each reaches the application at most 8,192 bytes long, the trace context and the
+    // X-Forwarded- fields the proxy adds included, and the largest that pass are exactly that.
+    let mut largest = 0;
+    for forwarded in ["", "X-Forwarded-For: 10.1.1.1\r\nX-Forwarded-For: 10.2.2.2\r\n"] {
+        for pad in 7850..8100 {
+            let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{forwarded}X-Pad: {}\r\n\r\n", "p".repeat(pad));
+            let (status, answer) = send(sc.listen, raw.as_bytes()).await;
+            // The application's answer: its head, then the request head it received.
+            let Some((_, received)) = answer.split_once("\r\n\r\n") else { panic!("{answer:?}") };
+            match status {
+                200 => {
+                    let Some(head) = received.find("\r\n\r\n").map(|end| end + 4) else { panic!("{answer:?}") };
+                    assert!(head <= 8192, "{pad}: the application received a head of {head} bytes");
+                    largest = largest.max(head);
+                }
+                431 => {}
+                other => panic!("{pad}: {other} {answer:?}"),
+            }
+        }
+    }
+    assert_eq!(largest, 8192, "the limit is held exactly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguous_requests_get_a_4xx_and_never_reach_the_application() {
     let (app, daemon) = (Echo::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&app.url(), daemon.addr, &[]);

@@ -140,7 +140,7 @@ impl Forward {
     /// than the limit (HTTP/2's is held by hyper, in `SETTINGS_MAX_HEADER_LIST_SIZE`).
     fn acceptable<B>(&self, req: &Request<B>, scan: &head::Scan) -> Result<(), ProxyError> {
         let max = self.0.upstream.max_head;
-        if req.version() < Version::HTTP_2 && head::request(req, scan) > max {
+        if req.version() < Version::HTTP_2 && self.forwarded_head(req, scan) > max {
             let e = format!("the request head is larger than {max} bytes");
             return Err(ProxyError::new(ErrorKind::HeadTooLarge, e));
         }
@@ -158,6 +158,23 @@ impl Forward {
             return Err(ProxyError::new(ErrorKind::MethodNotAllowed, "CONNECT is not served here"));
         }
         target::check(req, self.0.authority.is_some()).map_err(|e| ProxyError::new(ErrorKind::BadRequest, e))
+    }
+}
+
+impl Forward {
+    /// The size of a request's head as it will be forwarded: with the `X-Forwarded-` fields
+    /// [`add_forwarded`] gives it. Worked out exactly only near the limit, where it matters: the
+    /// look-ups it takes are not worth making for every request.
+    fn forwarded_head<B>(&self, req: &Request<B>, scan: &head::Scan) -> usize {
+        let size = head::request(req, scan);
+        let Some(client) = &self.0.forwarded_for else { return size };
+        // At most a whole `x-forwarded-for: client\r\n` and `x-forwarded-proto: http\r\n`.
+        let most = X_FORWARDED_FOR.as_str().len() + client.len() + 4 + X_FORWARDED_PROTO.as_str().len() + 10;
+        if size + most <= self.0.upstream.max_head {
+            return size;
+        }
+        let (before, after) = forwarded_fields(req.headers(), client);
+        size - before + after
     }
 }
 
@@ -392,6 +409,18 @@ fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// The bytes (`name: value\r\n` each) of the `X-Forwarded-` fields `h` has, and of those
+/// [`add_forwarded`] leaves it with.
+fn forwarded_fields(h: &HeaderMap, client: &HeaderValue) -> (usize, usize) {
+    let field = |name: &HeaderName, value: usize| name.as_str().len() + 2 + value + 2;
+    let lines = h.get_all(X_FORWARDED_FOR);
+    let before = lines.iter().map(|v| field(&X_FORWARDED_FOR, v.len())).sum::<usize>();
+    let joined = lines.iter().filter(|v| !v.is_empty()).map(|v| v.len() + 2).sum::<usize>() + client.len();
+    let proto = h.get_all(X_FORWARDED_PROTO).iter().map(|v| field(&X_FORWARDED_PROTO, v.len())).sum::<usize>();
+    let added_proto = if proto == 0 { field(&X_FORWARDED_PROTO, "http".len()) } else { proto };
+    (before + proto, field(&X_FORWARDED_FOR, joined) + added_proto)
+}
+
 fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue) {
     // One look-up a name (each hashes the name, on every request): the entry reads what came
     // and takes what goes on. Several `X-Forwarded-For` lines are one list (RFC 9110 §5.3), so
@@ -418,6 +447,32 @@ fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_fields_measure_what_add_forwarded_leaves() {
+        let size = |h: &HeaderMap| {
+            h.iter()
+                .filter(|(n, _)| n.as_str().starts_with("x-forwarded-"))
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>()
+        };
+        let client = HeaderValue::from_static("10.0.0.1");
+        let xff = "x-forwarded-for";
+        for prior in [
+            &[][..],
+            &[(xff, "1.2.3.4")],
+            &[(xff, "1.2.3.4"), (xff, ""), (xff, "5.6.7.8, 9.9.9.9"), ("x-forwarded-proto", "https")],
+        ] {
+            let mut h = HeaderMap::new();
+            for (n, v) in prior {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            let (before, after) = forwarded_fields(&h, &client);
+            assert_eq!(before, size(&h), "{prior:?}");
+            add_forwarded(&mut h, &client);
+            assert_eq!(after, size(&h), "{prior:?}");
+        }
+    }
 
     #[test]
     fn forwarded_for_is_appended_and_proto_kept() {
