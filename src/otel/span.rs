@@ -183,8 +183,8 @@ fn http_attributes(seg: &Segment, host: Option<&str>, kind: SpanKind, attributes
     if let Some(ip) = http.client_ip {
         with_ip_text(ip, |text| attributes.string("client.address", text));
     }
-    if let Some(ua) = http.user_agent.as_ref().and_then(|u| u.to_str().ok()) {
-        attributes.string("user_agent.original", ua);
+    if let Some(ua) = http.user_agent_text() {
+        attributes.string("user_agent.original", &ua);
     }
     if let Some(status) = http.status {
         attributes.int("http.response.status_code", i64::from(status));

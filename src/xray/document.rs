@@ -354,9 +354,9 @@ impl HttpJson<'_> {
             if ua.len() <= MAX_HTTP_STRING && printable(ua.as_bytes()) {
                 field(out, b"\"user_agent\":");
                 quoted(out, ua.as_bytes());
-            } else if let Ok(ua) = ua.to_str() {
+            } else if let Some(ua) = h.user_agent_text() {
                 field(out, b"\"user_agent\":");
-                string(out, truncate(ua, MAX_HTTP_STRING));
+                string(out, truncate(&ua, MAX_HTTP_STRING));
             }
         }
         out.push(b'}');
@@ -399,8 +399,8 @@ impl Serialize for RequestJson<'_> {
                 }
             }
         }
-        if let Some(ua) = h.user_agent.as_ref().and_then(|v| v.to_str().ok()) {
-            m.serialize_entry("user_agent", truncate(ua, MAX_HTTP_STRING))?;
+        if let Some(ua) = h.user_agent_text() {
+            m.serialize_entry("user_agent", truncate(&ua, MAX_HTTP_STRING))?;
         }
         m.end()
     }

@@ -105,6 +105,15 @@ pub struct Http {
     pub content_length: Option<u64>,
 }
 
+impl Http {
+    /// The `User-Agent` as text: a value with bytes beyond ASCII (which `HeaderValue::to_str`
+    /// refuses) is read as UTF-8, what clients that send them mean, any byte that is not replaced,
+    /// rather than the field being dropped.
+    pub fn user_agent_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.user_agent.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
+    }
+}
+
 /// Facts about where the proxy runs, written into every document.
 #[derive(Clone, Debug, Default)]
 pub struct Environment {

@@ -56,6 +56,15 @@ fn a_segment_carries_the_documented_fields() {
 }
 
 #[test]
+fn a_user_agent_beyond_ascii_is_read_as_utf8_not_dropped() {
+    let mut seg = sample();
+    for (sent, recorded) in [(&b"caf\xc3\xa9/1.0"[..], "café/1.0"), (b"odd\xff/2", "odd\u{fffd}/2")] {
+        seg.http.user_agent = Some(HeaderValue::from_bytes(sent).expect("obs-text is a valid value"));
+        assert_eq!(json(&seg, &Environment::default())["http"]["request"]["user_agent"], recorded);
+    }
+}
+
+#[test]
 fn eks_origin_and_namespace_come_from_the_environment() {
     let env = Environment {
         origin: Some("AWS::EKS::Container"),
