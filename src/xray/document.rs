@@ -442,12 +442,20 @@ fn credentials_end(host: &[u8]) -> usize {
     host.iter().rposition(|&b| b == b'@').map_or(0, |at| at + 1)
 }
 
-/// The parts of the `url` field, in order, cut at [`MAX_HTTP_STRING`] characters in all.
+/// The parts of the `url` field, in order, cut at [`MAX_HTTP_STRING`] characters in all; a path
+/// cut inside a percent-encoded byte loses the part of it that fits (`/caf%C3%A9` is cut before
+/// `%C3`, never left ending in `%C` for whoever decodes it).
 fn url_parts(h: &Http, mut out: impl FnMut(&str)) {
     let host = url_host(h);
     let mut left = MAX_HTTP_STRING;
-    for part in [h.scheme, "://", host, h.uri.path()] {
-        let kept = truncate(part, left);
+    for (part, is_path) in [(h.scheme, false), ("://", false), (host, false), (h.uri.path(), true)] {
+        let mut kept = truncate(part, left);
+        if is_path && kept.len() < part.len() {
+            let tail = &kept.as_bytes()[kept.len().saturating_sub(2)..];
+            if let Some(escape) = tail.iter().position(|&b| b == b'%') {
+                kept = &kept[..kept.len() - tail.len() + escape];
+            }
+        }
         out(kept);
         left -= kept.chars().count();
         if left == 0 {
