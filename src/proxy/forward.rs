@@ -159,9 +159,7 @@ impl Forward {
         }
         target::check(req, self.0.authority.is_some()).map_err(|e| ProxyError::new(ErrorKind::BadRequest, e))
     }
-}
 
-impl Forward {
     /// The size of a request's head as it will be forwarded: with the `X-Forwarded-` fields
     /// [`add_forwarded`] gives it. Worked out exactly only near the limit, where it matters: the
     /// look-ups it takes are not worth making for every request.
