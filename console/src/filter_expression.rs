@@ -174,7 +174,8 @@ impl Subject for TraceSummary {
             Flag::Fault => self.has_fault,
             Flag::Error => self.has_error,
             Flag::Throttle => self.has_throttle,
-            Flag::Ok => !(self.has_fault || self.has_error || self.has_throttle),
+            // What the client got: a throttle downstream that was handled does not make it not ok.
+            Flag::Ok => !(self.has_fault || self.has_error),
             Flag::Partial => self.is_partial,
         }
     }

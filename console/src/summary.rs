@@ -171,17 +171,12 @@ pub fn entry<'a>(docs: &[&'a Document], ids: &HashSet<&str>) -> Option<&'a Docum
 pub fn summarize(trace: &Trace) -> TraceSummary {
     let docs: Vec<&Document> = trace.documents.iter().map(|s| &s.document).collect();
     let mut ids: HashSet<&str> = HashSet::new();
-    let (mut has_error, mut has_fault, mut has_throttle, mut in_progress) = (false, false, false, false);
+    let (mut has_throttle, mut in_progress) = (false, false);
     let mut annotations: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for doc in &docs {
         doc.walk(&mut |d| {
             ids.insert(d.id.as_str());
-            match d.outcome {
-                Outcome::Fault => has_fault = true,
-                Outcome::Throttle => (has_throttle, has_error) = (true, true),
-                Outcome::Error => has_error = true,
-                Outcome::Ok => {}
-            }
+            has_throttle |= d.outcome == Outcome::Throttle;
             in_progress |= d.end.is_none();
             for (key, value) in &d.annotations {
                 annotations.entry(key.clone()).or_default().push(annotation_value(value));
@@ -204,6 +199,11 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
     services.sort();
     services.dedup();
     let entry = entry(&docs, &ids);
+    // As X-Ray's `TraceSummary`: an error or a fault is the root segment's, what the client got
+    // (a fault downstream that the application handled is not the trace's); a throttle is any
+    // segment's.
+    let outcome = entry.map_or(Outcome::Ok, |e| e.outcome);
+    let (has_error, has_fault) = (matches!(outcome, Outcome::Error | Outcome::Throttle), outcome == Outcome::Fault);
     let start = trace.start();
     TraceSummary {
         id: trace.id.clone(),

@@ -157,3 +157,18 @@ fn grpc_calls_show_and_filter_on_their_status_name() {
     assert_eq!(only("not_found"), ["1-6b05d0b0"]);
     assert!(only("INTERNAL").is_empty());
 }
+
+#[test]
+fn a_fault_downstream_the_client_never_saw_is_not_the_traces() {
+    // The front-end answered 200 after its back-end call failed (and was throttled once): as in
+    // X-Ray, the trace has no fault nor error (the root segment's), and a throttle (any segment's).
+    let lines = [
+        r#"{"name":"front-end","id":"a1b2c3d4e5f60718","trace_id":"1-6b05d0c0-1b2c3d4e5f60718293a4b5c6","start_time":1795540009.1,"end_time":1795540009.2,"http":{"response":{"status":200}},"subsegments":[{"name":"back-end","id":"b9c0d1e2f3a4b5c6","namespace":"remote","start_time":1795540009.11,"end_time":1795540009.12,"fault":true,"http":{"response":{"status":500}}},{"name":"quota","id":"b9c0d1e2f3a4b5c7","namespace":"remote","start_time":1795540009.12,"end_time":1795540009.13,"error":true,"throttle":true,"http":{"response":{"status":429}}}]}"#,
+        r#"{"name":"back-end","id":"c0d1e2f3a4b5c6d7","trace_id":"1-6b05d0c0-1b2c3d4e5f60718293a4b5c6","parent_id":"b9c0d1e2f3a4b5c6","start_time":1795540009.111,"end_time":1795540009.119,"fault":true,"http":{"response":{"status":500}}}"#,
+    ];
+    let store = store_of(lines);
+    let all = page(store.traces(), &Filter::default(), 0, 100, 0.0);
+    let handled = by_id(&all, "1-6b05d0c0");
+    assert_eq!(handled.http.http_status, Some(200));
+    assert_eq!((handled.has_fault, handled.has_error, handled.has_throttle), (false, false, true));
+}
