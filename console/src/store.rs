@@ -52,6 +52,9 @@ pub enum Inserted {
     Added,
     /// Replaced the document with the same id (e.g. in progress, then complete).
     Replaced,
+    /// Kept the complete document with the same id: this one is in progress, an earlier state
+    /// that arrived late (datagrams may be reordered).
+    Stale,
     /// Refused: the trace already holds its maximum of documents.
     TraceFull,
 }
@@ -109,6 +112,7 @@ impl Store {
         let full = trace.documents.len() >= self.limits.max_documents_per_trace;
         let existing = trace.documents.iter_mut().find(|d| d.document.id == stored.document.id);
         let outcome = match existing {
+            Some(old) if old.document.end.is_some() && stored.document.end.is_none() => return Inserted::Stale,
             Some(old) => {
                 self.stats.bytes = self.stats.bytes - cost(&old.text) + new_cost;
                 *old = stored;
@@ -199,6 +203,16 @@ mod tests {
         assert_eq!(trace.documents[0].document.end, Some(2.0));
         assert_eq!(trace.end(), 2.0);
         assert_eq!(store.stats().documents, 2);
+    }
+
+    #[test]
+    fn a_late_in_progress_document_never_replaces_the_complete_one() {
+        let mut store = Store::new(limits(10));
+        assert_eq!(store.insert(received("t1", "a", ",\"end_time\":2.0,\"fault\":true")), Inserted::Added);
+        assert_eq!(store.insert(received("t1", "a", ",\"in_progress\":true")), Inserted::Stale);
+        let trace = store.get("t1").expect("stored");
+        assert_eq!(trace.documents[0].document.end, Some(2.0));
+        assert_eq!(store.stats().documents, 1);
     }
 
     #[test]
