@@ -128,6 +128,11 @@ impl Targets {
                 Some(format!("no sampling rule named {}", doc.rule_name))
             } else if doc.client_id.chars().count() != 24 {
                 Some(format!("ClientID {:?} is not 24 characters", doc.client_id))
+            } else if doc.sampled_count > doc.request_count || doc.borrow_count > doc.request_count {
+                Some(format!(
+                    "SampledCount {} and BorrowCount {} cannot exceed RequestCount {}",
+                    doc.sampled_count, doc.borrow_count, doc.request_count
+                ))
             } else {
                 None
             };
@@ -174,9 +179,10 @@ impl Targets {
             }
         }
         if let Some(b) = buckets.back_mut() {
-            b.requests += doc.request_count;
-            b.sampled += doc.sampled_count;
-            b.borrowed += doc.borrow_count;
+            // Counts come from any client that can reach the port: they saturate, never wrap.
+            b.requests = b.requests.saturating_add(doc.request_count);
+            b.sampled = b.sampled.saturating_add(doc.sampled_count);
+            b.borrowed = b.borrowed.saturating_add(doc.borrow_count);
         }
     }
 
@@ -212,9 +218,9 @@ impl Targets {
             ..RuleStatistics::default()
         };
         for b in self.history.get(rule).into_iter().flatten().filter(|b| b.start + BUCKET_SECONDS > since) {
-            stats.requests += b.requests;
-            stats.sampled += b.sampled;
-            stats.borrowed += b.borrowed;
+            stats.requests = stats.requests.saturating_add(b.requests);
+            stats.sampled = stats.sampled.saturating_add(b.sampled);
+            stats.borrowed = stats.borrowed.saturating_add(b.borrowed);
         }
         stats
     }

@@ -139,6 +139,21 @@ fn unknown_rules_and_bad_client_ids_are_unprocessed_not_fatal() {
 }
 
 #[test]
+fn impossible_counts_are_unprocessed_and_huge_ones_saturate() {
+    let rules = rules(1);
+    let mut targets = Targets::default();
+    let answer = targets.report(&rules, &[doc("api", A, 10, 50, 0), doc("api", B, 10, 1, 40)], 1000.0);
+    assert_eq!(answer.unprocessed_statistics.len(), 2);
+    assert!(answer.unprocessed_statistics[0].message.contains("RequestCount"));
+    let huge = u64::MAX / 2 + 1;
+    targets.report(&rules, &[doc("api", A, huge, huge, huge)], 1001.0);
+    targets.report(&rules, &[doc("api", A, huge, huge, huge)], 1002.0);
+    targets.report(&rules, &[doc("api", A, 40, 40, 40)], 1003.0);
+    let stats = targets.statistics("api", 1003.0, 300);
+    assert_eq!((stats.requests, stats.sampled, stats.borrowed), (u64::MAX, u64::MAX, u64::MAX));
+}
+
+#[test]
 fn keeps_recent_statistics_per_rule() {
     let rules = rules(1);
     let mut targets = Targets::default();
