@@ -46,8 +46,8 @@ pub struct ProxyArgs {
 
     /// Sample by the rules set in the X-Ray console, fetched through the daemon's TCP address
     /// (GetSamplingRules every 5 minutes, SamplingTargets every 10 s), whichever exporters are on.
-    /// The local rules decide until the first rules arrive, while the API cannot be reached, and
-    /// once the rules are an hour old.
+    /// The local rules decide until the first rules arrive and once the rules are an hour old; the
+    /// rules fetched last go on deciding while the API cannot be reached, as in the X-Ray SDKs.
     #[arg(
         long,
         env = "XRAY_SIDECAR_CENTRALIZED_SAMPLING",

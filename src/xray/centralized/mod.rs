@@ -3,7 +3,9 @@
 //!
 //! [`Centralized`] decides on the request path from an immutable rule set swapped in whole by the
 //! [`poller`]; it answers `None` whenever the local rules must decide instead: before the first
-//! rules, while the API cannot be reached, and once the rules are over an hour old.
+//! rules, and once the rules are over an hour old. As in the X-Ray SDKs, the rules fetched last
+//! keep deciding while the API cannot be reached (a daemon restarting must not turn the operators'
+//! rules off); a quota past its TTL is not used, so each rule borrows, then applies its rate.
 
 pub mod poller;
 pub mod rule;
@@ -12,12 +14,13 @@ pub mod wire;
 use arc_swap::ArcSwap;
 use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use rule::{Counts, RequestFacts, Rule};
 use wire::{RawRule, Statistics, TargetsResponse};
 
-/// Rules older than this are not trusted: the local rules decide.
+/// Rules older than this are not trusted: the local rules decide. An hour, as in the SDKs, however
+/// long the API has been unreachable.
 pub const RULES_MAX_AGE_SECS: u64 = 3600;
 
 /// The rules in force and when they were fetched.
@@ -34,8 +37,6 @@ pub struct RuleSet {
 #[derive(Debug)]
 pub struct Centralized {
     rules: ArcSwap<RuleSet>,
-    /// Whether the last call to the API got an answer.
-    reachable: AtomicBool,
     /// This process in the service's statistics: 24 hex characters.
     pub client_id: String,
     /// Our segment name, which `ServiceName` patterns match.
@@ -53,7 +54,6 @@ impl Centralized {
     pub fn new(service: Arc<str>, service_type: Option<&'static str>) -> Self {
         Centralized {
             rules: ArcSwap::from_pointee(RuleSet::default()),
-            reachable: AtomicBool::new(false),
             client_id: format!("{:024x}", rand::random::<u128>() >> 32),
             service,
             service_type: service_type.unwrap_or(""),
@@ -65,9 +65,7 @@ impl Centralized {
     /// The decision of the first rule that matches, or `None` when the local rules must decide.
     pub fn decide(&self, req: &RequestFacts<'_>, now_secs: u64) -> Option<bool> {
         let set = self.rules.load();
-        let usable = self.reachable.load(Relaxed)
-            && set.fetched_at != 0
-            && now_secs.saturating_sub(set.fetched_at) <= RULES_MAX_AGE_SECS;
+        let usable = set.fetched_at != 0 && now_secs.saturating_sub(set.fetched_at) <= RULES_MAX_AGE_SECS;
         let rule = usable.then(|| set.rules.iter().find(|r| r.matches(req))).flatten();
         match rule {
             Some(rule) => Some(rule.sample(now_secs)),
@@ -105,13 +103,7 @@ impl Centralized {
         rules.sort_by(|a, b| (a.is_default(), a.priority, &a.name).cmp(&(b.is_default(), b.priority, &b.name)));
         let n = rules.len();
         self.rules.store(Arc::new(RuleSet { rules, fetched_at: now_secs }));
-        self.set_reachable(true);
         n
-    }
-
-    /// Records whether the API answered the last call.
-    pub fn set_reachable(&self, yes: bool) {
-        self.reachable.store(yes, Relaxed);
     }
 
     /// How old the rules in force are; `None` before the first fetch.
@@ -163,7 +155,6 @@ impl Centralized {
                 None => tracing::debug!(rule = ?t.rule_name, "sampling target for a rule we do not have"),
             }
         }
-        self.set_reachable(true);
         res.last_rule_modification.is_some_and(|m| m > set.fetched_at as f64)
     }
 

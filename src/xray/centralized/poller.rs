@@ -2,7 +2,8 @@
 //! and every 5 minutes, `SamplingTargets` every 10 s or the interval the service asks for.
 //!
 //! It runs beside the proxy and never on a request's path: a sampling API that is down, slow or
-//! answers garbage is a counter and a debug log, and the local rules decide meanwhile.
+//! answers garbage is a counter and a debug log, and the rules fetched last go on deciding meanwhile
+//! (the local rules before the first, and once those are an hour old).
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
@@ -157,15 +158,15 @@ impl Poller {
         (interval, changed)
     }
 
-    /// A call to the sampling API failed: local rules decide until it answers again.
+    /// A call to the sampling API failed: the rules fetched last go on deciding until they are an
+    /// hour old, without the quotas that lapse meanwhile.
     fn failed(&self, call: &str, e: &PollError) {
-        self.engine.set_reachable(false);
         if self.failing.swap(true, Relaxed) {
-            tracing::debug!(daemon = %self.addr, error = %e, "{call} failed; local rules decide");
+            tracing::debug!(daemon = %self.addr, error = %e, "{call} failed");
         } else {
             tracing::warn!(
                 daemon = %self.addr, error = %e,
-                "{call} failed: the sampling API does not answer; local rules decide until it does"
+                "{call} failed: the sampling API does not answer; the rules fetched last decide until they are an hour old (the local rules if none were)"
             );
         }
     }
