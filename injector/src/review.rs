@@ -54,11 +54,15 @@ pub fn answer(body: &[u8], namespace_opted_in: bool, cfg: &InjectConfig) -> Resu
         (Some("AdmissionReview"), Some(uid)) => uid.to_owned(),
         _ => return Err(ReviewError::NoRequest),
     };
-    let request: AdmissionRequest<DynamicObject> = match serde_json::from_value::<AdmissionReview<DynamicObject>>(
-        raw.clone(),
-    )
-    .map_err(Unreadable::Shape)
-    .and_then(|r| r.try_into().map_err(Unreadable::Request))
+    // The API server always says who asks; a review made by hand may not, and the answer does not
+    // depend on it.
+    let mut typed = raw.clone();
+    if let Some(request) = typed.get_mut("request").and_then(Value::as_object_mut) {
+        request.entry("userInfo").or_insert_with(|| serde_json::json!({}));
+    }
+    let request: AdmissionRequest<DynamicObject> = match serde_json::from_value::<AdmissionReview<DynamicObject>>(typed)
+        .map_err(Unreadable::Shape)
+        .and_then(|r| r.try_into().map_err(Unreadable::Request))
     {
         Ok(r) => r,
         // A review we cannot fully read still gets an answer that lets the pod through.
@@ -102,4 +106,36 @@ pub fn answer(body: &[u8], namespace_opted_in: bool, cfg: &InjectConfig) -> Resu
     };
     let body = serde_json::to_vec(&response.into_review()).map_err(ReviewError::Encode)?;
     Ok((body, outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        cfg: InjectConfig,
+    }
+
+    #[test]
+    fn a_review_without_user_info_is_read_all_the_same() {
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop", "operation": "CREATE",
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {"containers": [{"name": "app", "image": "app"}]}}
+            }
+        });
+        let (body, verdict) =
+            answer(review.to_string().as_bytes(), false, &Cmd::parse_from(["xray-injector"]).cfg).expect("answered");
+        let answer: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(answer["response"]["uid"], "u-1");
+        let warnings = answer["response"]["warnings"].to_string();
+        assert!(!warnings.contains("no readable pod"), "{warnings}");
+        assert!(!matches!(verdict, Verdict::Error), "{verdict:?}");
+    }
 }
