@@ -166,8 +166,8 @@ impl Forward {
     fn forwarded_head<B>(&self, req: &Request<B>, scan: &head::Scan) -> usize {
         let size = head::request(req, scan);
         let Some(client) = &self.0.forwarded_for else { return size };
-        // At most a whole `x-forwarded-for: client\r\n` and `x-forwarded-proto: http\r\n`.
-        let most = X_FORWARDED_FOR.as_str().len() + client.len() + 4 + X_FORWARDED_PROTO.as_str().len() + 10;
+        // At most a whole `x-forwarded-for: client` and `x-forwarded-proto: http`.
+        let most = head::field(&X_FORWARDED_FOR, client) + head::field(&X_FORWARDED_PROTO, &HTTP);
         if size + most <= self.0.upstream.max_head {
             return size;
         }
@@ -407,16 +407,22 @@ fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// The bytes (`name: value\r\n` each) of the `X-Forwarded-` fields `h` has, and of those
-/// [`add_forwarded`] leaves it with.
+/// The `X-Forwarded-Proto` the proxy adds when none came.
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+
+/// The bytes of the `X-Forwarded-` fields `h` has, and of those [`add_forwarded`] leaves it with:
+/// [`add_forwarded`] itself run on a copy of those fields alone, so that the two cannot disagree.
 fn forwarded_fields(h: &HeaderMap, client: &HeaderValue) -> (usize, usize) {
-    let field = |name: &HeaderName, value: usize| name.as_str().len() + 2 + value + 2;
-    let lines = h.get_all(X_FORWARDED_FOR);
-    let before = lines.iter().map(|v| field(&X_FORWARDED_FOR, v.len())).sum::<usize>();
-    let joined = lines.iter().filter(|v| !v.is_empty()).map(|v| v.len() + 2).sum::<usize>() + client.len();
-    let proto = h.get_all(X_FORWARDED_PROTO).iter().map(|v| field(&X_FORWARDED_PROTO, v.len())).sum::<usize>();
-    let added_proto = if proto == 0 { field(&X_FORWARDED_PROTO, "http".len()) } else { proto };
-    (before + proto, field(&X_FORWARDED_FOR, joined) + added_proto)
+    let mut fields = HeaderMap::new();
+    for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO] {
+        for value in h.get_all(&name) {
+            fields.append(name.clone(), value.clone());
+        }
+    }
+    let size = |h: &HeaderMap| h.iter().map(|(name, value)| head::field(name, value)).sum::<usize>();
+    let before = size(&fields);
+    add_forwarded(&mut fields, client);
+    (before, size(&fields))
 }
 
 fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue) {
@@ -439,7 +445,7 @@ fn add_forwarded(h: &mut HeaderMap, client: &HeaderValue) {
             e.insert(client.clone());
         }
     }
-    h.entry(X_FORWARDED_PROTO).or_insert_with(|| HeaderValue::from_static("http"));
+    h.entry(X_FORWARDED_PROTO).or_insert_with(|| HTTP);
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! line and the blank line. hyper trims the optional whitespace around values, so a head padded
 //! with it counts a few bytes short; nothing else is missed.
 
-use http::{HeaderMap, Request, Response, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 
 use super::{hop, target};
 
@@ -30,7 +30,7 @@ impl Scan {
     pub fn of(h: &HeaderMap) -> Self {
         let mut scan = Scan { fields: 2, ..Scan::default() };
         for (name, value) in h {
-            scan.fields += name.as_str().len() + value.len() + 4;
+            scan.fields += field(name, value);
             if name == header::HOST {
                 scan.hosts += 1;
                 scan.bad_host |= !target::valid_host(value.as_bytes());
@@ -39,6 +39,11 @@ impl Scan {
         }
         scan
     }
+}
+
+/// The bytes of one field on the wire: `name: value\r\n`.
+pub fn field(name: &HeaderName, value: &HeaderValue) -> usize {
+    name.as_str().len() + 2 + value.len() + 2
 }
 
 /// The request-target as the client wrote it: origin-form, or absolute-form with its scheme and
