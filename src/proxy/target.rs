@@ -78,15 +78,20 @@ pub fn check<B>(req: &Request<B>, fixed: bool) -> Result<(), BadTarget> {
 /// another to the application. A `user:pass@` in front, an authority's userinfo, is let through as
 /// HTTP/2 stacks let it through in `:authority` (nghttp2's check, Envoy's): the records drop it.
 pub fn valid_host(v: &[u8]) -> bool {
-    let v = match v.iter().rposition(|&b| b == b'@') {
-        Some(at) if v[..at].iter().all(|&b| host_byte(b) || b == b':') => &v[at + 1..],
-        Some(_) => return false,
-        None => v,
-    };
+    // `@` is no host byte: a Host with a userinfo fails the grammar and only then is read again,
+    // so that the common one is read once.
+    host_and_port(v)
+        || v.iter()
+            .rposition(|&b| b == b'@')
+            .is_some_and(|at| v[..at].iter().all(|&b| literal_byte(b)) && host_and_port(&v[at + 1..]))
+}
+
+/// `uri-host [":" port]`, the grammar [`valid_host`] holds a Host to.
+fn host_and_port(v: &[u8]) -> bool {
     let (host, port) = match v {
         [b'[', literal @ ..] => {
             let Some(close) = literal.iter().position(|&b| b == b']') else { return false };
-            if !literal[..close].iter().all(|&b| host_byte(b) || b == b':') {
+            if !literal[..close].iter().all(|&b| literal_byte(b)) {
                 return false;
             }
             match &literal[close + 1..] {
@@ -101,6 +106,11 @@ pub fn valid_host(v: &[u8]) -> bool {
         },
     };
     host.iter().all(|&b| host_byte(b)) && port.iter().all(u8::is_ascii_digit)
+}
+
+/// A byte of an IP literal or a userinfo: a host byte or `:`.
+fn literal_byte(b: u8) -> bool {
+    host_byte(b) || b == b':'
 }
 
 /// A byte of a reg-name or IPv4 address: unreserved, a sub-delimiter, or `%` of an escape.
