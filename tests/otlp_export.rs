@@ -54,7 +54,14 @@ async fn spans_carry_the_http_conventions_and_match_the_segments() {
         ],
     );
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let (status, _, _) = http_get(&sc.url("/status/503"), &[("traceparent", tp), ("user-agent", "otel-test/1")]).await;
+    // A tracestate split over two fields is one list (RFC 9110 §5.3): the span's `traceState`.
+    let headers = [
+        ("traceparent", tp),
+        ("tracestate", "congo=t61rcWkgMzE"),
+        ("tracestate", "rojo=00f067aa0ba902b7"),
+        ("user-agent", "otel-test/1"),
+    ];
+    let (status, _, _) = http_get(&sc.url("/status/503"), &headers).await;
     assert_eq!(status, 503);
     let inbound_doc = daemon.take(1).await.remove(0);
     // An outbound call through the explicit proxy, continuing the same trace.
@@ -88,6 +95,7 @@ async fn spans_carry_the_http_conventions_and_match_the_segments() {
     assert_eq!(server["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(server["span_id"], inbound_doc["id"]);
     assert_eq!(server["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(server["trace_state"], "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
     let a = &server["attributes"];
     assert_eq!(
         (&a["http.request.method"], &a["url.path"], &a["url.scheme"]),
@@ -105,6 +113,8 @@ async fn spans_carry_the_http_conventions_and_match_the_segments() {
     assert_eq!(call["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(call["span_id"], outbound_doc["id"]);
     assert_eq!(call["parent_span_id"], inbound_doc["id"]);
+    // The call came with X-Amzn-Trace-Id alone: no tracestate to carry on.
+    assert_eq!(call["trace_state"], "");
     assert_eq!(call["attributes"]["url.full"], format!("http://{}/orders", upstream.addr));
     assert_eq!(call["attributes"]["http.response.status_code"], 200);
     assert_eq!(call["status"], "STATUS_CODE_UNSET");

@@ -151,13 +151,18 @@ fn segment(kind: Kind) -> impl Strategy<Value = Segment> {
     (
         (any_text(250), segment_id(), trace_id(), proptest::option::of(segment_id()), times),
         (prop_oneof![Just(Direction::Inbound), Just(Direction::Outbound)], any::<bool>(), http()),
-        (proptest::option::of(failure()), proptest::option::of(tunnel()), proptest::option::of(grpc())),
+        (
+            proptest::option::of(failure()),
+            proptest::option::of(tunnel()),
+            proptest::option::of(grpc()),
+            proptest::option::of(trace_state()),
+        ),
     )
         .prop_map(
             move |(
                 (name, id, trace_id, parent_id, (start, took)),
                 (direction, traced, http),
-                (failure, tunnel, grpc),
+                (failure, tunnel, grpc, trace_state),
             )| {
                 Segment {
                     name: Arc::from(sanitize_name(&name)),
@@ -174,9 +179,15 @@ fn segment(kind: Kind) -> impl Strategy<Value = Segment> {
                     subsegments: Vec::new(),
                     tunnel: tunnel.map(Box::new),
                     grpc: grpc.map(Box::new),
+                    trace_state,
                 }
             },
         )
+}
+
+/// A W3C `tracestate` as a caller may send it (the proxy passes it on as it came).
+fn trace_state() -> impl Strategy<Value = HeaderValue> {
+    "[a-z0-9_*/@=, -]{0,64}".prop_map(|s| HeaderValue::from_str(&s).expect("visible ASCII"))
 }
 
 /// A segment with up to three embedded subsegments, or an independent subsegment.

@@ -92,7 +92,7 @@ impl Propagation {
         let had_w3c = w3c.is_some();
         let (merged, disagree) = merge(xray, w3c);
         problems.disagree = disagree;
-        problems.stale_tracestate = (!had_w3c || disagree) && fields.tracestate;
+        problems.stale_tracestate = (!had_w3c || disagree) && fields.tracestate.is_some();
         (merged, problems)
     }
 
@@ -131,8 +131,10 @@ pub struct ContextFields<'a> {
     traceparent: Option<&'a HeaderValue>,
     /// More than one `traceparent` came, which makes them all invalid.
     traceparent_repeated: bool,
-    /// A `tracestate` came.
-    tracestate: bool,
+    /// The first `tracestate`.
+    tracestate: Option<&'a HeaderValue>,
+    /// More than one `tracestate` came: one list, split over several fields (RFC 9110 §5.3).
+    tracestate_repeated: bool,
 }
 
 impl<'a> ContextFields<'a> {
@@ -155,6 +157,17 @@ impl<'a> ContextFields<'a> {
         self.traceparent
     }
 
+    /// The `tracestate` list as one value, its fields joined when it came in several; `headers` is
+    /// the head these fields were found in, read again only then.
+    pub fn tracestate(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        let first = self.tracestate?;
+        if !self.tracestate_repeated {
+            return Some(first.clone());
+        }
+        let parts: Vec<&[u8]> = headers.get_all(&TRACESTATE).iter().map(HeaderValue::as_bytes).collect();
+        HeaderValue::from_bytes(&parts.join(&b","[..])).ok()
+    }
+
     /// Takes in one field of a head walked in the map's order (a name's values together, first to
     /// last); whether it was a context field.
     pub fn note(&mut self, name: &HeaderName, value: &'a HeaderValue) -> bool {
@@ -165,7 +178,8 @@ impl<'a> ContextFields<'a> {
             self.traceparent_repeated |= self.traceparent.is_some();
             self.traceparent.get_or_insert(value);
         } else if name == TRACESTATE.as_str() {
-            self.tracestate = true;
+            self.tracestate_repeated |= self.tracestate.is_some();
+            self.tracestate.get_or_insert(value);
         } else {
             return false;
         }

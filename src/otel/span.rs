@@ -85,6 +85,8 @@ pub struct Head<'a> {
     pub trace_id: [u8; 16],
     /// The span's id: the segment's or subsegment's.
     pub span_id: [u8; 8],
+    /// The W3C `tracestate` the request carried on; empty without one.
+    pub trace_state: &'a str,
     /// The parent span's id; `None` for a trace's root.
     pub parent: Option<[u8; 8]>,
     /// W3C trace flags and OTLP's remote-parent bits.
@@ -106,6 +108,7 @@ fn span(seg: &Segment, parent: Option<[u8; 8]>, kind: SpanKind) -> Span {
     Span {
         trace_id: head.trace_id.to_vec(),
         span_id: head.span_id.to_vec(),
+        trace_state: head.trace_state.to_owned(),
         parent_span_id: head.parent.map(|p| p.to_vec()).unwrap_or_default(),
         flags: head.flags,
         name: head.name.into_owned(),
@@ -158,6 +161,7 @@ pub fn describe<'a>(
     Head {
         trace_id: seg.trace_id.to_bytes(),
         span_id: seg.id.to_bytes(),
+        trace_state: seg.trace_state.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default(),
         parent,
         flags,
         name,

@@ -34,6 +34,7 @@ pub(crate) fn segment(direction: Direction, kind: Kind, status: u16) -> Segment 
         },
         failure: None,
         grpc: None,
+        trace_state: None,
         tunnel: None,
         subsegments: Vec::new(),
     }

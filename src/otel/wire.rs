@@ -93,6 +93,7 @@ fn write_span(seg: &Segment, parent: Option<[u8; 8]>, kind: SpanKind, out: &mut 
     let attributes_len = body.len();
     bytes(body, 1, &head.trace_id);
     bytes(body, 2, &head.span_id);
+    string(body, 3, head.trace_state);
     if let Some(p) = &head.parent {
         bytes(body, 4, p);
     }

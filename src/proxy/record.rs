@@ -89,6 +89,8 @@ struct Opening {
     incoming: TraceHeader,
     /// The caller's `tracestate` belongs to no context that goes on (see `Problems`).
     stale_tracestate: bool,
+    /// The caller's `tracestate`, when it goes on with the context (and W3C is spoken).
+    trace_state: Option<HeaderValue>,
     /// The caller's trace, or a new one.
     root: TraceId,
     /// The host the request is for.
@@ -130,10 +132,12 @@ impl Opening {
     fn read<B>(tracer: &Tracer, direction: Direction, req: &Request<B>, fields: &Fields<'_>) -> Opening {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let (incoming, stale_tracestate) = read_header(tracer, &fields.context);
+        let w3c = tracer.propagation.w3c && !stale_tracestate;
+        let trace_state = if w3c { fields.context.tracestate(req.headers()) } else { None };
         let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
         let host = host(req, fields);
         let sampled = decide(tracer, direction, incoming.sampled, host.as_ref(), req, fields, wall.as_secs());
-        Opening { wall, incoming, stale_tracestate, root, host, sampled }
+        Opening { wall, incoming, stale_tracestate, trace_state, root, host, sampled }
     }
 
     /// The one way a document of this request starts: open, without response or failure yet.
@@ -153,6 +157,7 @@ impl Opening {
             subsegments: Vec::new(),
             tunnel: None,
             grpc: None,
+            trace_state: self.trace_state.clone(),
         }
     }
 }
@@ -219,6 +224,7 @@ pub fn tunnel_segment(tracer: &Tracer, host: &str, port: u16, explicit: bool, wa
         wall,
         incoming: TraceHeader::EMPTY,
         stale_tracestate: false,
+        trace_state: None,
         root: TraceId::new(wall.as_secs()),
         host: HeaderValue::from_str(&authority).ok(),
         sampled,

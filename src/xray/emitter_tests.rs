@@ -32,6 +32,7 @@ fn segment(subsegments: usize) -> Segment {
         subsegments: Vec::new(),
         tunnel: None,
         grpc: None,
+        trace_state: None,
     };
     let mut sub = seg.clone();
     sub.kind = Kind::EmbeddedSubsegment;

@@ -50,6 +50,9 @@ pub struct Segment {
     pub tunnel: Option<Box<Tunnel>>,
     /// Set when the request was a gRPC call.
     pub grpc: Option<Box<Grpc>>,
+    /// The W3C `tracestate` of the context the request carried on, when one was followed: the
+    /// OTLP span's `traceState` (an X-Ray document has no place for it).
+    pub trace_state: Option<HeaderValue>,
 }
 
 /// What kind of document a [`Segment`] is written as.

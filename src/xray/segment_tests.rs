@@ -29,6 +29,7 @@ fn sample() -> Segment {
         subsegments: Vec::new(),
         tunnel: None,
         grpc: None,
+        trace_state: None,
     }
 }
 

@@ -41,6 +41,7 @@ def describe(span):
         "trace_id": span.trace_id.hex(),
         "span_id": span.span_id.hex(),
         "parent_span_id": span.parent_span_id.hex(),
+        "trace_state": span.trace_state,
         "name": span.name,
         "kind": Span.SpanKind.Name(span.kind),
         "start": span.start_time_unix_nano,
