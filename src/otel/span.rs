@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use std::borrow::Cow;
 
+use crate::xray::cause::{Failure, FailureKind};
 use crate::xray::document::with_ip_text;
 use crate::xray::grpc::{self, Grpc};
 use crate::xray::segment::{Direction, Kind, Segment};
@@ -190,10 +191,15 @@ fn http_attributes(seg: &Segment, host: Option<&str>, kind: SpanKind, attributes
     if let Some(ua) = http.user_agent_text() {
         attributes.string("user_agent.original", &ua);
     }
-    if let Some(status) = http.status {
+    // A CLIENT span's response is the callee's: none came when the proxy answered for it (refused,
+    // reset, timed out), and HTTP client spans then say no status (the application still got the
+    // proxy's 502 or 504, which the SERVER span of an inbound request does record).
+    let answered_by_proxy =
+        kind == SpanKind::Client && matches!(seg.failure, Some(Failure { kind: FailureKind::Upstream(_), .. }));
+    if let Some(status) = http.status.filter(|_| !answered_by_proxy) {
         attributes.int("http.response.status_code", i64::from(status));
     }
-    if let Some(len) = http.content_length {
+    if let Some(len) = http.content_length.filter(|_| !answered_by_proxy) {
         attributes.int("http.response.body.size", i64::try_from(len).unwrap_or(i64::MAX));
     }
 }

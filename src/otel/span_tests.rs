@@ -112,6 +112,21 @@ fn faults_and_proxy_failures_are_errors() {
 
     push_spans(&segment(Direction::Inbound, Kind::Segment, 404), &mut out);
     assert_eq!(out[2].status, None, "a client error is not the server's");
+    // The application got the proxy's 502 on the SERVER side, which it answered with.
+    assert_eq!(attr(&out[1], "http.response.status_code"), Some(&Value::IntValue(502)));
+}
+
+#[test]
+fn a_call_the_proxy_answered_for_has_no_response_status() {
+    let mut refused = segment(Direction::Outbound, Kind::IndependentSubsegment, 502);
+    refused.failure =
+        Some(Failure { kind: FailureKind::Upstream(ErrorKind::ConnectRefused), message: "connection refused".into() });
+    let span = one(&refused);
+    assert_eq!(span.kind, SpanKind::Client as i32);
+    assert_eq!(attr(&span, "http.response.status_code"), None, "no response came from the callee");
+    assert_eq!(attr(&span, "http.response.body.size"), None);
+    assert_eq!(text(&span, "error.type").as_deref(), Some("ConnectionRefused"));
+    assert_eq!(span.status.as_ref().map(|s| s.message.as_str()), Some("connection refused"));
 }
 
 /// The one span of `seg`.
