@@ -157,15 +157,15 @@ impl<'a> ContextFields<'a> {
         self.traceparent
     }
 
-    /// The `tracestate` list as one value, its fields joined when it came in several; `headers` is
-    /// the head these fields were found in, read again only then.
-    pub fn tracestate(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+    /// The `tracestate` list as one string, its fields joined when it came in several (`headers` is
+    /// the head these fields were found in, read again only then); none unless it is visible ASCII.
+    pub fn tracestate(&self, headers: &HeaderMap) -> Option<Box<str>> {
         let first = self.tracestate?;
         if !self.tracestate_repeated {
-            return Some(first.clone());
+            return first.to_str().ok().map(Box::from);
         }
-        let parts: Vec<&[u8]> = headers.get_all(&TRACESTATE).iter().map(HeaderValue::as_bytes).collect();
-        HeaderValue::from_bytes(&parts.join(&b","[..])).ok()
+        let parts: Result<Vec<&str>, _> = headers.get_all(&TRACESTATE).iter().map(HeaderValue::to_str).collect();
+        parts.ok().map(|p| p.join(",").into_boxed_str())
     }
 
     /// Takes in one field of a head walked in the map's order (a name's values together, first to

@@ -162,7 +162,7 @@ pub fn describe<'a>(
     Head {
         trace_id: seg.trace_id.to_bytes(),
         span_id: seg.id.to_bytes(),
-        trace_state: seg.trace_state.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default(),
+        trace_state: seg.trace_state.as_deref().unwrap_or_default(),
         parent,
         flags,
         name,

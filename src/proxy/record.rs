@@ -90,7 +90,7 @@ struct Opening {
     /// The caller's `tracestate` belongs to no context that goes on (see `Problems`).
     stale_tracestate: bool,
     /// The caller's `tracestate`, when it goes on with the context (and W3C is spoken).
-    trace_state: Option<HeaderValue>,
+    trace_state: Option<Box<str>>,
     /// The caller's trace, or a new one.
     root: TraceId,
     /// The host the request is for.
@@ -111,13 +111,17 @@ impl Record {
     /// the two nodes with an edge.
     pub fn begin<B>(tracer: &Tracer, direction: Direction, peer: IpAddr, req: &mut Request<B>) -> Record {
         let fields = Fields::of(req.headers());
-        let opening = Opening::read(tracer, direction, req, &fields);
+        let mut opening = Opening::read(tracer, direction, req, &fields);
         let id = SegmentId::new();
         let segment = opening.sampled.then(|| {
-            Box::new(match direction {
+            let mut segment = Box::new(match direction {
                 Direction::Inbound => inbound_segment(tracer, &opening, id, peer, req, &fields),
                 Direction::Outbound => outbound_segment(tracer, &opening, id, req, &fields),
-            })
+            });
+            // Only a followed `traceparent` brings one, and with it a parent: never a segment
+            // holding a call that starts a trace, whose span is its subsegment's.
+            segment.trace_state = opening.trace_state.take();
+            segment
         });
         let (o, headers) = (&opening, req.headers_mut());
         tracer.propagation.write(headers, &o.incoming, &o.root, &id, o.sampled, o.stale_tracestate);
@@ -157,7 +161,7 @@ impl Opening {
             subsegments: Vec::new(),
             tunnel: None,
             grpc: None,
-            trace_state: self.trace_state.clone(),
+            trace_state: None,
         }
     }
 }

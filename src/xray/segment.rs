@@ -52,7 +52,7 @@ pub struct Segment {
     pub grpc: Option<Box<Grpc>>,
     /// The W3C `tracestate` of the context the request carried on, when one was followed: the
     /// OTLP span's `traceState` (an X-Ray document has no place for it).
-    pub trace_state: Option<HeaderValue>,
+    pub trace_state: Option<Box<str>>,
 }
 
 /// What kind of document a [`Segment`] is written as.
