@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use xray_lifecycle::Flush;
@@ -240,11 +240,8 @@ impl Sender {
             Err(e) => return Outcome::Retry { after: None, why: format!("cannot reach the collector: {e}") },
         };
         let status = res.status();
-        let after = res
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-            .map(|secs: u64| Duration::from_secs(secs.min(30)));
+        let after =
+            res.headers().get(header::RETRY_AFTER).and_then(|v| retry_after(v.to_str().ok()?, SystemTime::now()));
         let body = Limited::new(res.into_body(), MAX_RESPONSE).collect().await.map(|b| b.to_bytes());
         match status {
             s if s.is_success() => {
@@ -261,5 +258,41 @@ impl Sender {
             | StatusCode::GATEWAY_TIMEOUT => Outcome::Retry { after, why: format!("collector answered {status}") },
             s => Outcome::Refused(format!("collector answered {s}")),
         }
+    }
+}
+
+/// The longest wait a `Retry-After` is taken at; longer ones are past any export's timeout, so the
+/// batch is dropped rather than held.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// How long a `Retry-After` value asks to wait from `now`: a number of seconds or an HTTP date
+/// (RFC 9110 §10.2.3), a date already past being no wait at all.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or_default(),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Dec 2026 04:00:00 GMT").expect("date");
+        assert_eq!(retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after("Sun, 06 Dec 2026 04:00:03 GMT", now), Some(Duration::from_secs(3)));
+        // The obsolete forms a recipient must read too.
+        assert_eq!(retry_after("Sunday, 06-Dec-26 04:00:05 GMT", now), Some(Duration::from_secs(5)));
+        assert_eq!(retry_after("Sun Dec  6 04:00:04 2026", now), Some(Duration::from_secs(4)));
+        assert_eq!(retry_after("Sat, 05 Dec 2026 04:00:00 GMT", now), Some(Duration::ZERO), "already past");
+        assert_eq!(retry_after("Thu, 31 Dec 2099 23:59:59 GMT", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("3600", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-1", now), None);
     }
 }
