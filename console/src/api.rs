@@ -1,5 +1,6 @@
 //! The web routes: the embedded page and the JSON API modelled on X-Ray's.
 
+use super::assemble;
 use super::assets;
 use super::clock::now;
 use super::filter::{self, Filter};
@@ -86,14 +87,13 @@ fn trace(state: &State, id: &str) -> Response<Full<Bytes>> {
                           "Traces": [], "UnprocessedTraceIds": [id]});
         return json_response(StatusCode::NOT_FOUND, &body);
     };
-    let segments: Vec<_> = trace.documents.iter().map(|d| json!({"Id": d.document.id, "Document": d.text})).collect();
     let summary = summary::summarize(trace);
     let body = json!({
         "Traces": [{
             "Id": trace.id,
             "Duration": summary.duration,
             "LimitExceeded": false,
-            "Segments": segments,
+            "Segments": assemble::segments(trace),
             "Summary": summary,
             "Timeline": timeline::build(trace),
         }],

@@ -25,6 +25,7 @@
 //! answers the SDKs' sampling calls.
 
 mod api;
+mod assemble;
 mod assets;
 mod clock;
 mod daemon_tcp;

@@ -3,6 +3,7 @@
 //! signatures are not checked: this is a local stand-in.
 
 use super::api::{json_response, respond};
+use super::assemble;
 use super::clock::now;
 use super::datagram::Received;
 use super::document::Document;
@@ -201,13 +202,11 @@ fn batch_get_traces(state: &State, body: &[u8]) -> Result<Value, XrayError> {
             missing.push(id);
             continue;
         };
-        let segments: Vec<Value> =
-            trace.documents.iter().map(|d| json!({"Id": d.document.id, "Document": d.text})).collect();
         traces.push(json!({
             "Id": trace.id,
             "Duration": (trace.end() - trace.start()).max(0.0),
             "LimitExceeded": false,
-            "Segments": segments,
+            "Segments": assemble::segments(trace),
         }));
     }
     Ok(json!({ "Traces": traces, "UnprocessedTraceIds": missing }))
