@@ -87,12 +87,7 @@ async fn expect_two_services(http: SocketAddr, trace_id: &str, (front, back): (&
     let trace = &body["Traces"][0];
     // Three spans: two segments, the CLIENT span back inside its SERVER span's segment, where the
     // back service's parent is found.
-    let docs: Vec<serde_json::Value> = trace["Segments"]
-        .as_array()
-        .expect("segments")
-        .iter()
-        .map(|s| serde_json::from_str(s["Document"].as_str().expect("text")).expect("json"))
-        .collect();
+    let docs = documents(trace);
     assert_eq!(docs.len(), 2, "{trace}");
     let (outer, inner) = if docs[0]["subsegments"].is_array() { (&docs[0], &docs[1]) } else { (&docs[1], &docs[0]) };
     assert_eq!(outer["subsegments"][0]["id"], inner["parent_id"], "{trace}");

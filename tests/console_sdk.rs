@@ -83,12 +83,7 @@ async fn node_sdk_streamed_subsegment_joins_its_trace() {
     let trace = &body["Traces"][0];
     // Back-end segment and front-end segment: the streamed call (type subsegment) is back inside
     // the front-end's, as X-Ray compiles a trace.
-    let docs: Vec<serde_json::Value> = trace["Segments"]
-        .as_array()
-        .expect("segments")
-        .iter()
-        .map(|s| serde_json::from_str(s["Document"].as_str().expect("text")).expect("json"))
-        .collect();
+    let docs = documents(trace);
     assert_eq!(docs.len(), 2, "{trace}");
     let front = docs.iter().find(|d| d["name"] == "node-front-end").expect("front-end segment");
     let back = docs.iter().find(|d| d["name"] == "node-back-end").expect("back-end segment");

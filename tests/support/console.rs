@@ -39,6 +39,15 @@ pub async fn start(config: ConsoleConfig) -> Running {
     Running { console, stop }
 }
 
+/// The documents of one of `BatchGetTraces`' `Traces`, parsed.
+pub fn documents(trace: &Value) -> Vec<Value> {
+    let segments = trace["Segments"].as_array().expect("Segments");
+    segments
+        .iter()
+        .map(|s| serde_json::from_str(s["Document"].as_str().expect("Document text")).expect("json"))
+        .collect()
+}
+
 /// The daemon's datagram for one document.
 pub fn datagram(document: &str) -> Vec<u8> {
     format!("{{\"format\": \"json\", \"version\": 1}}\n{document}").into_bytes()
