@@ -247,6 +247,14 @@ pub fn walk<'a>(all: &[&'a Document], include: impl Fn(&Document) -> bool, visit
             by_parent.entry(parent).or_default().push(seg);
         }
     }
+    let mut calls: HashSet<&str> = HashSet::new();
+    for doc in all {
+        doc.walk(&mut |d| {
+            if d.kind == Kind::Subsegment && d.is_remote() {
+                calls.insert(d.id.as_str());
+            }
+        });
+    }
     // A call may arrive both nested and streamed on its own (same id): count it once.
     let mut counted: HashSet<&str> = HashSet::new();
     for &doc in all.iter().filter(|d| include(d)) {
@@ -258,6 +266,8 @@ pub fn walk<'a>(all: &[&'a Document], include: impl Fn(&Document) -> bool, visit
                 // The client node has no statistics of its own; counting gives it its time range.
                 visit(Place::Node(NodeKey::client(), doc, false));
                 visit(Place::Edge(NodeKey::client(), key, doc));
+            } else if let Some(caller) = direct_caller(doc, &calls, &owners).filter(|c| **c != key) {
+                visit(Place::Edge(caller.clone(), key, doc));
             }
         }
         doc.walk(&mut |call| {
@@ -282,6 +292,18 @@ pub fn walk<'a>(all: &[&'a Document], include: impl Fn(&Document) -> bool, visit
             }
         });
     }
+}
+
+/// The node of the entry a segment names as its parent when that is no remote call: a segment
+/// (a sidecar's, an Envoy's, in front of an instrumented application that continues its trace) or
+/// a local subsegment. Such a callee is reached by the caller's node as surely as through a call,
+/// and without this edge it would stand alone on the map, with no client in front of it either.
+fn direct_caller<'m>(seg: &Document, calls: &HashSet<&str>, owners: &'m HashMap<&str, NodeKey>) -> Option<&'m NodeKey> {
+    let parent = seg.parent_id.as_deref()?;
+    if calls.contains(parent) {
+        return None;
+    }
+    owners.get(parent)
 }
 
 /// Maps every entry id to the node of the segment that holds it, following independent

@@ -125,3 +125,32 @@ fn a_call_sent_twice_counts_once() {
     let graph = build(store.traces(), ALL);
     assert_eq!(edge(&graph, "front-end", "back-end").summary_statistics.total_count, 1);
 }
+
+#[test]
+fn a_segment_under_another_segment_is_called_by_its_node() {
+    // A sidecar's segment, and the instrumented application behind it continuing the trace with
+    // the sidecar's segment as its parent; then an OpenTelemetry app under a local subsegment.
+    let trace = "1-6b05d0b0-0a1b2c3d4e5f60718293a4b5";
+    let sidecar = format!(
+        r#"{{"name":"svc-b","id":"1000000000000001","trace_id":"{trace}","start_time":10.0,"end_time":10.5,"origin":"AWS::EKS::Container","subsegments":[{{"name":"local","id":"1000000000000002","start_time":10.1,"end_time":10.2}}]}}"#
+    );
+    let app = format!(
+        r#"{{"name":"app-b","id":"2000000000000001","trace_id":"{trace}","parent_id":"1000000000000001","start_time":10.01,"end_time":10.4,"http":{{"response":{{"status":503}}}}}}"#
+    );
+    let otel = format!(
+        r#"{{"name":"app-c","id":"3000000000000001","trace_id":"{trace}","parent_id":"1000000000000002","start_time":10.11,"end_time":10.19}}"#
+    );
+    // The same service recorded twice (a sidecar and an SDK both named svc-b): no edge to itself.
+    let twin = format!(
+        r#"{{"name":"svc-b","id":"4000000000000001","trace_id":"{trace}","parent_id":"1000000000000001","origin":"AWS::EKS::Container","start_time":10.02,"end_time":10.3}}"#
+    );
+    let store = store_of([sidecar.as_str(), &app, &otel, &twin]);
+    let graph = build(store.traces(), ALL);
+    assert_eq!(edge(&graph, "client", "svc-b").summary_statistics.total_count, 1);
+    let call = edge(&graph, "svc-b", "app-b");
+    assert_eq!((call.summary_statistics.total_count, call.summary_statistics.fault_statistics.total_count), (1, 1));
+    assert_eq!(edge(&graph, "svc-b", "app-c").summary_statistics.total_count, 1);
+    let svc = node(&graph, "svc-b");
+    assert_eq!(svc.edges.len(), 2, "no edge from svc-b to itself");
+    assert!(!node(&graph, "app-b").root, "called by svc-b, not by a client");
+}
