@@ -193,3 +193,97 @@ async fn a_head_still_trickling_in_at_shutdown_does_not_hold_the_process_for_the
     let status = tokio::time::timeout(Duration::from_secs(10), sc.exited()).await;
     assert!(status.as_ref().is_ok_and(|s| s.success()), "the process did not exit cleanly soon after: {status:?}");
 }
+
+/// A loopback server that echoes whatever it reads, on every connection.
+async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Opens a `CONNECT` tunnel to `target` through `proxy` and returns it once answered 200.
+async fn connect_tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "CONNECT answered: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// Sends `bytes` down a tunnel to the echo server and reads them back; false once it is closed.
+async fn echoes(s: &mut TcpStream, bytes: &[u8]) -> bool {
+    if s.write_all(bytes).await.is_err() {
+        return false;
+    }
+    let mut back = vec![0u8; bytes.len()];
+    matches!(tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut back)).await, Ok(Ok(_))) && back == bytes
+}
+
+/// Tunnels (a `CONNECT`, like every intercepted HTTPS call and upgraded WebSocket) outlive the
+/// HTTP connection they came on: the shutdown gives them its grace period too, cuts those still
+/// open at its end, and sends their records; HTTP inside a `CONNECT` finishes its requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_open_at_shutdown_get_the_grace_then_are_cut_and_recorded() {
+    let (up, daemon, echo) = (Upstream::start().await, Daemon::start().await, echo_server().await);
+    let args = ["--outbound-listen", support::ANY_PORT, "--drain-delay", "0s", "--shutdown-grace", "3s"];
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &args);
+    let proxy = sc.outbound.unwrap();
+    // A TLS record's first bytes: not HTTP, so relayed as a tunnel.
+    const TLS: &[u8] = b"\x16\x03\x01\x00\x05hello";
+    let (mut kept, mut closing) =
+        (connect_tunnel(proxy, &echo.to_string()).await, connect_tunnel(proxy, &echo.to_string()).await);
+    assert!(echoes(&mut kept, TLS).await && echoes(&mut closing, TLS).await);
+    // Plain HTTP inside a CONNECT, a request in flight across the shutdown.
+    let mut http = connect_tunnel(proxy, &up.addr.to_string()).await;
+    http.write_all(b"GET /slow/1500 HTTP/1.1\r\nhost: back-end\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    sc.terminate();
+    let signalled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Past the drain window, the listeners closed: the tunnels still carry bytes.
+    assert!(echoes(&mut kept, b"still there").await, "a tunnel was cut when the listeners closed");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), http.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "the request inside the tunnel failed: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // One tunnel ends within the grace period; the other is cut at its end, and the process exits.
+    drop(closing);
+    let mut buf = [0u8; 64];
+    let cut = tokio::time::timeout(Duration::from_secs(10), kept.read(&mut buf)).await;
+    assert!(matches!(cut, Ok(Ok(0)) | Ok(Err(_))), "the tunnel outlived the grace period: {cut:?}");
+    let at = signalled.elapsed();
+    assert!(at >= Duration::from_millis(2900) && at < Duration::from_secs(6), "cut {at:?} after SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(5), sc.exited()).await;
+    assert!(status.as_ref().is_ok_and(|s| s.success()), "{status:?}");
+
+    let docs = daemon.take(3).await;
+    let ended = |d: &serde_json::Value| d["subsegments"][0]["metadata"]["tunnel"]["ended"].as_str().map(str::to_owned);
+    let mut ends: Vec<String> = docs.iter().filter_map(ended).collect();
+    ends.sort();
+    assert_eq!(ends, ["broken", "closed"], "{docs:?}");
+    let cut_one = docs.iter().find(|d| ended(d).as_deref() == Some("broken")).unwrap();
+    assert_eq!(cut_one["subsegments"][0]["metadata"]["tunnel"]["bytes_sent"], 21, "{cut_one}");
+    assert!(
+        docs.iter()
+            .any(|d| d["subsegments"][0]["http"]["request"]["url"].as_str().is_some_and(|u| u.ends_with("/slow/1500"))),
+        "{docs:?}"
+    );
+}

@@ -7,11 +7,13 @@
 
 pub mod flush;
 mod latch;
+pub mod lingering;
 pub mod logging;
 pub mod shutdown;
 pub mod signal;
 
 pub use flush::Flush;
+pub use lingering::{Held, Lingering};
 pub use shutdown::{Shutdown, Stopped};
 
 /// The error type used where a failure only needs to be reported, not matched on.

@@ -140,6 +140,8 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc
     }
     let upgrade = hyper::upgrade::on(&mut req);
     let host = host.to_owned();
+    // What the tunnel carries outlives this request and its HTTP connection.
+    let held = plaintext.upstream.lingering().hold();
     tokio::spawn(async move {
         let tracer = &plaintext.tracer;
         let client = match upgrade.await {
@@ -161,11 +163,16 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc
                 // The pooled upstream clients connect again, to the same checked address.
                 drop(upstream);
                 let version = if protocol == Protocol::Http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
-                plaintext.serve(client, version, dst, peer).await;
+                // Closed gracefully once the proxy stops, like any HTTP connection; cut with the
+                // other tunnels should requests still run at the end of the grace period.
+                tokio::select! {
+                    () = plaintext.serve(client, version, dst, peer) => {}
+                    () = held.cut() => tracing::debug!(%host, "HTTP inside a tunnel cut at the end of the grace period"),
+                }
             }
             _ => {
                 let record = TunnelRecord::start(tracer, Target { host: &host, port, explicit: true }, opened);
-                tunnel::relay(client, upstream, record).await;
+                tunnel::relay(client, upstream, record, held).await;
             }
         }
     });

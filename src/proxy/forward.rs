@@ -23,8 +23,10 @@ use super::grpc_body::CountMessages;
 use super::guard::{GuardedConnector, OwnListeners, Refusal};
 use super::pool::H1Pool;
 use super::response_timer::ResponseTimers;
+use super::tunnel;
 use super::{head, hop, target};
 use crate::metrics::Metrics;
+use xray_lifecycle::{Held, Lingering};
 
 /// Timeouts and limits of the upstream side.
 #[derive(Clone, Debug)]
@@ -53,6 +55,8 @@ pub struct Upstream {
     /// `--max-header-size`, held to exactly for HTTP/1 heads both ways (see [`head`]).
     max_head: usize,
     own: OwnListeners,
+    /// Upgraded connections, which outlive the HTTP connection they came on.
+    lingering: Lingering,
 }
 
 type H2Client = Client<GuardedConnector, CountMessages<Incoming>>;
@@ -60,7 +64,7 @@ type H2Client = Client<GuardedConnector, CountMessages<Incoming>>;
 impl Upstream {
     /// Builds the pools; they never connect to `own` (nor to link-local addresses). `metrics`
     /// counts the pool's parked connections.
-    pub fn new(s: &UpstreamSettings, own: OwnListeners, metrics: Arc<Metrics>) -> Self {
+    pub fn new(s: &UpstreamSettings, own: OwnListeners, metrics: Arc<Metrics>, lingering: Lingering) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(s.connect_timeout));
         http.set_nodelay(true);
@@ -77,7 +81,7 @@ impl Upstream {
         b.http2_only(true);
         let h2 = b.build(connector.clone());
         let (response_timeout, max_head) = (s.response_timeout, s.max_header_size);
-        Upstream { pool, upgrades, h2, h2_builder: b, connector, response_timeout, max_head, own }
+        Upstream { pool, upgrades, h2, h2_builder: b, connector, response_timeout, max_head, own, lingering }
     }
 
     /// An HTTP/2 client whose connections all go to `to`, whatever `:authority` its requests carry.
@@ -94,6 +98,12 @@ impl Upstream {
     /// The proxy's own listeners, which nothing is forwarded to.
     pub fn own(&self) -> &OwnListeners {
         &self.own
+    }
+
+    /// Where connections that outlive their HTTP connection (or were never HTTP) are held, so
+    /// that the shutdown gives them its grace period too.
+    pub fn lingering(&self) -> &Lingering {
+        &self.lingering
     }
 }
 
@@ -190,7 +200,8 @@ impl tower::Service<Request<Incoming>> for Forward {
         if let Err(e) = self.acceptable(&req, &scan) {
             return ForwardFuture::failed(e);
         }
-        let upgrade = hop::is_upgrade(req.headers(), &scan.hops).then(|| hyper::upgrade::on(&mut req));
+        let upgrade = hop::is_upgrade(req.headers(), &scan.hops)
+            .then(|| (hyper::upgrade::on(&mut req), self.0.upstream.lingering.hold()));
         hop::strip(req.headers_mut(), upgrade.is_some(), scan.hops);
         let mut has_host = scan.hosts > 0;
         if let Some(client) = &self.0.forwarded_for {
@@ -290,7 +301,8 @@ pub struct ForwardFuture {
     wait: Duration,
     /// How far the request body has come, when it had one to send.
     progress: Option<Arc<Progress>>,
-    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The client's side of an upgrade, held from the request on.
+    upgrade: Option<(hyper::upgrade::OnUpgrade, Held)>,
     /// The largest HTTP/1 response head passed on.
     max_head: usize,
 }
@@ -342,8 +354,8 @@ impl Future for ForwardFuture {
             }
             *res.version_mut() = *this.version;
             if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(client_side) = this.upgrade.take() {
-                    tokio::spawn(tunnel(client_side, hyper::upgrade::on(&mut res)));
+                if let Some((client_side, held)) = this.upgrade.take() {
+                    tokio::spawn(relay_upgraded(client_side, hyper::upgrade::on(&mut res), held));
                 }
             } else {
                 hop::strip(res.headers_mut(), false, scan.hops);
@@ -365,7 +377,7 @@ impl Future for ForwardFuture {
 }
 
 /// Copies bytes both ways between the client and the upstream once both sides have switched.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+async fn relay_upgraded(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, held: Held) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -374,7 +386,7 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
         }
     };
     let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-    match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+    match tunnel::copy_until_cut(&mut c, &mut u, &held).await {
         Ok((up, down)) => tracing::trace!(up, down, "upgraded connection closed"),
         Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
     }

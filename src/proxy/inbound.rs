@@ -53,7 +53,8 @@ impl Inbound {
                 if !Box::pin(self.interception.is_http(&stream, dst)).await {
                     drop(http);
                     let own = self.upstream.own();
-                    let tunnel = opaque::tunnel(stream, dst, self.interception.connect_timeout, own, None);
+                    let held = self.upstream.lingering().hold();
+                    let tunnel = opaque::tunnel(stream, dst, self.interception.connect_timeout, own, None, held);
                     return Box::pin(tunnel).await;
                 }
                 match orig_dst::authority(dst) {

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use xray_lifecycle::shutdown::ConnectionLimit;
-use xray_lifecycle::{Flush, Shutdown, Stopped};
+use xray_lifecycle::{Flush, Lingering, Shutdown, Stopped};
 
 use crate::admin::{self, Readiness};
 use crate::metrics::Metrics;
@@ -112,19 +112,21 @@ impl Proxy {
         let (shutdown, stopped) = Shutdown::new();
         // The listeners close later than the rest stops: after the drain window.
         let (close, closing) = Shutdown::new();
-        let drain_delay = serving.server.drain_delay;
+        let (drain_delay, grace) = (serving.server.drain_delay, serving.server.shutdown_grace);
         let (tracer, flush, poller) = tracing(recording, metrics.clone(), &stopped);
         let service = tracer.service_name.clone();
         let readiness = Readiness::default();
         let own = OwnListeners::new(listeners.addrs());
-        let mut served = serve(listeners, &serving, own, tracer, &readiness, &closing);
+        let lingering = Lingering::default();
+        let mut served = serve(listeners, &serving, own, tracer, &readiness, &closing, &lingering);
         served.poller = poller;
         readiness.set(true);
         // A listener not asked for is a field left out, not "None".
         let (outbound_field, admin_field) = (outbound.map(tracing::field::display), admin.map(tracing::field::display));
         tracing::info!(%inbound, outbound = outbound_field, admin = admin_field, %service, "proxy ready");
 
-        let done = tokio::spawn(drain(stopped, readiness, (close, drain_delay), served, flush));
+        let closing = Closing { close, delay: drain_delay, grace, lingering };
+        let done = tokio::spawn(drain(stopped, readiness, closing, served, flush));
         Ok(Proxy { inbound, outbound, admin, metrics, shutdown, done })
     }
 
@@ -206,8 +208,9 @@ fn serve(
     tracer: Arc<Tracer>,
     readiness: &Readiness,
     stopped: &Stopped,
+    lingering: &Lingering,
 ) -> Served {
-    let upstream = Arc::new(Upstream::new(&config.upstream, own, tracer.metrics.clone()));
+    let upstream = Arc::new(Upstream::new(&config.upstream, own, tracer.metrics.clone(), lingering.clone()));
     // One limit for both sides: it is the process's memory that must stay bounded.
     let limit = ConnectionLimit::new(config.server.max_connections);
     let _ = tracer.metrics.connection_limit.set(limit.clone());
@@ -262,24 +265,38 @@ fn serve(
     Served { inbound, outbound, admin, poller: None }
 }
 
+/// How the listeners close once the proxy is stopped.
+struct Closing {
+    /// Closes the listeners (and starts the HTTP connections' graceful close).
+    close: Shutdown,
+    /// The drain window.
+    delay: Duration,
+    /// How long open connections get to finish after it.
+    grace: Duration,
+    /// The connections the HTTP servers' graceful close does not see: tunnels, upgraded
+    /// connections, HTTP inside a `CONNECT`.
+    lingering: Lingering,
+}
+
 /// Once stopped: reports not ready, keeps serving for the drain window (the endpoints that send us
 /// traffic take a moment to hear that we are leaving), closes the listeners, lets open connections
-/// finish, flushes the segments still queued.
-async fn drain(
-    mut stopped: Stopped,
-    readiness: Readiness,
-    (close, delay): (Shutdown, Duration),
-    served: Served,
-    flushes: Flushes,
-) {
+/// (tunnels too) finish within the grace period, flushes the segments still queued, those of the
+/// tunnels cut at its end among them.
+async fn drain(mut stopped: Stopped, readiness: Readiness, closing: Closing, served: Served, flushes: Flushes) {
+    let Closing { close, delay, grace, lingering } = closing;
     stopped.wait().await;
     readiness.set(false);
     tracing::info!(drain = ?delay, "not ready; still serving for the drain window");
     tokio::time::sleep(delay).await;
     close.trigger();
+    let deadline = tokio::time::Instant::now() + grace;
     let _ = served.inbound.await;
     if let Some(t) = served.outbound {
         let _ = t.await;
+    }
+    let cut = lingering.drain(deadline).await;
+    if cut > 0 {
+        tracing::warn!(cut, ?grace, "tunnels still open after the grace period were cut");
     }
     if let Some(p) = served.poller {
         let _ = p.await;

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+use xray_lifecycle::Held;
+
 use super::error::ProxyError;
 use super::guard::OwnListeners;
 use super::tunnel::{self, TunnelRecord};
@@ -22,6 +24,7 @@ pub async fn tunnel(
     connect_timeout: Duration,
     own: &OwnListeners,
     record: Option<TunnelRecord>,
+    held: Held,
 ) {
     if let Err(refusal) = own.check(dst) {
         tracing::warn!(%dst, peer = ?client.peer_addr().ok(), %refusal, "opaque connection refused");
@@ -40,10 +43,10 @@ pub async fn tunnel(
         }
     };
     match record {
-        Some(r) => tunnel::relay(client, upstream, r).await,
+        Some(r) => tunnel::relay(client, upstream, r, held).await,
         None => {
             let (mut client, mut upstream) = (client, upstream);
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            match tunnel::copy_until_cut(&mut client, &mut upstream, &held).await {
                 Ok((up, down)) => tracing::trace!(%dst, up, down, "opaque connection closed"),
                 Err(e) => tracing::debug!(%dst, error = %e, "opaque connection failed"),
             }

@@ -80,6 +80,7 @@ impl Outbound {
             }
             sni::Hello::NotTls | sni::Hello::Incomplete => None,
         };
-        opaque::tunnel(stream, dst, timeout, self.upstream.own(), record).await
+        let held = self.upstream.lingering().hold();
+        opaque::tunnel(stream, dst, timeout, self.upstream.own(), record, held).await
     }
 }

@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use xray_lifecycle::Held;
+
 use super::error::Failure;
 use super::record::{self, Tracer};
 use crate::xray::segment::Segment;
@@ -78,14 +80,15 @@ impl TunnelRecord {
     }
 }
 
-/// Copies bytes both ways until both sides are done, then finishes `record` with the counts.
-pub async fn relay<C, U>(client: C, upstream: U, record: TunnelRecord)
+/// Copies bytes both ways until both sides are done, or the shutdown's grace period is over for
+/// `held`; then finishes `record` with the counts.
+pub async fn relay<C, U>(client: C, upstream: U, record: TunnelRecord, held: Held)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut client, mut upstream) = (Counted::new(client), Counted::new(upstream));
-    let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let result = copy_until_cut(&mut client, &mut upstream, &held).await;
     let (sent, received) = (client.read, upstream.read);
     record.tracer.metrics.tunnels.fetch_add(1, Relaxed);
     match result {
@@ -97,6 +100,19 @@ where
             tracing::debug!(sent, received, error = %e, "tunnel broken");
             record.finish(sent, received, Ended::Broken, Some(Failure::tunnel_broken(sent, received, &e)));
         }
+    }
+}
+
+/// `copy_bidirectional` until both sides are done or `held` is cut at the end of the shutdown's
+/// grace period, which ends the connection as broken.
+pub async fn copy_until_cut<A, B>(a: &mut A, b: &mut B, held: &Held) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(a, b) => copied,
+        () = held.cut() => Err(io::Error::other("cut at the end of the shutdown's grace period")),
     }
 }
 
