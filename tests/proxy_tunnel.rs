@@ -231,3 +231,27 @@ async fn a_tunnel_to_a_server_first_port_is_relayed_without_waiting_for_the_clie
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+/// An HTTP/1.1 connection inside a `CONNECT` idles between requests for the keep-alive timeout,
+/// as any client connection does: a client pooling it (curl, a gRPC channel) must not meet it
+/// closing after the header read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_inside_connect_keeps_alive_for_the_keep_alive_timeout() {
+    let (upstream, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = outbound_sidecar(&daemon, &["--header-read-timeout", "1s", "--keep-alive-timeout", "4s"]);
+    let target = upstream.addr.to_string();
+    let mut s = std::net::TcpStream::connect(sc.outbound.unwrap()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nhost: back-end\r\n\r\n").unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        // Idle past the header read timeout, within the keep-alive timeout.
+        std::thread::sleep(std::time::Duration::from_millis(2000));
+    }
+    daemon.take(2).await;
+}

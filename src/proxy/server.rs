@@ -53,7 +53,8 @@ pub struct ServerSettings {
 pub struct Http {
     /// HTTP/1.1 for the connections [`idle::serve`] serves, which times request heads itself.
     http1: http1::Builder,
-    /// HTTP/1.1 with hyper's header read timeout, for connections served by [`Http::serve`].
+    /// HTTP/1.1 with hyper's header read timeout, for connections served by [`Http::serve`] (HTTP
+    /// inside a `CONNECT`).
     http1_timed: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
@@ -72,7 +73,12 @@ impl Http {
             .max_buf_size(s.max_header_size.max(8192))
             .keep_alive(true);
         let mut http1_timed = http1.clone();
-        http1_timed.header_read_timeout(s.header_read_timeout);
+        // hyper's timer runs from the end of one request to the whole head of the next, idle time
+        // included: the header read timeout alone would close an idle keep-alive connection after
+        // 10 s, where a client pooling it expects the keep-alive timeout (and may send a request
+        // as it closes). Only the pod's own processes reach a tunnel, so the longer of the two
+        // bounds a head there too.
+        http1_timed.header_read_timeout(s.header_read_timeout.max(s.keep_alive_timeout));
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
