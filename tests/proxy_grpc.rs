@@ -215,3 +215,34 @@ async fn calls_through_grpc_proxy_are_traced_one_by_one_inside_the_connect_tunne
 
     check_spans(&receiver.received_spans(EXPECTED.len()).await.1, "SPAN_KIND_CLIENT");
 }
+
+/// A gRPC response must end with its status: one that ends without (or with one that is no status
+/// code) fails at the client (`UNKNOWN`, `INTERNAL`), and is recorded as the fault it was, not as
+/// a success. The server is the PyPI `h2` library answering as such a broken server would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_response_without_a_readable_status_is_a_fault() {
+    use http_body_util::BodyExt;
+    let log = std::env::temp_dir().join(format!("xray-sidecar-h2-grpc-{}.jsonl", std::process::id()));
+    let app = PythonApp::start("h2_app.py", &["{port}", log.to_str().unwrap()]);
+    let daemon = Daemon::start().await;
+    let sc = Sidecar::sample_all(&format!("http://127.0.0.1:{}", app.port), daemon.addr, &[]);
+    let (mut send, _closed) = support::h2_connection(sc.listen).await;
+    for (path, code, name) in [("no-status", 2, "UNKNOWN"), ("bad-status", 13, "INTERNAL")] {
+        let req = http::Request::post(format!("http://catalog/shop.v1.Catalog/{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let body = res.into_body().collect().await.unwrap();
+        let status = body.trailers().and_then(|t| t.get("grpc-status")).map(|v| v.to_str().unwrap().to_owned());
+        assert_ne!(status.as_deref(), Some("0"), "{path}: the client saw no status to read");
+        let doc = daemon.take(1).await.remove(0);
+        assert_eq!(doc["fault"], true, "{path}: {doc}");
+        assert_eq!(doc["annotations"]["grpc_status"], name, "{path}: {doc}");
+        assert_eq!(doc["annotations"]["grpc_status_code"], code, "{path}: {doc}");
+        assert_eq!(doc["metadata"]["grpc"]["messages_received"], 1, "{path}: {doc}");
+    }
+    let _ = std::fs::remove_file(log);
+}

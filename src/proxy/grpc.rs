@@ -105,6 +105,8 @@ pub struct Call {
     pub received: MessageCounter,
     /// Messages the client sent.
     pub sent: SentCount,
+    /// A `grpc-status` came that is no status code.
+    unreadable_status: bool,
 }
 
 impl Call {
@@ -115,20 +117,35 @@ impl Call {
         }
         let (service, method) = grpc::service_and_method(path).unwrap_or(("unknown", "unknown"));
         let facts = Grpc { service: service.to_owned(), method: method.to_owned(), ..Grpc::default() };
-        Some(Call { facts, timeout: timeout(headers), received: MessageCounter::default(), sent: SentCount::default() })
+        let (received, sent) = (MessageCounter::default(), SentCount::default());
+        Some(Call { facts, timeout: timeout(headers), received, sent, unreadable_status: false })
     }
 
     /// Takes the status from a trailers-only response head or the trailers.
     pub fn read_status(&mut self, h: &HeaderMap) {
-        if let Some((code, message)) = status(h) {
-            self.facts.status = Some(code);
-            self.facts.message = message;
+        match status(h) {
+            Some((code, message)) => {
+                self.facts.status = Some(code);
+                self.facts.message = message;
+            }
+            None => self.unreadable_status |= h.contains_key("grpc-status"),
         }
     }
 
     /// The facts to record once the call is over. A call the client abandoned after its deadline
-    /// ended as `DEADLINE_EXCEEDED`, as the client reports it.
-    pub fn finish(mut self, elapsed: Duration, abandoned: bool) -> Grpc {
+    /// ended as `DEADLINE_EXCEEDED`, as the client reports it. A response that `answered` (HTTP 200,
+    /// to its end) without a status it could read is the `UNKNOWN` or `INTERNAL` its client saw:
+    /// the status is mandatory, and a client fails the call without one.
+    pub fn finish(mut self, elapsed: Duration, abandoned: bool, answered: bool) -> Grpc {
+        if answered && self.facts.status.is_none() {
+            let (code, why) = if self.unreadable_status {
+                (grpc::INTERNAL, "the response's grpc-status is not a status code")
+            } else {
+                (grpc::UNKNOWN, "the response ended without a grpc-status")
+            };
+            self.facts.status = Some(code);
+            self.facts.message = Some(why.to_owned());
+        }
         // `grpc-timeout` is what was left when the client sent the request, so the deadline fell a
         // little before `timeout` after the request reached us: allow for that transit.
         let past_deadline = |t: Duration| elapsed + t / 10 + Duration::from_millis(20) >= t;
@@ -169,9 +186,31 @@ mod tests {
         h.insert("grpc-timeout", HeaderValue::from_static("500m"));
         let call = || Call::start("/shop.v1.Catalog/GetItem", &h).expect("a gRPC call");
         // The client's deadline passed a few milliseconds before ours would: still the deadline.
-        assert_eq!(call().finish(Duration::from_millis(495), true).status, Some(grpc::DEADLINE_EXCEEDED));
-        assert_eq!(call().finish(Duration::from_millis(100), true).status, None);
-        assert_eq!(call().finish(Duration::from_millis(600), false).status, None);
+        assert_eq!(call().finish(Duration::from_millis(495), true, false).status, Some(grpc::DEADLINE_EXCEEDED));
+        assert_eq!(call().finish(Duration::from_millis(100), true, false).status, None);
+        assert_eq!(call().finish(Duration::from_millis(600), false, false).status, None);
+    }
+
+    #[test]
+    fn a_response_without_a_readable_status_is_what_its_client_saw() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        let call = || Call::start("/shop.v1.Catalog/GetItem", &h).expect("a gRPC call");
+        assert_eq!(call().finish(Duration::ZERO, false, true).status, Some(grpc::UNKNOWN), "no grpc-status");
+        for bad in ["abc", "-1", ""] {
+            let mut c = call();
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static(bad));
+            c.read_status(&trailers);
+            assert_eq!(c.finish(Duration::ZERO, false, true).status, Some(grpc::INTERNAL), "grpc-status: {bad:?}");
+        }
+        // A status read, or a response that never ended whole, is left as it is.
+        let mut c = call();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        c.read_status(&trailers);
+        assert_eq!(c.finish(Duration::ZERO, false, true).status, Some(0));
+        assert_eq!(call().finish(Duration::ZERO, false, false).status, None);
     }
 
     #[test]

@@ -121,7 +121,9 @@ impl Completion {
         let elapsed = self.start.elapsed();
         self.tracer.metrics.record_request(self.direction, self.status, elapsed);
         let aborted = failure.as_ref().is_some_and(Failure::client_aborted);
-        let grpc = self.grpc.map(|call| Box::new(call.finish(elapsed, aborted)));
+        // The body ended, whole, behind a 200: a gRPC response, which must have said its status.
+        let answered = bytes.is_some() && failure.is_none() && self.status == Some(200);
+        let grpc = self.grpc.map(|call| Box::new(call.finish(elapsed, aborted, answered)));
         if aborted && grpc.as_ref().is_some_and(|g| g.status.is_some()) {
             // The call's own outcome (its trailers, or its deadline passing) says more than the
             // client's leaving.

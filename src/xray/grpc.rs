@@ -45,6 +45,10 @@ const NAMES: [&str; 17] = [
 
 /// `DEADLINE_EXCEEDED`.
 pub const DEADLINE_EXCEEDED: u32 = 4;
+/// `UNKNOWN`: what a client makes of a response that ends without a status.
+pub const UNKNOWN: u32 = 2;
+/// `INTERNAL`: what a client makes of a status it cannot read.
+pub const INTERNAL: u32 = 13;
 
 /// The name of a status code; codes outside the specification are `UNKNOWN`, as gRPC reads them.
 pub fn status_name(code: u32) -> &'static str {

@@ -1,7 +1,9 @@
 """An HTTP/2 (h2c, prior knowledge) application that accepts anything: the PyPI `h2` library with
 its checks of received headers turned off, so that whatever a proxy forwards is seen as it came.
 Answers every request 200 "ok" and appends each one's headers to LOG as a JSON line:
-{"headers": [[name, value], ...]}.
+{"headers": [[name, value], ...]}. A :path ending in /no-status answers as a gRPC server that
+forgets its status (one message, then the end of the stream, no trailers); /bad-status sends
+`grpc-status: abc` in its trailers.
 
 Usage: h2_app.py PORT LOG   (PORT 0 picks one; the port is printed on the first line)
 """
@@ -50,6 +52,15 @@ def serve(sock):
             for e in events:
                 if isinstance(e, h2.events.RequestReceived):
                     say(json.dumps({"headers": [[k, v] for k, v in e.headers]}))
+                    path = dict(e.headers).get(":path", "")
+                    if path.endswith(("/no-status", "/bad-status")):
+                        conn.send_headers(e.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                        message = b"\x00\x00\x00\x00\x02hi"
+                        no_status = path.endswith("/no-status")
+                        conn.send_data(e.stream_id, message, end_stream=no_status)
+                        if not no_status:
+                            conn.send_headers(e.stream_id, [("grpc-status", "abc")], end_stream=True)
+                        continue
                     conn.send_headers(e.stream_id, [(":status", "200"), ("content-length", "2")])
                     conn.send_data(e.stream_id, b"ok", end_stream=True)
                 elif isinstance(e, h2.events.DataReceived):
