@@ -138,6 +138,25 @@ async fn connects_to_the_proxy_itself_to_instance_metadata_or_to_denied_ranges_a
     assert!(sc.metrics().await.contains("xray_sidecar_connects_denied_total 5"));
     // The same server on an allowed address still works.
     assert!(raw_connect(proxy, &format!("127.0.0.1:{}", server.port)).starts_with("HTTP/1.1 200"));
+    // Targets that are not host:port, or read two ways, and a CONNECT with content (whose bytes
+    // would be taken out of the tunnel's) are refused before anything is dialled.
+    let port = server.port;
+    for target in [
+        "127.0.0.1:0".to_owned(),
+        format!("127.0.0.1:+{port}"),
+        format!("user:pw@127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
+        format!("[127.0.0.1]:{port}"),
+    ] {
+        let line = raw_connect(proxy, &target);
+        assert!(line.starts_with("HTTP/1.1 400"), "{target}: {line}");
+    }
+    let mut s = std::net::TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(s, "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 5\r\n\r\nBODY!").unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
 
 /// `curl --proxytunnel` (like gRPC with `grpc_proxy`) sends plain HTTP inside a `CONNECT`: each

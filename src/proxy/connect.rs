@@ -108,13 +108,12 @@ where
 async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc<Plaintext>, peer: IpAddr) -> Answer {
     let opened = Opened::now();
     let tracer = &plaintext.tracer;
-    let Some(authority) = req.uri().authority().cloned() else {
-        return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    let (host, port) = match destination(&req) {
+        Ok(target) => target,
+        Err(why) => return answer(StatusCode::BAD_REQUEST, why),
     };
-    let (host, port) = (authority.host().trim_start_matches('[').trim_end_matches(']'), authority.port_u16());
-    let Some(port) = port else {
-        return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
-    };
+    let host = host.as_str();
+    let authority = req.uri().authority().cloned().unwrap_or_else(|| http::uri::Authority::from_static("unknown"));
     let addrs: Vec<SocketAddr> =
         match tokio::time::timeout(policy.connect_timeout, tokio::net::lookup_host((host, port))).await {
             Ok(Ok(addrs)) => addrs.collect(),
@@ -179,6 +178,39 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc
     Response::new(Full::new(Bytes::new()))
 }
 
+/// The host and port a `CONNECT` asks for: `host:port` and nothing else (RFC 9110 §9.3.6, RFC
+/// 9112 §3.2.3), so that what is checked against the deny list, dialled and recorded is one
+/// reading of it; and no content, whose bytes would otherwise be taken from the tunnel's.
+fn destination<B>(req: &Request<B>) -> Result<(String, u16), &'static str> {
+    let uri = req.uri();
+    let Some(authority) = uri.authority().filter(|_| uri.scheme().is_none()) else {
+        return Err("CONNECT takes host:port, not a URL");
+    };
+    if authority.as_str().contains('@') {
+        return Err("CONNECT takes host:port, without a userinfo");
+    }
+    let port = authority
+        .as_str()
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let Some(port) = port.and_then(|p| p.parse::<u16>().ok()).filter(|p| *p != 0) else {
+        return Err("CONNECT needs host:port, with a port from 1 to 65535");
+    };
+    let host = authority.host();
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+        Some(_) => return Err("CONNECT takes an IPv6 address in brackets, and nothing else"),
+        None => host,
+    };
+    let framed = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req.headers().get(header::CONTENT_LENGTH).is_some_and(|l| l.as_bytes() != b"0");
+    if framed && req.version() < http::Version::HTTP_2 {
+        return Err("a CONNECT request has no content");
+    }
+    Ok((host.to_owned(), port))
+}
+
 /// Tries each resolved address in turn.
 async fn connect_any(addrs: &[SocketAddr], policy: &ConnectPolicy) -> Result<TcpStream, ProxyError> {
     let mut last = ProxyError::connecting(std::io::Error::new(std::io::ErrorKind::NotFound, "host not found"));
@@ -208,4 +240,35 @@ fn answer(status: StatusCode, text: &str) -> Answer {
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(target: &str, headers: &[(&str, &str)]) -> Result<(String, u16), &'static str> {
+        let mut req = Request::builder().method(Method::CONNECT).uri(target);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(()).expect("request");
+        destination(&req)
+    }
+
+    #[test]
+    fn a_connect_target_is_host_and_port_and_the_request_has_no_content() {
+        assert_eq!(connect("example.com:443", &[]), Ok(("example.com".to_owned(), 443)));
+        assert_eq!(connect("[::1]:8443", &[]), Ok(("::1".to_owned(), 8443)));
+        assert_eq!(connect("10.0.0.1:443", &[("content-length", "0")]), Ok(("10.0.0.1".to_owned(), 443)));
+        for bad in ["example.com", "example.com:0", "example.com:+443", "example.com:99999", "[10.0.0.1]:443"] {
+            assert!(connect(bad, &[]).is_err(), "{bad}");
+        }
+        for bad in ["user:pw@example.com:443", "http://example.com:443"] {
+            if let Ok(req) = Request::builder().method(Method::CONNECT).uri(bad).body(()) {
+                assert!(destination(&req).is_err(), "{bad}");
+            }
+        }
+        assert!(connect("example.com:443", &[("content-length", "5")]).is_err());
+        assert!(connect("example.com:443", &[("transfer-encoding", "chunked")]).is_err());
+    }
 }
