@@ -22,8 +22,8 @@ use super::grpc::SentCount;
 use super::grpc_body::CountMessages;
 use super::guard::{GuardedConnector, OwnListeners, Refusal};
 use super::pool::H1Pool;
+use super::relay;
 use super::response_timer::ResponseTimers;
-use super::tunnel;
 use super::{head, hop, target};
 use crate::metrics::Metrics;
 use xray_lifecycle::{Held, Lingering};
@@ -386,7 +386,7 @@ async fn relay_upgraded(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgr
         }
     };
     let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-    match tunnel::copy_until_cut(&mut c, &mut u, &held).await {
+    match relay::copy_until_cut(&mut c, &mut u, &held).await {
         Ok((up, down)) => tracing::trace!(up, down, "upgraded connection closed"),
         Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
     }

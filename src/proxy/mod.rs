@@ -24,6 +24,7 @@ pub mod plaintext;
 pub mod pool;
 pub mod probes;
 pub mod record;
+pub mod relay;
 pub mod response_timer;
 pub mod rewind;
 pub mod server;

@@ -9,6 +9,7 @@ use xray_lifecycle::Held;
 
 use super::error::ProxyError;
 use super::guard::OwnListeners;
+use super::relay;
 use super::tunnel::{self, TunnelRecord};
 use crate::xray::tunnel::Ended;
 
@@ -46,7 +47,7 @@ pub async fn tunnel(
         Some(r) => tunnel::relay(client, upstream, r, held).await,
         None => {
             let (mut client, mut upstream) = (client, upstream);
-            match tunnel::copy_until_cut(&mut client, &mut upstream, &held).await {
+            match relay::copy_until_cut(&mut client, &mut upstream, &held).await {
                 Ok((up, down)) => tracing::trace!(%dst, up, down, "opaque connection closed"),
                 Err(e) => tracing::debug!(%dst, error = %e, "opaque connection failed"),
             }

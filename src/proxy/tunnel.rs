@@ -13,6 +13,7 @@ use xray_lifecycle::Held;
 
 use super::error::Failure;
 use super::record::{self, Tracer};
+use super::relay;
 use crate::xray::segment::Segment;
 use crate::xray::tunnel::Ended;
 
@@ -88,7 +89,7 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut client, mut upstream) = (Counted::new(client), Counted::new(upstream));
-    let result = copy_until_cut(&mut client, &mut upstream, &held).await;
+    let result = relay::copy_until_cut(&mut client, &mut upstream, &held).await;
     let (sent, received) = (client.read, upstream.read);
     record.tracer.metrics.tunnels.fetch_add(1, Relaxed);
     match result {
@@ -100,19 +101,6 @@ where
             tracing::debug!(sent, received, error = %e, "tunnel broken");
             record.finish(sent, received, Ended::Broken, Some(Failure::tunnel_broken(sent, received, &e)));
         }
-    }
-}
-
-/// `copy_bidirectional` until both sides are done or `held` is cut at the end of the shutdown's
-/// grace period, which ends the connection as broken.
-pub async fn copy_until_cut<A, B>(a: &mut A, b: &mut B, held: &Held) -> io::Result<(u64, u64)>
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    tokio::select! {
-        copied = tokio::io::copy_bidirectional(a, b) => copied,
-        () = held.cut() => Err(io::Error::other("cut at the end of the shutdown's grace period")),
     }
 }
 
