@@ -245,4 +245,18 @@ async fn a_grpc_response_without_a_readable_status_is_a_fault() {
         assert_eq!(doc["metadata"]["grpc"]["messages_received"], 1, "{path}: {doc}");
     }
     let _ = std::fs::remove_file(log);
+
+    // A server that is not there: the proxy's own 502 is no gRPC message received.
+    let sc = Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, &[]);
+    let (mut send, _closed) = support::h2_connection(sc.listen).await;
+    let req = http::Request::post("http://catalog/shop.v1.Catalog/GetItem")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 502);
+    res.into_body().collect().await.unwrap();
+    let doc = daemon.take(1).await.remove(0);
+    assert_eq!(doc["metadata"]["grpc"]["messages_received"], 0, "{doc}");
+    assert_eq!(doc["fault"], true, "{doc}");
 }

@@ -51,12 +51,19 @@ pub struct MessageCounter {
     remaining: u64,
     /// Messages whose prefix has passed.
     pub count: u64,
+    /// The stream turned out not to be gRPC: nothing more is counted.
+    stopped: bool,
 }
 
 impl MessageCounter {
+    /// Counts nothing more: the stream is not gRPC's.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
     /// Takes the next chunk of the stream.
     pub fn feed(&mut self, mut b: &[u8]) {
-        while !b.is_empty() {
+        while !b.is_empty() && !self.stopped {
             if self.remaining > 0 {
                 let n = b.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                 self.remaining -= n as u64;

@@ -212,8 +212,14 @@ where
         let (mut parts, body) = res.into_parts();
         completion.status = Some(parts.status.as_u16());
         if let Some(call) = completion.grpc.as_mut() {
-            // A trailers-only response carries the status in its head.
-            call.read_status(&parts.headers);
+            if grpc::is_grpc(&parts.headers) {
+                // A trailers-only response carries the status in its head.
+                call.read_status(&parts.headers);
+            } else {
+                // The proxy's own answer, or an HTML error page from whatever stood in for the
+                // server: its bytes are no gRPC messages.
+                call.received.stop();
+            }
         }
         if let Some(t) = completion.record.as_mut() {
             // A downstream that answers with a trace header records its own segment. One look-up
