@@ -5,6 +5,7 @@
 //! `plaintext`).
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper_util::rt::TokioIo;
@@ -108,12 +109,11 @@ where
 async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc<Plaintext>, peer: IpAddr) -> Answer {
     let opened = Opened::now();
     let tracer = &plaintext.tracer;
-    let (host, port) = match destination(&req) {
+    let (authority, host, port) = match destination(&req) {
         Ok(target) => target,
         Err(why) => return answer(StatusCode::BAD_REQUEST, why),
     };
     let host = host.as_str();
-    let authority = req.uri().authority().cloned().unwrap_or_else(|| http::uri::Authority::from_static("unknown"));
     let addrs: Vec<SocketAddr> =
         match tokio::time::timeout(policy.connect_timeout, tokio::net::lookup_host((host, port))).await {
             Ok(Ok(addrs)) => addrs.collect(),
@@ -178,10 +178,11 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc
     Response::new(Full::new(Bytes::new()))
 }
 
-/// The host and port a `CONNECT` asks for: `host:port` and nothing else (RFC 9110 §9.3.6, RFC
-/// 9112 §3.2.3), so that what is checked against the deny list, dialled and recorded is one
-/// reading of it; and no content, whose bytes would otherwise be taken from the tunnel's.
-fn destination<B>(req: &Request<B>) -> Result<(String, u16), &'static str> {
+/// The authority a `CONNECT` asks for, with its host (an IPv6 address without brackets) and port:
+/// `host:port` and nothing else (RFC 9110 §9.3.6, RFC 9112 §3.2.3), so that what is checked
+/// against the deny list, dialled and recorded is one reading of it; and no content, whose bytes
+/// would otherwise be taken from the tunnel's.
+fn destination<B>(req: &Request<B>) -> Result<(Authority, String, u16), &'static str> {
     let uri = req.uri();
     let Some(authority) = uri.authority().filter(|_| uri.scheme().is_none()) else {
         return Err("CONNECT takes host:port, not a URL");
@@ -208,7 +209,7 @@ fn destination<B>(req: &Request<B>) -> Result<(String, u16), &'static str> {
     if framed && req.version() < http::Version::HTTP_2 {
         return Err("a CONNECT request has no content");
     }
-    Ok((host.to_owned(), port))
+    Ok((authority.clone(), host.to_owned(), port))
 }
 
 /// Tries each resolved address in turn.
@@ -229,7 +230,7 @@ fn is_self(s: &TcpStream, policy: &ConnectPolicy) -> bool {
     s.peer_addr().is_ok_and(|peer| policy.own.contains(peer))
 }
 
-fn refuse(tracer: &Tracer, authority: &http::uri::Authority, addr: SocketAddr) -> Answer {
+fn refuse(tracer: &Tracer, authority: &Authority, addr: SocketAddr) -> Answer {
     tracer.metrics.connects_denied.fetch_add(1, Relaxed);
     tracing::info!(%authority, %addr, "CONNECT refused: the proxy itself or a denied range");
     answer(StatusCode::FORBIDDEN, "CONNECT to this destination is not allowed")
@@ -252,7 +253,7 @@ mod tests {
             req = req.header(*k, *v);
         }
         let req = req.body(()).expect("request");
-        destination(&req)
+        destination(&req).map(|(_, host, port)| (host, port))
     }
 
     #[test]
