@@ -5,19 +5,30 @@
 //! reader walking a segment's `subsegments` finds the call the next service names as its parent.
 //!
 //! Documents no subsegment joins are returned as received, byte for byte. A subsegment whose
-//! parent is not (yet) here stays an entry of its own rather than being lost.
+//! parent is not (yet) here stays an entry of its own rather than being lost. Last come the
+//! inferred segments X-Ray adds for the downstreams that sent none of their own (see [`inferred`]).
 
 use serde_json::{Map, Value, json};
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
-use super::document::Kind;
+use super::document::{Document, Kind};
 use super::store::Trace;
 
 /// How deep a parent is looked for inside a document; the JSON parser's own nesting limit is
 /// higher, and no emitter nests calls this deep.
 const MAX_DEPTH: usize = 64;
 
-/// The `Segments` of `trace`: `{"Id", "Document"}` for each entry, in the order received.
+/// The `Segments` of `trace`: `{"Id", "Document"}` for each entry, in the order received, then
+/// the inferred ones.
 pub fn segments(trace: &Trace) -> Vec<Value> {
+    let mut entries = received(trace);
+    entries.extend(inferred(trace));
+    entries
+}
+
+/// The documents received, each subsegment sent on its own inside its parent when that is here.
+fn received(trace: &Trace) -> Vec<Value> {
     let verbatim = |i: usize| {
         let d = &trace.documents[i];
         json!({"Id": d.document.id, "Document": d.text})
@@ -66,6 +77,58 @@ pub fn segments(trace: &Trace) -> Vec<Value> {
             _ => verbatim(i),
         })
         .collect()
+}
+
+/// The inferred segments X-Ray adds to a trace (the segment documents guide's "inferred segment
+/// for a downstream HTTP call"): one for each call to a downstream (a `remote` or `aws`
+/// subsegment) whose callee sent no segment naming it as parent, named and timed after the call,
+/// with its HTTP exchange, its AWS facts and its flags, and `"inferred": true`. Its id is derived
+/// from the call's, so that every read of the trace gives the same one.
+fn inferred(trace: &Trace) -> Vec<Value> {
+    let answered: HashSet<&str> = trace
+        .documents
+        .iter()
+        .filter(|d| d.document.kind == Kind::Segment)
+        .filter_map(|d| d.document.parent_id.as_deref())
+        .collect();
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for d in &trace.documents {
+        d.document.walk(&mut |call| {
+            let downstream = call.kind == Kind::Subsegment && call.is_remote();
+            if downstream && !answered.contains(call.id.as_str()) && seen.insert(call.id.clone()) {
+                out.push(inferred_segment(&trace.id, call));
+            }
+        });
+    }
+    out
+}
+
+/// The inferred segment of the downstream `call` went to.
+fn inferred_segment(trace_id: &str, call: &Document) -> Value {
+    let mut hasher = DefaultHasher::new();
+    ("inferred", &call.id).hash(&mut hasher);
+    let id = format!("{:016x}", hasher.finish());
+    let mut doc = Map::new();
+    doc.insert("id".into(), json!(id));
+    doc.insert("name".into(), json!(call.name));
+    doc.insert("trace_id".into(), json!(trace_id));
+    doc.insert("start_time".into(), json!(call.start));
+    match call.end {
+        Some(end) => doc.insert("end_time".into(), json!(end)),
+        None => doc.insert("in_progress".into(), json!(true)),
+    };
+    doc.insert("parent_id".into(), json!(call.id));
+    if call.namespace.as_deref() == Some("aws") {
+        doc.insert("origin".into(), json!(format!("AWS::{}", call.name)));
+    }
+    for key in ["http", "aws", "error", "throttle", "fault"] {
+        if let Some(v) = call.fields.get(key) {
+            doc.insert(key.into(), v.clone());
+        }
+    }
+    doc.insert("inferred".into(), json!(true));
+    json!({"Id": id, "Document": Value::Object(doc).to_string()})
 }
 
 /// The entry of `doc` (itself or a nested subsegment) whose id is `id`.
@@ -140,7 +203,7 @@ mod tests {
         let child = CALL.replace("\"0000000000000002\"", "\"0000000000000009\"");
         let grandchild = NESTED.replace("\"0000000000000001\"", "\"0000000000000009\"");
         let docs = documents(&[&grandchild, &child, FRONT]);
-        assert_eq!(docs.len(), 1, "{docs:?}");
+        assert_eq!(docs.len(), 2, "the call's downstream sent nothing: inferred: {docs:?}");
         assert_eq!(docs[0]["subsegments"][1]["subsegments"][0]["id"], "0000000000000003");
     }
 
@@ -155,10 +218,33 @@ mod tests {
 
     #[test]
     fn an_embedded_entry_with_the_same_id_wins() {
-        let again = CALL.replace("\"0000000000000002\"", "\"0000000000000001\"");
+        let again =
+            CALL.replace("\"0000000000000002\"", "\"0000000000000001\"").replace(r#""namespace":"remote","#, "");
         let docs = documents(&[FRONT, &again]);
         assert_eq!(docs.len(), 1);
         assert_eq!(docs[0]["subsegments"].as_array().map(Vec::len), Some(1));
         assert_eq!(docs[0]["subsegments"][0]["name"], "work");
+    }
+
+    #[test]
+    fn a_downstream_that_sent_nothing_gets_an_inferred_segment() {
+        let call = r#"{"name":"names.example.com","id":"0000000000000005","trace_id":"1-5759e988-bd862e3fe1be46a994272793","type":"subsegment","parent_id":"70de5b6f19ff9a0a","namespace":"remote","start_time":1.3,"end_time":1.5,"fault":true,"http":{"request":{"method":"GET","url":"https://names.example.com/"},"response":{"status":503}}}"#;
+        let table = r#"{"name":"DynamoDB","id":"0000000000000006","trace_id":"1-5759e988-bd862e3fe1be46a994272793","type":"subsegment","parent_id":"70de5b6f19ff9a0a","namespace":"aws","start_time":1.6,"end_time":1.7,"aws":{"operation":"GetItem","table_name":"orders"}}"#;
+        let docs = documents(&[FRONT, CALL, BACK, call, table]);
+        // The front-end (holding the three calls) and the back-end, then one inferred segment for
+        // each call whose downstream sent none: not for the back-end, which did.
+        assert_eq!(docs.len(), 4, "{docs:?}");
+        let (names, dynamo) = (&docs[2], &docs[3]);
+        assert_eq!(
+            (&names["name"], &names["parent_id"], &names["inferred"]),
+            (&"names.example.com".into(), &"0000000000000005".into(), &true.into())
+        );
+        assert_eq!((&names["start_time"], &names["end_time"]), (&1.3.into(), &1.5.into()));
+        assert_eq!((&names["http"]["response"]["status"], &names["fault"]), (&503.into(), &true.into()));
+        assert_eq!(names["trace_id"], TRACE);
+        assert_eq!(names["id"].as_str().map(str::len), Some(16));
+        assert_eq!((&dynamo["origin"], &dynamo["aws"]["table_name"]), (&"AWS::DynamoDB".into(), &"orders".into()));
+        // The same ids on every read.
+        assert_eq!(documents(&[FRONT, CALL, BACK, call, table])[2]["id"], names["id"]);
     }
 }
