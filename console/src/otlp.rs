@@ -4,9 +4,9 @@
 //! what arrives over UDP. The answer is in the request's encoding.
 //!
 //! SERVER (and other local-root) spans become segments named after the resource's `service.name`;
-//! CLIENT and PRODUCER spans become remote subsegments named after `server.address`, which is what
-//! draws an edge to the service whose span names them as parent; INTERNAL spans become local
-//! subsegments.
+//! CLIENT and PRODUCER spans become remote subsegments named after the downstream they called
+//! (`peer.service`, `server.address` or the older attributes, see `remote_name`), which draws an
+//! edge to the service whose span names them as parent; INTERNAL spans become local subsegments.
 
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -217,7 +217,7 @@ fn document(span: &Span, service: &str) -> Option<Value> {
     entry.insert("id".into(), json!(id));
     let name = if remote {
         entry.insert("namespace".into(), json!("remote"));
-        text(a, "server.address").or_else(|| text(a, "peer.service")).unwrap_or_else(|| span.name.clone())
+        remote_name(a).unwrap_or_else(|| span.name.clone())
     } else if kind == SpanKind::Internal && parent.is_some() {
         span.name.clone()
     } else {
@@ -259,6 +259,31 @@ fn document(span: &Span, service: &str) -> Option<Value> {
     holder.insert("end_time".into(), json!(end));
     holder.insert("subsegments".into(), json!([Value::Object(entry)]));
     Some(Value::Object(holder))
+}
+
+/// What a CLIENT or PRODUCER span names its downstream, as the ADOT collector's X-Ray exporter reads
+/// it: the service it was told (`peer.service`, an AWS API's `rpc.service`), else the address it
+/// called in the current conventions or the older ones many instrumentations still send, else the
+/// host of its URL. `None` leaves the span's own name, which says little (`GET`).
+fn remote_name(a: &[KeyValue]) -> Option<String> {
+    let aws = text(a, "rpc.system").is_some_and(|s| s == "aws-api");
+    text(a, "peer.service")
+        .or_else(|| aws.then(|| text(a, "rpc.service")).flatten())
+        .or_else(|| text(a, "server.address"))
+        .or_else(|| text(a, "rpc.service"))
+        .or_else(|| text(a, "db.name"))
+        .or_else(|| text(a, "http.host"))
+        .or_else(|| text(a, "net.peer.name"))
+        .or_else(|| {
+            let url = text(a, "url.full").or_else(|| text(a, "http.url"))?;
+            let authority = url.split_once("://")?.1.split(['/', '?', '#']).next()?;
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let host = match host.strip_prefix('[') {
+                Some(v6) => v6.split(']').next()?,
+                None => host.split(':').next()?,
+            };
+            (!host.is_empty()).then(|| host.to_owned())
+        })
 }
 
 /// The `http` object and the error, throttle and fault flags, from the HTTP semantic conventions
@@ -329,5 +354,36 @@ fn int(attrs: &[KeyValue], key: &str) -> Option<i64> {
         any_value::Value::IntValue(i) => Some(*i),
         any_value::Value::StringValue(s) => s.parse().ok(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> Vec<KeyValue> {
+        let string = |v: &str| Some(AnyValue { value: Some(any_value::Value::StringValue(v.to_owned())) });
+        pairs.iter().map(|(k, v)| KeyValue { key: (*k).to_owned(), value: string(v), ..KeyValue::default() }).collect()
+    }
+
+    #[test]
+    fn a_call_is_named_after_its_downstream_in_whichever_convention_it_came() {
+        let name = |pairs: &[(&str, &str)]| remote_name(&attrs(pairs));
+        assert_eq!(name(&[("server.address", "back-end"), ("peer.service", "orders")]).as_deref(), Some("orders"));
+        let aws = [
+            ("rpc.system", "aws-api"),
+            ("rpc.service", "DynamoDB"),
+            ("server.address", "dynamodb.us-east-1.amazonaws.com"),
+        ];
+        assert_eq!(name(&aws).as_deref(), Some("DynamoDB"));
+        let grpc = [("rpc.system", "grpc"), ("rpc.service", "shop.v1.Catalog"), ("server.address", "catalog")];
+        assert_eq!(name(&grpc).as_deref(), Some("catalog"));
+        assert_eq!(name(&[("rpc.service", "shop.v1.Catalog")]).as_deref(), Some("shop.v1.Catalog"));
+        assert_eq!(name(&[("db.name", "orders")]).as_deref(), Some("orders"));
+        assert_eq!(name(&[("http.host", "api.example.com")]).as_deref(), Some("api.example.com"));
+        assert_eq!(name(&[("net.peer.name", "api.example.com")]).as_deref(), Some("api.example.com"));
+        assert_eq!(name(&[("http.url", "https://user@api.example.com:8443/x?y")]).as_deref(), Some("api.example.com"));
+        assert_eq!(name(&[("url.full", "http://[::1]:8080/")]).as_deref(), Some("::1"));
+        assert_eq!(name(&[("http.method", "GET")]), None, "nothing to name it after: the span's name");
     }
 }
