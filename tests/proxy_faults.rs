@@ -34,6 +34,8 @@ enum Misbehaviour {
     LengthAndChunked,
     /// Sends `Transfer-Encoding: identity` and a Content-Length, the body, and closes.
     LengthAndIdentity,
+    /// Switches protocols though the request asked for no upgrade, then answers 200 all the same.
+    UnaskedSwitch,
 }
 
 /// A raw TCP upstream that misbehaves the same way on every connection.
@@ -92,6 +94,11 @@ async fn serve(mut s: TcpStream, how: Misbehaviour) {
             Misbehaviour::LengthAndChunked => {
                 let res = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n9\r\nBODYBYTES\r\n0\r\n\r\n";
                 let _ = s.write_all(res.as_bytes()).await;
+            }
+            Misbehaviour::UnaskedSwitch => {
+                let res = "HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                let _ = s.write_all(res.as_bytes()).await;
+                return;
             }
             Misbehaviour::LengthAndIdentity => {
                 let res = "HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\ncontent-length: 2\r\n\r\nBODYBYTES";
@@ -300,6 +307,18 @@ async fn a_length_beside_the_upstreams_transfer_encoding_never_cuts_the_body() {
         assert_eq!(doc.get("error"), None, "{doc:#}");
         assert_eq!(doc.get("fault"), None, "{doc:#}");
     }
+}
+
+/// A 101 to a request that named no protocol in `Upgrade` (RFC 9110 §15.2.2) is no answer to pass
+/// on: the client would get a switch, then nothing.
+#[tokio::test]
+async fn a_switch_nobody_asked_for_is_a_502_and_a_fault() {
+    let (sc, daemon) = start(Misbehaviour::UnaskedSwitch, &[]).await;
+    let seen = get_once(&sc, "/").await;
+    assert_eq!(seen.status, 502, "{seen:?}");
+    let doc = segment(&daemon).await;
+    assert_eq!(doc["fault"], true, "{doc:#}");
+    assert_eq!(doc["cause"]["exceptions"][0]["type"], "ProtocolError", "{doc:#}");
 }
 
 #[tokio::test]

@@ -354,9 +354,12 @@ impl Future for ForwardFuture {
             }
             *res.version_mut() = *this.version;
             if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                if let Some((client_side, held)) = this.upgrade.take() {
-                    tokio::spawn(relay_upgraded(client_side, hyper::upgrade::on(&mut res), held));
-                }
+                let Some((client_side, held)) = this.upgrade.take() else {
+                    // RFC 9110 §15.2.2: only to a protocol the client named in `Upgrade`.
+                    let e = "101 Switching Protocols to a request that asked for no upgrade";
+                    return Poll::Ready(Err(ProxyError::new(ErrorKind::Protocol, e)));
+                };
+                tokio::spawn(relay_upgraded(client_side, hyper::upgrade::on(&mut res), held));
             } else {
                 hop::strip(res.headers_mut(), false, scan.hops);
             }
