@@ -93,6 +93,9 @@ impl Document {
     pub fn parse(value: &Value) -> Result<Self, DocumentError> {
         let obj = value.as_object().ok_or(DocumentError::NotObject)?;
         let trace_id = bounded_str(obj, "trace_id", MAX_ID_LEN)?;
+        if !is_trace_id(&trace_id) {
+            return Err(DocumentError::Field("trace_id"));
+        }
         let kind = match obj.get("type").and_then(Value::as_str) {
             Some("subsegment") => Kind::Subsegment,
             _ => Kind::Segment,
@@ -107,6 +110,9 @@ impl Document {
     /// Parses one entry; nested subsegments get `parent_id` = the enclosing entry's id.
     fn parse_entry(obj: &Map<String, Value>, kind: Kind, trace_id: String) -> Result<Self, DocumentError> {
         let id = bounded_str(obj, "id", MAX_ID_LEN)?;
+        if !is_hex(&id, 16) {
+            return Err(DocumentError::Field("id"));
+        }
         let name = bounded_str(obj, "name", MAX_NAME_LEN)?;
         let start = obj
             .get("start_time")
@@ -117,8 +123,10 @@ impl Document {
         let end = if in_progress {
             None
         } else {
-            // A missing end time is shown as in progress rather than refused: the console is lenient.
-            obj.get("end_time").and_then(Value::as_f64).filter(|t| t.is_finite() && *t >= start)
+            // X-Ray takes either an end time or `in_progress` (PutTraceSegments); an end before
+            // the start is shown as in progress rather than refused.
+            let end = obj.get("end_time").and_then(Value::as_f64).ok_or(DocumentError::Field("end_time"))?;
+            Some(end).filter(|t| t.is_finite() && *t >= start)
         };
         let parent_id = optional_str(obj, "parent_id", MAX_ID_LEN);
         let http = parse_http(obj.get("http"));
@@ -218,6 +226,17 @@ fn parse_annotations(annotations: Option<&Value>) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// `1-` + 8 hex digits (the epoch seconds) + `-` + 24 hex digits, as X-Ray writes a trace id.
+fn is_trace_id(s: &str) -> bool {
+    let mut parts = s.split('-');
+    matches!((parts.next(), parts.next(), parts.next(), parts.next()), (Some("1"), Some(t), Some(r), None) if is_hex(t, 8) && is_hex(r, 24))
+}
+
+/// `len` hex digits.
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn bounded_str(obj: &Map<String, Value>, key: &'static str, max: usize) -> Result<String, DocumentError> {
     match obj.get(key).and_then(Value::as_str) {
         Some(s) if !s.is_empty() && s.len() <= max => Ok(s.to_owned()),
@@ -260,8 +279,30 @@ mod tests {
 
     #[test]
     fn independent_subsegment_needs_a_parent() {
-        let v = json!({"type": "subsegment", "name": "x", "id": "a", "trace_id": "t", "start_time": 1.0});
+        let v = json!({"type": "subsegment", "name": "x", "id": "000000000000000a", "trace_id": TRACE, "start_time": 1.0, "end_time": 2.0});
         assert_eq!(Document::parse(&v), Err(DocumentError::Field("parent_id")));
+    }
+
+    const TRACE: &str = "1-5759e988-bd862e3fe1be46a994272793";
+
+    #[test]
+    fn refuses_what_x_ray_refuses() {
+        // PutTraceSegments: an id of 16 hex digits, a trace id as X-Ray writes it, and an end time
+        // or `in_progress`.
+        for (key, bad) in [
+            ("id", json!("NOT-HEX")),
+            ("id", json!("70de5b6f19ff9a0")),
+            ("trace_id", json!("garbage-1796531501")),
+            ("trace_id", json!("1-5759e988-bd862e3fe1be46a99427279")),
+            ("trace_id", json!("2-5759e988-bd862e3fe1be46a994272793")),
+        ] {
+            let mut v = segment();
+            v[key] = bad.clone();
+            assert_eq!(Document::parse(&v), Err(DocumentError::Field(key)), "{key}: {bad}");
+        }
+        let mut v = segment();
+        v.as_object_mut().map(|o| o.remove("end_time"));
+        assert_eq!(Document::parse(&v), Err(DocumentError::Field("end_time")));
     }
 
     #[test]
@@ -276,7 +317,8 @@ mod tests {
 
     #[test]
     fn in_progress_has_no_end() {
-        let v = json!({"name": "a", "id": "b", "trace_id": "t", "start_time": 1.0, "in_progress": true});
+        let v =
+            json!({"name": "a", "id": "000000000000000b", "trace_id": TRACE, "start_time": 1.0, "in_progress": true});
         let doc = Document::parse(&v).expect("valid");
         assert_eq!(doc.end, None);
         assert_eq!(doc.duration(), None);

@@ -181,7 +181,22 @@ mod tests {
     use super::*;
     use crate::datagram;
 
-    fn received(trace: &str, id: &str, extra: &str) -> Received {
+    /// A trace id made of a short name, so that the tests read as names.
+    fn tid(name: &str) -> String {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("1-5759e988-{hex:0>24}")
+    }
+
+    /// A document id made of a short name.
+    fn id(name: &str) -> String {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{hex:0>16}")
+    }
+
+    /// A complete segment of `trace` named `name`, unless `extra` says otherwise.
+    fn received(trace: &str, name: &str, extra: &str) -> Received {
+        let (trace, id) = (tid(trace), id(name));
+        let extra = if extra.is_empty() { ",\"end_time\":1.5" } else { extra };
         let text = format!(
             "{{\"format\":\"json\",\"version\":1}}\n{{\"name\":\"svc\",\"id\":\"{id}\",\"trace_id\":\"{trace}\",\"start_time\":1.0{extra}}}"
         );
@@ -198,7 +213,7 @@ mod tests {
         assert_eq!(store.insert(received("t1", "a", ",\"in_progress\":true")), Inserted::Added);
         assert_eq!(store.insert(received("t1", "b", "")), Inserted::Added);
         assert_eq!(store.insert(received("t1", "a", ",\"end_time\":2.0")), Inserted::Replaced);
-        let trace = store.get("t1").expect("stored");
+        let trace = store.get(&tid("t1")).expect("stored");
         assert_eq!(trace.documents.len(), 2);
         assert_eq!(trace.documents[0].document.end, Some(2.0));
         assert_eq!(trace.end(), 2.0);
@@ -210,7 +225,7 @@ mod tests {
         let mut store = Store::new(limits(10));
         assert_eq!(store.insert(received("t1", "a", ",\"end_time\":2.0,\"fault\":true")), Inserted::Added);
         assert_eq!(store.insert(received("t1", "a", ",\"in_progress\":true")), Inserted::Stale);
-        let trace = store.get("t1").expect("stored");
+        let trace = store.get(&tid("t1")).expect("stored");
         assert_eq!(trace.documents[0].document.end, Some(2.0));
         assert_eq!(store.stats().documents, 1);
     }
@@ -222,8 +237,8 @@ mod tests {
         store.insert(received("t2", "a", ""));
         store.insert(received("t1", "b", ""));
         store.insert(received("t3", "a", ""));
-        assert!(store.get("t1").is_none(), "t1 arrived first, so it goes first");
-        assert!(store.get("t2").is_some() && store.get("t3").is_some());
+        assert!(store.get(&tid("t1")).is_none(), "t1 arrived first, so it goes first");
+        assert!(store.get(&tid("t2")).is_some() && store.get(&tid("t3")).is_some());
         let stats = store.stats();
         assert_eq!((stats.traces, stats.documents, stats.evicted_traces), (2, 2, 1));
     }
@@ -235,11 +250,11 @@ mod tests {
             store.insert(received(&format!("t{i}"), "a", ""));
         }
         assert!(store.stats().bytes <= 2000, "{:?}", store.stats());
-        assert!(store.get("t99").is_some());
+        assert!(store.get(&tid("t99")).is_some());
         for i in 0..5 {
             store.insert(received("t99", &format!("x{i}"), ""));
         }
-        assert_eq!(store.get("t99").map(|t| t.documents.len()), Some(3));
+        assert_eq!(store.get(&tid("t99")).map(|t| t.documents.len()), Some(3));
         assert_eq!(store.stats().refused_documents, 3);
     }
 }

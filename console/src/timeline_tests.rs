@@ -52,21 +52,24 @@ fn partial_traces_still_show() {
     assert_eq!(in_progress, rows(&[("back-end", 0, true)]));
 }
 
+/// The trace of the loop and chain test.
+const LOOP: &str = "1-5759e988-000000000000000000000001";
+
 #[test]
 fn parent_loops_and_long_chains_do_not_hang_or_overflow() {
     let doc = |id: &str, parent: &str, start: f64| {
         format!(
-            r#"{{"type":"subsegment","name":"s{id}","id":"{id}","parent_id":"{parent}","trace_id":"t","start_time":{start},"end_time":{}}}"#,
+            r#"{{"type":"subsegment","name":"s{id}","id":"{id:0>16}","parent_id":"{parent:0>16}","trace_id":"{LOOP}","start_time":{start},"end_time":{}}}"#,
             start + 1.0
         )
     };
     let looped = [doc("a", "b", 1.0), doc("b", "a", 2.0)];
-    let got = layout(&looped.iter().map(String::as_str).collect::<Vec<_>>(), "t");
+    let got = layout(&looped.iter().map(String::as_str).collect::<Vec<_>>(), LOOP);
     assert_eq!(got, rows(&[("sa", 0, true), ("sb", 1, false)]));
 
     let chain: Vec<String> = (0..5000).map(|i| doc(&format!("{i}"), &format!("{}", i + 1), f64::from(i))).collect();
     let store = store_of(chain.iter().map(String::as_str));
-    let timeline = build(store.get("t").expect("trace"));
+    let timeline = build(store.get(LOOP).expect("trace"));
     assert_eq!(timeline.rows.len(), 100, "the store keeps at most 100 documents per trace here");
     assert_eq!(timeline.rows.last().map(|r| r.depth), Some(99));
 }
