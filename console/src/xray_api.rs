@@ -103,6 +103,10 @@ fn window(start: f64, end: f64) -> Result<Window, XrayError> {
     Ok(Window { start, end })
 }
 
+/// The largest segment document X-Ray takes (the segment documents guide: "up to 64 kB"), as
+/// large as a daemon datagram can carry.
+const MAX_DOCUMENT: usize = 64 * 1024;
+
 fn put_trace_segments(state: &State, body: &[u8]) -> Result<Value, XrayError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -112,9 +116,13 @@ fn put_trace_segments(state: &State, body: &[u8]) -> Result<Value, XrayError> {
     let input: Input = input(body)?;
     let mut unprocessed = Vec::new();
     for text in input.trace_segment_documents {
-        let parsed = serde_json::from_str::<Value>(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|v| Document::parse(&v).map_err(|e| e.to_string()));
+        let parsed = if text.len() > MAX_DOCUMENT {
+            Err(format!("the document is {} bytes: a segment document can be up to 64 kB", text.len()))
+        } else {
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Document::parse(&v).map_err(|e| e.to_string()))
+        };
         match parsed {
             Ok(document) => {
                 let id = document.id.clone();
