@@ -120,7 +120,7 @@ fn inferred_segment(trace_id: &str, call: &Document) -> Value {
     };
     doc.insert("parent_id".into(), json!(call.id));
     if call.namespace.as_deref() == Some("aws") {
-        doc.insert("origin".into(), json!(format!("AWS::{}", call.name)));
+        doc.insert("origin".into(), json!(call.downstream_type()));
     }
     for key in ["http", "aws", "error", "throttle", "fault"] {
         if let Some(v) = call.fields.get(key) {

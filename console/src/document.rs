@@ -174,6 +174,15 @@ impl Document {
         matches!(self.namespace.as_deref(), Some("remote" | "aws"))
     }
 
+    /// The type of the node a call to a downstream stands for when the downstream sends nothing of
+    /// its own: `AWS::<name>` for an AWS service (namespace `aws`), else `remote`.
+    pub fn downstream_type(&self) -> String {
+        match self.namespace.as_deref() {
+            Some("aws") => format!("AWS::{}", self.name),
+            _ => "remote".into(),
+        }
+    }
+
     /// The latest end among this entry and its nested subsegments (start when all are in progress).
     pub fn latest_end(&self) -> f64 {
         self.subsegments.iter().map(Document::latest_end).fold(self.end.unwrap_or(self.start), f64::max)

@@ -111,11 +111,7 @@ impl NodeKey {
     }
 
     fn inferred(call: &Document) -> Self {
-        let kind = match call.namespace.as_deref() {
-            Some("aws") => format!("AWS::{}", call.name),
-            _ => "remote".into(),
-        };
-        Self { rank: 2, name: call.name.clone(), kind }
+        Self { rank: 2, name: call.name.clone(), kind: call.downstream_type() }
     }
 }
 

@@ -192,7 +192,7 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
         }
         doc.walk(&mut |d| {
             if d.is_remote() && d.kind == Kind::Subsegment && !callees.contains(d.id.as_str()) {
-                services.push(service_id(&d.name, "remote"));
+                services.push(service_id(&d.name, &d.downstream_type()));
             }
         });
     }

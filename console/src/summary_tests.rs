@@ -172,3 +172,15 @@ fn a_fault_downstream_the_client_never_saw_is_not_the_traces() {
     assert_eq!(handled.http.http_status, Some(200));
     assert_eq!((handled.has_fault, handled.has_error, handled.has_throttle), (false, false, true));
 }
+
+#[test]
+fn a_downstream_has_the_same_type_in_the_summary_as_on_the_map() {
+    let line = r#"{"name":"web","id":"a1b2c3d4e5f60719","trace_id":"1-6b05d0c1-1b2c3d4e5f60718293a4b5c6","start_time":1795540009.1,"end_time":1795540009.2,"subsegments":[{"name":"DynamoDB","id":"b9c0d1e2f3a4b5c8","namespace":"aws","start_time":1795540009.11,"end_time":1795540009.12},{"name":"names.example.com","id":"b9c0d1e2f3a4b5c9","namespace":"remote","start_time":1795540009.12,"end_time":1795540009.13}]}"#;
+    let store = store_of([line]);
+    let summary = by_id(&page(store.traces(), &Filter::default(), 0, 100, 0.0), "1-6b05d0c1");
+    let types: Vec<(&str, &str)> = summary.service_ids.iter().map(|s| (s.name.as_str(), s.kind.as_str())).collect();
+    assert!(types.contains(&("DynamoDB", "AWS::DynamoDB")), "{types:?}");
+    assert!(types.contains(&("names.example.com", "remote")), "{types:?}");
+    let graph = crate::graph::build(store.traces(), crate::graph::Window { start: 0.0, end: f64::MAX });
+    assert!(graph.services.iter().any(|s| s.name == "DynamoDB" && s.kind == "AWS::DynamoDB"));
+}
