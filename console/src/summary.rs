@@ -153,6 +153,11 @@ pub struct TraceSummaries {
 }
 
 /// The service node of a segment, as the map names it.
+/// The node a segment stands for: its service, typed by its `origin`.
+fn segment_service(segment: &Document) -> ServiceId {
+    service_id(&segment.name, segment.origin.as_deref().unwrap_or("service"))
+}
+
 fn service_id(name: &str, kind: &str) -> ServiceId {
     ServiceId { name: name.to_owned(), names: vec![name.to_owned()], kind: kind.to_owned() }
 }
@@ -174,12 +179,15 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
     let (mut has_throttle, mut in_progress) = (false, false);
     let mut annotations: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for doc in &docs {
+        // The service whose segment holds the annotations (an independent subsegment's is another
+        // document's, and says none).
+        let service = (doc.kind == Kind::Segment).then(|| segment_service(doc));
         doc.walk(&mut |d| {
             ids.insert(d.id.as_str());
             has_throttle |= d.outcome == Outcome::Throttle;
             in_progress |= d.end.is_none();
             for (key, value) in &d.annotations {
-                annotations.entry(key.clone()).or_default().push(annotation_value(value));
+                add_annotation(annotations.entry(key.clone()).or_default(), value, service.as_ref());
             }
         });
     }
@@ -188,7 +196,7 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
     let mut services: Vec<ServiceId> = Vec::new();
     for doc in &docs {
         if doc.kind == Kind::Segment {
-            services.push(service_id(&doc.name, doc.origin.as_deref().unwrap_or("service")));
+            services.push(segment_service(doc));
         }
         doc.walk(&mut |d| {
             if d.is_remote() && d.kind == Kind::Subsegment && !callees.contains(d.id.as_str()) {
@@ -218,7 +226,7 @@ pub fn summarize(trace: &Trace) -> TraceSummary {
         grpc_status: entry.and_then(grpc_status),
         annotations,
         service_ids: services,
-        entry_point: entry.map(|e| service_id(&e.name, e.origin.as_deref().unwrap_or("service"))),
+        entry_point: entry.map(segment_service),
         users: users(&docs),
         segment_count: docs.len(),
         nodes: Vec::new(),
@@ -270,7 +278,7 @@ fn users(docs: &[&Document]) -> Vec<TraceUser> {
     let mut by_name: BTreeMap<&str, Vec<ServiceId>> = BTreeMap::new();
     for doc in docs.iter().filter(|d| d.kind == Kind::Segment) {
         if let Some(user) = doc.fields.get("user").and_then(Value::as_str) {
-            let service = service_id(&doc.name, doc.origin.as_deref().unwrap_or("service"));
+            let service = segment_service(doc);
             let services = by_name.entry(user).or_default();
             if !services.contains(&service) {
                 services.push(service);
@@ -294,6 +302,25 @@ fn http_summary(entry: &Document) -> HttpSummary {
         http_method: h.method.clone(),
         client_ip: h.client_ip.clone(),
         user_agent: h.user_agent.clone(),
+    }
+}
+
+/// Adds one annotation's value to its key's `ValueWithServiceIds` list, as X-Ray lists them: each
+/// value once, with the services that gave it.
+fn add_annotation(values: &mut Vec<Value>, value: &Value, service: Option<&ServiceId>) {
+    let typed = annotation_value(value);
+    let at = match values.iter().position(|v| v["AnnotationValue"] == typed["AnnotationValue"]) {
+        Some(i) => i,
+        None => {
+            values.push(json!({"AnnotationValue": typed["AnnotationValue"], "ServiceIds": []}));
+            values.len() - 1
+        }
+    };
+    let (Some(service), Some(Value::Array(ids))) = (service, values[at].get_mut("ServiceIds")) else { return };
+    if let Ok(id) = serde_json::to_value(service) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
     }
 }
 

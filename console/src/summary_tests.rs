@@ -30,6 +30,11 @@ fn summarizes_the_entry_request() {
     assert!((ok.duration - 0.060).abs() < 1e-6 && (ok.response_time.unwrap_or(0.0) - 0.060).abs() < 1e-6);
     assert!(!ok.has_error && !ok.has_fault && !ok.is_partial);
     assert_eq!(ok.annotations.len(), 1);
+    // X-Ray's ValueWithServiceIds: the value once, with the services that gave it.
+    let direction = &ok.annotations["direction"];
+    assert_eq!(direction.len(), 1, "{direction:?}");
+    assert_eq!(direction[0]["AnnotationValue"]["StringValue"], "inbound");
+    assert_eq!(direction[0]["ServiceIds"][0]["Name"], "front-end", "{direction:?}");
     let names: Vec<&str> = ok.service_ids.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["back-end", "front-end"]);
 
