@@ -43,7 +43,8 @@ async fn an_opentelemetry_app_behind_us_continues_our_segment() {
         assert_eq!((span["parent_remote"].as_bool(), span["sampled"].as_bool()), (Some(true), Some(true)));
         // Both headers reached the application, saying the same thing.
         let seen: Value = serde_json::from_str(&body).unwrap();
-        let tp = format!("00-{}-{}-01", w3c(&ours["trace_id"]), ours["id"].as_str().unwrap());
+        // A trace started here: sampled, and random in its right-most bytes (W3C Level 2's flag).
+        let tp = format!("00-{}-{}-03", w3c(&ours["trace_id"]), ours["id"].as_str().unwrap());
         assert_eq!(seen["traceparent"], tp.as_str());
         let xray = trace_pairs(seen["x-amzn-trace-id"].as_str().unwrap());
         assert_eq!(pair(&xray, "Root"), ours["trace_id"].as_str());

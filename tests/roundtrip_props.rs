@@ -73,11 +73,12 @@ fn trace_header_parses_what_it_formats() {
 
 #[test]
 fn traceparent_parses_what_it_formats() {
-    run(512, (trace_id(), segment_id(), any::<bool>()), |(trace, parent, sampled)| {
-        let value = TraceParent::format(&trace, &parent, sampled);
-        let expected = format!("00-{}-{parent}-0{}", std::str::from_utf8(&trace.w3c()).unwrap(), u8::from(sampled));
+    run(512, (trace_id(), segment_id(), any::<bool>(), any::<bool>()), |(trace, parent, sampled, random)| {
+        let value = TraceParent::format(&trace, &parent, sampled, random);
+        let flags = u8::from(sampled) | u8::from(random) << 1;
+        let expected = format!("00-{}-{parent}-0{flags}", std::str::from_utf8(&trace.w3c()).unwrap());
         prop_assert_eq!(value.to_str().unwrap(), expected.as_str());
-        prop_assert_eq!(TraceParent::parse(&value), Ok(TraceParent { trace_id: trace, parent, sampled }));
+        prop_assert_eq!(TraceParent::parse(&value), Ok(TraceParent { trace_id: trace, parent, sampled, random }));
         Ok(())
     });
 }

@@ -112,7 +112,10 @@ impl Propagation {
             headers.insert(TRACE_HEADER, incoming.for_downstream(root, parent, sampled));
         }
         if self.w3c {
-            headers.insert(TRACEPARENT, TraceParent::format(root, parent, sampled));
+            // A trace started here has 96 random bits after its time: random in its right-most 7
+            // bytes, as W3C Trace Context Level 2's flag says; a caller's keeps its own word.
+            let random = incoming.root.is_none() || incoming.random;
+            headers.insert(TRACEPARENT, TraceParent::format(root, parent, sampled, random));
             if stale_tracestate {
                 headers.remove(&TRACESTATE);
             }
@@ -203,6 +206,7 @@ pub fn merge(mut xray: TraceHeader, w3c: Option<TraceParent>) -> (TraceHeader, b
             xray.parent = Some(tp.parent);
         }
     }
+    xray.random = tp.random;
     if matches!(xray.sampled, Sampled::Unset | Sampled::Requested) {
         xray.sampled = if tp.sampled { Sampled::Yes } else { Sampled::No };
     }

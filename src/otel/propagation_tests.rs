@@ -69,10 +69,30 @@ fn formats_left_out_are_neither_read_nor_written() {
     let mut out = HeaderMap::new();
     Propagation { xray: false, w3c: true }.write(&mut out, &TraceHeader::EMPTY, &root, &id, true, false);
     assert!(!out.contains_key(&TRACE_HEADER));
+    // No caller's context: the trace is this one's, random in its right-most bytes.
     assert_eq!(
         out.get(&TRACEPARENT).and_then(|v| v.to_str().ok()),
-        Some("00-5759e988bd862e3fe1be46a994272793-0123456789abcdef-01")
+        Some("00-5759e988bd862e3fe1be46a994272793-0123456789abcdef-03")
     );
+}
+
+#[test]
+fn the_random_trace_id_flag_goes_on_as_the_caller_gave_it() {
+    let id = SegmentId::parse("0123456789abcdef").expect("id");
+    let flags = |incoming: &[(&'static str, &str)]| {
+        let (h, _) = read("xray,w3c", incoming);
+        let mut out = HeaderMap::new();
+        let root = h.root.expect("a root");
+        Propagation { xray: true, w3c: true }.write(&mut out, &h, &root, &id, true, false);
+        out.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).map(|v| v[53..].to_owned())
+    };
+    let w3c = |f: &str| format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{f}");
+    assert_eq!(flags(&[("traceparent", &w3c("03"))]).as_deref(), Some("03"));
+    assert_eq!(flags(&[("traceparent", &w3c("01"))]).as_deref(), Some("01"), "not said: not claimed");
+    // X-Ray's header says nothing of it; the same trace's traceparent beside it does.
+    let xray = ("x-amzn-trace-id", "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=53995c3f42cd8ad8;Sampled=1");
+    assert_eq!(flags(&[xray]).as_deref(), Some("01"));
+    assert_eq!(flags(&[xray, ("traceparent", &w3c("03"))]).as_deref(), Some("03"));
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub struct TraceParent {
     pub parent: SegmentId,
     /// The caller's sampled flag.
     pub sampled: bool,
+    /// The random-trace-id flag (W3C Trace Context Level 2): the trace id's right-most 7 bytes
+    /// are random, which samplers downstream may rely on.
+    pub random: bool,
 }
 
 /// Why a `traceparent` value was ignored.
@@ -93,18 +96,24 @@ impl TraceParent {
         let trace_id = TraceId::from_w3c(trace).ok_or(Invalid::Format)?;
         // Lower-case hex was checked above, so `parse` only refuses the all-zero id here.
         let parent = std::str::from_utf8(parent).ok().and_then(SegmentId::parse).ok_or(Invalid::ZeroParentId)?;
-        let sampled = hex_digit(flags[1]) & 1 == 1;
-        Ok(TraceParent { trace_id, parent, sampled })
+        let flags = hex_digit(flags[1]);
+        Ok(TraceParent { trace_id, parent, sampled: flags & 1 == 1, random: flags & 2 == 2 })
     }
 
-    /// The version-00 value naming `parent` in `trace`, with the sampled flag alone set or clear.
-    pub fn format(trace: &TraceId, parent: &SegmentId, sampled: bool) -> HeaderValue {
+    /// The version-00 value naming `parent` in `trace`, with the sampled and random-trace-id flags
+    /// set or clear (the other bits are not ours to set).
+    pub fn format(trace: &TraceId, parent: &SegmentId, sampled: bool, random: bool) -> HeaderValue {
         let mut b = BytesMut::with_capacity(LEN);
         b.put_slice(b"00-");
         b.put_slice(&trace.w3c());
         b.put_u8(b'-');
         b.put_slice(parent.as_bytes());
-        b.put_slice(if sampled { b"-01" } else { b"-00" });
+        b.put_slice(match (random, sampled) {
+            (false, false) => b"-00",
+            (false, true) => b"-01",
+            (true, false) => b"-02",
+            (true, true) => b"-03",
+        });
         // Only hex digits and dashes were written.
         HeaderValue::from_maybe_shared(b.freeze()).unwrap_or(HeaderValue::from_static(""))
     }
@@ -146,9 +155,9 @@ mod tests {
     #[test]
     fn writes_what_it_reads() {
         let tp = parse(EXAMPLE).expect("valid");
-        let out = TraceParent::format(&tp.trace_id, &tp.parent, tp.sampled);
+        let out = TraceParent::format(&tp.trace_id, &tp.parent, tp.sampled, tp.random);
         assert_eq!(out.to_str().ok(), Some(EXAMPLE));
-        let off = TraceParent::format(&tp.trace_id, &tp.parent, false);
+        let off = TraceParent::format(&tp.trace_id, &tp.parent, false, false);
         assert_eq!(parse(off.to_str().expect("text")).map(|t| t.sampled), Ok(false));
     }
 
@@ -156,8 +165,10 @@ mod tests {
     fn x_ray_time_prefixed_ids_are_valid_w3c_ids() {
         let root = TraceId::new(0x5759_e988);
         let id = SegmentId::new();
-        let out = TraceParent::format(&root, &id, true);
-        assert_eq!(parse(out.to_str().expect("text")), Ok(TraceParent { trace_id: root, parent: id, sampled: true }));
+        let out = TraceParent::format(&root, &id, true, true);
+        let read = TraceParent { trace_id: root, parent: id, sampled: true, random: true };
+        assert_eq!(parse(out.to_str().expect("text")), Ok(read));
+        assert!(out.to_str().is_ok_and(|v| v.ends_with("-03")));
     }
 
     #[test]

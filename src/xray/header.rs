@@ -64,13 +64,17 @@ pub struct TraceHeader {
     pub parent: Option<SegmentId>,
     /// The caller's sampling instruction.
     pub sampled: Sampled,
+    /// A W3C `traceparent` naming this trace said its id is random in its right-most 7 bytes (the
+    /// Level 2 random-trace-id flag), which goes on with it; X-Ray's own header says nothing of it.
+    pub random: bool,
     /// Pairs we do not interpret (`Lineage` and the application's own), `;`-joined, passed on verbatim.
     extra: Option<Box<str>>,
 }
 
 impl TraceHeader {
     /// A header that says nothing: what a request without one is treated as.
-    pub const EMPTY: TraceHeader = TraceHeader { root: None, parent: None, sampled: Sampled::Unset, extra: None };
+    pub const EMPTY: TraceHeader =
+        TraceHeader { root: None, parent: None, sampled: Sampled::Unset, random: false, extra: None };
 
     /// Parses a header value; the first problem found, if any, is returned beside what could be kept.
     pub fn parse(value: &HeaderValue) -> (TraceHeader, Option<Malformed>) {
