@@ -201,7 +201,7 @@ impl tower::Service<Request<Incoming>> for Forward {
             return ForwardFuture::failed(e);
         }
         let upgrade = hop::is_upgrade(req.headers(), &scan.hops)
-            .then(|| (hyper::upgrade::on(&mut req), self.0.upstream.lingering.hold()));
+            .then(|| Box::new((hyper::upgrade::on(&mut req), self.0.upstream.lingering.hold())));
         hop::strip(req.headers_mut(), upgrade.is_some(), scan.hops);
         let mut has_host = scan.hosts > 0;
         if let Some(client) = &self.0.forwarded_for {
@@ -301,8 +301,9 @@ pub struct ForwardFuture {
     wait: Duration,
     /// How far the request body has come, when it had one to send.
     progress: Option<Arc<Progress>>,
-    /// The client's side of an upgrade, held from the request on.
-    upgrade: Option<(hyper::upgrade::OnUpgrade, Held)>,
+    /// The client's side of an upgrade, held from the request on (boxed: rare, and every request's
+    /// future would otherwise carry it and drop it).
+    upgrade: Option<Box<(hyper::upgrade::OnUpgrade, Held)>>,
     /// The largest HTTP/1 response head passed on.
     max_head: usize,
 }
@@ -354,7 +355,7 @@ impl Future for ForwardFuture {
             }
             *res.version_mut() = *this.version;
             if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let Some((client_side, held)) = this.upgrade.take() else {
+                let Some((client_side, held)) = this.upgrade.take().map(|u| *u) else {
                     // RFC 9110 §15.2.2: only to a protocol the client named in `Upgrade`.
                     let e = "101 Switching Protocols to a request that asked for no upgrade";
                     return Poll::Ready(Err(ProxyError::new(ErrorKind::Protocol, e)));

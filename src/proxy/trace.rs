@@ -62,7 +62,7 @@ where
         let start = Instant::now();
         let record = self.tracer.enabled().then(|| Record::begin(&self.tracer, self.direction, self.peer, &mut req));
         let recorded = record.as_ref().is_some_and(|r| r.segment.is_some());
-        let grpc = recorded.then(|| grpc::Call::start(req.uri().path(), req.headers())).flatten();
+        let grpc = recorded.then(|| grpc::Call::start(req.uri().path(), req.headers()).map(Box::new)).flatten();
         if let Some(call) = &grpc {
             // The forwarder counts the messages the request body carries into this.
             req.extensions_mut().insert(call.sent.clone());
@@ -85,7 +85,8 @@ pub struct Completion {
     /// `None` when tracing is off.
     record: Option<Record>,
     /// The gRPC call, when the request is one and is recorded.
-    grpc: Option<grpc::Call>,
+    /// Boxed: most requests are not gRPC, and this rides in every request's future.
+    grpc: Option<Box<grpc::Call>>,
 }
 
 impl OnEnd for Completion {
@@ -121,9 +122,11 @@ impl Completion {
         let elapsed = self.start.elapsed();
         self.tracer.metrics.record_request(self.direction, self.status, elapsed);
         let aborted = failure.as_ref().is_some_and(Failure::client_aborted);
-        // The body ended, whole, behind a 200: a gRPC response, which must have said its status.
-        let answered = bytes.is_some() && failure.is_none() && self.status == Some(200);
-        let grpc = self.grpc.map(|call| Box::new(call.finish(elapsed, aborted, answered)));
+        let grpc = self.grpc.map(|call| {
+            // The body ended, whole, behind a 200: a gRPC response, which must have said its status.
+            let answered = bytes.is_some() && failure.is_none() && self.status == Some(200);
+            Box::new((*call).finish(elapsed, aborted, answered))
+        });
         if aborted && grpc.as_ref().is_some_and(|g| g.status.is_some()) {
             // The call's own outcome (its trailers, or its deadline passing) says more than the
             // client's leaving.
