@@ -174,6 +174,9 @@ fn two_pods_behind_iptables_draw_client_front_end_back_end() {
     // The back-end pod: an unmodified HTTP app, a TCP echo service, its sidecar.
     lab.spawn(&back, &["python3", "-m", "http.server", "8080", "--bind", &back_ip], Stdio::null());
     lab.spawn(&back, &["python3", services, "echo", &back_ip, "9000"], Stdio::null());
+    // Servers that speak first: on a port that skips detection (MySQL's), and on one that does not.
+    lab.spawn(&back, &["python3", services, "banner", &back_ip, "3306"], Stdio::null());
+    lab.spawn(&back, &["python3", services, "banner", &back_ip, "7000"], Stdio::null());
     // An HTTPS service whose certificate carries an AWS endpoint's name, reached by its address.
     let certs = lab.dir.clone();
     let san = "subjectAltName=DNS:dynamodb.us-east-1.amazonaws.com";
@@ -240,6 +243,23 @@ fn two_pods_behind_iptables_draw_client_front_end_back_end() {
         tunnel["bytes_sent"].as_u64().unwrap() > 200 && tunnel["bytes_received"].as_u64().unwrap() > 200,
         "{tunnel}"
     );
+
+    // A server that speaks first is heard at once on a port that skips detection, and after the
+    // detection timeout (1 s) of each pod's sidecar on another (the front-end's outbound side, the
+    // back-end's inbound side): once each, not a second time to look for a TLS server name.
+    let greeted = |port: &str| {
+        let script = r#"
+import socket, sys, time
+t = time.time()
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+assert s.recv(64).startswith(b"220"), "no greeting"
+print("%.2f" % (time.time() - t))
+"#;
+        lab.exec(&front, &["python3", "-c", script, &back_ip, port]).trim().parse::<f64>().unwrap()
+    };
+    let (skipped_port, detected_port) = (greeted("3306"), greeted("7000"));
+    assert!(skipped_port < 0.5, "greeted after {skipped_port} s on a port that skips detection");
+    assert!((1.9..2.6).contains(&detected_port), "greeted after {detected_port} s on a detected port");
 
     // No loops: each call crossed each proxy exactly once.
     let (fm, bm) = (lab.metrics(&front), lab.metrics(&back));

@@ -36,11 +36,31 @@ pub struct Interception {
     pub connect_timeout: Duration,
 }
 
+/// What the first bytes of a redirected connection said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// HTTP, to trace.
+    Http,
+    /// Something else (TLS among them), to pass through.
+    Other,
+    /// Nothing to go on: a port that skips detection, or a client silent for the detection timeout
+    /// (a server that speaks first). Passed through at once: waiting again, to name a TLS server,
+    /// would only delay the server's first words once more.
+    Unread,
+}
+
 impl Interception {
-    /// Whether a redirected connection to `dst` is HTTP to trace, rather than bytes to pass through:
-    /// ports that skip detection never are, the rest are peeked at.
-    pub async fn is_http(&self, stream: &TcpStream, dst: SocketAddr) -> bool {
-        !self.skip_ports.contains(&dst.port()) && detect(stream, self.detect_timeout).await != Protocol::Opaque
+    /// What a redirected connection to `dst` speaks: ports that skip detection are not looked at,
+    /// the rest are peeked at.
+    pub async fn first_bytes(&self, stream: &TcpStream, dst: SocketAddr) -> FirstBytes {
+        if self.skip_ports.contains(&dst.port()) {
+            return FirstBytes::Unread;
+        }
+        match detect(stream, self.detect_timeout).await {
+            Some(Protocol::Http1 | Protocol::Http2) => FirstBytes::Http,
+            Some(Protocol::Opaque) => FirstBytes::Other,
+            None => FirstBytes::Unread,
+        }
     }
 }
 
@@ -81,16 +101,16 @@ pub fn classify(b: &[u8]) -> Option<Protocol> {
     }
 }
 
-/// Peeks at `stream` until [`classify`] decides, or `timeout` passes (then it is opaque: a
-/// protocol where the server speaks first waits for nobody).
-pub async fn detect(stream: &TcpStream, timeout: Duration) -> Protocol {
+/// Peeks at `stream` until [`classify`] decides; `None` when `timeout` passes first or the client
+/// closes (opaque: a protocol where the server speaks first waits for nobody).
+pub async fn detect(stream: &TcpStream, timeout: Duration) -> Option<Protocol> {
     // On the heap for the detection only: in the future it would be part of every connection's
     // task for the connection's whole life.
     let mut buf = vec![0u8; LOOK_AHEAD];
     let cap = buf.len();
     let decided =
         peek_until(stream, timeout, &mut buf, |b| classify(b).or_else(|| (b.len() == cap).then_some(Protocol::Opaque)));
-    decided.await.unwrap_or(Protocol::Opaque)
+    decided.await
 }
 
 /// Reads the first bytes of `io` until [`classify`] decides, or `timeout` passes, or the client

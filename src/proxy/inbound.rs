@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
-use super::detect::Interception;
+use super::detect::{FirstBytes, Interception};
 use super::forward::{Forward, Upstream};
 use super::record::Tracer;
 use super::server::HttpServer;
@@ -50,7 +50,7 @@ impl Inbound {
                 };
                 // Boxed, as is the tunnel: inline, their state would size every HTTP connection's
                 // task.
-                if !Box::pin(self.interception.is_http(&stream, dst)).await {
+                if Box::pin(self.interception.first_bytes(&stream, dst)).await != FirstBytes::Http {
                     drop(http);
                     let own = self.upstream.own();
                     let held = self.upstream.lingering().hold();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 use super::connect::{Connect, ConnectPolicy};
-use super::detect::Interception;
+use super::detect::{FirstBytes, Interception};
 use super::forward::{Forward, Upstream};
 use super::plaintext::Plaintext;
 use super::record::Tracer;
@@ -51,9 +51,10 @@ impl Outbound {
             Some(dst) => {
                 // Boxed, as is the pass-through: inline, their state would size every HTTP
                 // connection's task.
-                if !Box::pin(self.interception.is_http(&stream, dst)).await {
+                let first = Box::pin(self.interception.first_bytes(&stream, dst)).await;
+                if first != FirstBytes::Http {
                     drop(http);
-                    return Box::pin(self.pass_through(stream, dst)).await;
+                    return Box::pin(self.pass_through(stream, dst, first)).await;
                 }
                 orig_dst::authority(dst)
             }
@@ -68,11 +69,16 @@ impl Outbound {
     }
 
     /// Passes a connection that is not HTTP through; TLS is recorded as a tunnel named after the
-    /// server name its ClientHello asks for (or the address, without one).
-    async fn pass_through(&self, stream: TcpStream, dst: SocketAddr) {
+    /// server name its ClientHello asks for (or the address, without one). A connection whose
+    /// `first` bytes were never read (see [`FirstBytes::Unread`]) goes at once, unrecorded.
+    async fn pass_through(&self, stream: TcpStream, dst: SocketAddr, first: FirstBytes) {
         let timeout = self.interception.connect_timeout;
         let opened = Opened::now();
-        let record = match sni::peek(&stream, self.interception.detect_timeout).await {
+        let hello = match first {
+            FirstBytes::Unread => sni::Hello::NotTls,
+            _ => sni::peek(&stream, self.interception.detect_timeout).await,
+        };
+        let record = match hello {
             sni::Hello::Tls(name) => {
                 let ip = dst.ip().to_string();
                 let host = name.as_deref().unwrap_or(&ip);

@@ -2,6 +2,8 @@
 
   collector ADDR PORT   print every X-Ray datagram's document as one JSON line (the daemon's place)
   echo ADDR PORT        a TCP echo server (a non-HTTP protocol to pass through unchanged)
+  banner ADDR PORT      the echo server, greeting each client first (a server that speaks first:
+                        SMTP, MySQL)
 """
 import socket
 import sys
@@ -16,11 +18,13 @@ if mode == "collector":
         data, _ = s.recvfrom(70000)
         header, _, body = data.partition(b"\n")
         print(body.decode(), flush=True)
-elif mode == "echo":
+elif mode in ("echo", "banner"):
     srv = socket.create_server((addr, port))
 
     def serve(conn):
         with conn:
+            if mode == "banner":
+                conn.sendall(b"220 ready\r\n")
             while True:
                 chunk = conn.recv(65536)
                 if not chunk:
