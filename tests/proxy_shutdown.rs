@@ -287,3 +287,32 @@ async fn tunnels_open_at_shutdown_get_the_grace_then_are_cut_and_recorded() {
         "{docs:?}"
     );
 }
+
+/// The application is not drained, its callers are: while a request it serves is in flight after
+/// the listeners close, its own new calls out still go through the outbound listener (where
+/// iptables keeps sending them), which closes once the inbound requests are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_calls_out_until_its_requests_are_done() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let args = ["--outbound-listen", support::ANY_PORT, "--drain-delay", "0s", "--shutdown-grace", "10s"];
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &args);
+    let (listen, proxy) = (sc.listen, sc.outbound.unwrap());
+    let serving = tokio::spawn(async move { one(listen, "/slow/2000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sc.terminate();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The inbound listener has closed; a new call out, on a new connection, goes through.
+    assert_eq!(one(listen, "/").await, None, "the inbound listener still accepts");
+    let mut s = TcpStream::connect(proxy).await.expect("the outbound listener accepts while a request is served");
+    let call = format!("GET http://{}/ HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", up.addr, up.addr);
+    s.write_all(call.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(serving.await.unwrap(), Some(true), "the request in flight finished");
+    // Then the outbound listener closes too, and the process exits well before the grace is out.
+    let status = tokio::time::timeout(Duration::from_secs(5), sc.exited()).await;
+    assert!(status.as_ref().is_ok_and(|s| s.success()), "{status:?}");
+    assert!(TcpStream::connect(proxy).await.is_err(), "the outbound listener outlived the process");
+    daemon.take(2).await;
+}

@@ -111,22 +111,25 @@ impl Proxy {
         open_files::raise(serving.server.max_connections);
         let metrics = Arc::new(Metrics::default());
         let (shutdown, stopped) = Shutdown::new();
-        // The listeners close later than the rest stops: after the drain window.
+        // The listeners close later than the rest stops: after the drain window; the outbound one
+        // once the inbound requests are done (see `drain`).
         let (close, closing) = Shutdown::new();
+        let (close_outbound, outbound_closing) = Shutdown::new();
         let (drain_delay, grace) = (serving.server.drain_delay, serving.server.shutdown_grace);
         let (tracer, flush, poller) = tracing(recording, metrics.clone(), &stopped);
         let service = tracer.service_name.clone();
         let readiness = Readiness::default();
         let own = OwnListeners::new(listeners.addrs());
         let lingering = Lingering::default();
-        let mut served = serve(listeners, &serving, own, tracer, &readiness, &closing, &lingering);
+        let stops = Stops { inbound: closing, outbound: outbound_closing };
+        let mut served = serve(listeners, &serving, own, tracer, &readiness, &stops, &lingering);
         served.poller = poller;
         readiness.set(true);
         // A listener not asked for is a field left out, not "None".
         let (outbound_field, admin_field) = (outbound.map(tracing::field::display), admin.map(tracing::field::display));
         tracing::info!(%inbound, outbound = outbound_field, admin = admin_field, %service, "proxy ready");
 
-        let closing = Closing { close, delay: drain_delay, grace, lingering };
+        let closing = Closing { close, close_outbound, delay: drain_delay, grace, lingering };
         let done = tokio::spawn(drain(stopped, readiness, closing, served, flush));
         Ok(Proxy { inbound, outbound, admin, metrics, shutdown, done })
     }
@@ -208,7 +211,7 @@ fn serve(
     own: OwnListeners,
     tracer: Arc<Tracer>,
     readiness: &Readiness,
-    stopped: &Stopped,
+    stops: &Stops,
     lingering: &Lingering,
 ) -> Served {
     let upstream = Arc::new(Upstream::new(&config.upstream, own, tracer.metrics.clone(), lingering.clone()));
@@ -225,7 +228,7 @@ fn serve(
             upstream: upstream.clone(),
             tracer: tracer.clone(),
             http: Arc::new(server::Http::new(&config.server)),
-            stopped: stopped.clone(),
+            stopped: stops.outbound.clone(),
             detect_timeout: config.interception.detect_timeout,
             skip_ports: config.interception.skip_ports.clone(),
         };
@@ -239,12 +242,12 @@ fn serve(
         let handle = move |stream, peer, http| ctx.clone().handle(stream, peer, http);
         let metrics = tracer.metrics.clone();
         let (settings, limit) = (config.server.clone(), limit.clone());
-        tokio::spawn(server::serve(listener, "outbound", settings, limit, metrics, handle, stopped.clone()))
+        tokio::spawn(server::serve(listener, "outbound", settings, limit, metrics, handle, stops.outbound.clone()))
     });
     let admin = listeners.admin.map(|listener| {
         let (metrics, ready) = (tracer.metrics.clone(), readiness.clone());
         let (header_read_timeout, grace) = (config.server.header_read_timeout, config.server.shutdown_grace);
-        tokio::spawn(admin::serve(listener, metrics, ready, header_read_timeout, stopped.clone(), grace))
+        tokio::spawn(admin::serve(listener, metrics, ready, header_read_timeout, stops.inbound.clone(), grace))
     });
     let metrics = tracer.metrics.clone();
     let ctx = Arc::new(Inbound {
@@ -261,15 +264,25 @@ fn serve(
         limit,
         metrics,
         handle,
-        stopped.clone(),
+        stops.inbound.clone(),
     ));
     Served { inbound, outbound, admin, poller: None }
 }
 
+/// When each side's listeners close (and their HTTP connections begin their graceful close).
+struct Stops {
+    /// The inbound and admin listeners: after the drain window.
+    inbound: Stopped,
+    /// The outbound one: once the inbound requests are done, since they may still call out.
+    outbound: Stopped,
+}
+
 /// How the listeners close once the proxy is stopped.
 struct Closing {
-    /// Closes the listeners (and starts the HTTP connections' graceful close).
+    /// Closes the inbound and admin listeners (and starts their HTTP connections' graceful close).
     close: Shutdown,
+    /// Closes the outbound listener.
+    close_outbound: Shutdown,
     /// The drain window.
     delay: Duration,
     /// How long open connections get to finish after it.
@@ -280,11 +293,12 @@ struct Closing {
 }
 
 /// Once stopped: reports not ready, keeps serving for the drain window (the endpoints that send us
-/// traffic take a moment to hear that we are leaving), closes the listeners, lets open connections
-/// (tunnels too) finish within the grace period, flushes the segments still queued, those of the
+/// traffic take a moment to hear that we are leaving), closes the inbound listeners, then the
+/// outbound one once the inbound requests are done, lets open connections (tunnels too) finish
+/// within the grace period, flushes the segments still queued, those of the
 /// tunnels cut at its end among them.
 async fn drain(mut stopped: Stopped, readiness: Readiness, closing: Closing, served: Served, flushes: Flushes) {
-    let Closing { close, delay, grace, lingering } = closing;
+    let Closing { close, close_outbound, delay, grace, lingering } = closing;
     stopped.wait().await;
     readiness.set(false);
     tracing::info!(drain = ?delay, "not ready; still serving for the drain window");
@@ -292,8 +306,14 @@ async fn drain(mut stopped: Stopped, readiness: Readiness, closing: Closing, ser
     close.trigger();
     let deadline = tokio::time::Instant::now() + grace;
     let _ = served.inbound.await;
+    // The application is not drained, its callers are: while it serves requests it may call out
+    // (and iptables still sends its calls here), so the outbound listener closes only once the
+    // inbound requests are done, its connections getting what is left of the grace period.
+    close_outbound.trigger();
     if let Some(t) = served.outbound {
-        let _ = t.await;
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            tracing::warn!(?grace, "outbound connections still open after the grace period were left");
+        }
     }
     let cut = lingering.drain(deadline).await;
     if cut > 0 {
