@@ -32,6 +32,25 @@ impl Readiness {
     }
 }
 
+/// Set once the proxy is told to stop, when its drain window begins: inbound HTTP/1.1 responses
+/// then say `Connection: close`, so that callers still sending take new connections (to other
+/// endpoints, once they hear of the change) rather than reuse one about to be closed, as Envoy's
+/// drain does.
+#[derive(Clone, Debug, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// The drain window begins.
+    pub fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it has begun.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Probes and scrapes come one or two at a time; more than this at once is not a prober.
 const MAX_CONNECTIONS: usize = 64;
 

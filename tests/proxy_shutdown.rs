@@ -316,3 +316,28 @@ async fn the_application_calls_out_until_its_requests_are_done() {
     assert!(TcpStream::connect(proxy).await.is_err(), "the outbound listener outlived the process");
     daemon.take(2).await;
 }
+
+/// In the drain window a keep-alive caller is told to take a new connection for its next request
+/// (`Connection: close`, as Envoy's drain does) rather than reuse one that is about to be closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_of_the_drain_window_close_their_connection() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--drain-delay", "3s"]);
+    let mut s = TcpStream::connect(sc.listen).await.unwrap();
+    let ask = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
+    let head = |buf: &[u8], n: usize| String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    let mut buf = [0u8; 4096];
+    s.write_all(ask).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(head(&buf, n).starts_with("http/1.1 200") && !head(&buf, n).contains("connection: close"));
+    sc.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.write_all(ask).await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let answer = head(&buf, n);
+    assert!(answer.starts_with("http/1.1 200") && answer.contains("connection: close"), "{answer}");
+    assert_eq!(s.read(&mut buf).await.unwrap(), 0, "the connection closes after its response");
+    // A new connection is still served in the drain window.
+    assert_eq!(one(sc.listen, "/").await, Some(true));
+    daemon.take(3).await;
+}

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use xray_lifecycle::shutdown::ConnectionLimit;
 use xray_lifecycle::{Flush, Lingering, Shutdown, Stopped};
 
-use crate::admin::{self, Readiness};
+use crate::admin::{self, Draining, Readiness};
 use crate::metrics::Metrics;
 use crate::otel::exporter::OtlpExporter;
 use crate::xray::centralized::{Centralized, poller};
@@ -117,6 +117,7 @@ impl Proxy {
         let (close_outbound, outbound_closing) = Shutdown::new();
         let (drain_delay, grace) = (serving.server.drain_delay, serving.server.shutdown_grace);
         let (tracer, flush, poller) = tracing(recording, metrics.clone(), &stopped);
+        let draining = tracer.draining.clone();
         let service = tracer.service_name.clone();
         let readiness = Readiness::default();
         let own = OwnListeners::new(listeners.addrs());
@@ -129,7 +130,7 @@ impl Proxy {
         let (outbound_field, admin_field) = (outbound.map(tracing::field::display), admin.map(tracing::field::display));
         tracing::info!(%inbound, outbound = outbound_field, admin = admin_field, %service, "proxy ready");
 
-        let closing = Closing { close, close_outbound, delay: drain_delay, grace, lingering };
+        let closing = Closing { draining, close, close_outbound, delay: drain_delay, grace, lingering };
         let done = tokio::spawn(drain(stopped, readiness, closing, served, flush));
         Ok(Proxy { inbound, outbound, admin, metrics, shutdown, done })
     }
@@ -192,7 +193,8 @@ fn tracing(
         }
         None => (None, None),
     };
-    let tracer = Tracer { service_name, sampler, propagation, centralized, probes, emitter, otlp, metrics };
+    let draining = Draining::default();
+    let tracer = Tracer { service_name, sampler, propagation, centralized, probes, emitter, otlp, metrics, draining };
     (Arc::new(tracer), Flushes { udp: udp_flush, otlp: otlp_flush }, poller)
 }
 
@@ -279,6 +281,8 @@ struct Stops {
 
 /// How the listeners close once the proxy is stopped.
 struct Closing {
+    /// Tells the inbound responses of the drain window to close their connections.
+    draining: Draining,
     /// Closes the inbound and admin listeners (and starts their HTTP connections' graceful close).
     close: Shutdown,
     /// Closes the outbound listener.
@@ -298,9 +302,10 @@ struct Closing {
 /// within the grace period, flushes the segments still queued, those of the
 /// tunnels cut at its end among them.
 async fn drain(mut stopped: Stopped, readiness: Readiness, closing: Closing, served: Served, flushes: Flushes) {
-    let Closing { close, close_outbound, delay, grace, lingering } = closing;
+    let Closing { draining, close, close_outbound, delay, grace, lingering } = closing;
     stopped.wait().await;
     readiness.set(false);
+    draining.start();
     tracing::info!(drain = ?delay, "not ready; still serving for the drain window");
     tokio::time::sleep(delay).await;
     close.trigger();

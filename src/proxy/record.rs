@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::forward::X_FORWARDED_FOR;
 use super::probes::Probes;
+use crate::admin::Draining;
 use crate::metrics::{DecisionSource, Metrics};
 use crate::otel::exporter::OtlpExporter;
 use crate::otel::propagation::{ContextFields, Propagation};
@@ -44,6 +45,8 @@ pub struct Tracer {
     pub otlp: Option<OtlpExporter>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Whether the proxy is draining (every exchange's end reads it: see [`Draining`]).
+    pub draining: Draining,
 }
 
 impl Tracer {
@@ -509,6 +512,7 @@ mod tests {
             emitter: None,
             otlp: None,
             metrics: Arc::default(),
+            draining: Draining::default(),
         };
         let call = |host: &str| {
             let mut req = Request::post("/").header(header::HOST, host).body(()).expect("request");

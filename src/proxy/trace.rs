@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::header::Entry;
-use http::{HeaderMap, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::Body;
 use http_body_util::{Either, Full};
 use pin_project::{pin_project, pinned_drop};
@@ -214,6 +214,12 @@ where
         };
         let (mut parts, body) = res.into_parts();
         completion.status = Some(parts.status.as_u16());
+        let http1 = parts.version < Version::HTTP_2 && parts.status != StatusCode::SWITCHING_PROTOCOLS;
+        if completion.direction == Direction::Inbound && http1 && completion.tracer.draining.is_on() {
+            // The drain window: the caller takes a new connection for its next request, to an
+            // endpoint that is staying, rather than reuse this one until it is closed under it.
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(call) = completion.grpc.as_mut() {
             if grpc::is_grpc(&parts.headers) {
                 // A trailers-only response carries the status in its head.

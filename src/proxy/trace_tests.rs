@@ -38,6 +38,7 @@ async fn tracer() -> (Arc<Tracer>, UdpSocket, Flush) {
         emitter: Some(emitter),
         otlp: None,
         metrics,
+        draining: Default::default(),
     };
     (Arc::new(tracer), daemon, flush)
 }
