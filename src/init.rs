@@ -190,8 +190,45 @@ pub fn rules(a: &InitArgs, family: Family, existing: &str) -> String {
     r
 }
 
+impl InitArgs {
+    /// Refuses what would install rules that break the pod or intercept nothing, which iptables
+    /// itself takes without a word: a port 0 to redirect to, the listeners sharing a port, a port
+    /// both included and excluded, and root as the proxy's user (every root process's traffic,
+    /// the application's too when it runs as root, would then never be intercepted).
+    pub fn validate(&self) -> Result<(), String> {
+        let ports = [
+            (init_flag::INBOUND_PORT, self.inbound_port),
+            (init_flag::OUTBOUND_PORT, self.outbound_port),
+            (init_flag::ADMIN_PORT, self.admin_port),
+        ];
+        for (i, (flag, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(format!("--{flag} 0: the proxy's listeners need a port"));
+            }
+            if let Some((other, _)) = ports[..i].iter().find(|(_, p)| p == port) {
+                return Err(format!("--{other} and --{flag} are both {port}: each listener has a port of its own"));
+            }
+        }
+        if let Some(port) = self.include_inbound_ports.iter().find(|p| self.exclude_inbound_ports.contains(p)) {
+            return Err(format!(
+                "port {port} is in both --{} and --{}",
+                init_flag::INCLUDE_INBOUND_PORTS,
+                init_flag::EXCLUDE_INBOUND_PORTS
+            ));
+        }
+        if self.proxy_uid == 0 {
+            return Err(format!(
+                "--{} 0: the proxy must not run as root, whose traffic (every root process's) is never intercepted",
+                init_flag::PROXY_UID
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Applies (or, with `--dry-run`, prints) the interception rules.
 pub fn run(args: InitArgs) -> Result<(), crate::BoxError> {
+    args.validate()?;
     if args.dry_run {
         for family in [Family::V4, Family::V6] {
             println!("# {}-restore --noflush", family.tool());

@@ -37,6 +37,20 @@ fn a_bad_value_names_the_flag() {
 }
 
 #[test]
+fn rules_that_would_break_the_pod_or_intercept_nothing_are_refused() {
+    for (args, says) in [
+        (&["--inbound-port", "0"][..], "--inbound-port 0"),
+        (&["--inbound-port", "15101", "--outbound-port", "15101"][..], "both 15101"),
+        (&["--include-inbound-ports", "8080", "--exclude-inbound-ports", "8080"][..], "port 8080 is in both"),
+        (&["--proxy-uid", "0"][..], "must not run as root"),
+    ] {
+        let (ok, out, err) = init(&[], &[&["--dry-run"][..], args].concat());
+        assert!(!ok && out.is_empty(), "{args:?}: {out}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn applying_twice_in_a_namespace_leaves_one_set_of_rules() {
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
     if !root {

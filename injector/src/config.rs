@@ -25,8 +25,9 @@ pub struct InjectConfig {
     #[arg(long, env = "XRAY_INJECTOR_LEGACY_SIDECAR")]
     pub legacy_sidecar: bool,
 
-    /// UID and GID the proxy runs as; its traffic is never intercepted.
-    #[arg(long, env = "XRAY_INJECTOR_PROXY_UID", default_value_t = xray_sidecar::contract::PROXY_UID)]
+    /// UID and GID the proxy runs as; its traffic is never intercepted (not root: every root
+    /// process's traffic would then escape interception, and `init` refuses it).
+    #[arg(long, env = "XRAY_INJECTOR_PROXY_UID", default_value_t = xray_sidecar::contract::PROXY_UID, value_parser = clap::value_parser!(u32).range(1..))]
     pub proxy_uid: u32,
 
     /// Proxy CPU request.
