@@ -185,7 +185,9 @@ impl H1Pool {
             None => None,
         };
         if let Some((id, mut sender, idle)) = taken {
-            let again = (may_resend && idle >= RACY_IDLE).then(|| copy(&req));
+            // Boxed: rarely made, and inline its 312 bytes would be part of every request's
+            // future (1,472 bytes then, 1,168 now), which is moved into its box whole.
+            let again = (may_resend && idle >= RACY_IDLE).then(|| Box::new(copy(&req)));
             match sender.try_send_request(req).await {
                 Ok(res) => {
                     shared.checkin(authority, id, sender);
@@ -196,7 +198,7 @@ impl H1Pool {
                     (Some(unsent), _) => req = unsent,
                     (None, Some(copy)) if closed_before_answer(e.error()) => {
                         tracing::debug!(error = %e.error(), ?idle, "an idle upstream connection closed under the request; sending it again");
-                        req = copy;
+                        req = *copy;
                     }
                     (None, _) => return Err(ProxyError::from_exchange(e.into_error())),
                 },
