@@ -96,6 +96,8 @@ async fn spans_carry_the_http_conventions_and_match_the_segments() {
     assert_eq!(server["span_id"], inbound_doc["id"]);
     assert_eq!(server["parent_span_id"], "00f067aa0ba902b7");
     assert_eq!(server["trace_state"], "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+    // Sampled, a remote parent, and no random-trace-id bit: the caller's `-01` did not claim it.
+    assert_eq!(server["flags"], 0x301);
     let a = &server["attributes"];
     assert_eq!(
         (&a["http.request.method"], &a["url.path"], &a["url.scheme"]),

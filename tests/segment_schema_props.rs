@@ -150,7 +150,7 @@ fn segment(kind: Kind) -> impl Strategy<Value = Segment> {
     let times = (0.0f64..4.0e9, 0.0f64..3600.0);
     (
         (any_text(250), segment_id(), trace_id(), proptest::option::of(segment_id()), times),
-        (prop_oneof![Just(Direction::Inbound), Just(Direction::Outbound)], any::<bool>(), http()),
+        (prop_oneof![Just(Direction::Inbound), Just(Direction::Outbound)], any::<(bool, bool)>(), http()),
         (
             proptest::option::of(failure()),
             proptest::option::of(tunnel()),
@@ -161,7 +161,7 @@ fn segment(kind: Kind) -> impl Strategy<Value = Segment> {
         .prop_map(
             move |(
                 (name, id, trace_id, parent_id, (start, took)),
-                (direction, traced, http),
+                (direction, (traced, random_trace_id), http),
                 (failure, tunnel, grpc, trace_state),
             )| {
                 Segment {
@@ -174,6 +174,7 @@ fn segment(kind: Kind) -> impl Strategy<Value = Segment> {
                     kind,
                     direction,
                     traced,
+                    random_trace_id,
                     http,
                     failure,
                     subsegments: Vec::new(),

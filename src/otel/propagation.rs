@@ -112,9 +112,7 @@ impl Propagation {
             headers.insert(TRACE_HEADER, incoming.for_downstream(root, parent, sampled));
         }
         if self.w3c {
-            // A trace started here has 96 random bits after its time: random in its right-most 7
-            // bytes, as W3C Trace Context Level 2's flag says; a caller's keeps its own word.
-            let random = incoming.root.is_none() || incoming.random;
+            let random = incoming.random_trace_id();
             headers.insert(TRACEPARENT, TraceParent::format(root, parent, sampled, random));
             if stale_tracestate {
                 headers.remove(&TRACESTATE);

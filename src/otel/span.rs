@@ -18,8 +18,9 @@ use crate::xray::grpc::{self, Grpc};
 use crate::xray::segment::{Direction, Kind, Segment};
 use crate::xray::tunnel::Tunnel;
 
-/// W3C trace flags: sampled (everything exported was sampled).
+/// W3C trace flags: sampled (everything exported was sampled), and random-trace-id (Level 2).
 const SAMPLED: u32 = 0x01;
+const RANDOM_TRACE_ID: u32 = 0x02;
 /// OTLP span flags: whether the parent is known to be remote, and that it is.
 const HAS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
@@ -158,7 +159,8 @@ pub fn describe<'a>(
         }
     };
     let error = outcome(seg, kind, attributes);
-    let flags = SAMPLED | if parent.is_some() { HAS_REMOTE | IS_REMOTE } else { HAS_REMOTE };
+    let random = if seg.random_trace_id { RANDOM_TRACE_ID } else { 0 };
+    let flags = SAMPLED | random | if parent.is_some() { HAS_REMOTE | IS_REMOTE } else { HAS_REMOTE };
     Head {
         trace_id: seg.trace_id.to_bytes(),
         span_id: seg.id.to_bytes(),

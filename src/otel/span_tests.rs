@@ -21,6 +21,7 @@ pub(crate) fn segment(direction: Direction, kind: Kind, status: u16) -> Segment 
         kind,
         direction,
         traced: false,
+        random_trace_id: false,
         http: Http {
             method: http::Method::POST,
             scheme: "http",
@@ -74,6 +75,11 @@ fn an_inbound_segment_is_a_server_span_with_the_http_conventions() {
     assert_eq!(text(span, "user_agent.original").as_deref(), Some("curl/8"));
     assert_eq!(attr(span, "http.response.status_code"), Some(&Value::IntValue(201)));
     assert_eq!(span.status, None);
+    // Sampled, with a remote parent; the random-trace-id bit only when the trace's id is random.
+    assert_eq!(span.flags, 0x301);
+    let mut random = segment(Direction::Inbound, Kind::Segment, 201);
+    random.random_trace_id = true;
+    assert_eq!(one(&random).flags, 0x303);
 }
 
 #[test]

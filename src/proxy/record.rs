@@ -159,6 +159,7 @@ impl Opening {
             kind,
             direction,
             traced: false,
+            random_trace_id: self.incoming.random_trace_id(),
             http,
             failure: None,
             subsegments: Vec::new(),

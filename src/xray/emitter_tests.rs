@@ -17,6 +17,7 @@ fn segment(subsegments: usize) -> Segment {
         kind: Kind::Segment,
         direction: Direction::Outbound,
         traced: false,
+        random_trace_id: false,
         http: Http {
             method: http::Method::GET,
             scheme: "http",

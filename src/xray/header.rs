@@ -76,6 +76,13 @@ impl TraceHeader {
     pub const EMPTY: TraceHeader =
         TraceHeader { root: None, parent: None, sampled: Sampled::Unset, random: false, extra: None };
 
+    /// Whether the trace that goes on is random in its trace id's right-most 7 bytes (W3C Trace
+    /// Context Level 2's random-trace-id flag): one started here, with 96 random bits after its
+    /// time, or one whose `traceparent` said so.
+    pub fn random_trace_id(&self) -> bool {
+        self.root.is_none() || self.random
+    }
+
     /// Parses a header value; the first problem found, if any, is returned beside what could be kept.
     pub fn parse(value: &HeaderValue) -> (TraceHeader, Option<Malformed>) {
         let Ok(text) = value.to_str() else {

@@ -40,6 +40,9 @@ pub struct Segment {
     pub direction: Direction,
     /// Whether the downstream sends its own segment (remote subsegments only).
     pub traced: bool,
+    /// The trace id is random in its right-most 7 bytes (see `TraceHeader::random_trace_id`): the
+    /// OTLP span's W3C trace flags say so, as the `traceparent` passed on does.
+    pub random_trace_id: bool,
     /// The HTTP exchange.
     pub http: Http,
     /// What the proxy saw go wrong, if anything.

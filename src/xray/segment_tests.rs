@@ -14,6 +14,7 @@ fn sample() -> Segment {
         kind: Kind::Segment,
         direction: Direction::Inbound,
         traced: false,
+        random_trace_id: false,
         http: Http {
             method: Method::GET,
             scheme: "http",
