@@ -255,9 +255,60 @@ async fn a_grpc_response_without_a_readable_status_is_a_fault() {
         .body(http_body_util::Empty::new())
         .unwrap();
     let res = send.send_request(req).await.unwrap();
-    assert_eq!(res.status(), 502);
-    res.into_body().collect().await.unwrap();
+    // The proxy fails the call as a gRPC server would: a trailers-only response.
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/grpc");
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert_eq!(res.headers()["grpc-message"], "upstream refused the connection");
+    let body = res.into_body().collect().await.unwrap();
+    assert!(body.trailers().is_none() && body.to_bytes().is_empty());
     let doc = daemon.take(1).await.remove(0);
     assert_eq!(doc["metadata"]["grpc"]["messages_received"], 0, "{doc}");
     assert_eq!(doc["fault"], true, "{doc}");
+    assert_eq!(doc["annotations"]["grpc_status"], "UNAVAILABLE", "{doc}");
+    // The cause is the proxy's own, which says more than the status.
+    let cause = doc["cause"]["exceptions"][0]["message"].as_str().unwrap();
+    assert!(cause.starts_with("upstream refused the connection: "), "{doc}");
+}
+
+/// One `GetItem` call with `request` from the real `grpcio` client to `target`: its code and details.
+fn one_call(target: SocketAddr, request: &str) -> (String, String) {
+    let out = Command::new("python3")
+        .arg(support::repo_root().join("tests/support/grpc_app.py"))
+        .args(["call", &target.to_string(), request])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (line["code"].as_str().unwrap().to_owned(), line["details"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A gRPC client told "502" or "504" can only guess (`UNAVAILABLE` either way, "Received http2
+/// header with status: 502"): the proxy's own failures reach it as gRPC statuses with the reason,
+/// with and without tracing, and a timeout waiting for the answer as `DEADLINE_EXCEEDED`, which
+/// retry policies do not retry as they do `UNAVAILABLE` (the server may have acted on the call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_failures_reach_grpc_clients_as_grpc_statuses() {
+    let (server, daemon) = (grpc_server(), Daemon::start().await);
+    for tracing in [&[][..], &["--disable-tracing"]] {
+        let sc = Sidecar::sample_all("http://127.0.0.1:9", daemon.addr, tracing);
+        let (code, details) = one_call(sc.listen, "ok");
+        assert_eq!(
+            (code.as_str(), details.as_str()),
+            ("UNAVAILABLE", "upstream refused the connection"),
+            "{tracing:?}"
+        );
+        let mut args = vec!["--upstream-timeout", "300ms"];
+        args.extend_from_slice(tracing);
+        let sc = Sidecar::sample_all(&format!("http://127.0.0.1:{}", server.port), daemon.addr, &args);
+        let (code, details) = one_call(sc.listen, "slow");
+        assert_eq!(
+            (code.as_str(), details.as_str()),
+            ("DEADLINE_EXCEEDED", "upstream did not respond in time"),
+            "{tracing:?}"
+        );
+    }
+    let docs = daemon.take(2).await;
+    let statuses: Vec<_> = docs.iter().map(|d| d["annotations"]["grpc_status"].clone()).collect();
+    assert_eq!(statuses, ["UNAVAILABLE", "DEADLINE_EXCEEDED"], "{docs:#?}");
 }

@@ -195,7 +195,8 @@ fn http_attributes(seg: &Segment, host: Option<&str>, kind: SpanKind, attributes
     }
     // A CLIENT span's response is the callee's: none came when the proxy answered for it (refused,
     // reset, timed out), and HTTP client spans then say no status (the application still got the
-    // proxy's 502 or 504, which the SERVER span of an inbound request does record).
+    // proxy's 502 or 504, or a gRPC call its status, which the SERVER span of an inbound request
+    // does record).
     let answered_by_proxy =
         kind == SpanKind::Client && matches!(seg.failure, Some(Failure { kind: FailureKind::Upstream(_), .. }));
     if let Some(status) = http.status.filter(|_| !answered_by_proxy) {

@@ -1,6 +1,7 @@
 //! Proxy failures: the one place that classifies what went wrong on the data path into the failure
-//! kinds a segment records (`xray::cause`), and decides which become 502 or 504, which counter they
-//! go under, and what `cause` they write into the segment.
+//! kinds a segment records (`xray::cause`), and decides which become 502 or 504 (or which gRPC
+//! status, for a gRPC call), which counter they go under, and what `cause` they write into the
+//! segment.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -10,6 +11,7 @@ use std::io;
 use super::guard::Refusal;
 use crate::metrics::UpstreamError;
 pub use crate::xray::cause::{ErrorKind, Failure, FailureKind};
+use crate::xray::grpc as grpc_code;
 
 /// Why an HTTP/1 response head from the upstream was not read. hyper parses at most 100 header
 /// fields in a head either way (as Envoy and HAProxy do by default; a request with more is answered
@@ -137,6 +139,46 @@ impl ProxyError {
         res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
         res
     }
+
+    /// The gRPC status a gRPC client gets instead of `status()`: what gRPC makes of that HTTP
+    /// status (502 and a connect timeout's 504 `UNAVAILABLE`, which clients may retry, 400
+    /// `INTERNAL`, 403 `PERMISSION_DENIED`, the rest `UNKNOWN`), except that a timeout waiting for
+    /// an answer is `DEADLINE_EXCEEDED` (the upstream may have acted on the call) and a client that
+    /// left `CANCELLED`.
+    pub fn grpc_status(&self) -> u32 {
+        match self.kind {
+            ErrorKind::ResponseTimeout | ErrorKind::BodyTimeout => grpc_code::DEADLINE_EXCEEDED,
+            ErrorKind::ClientLeft => grpc_code::CANCELLED,
+            ErrorKind::BadRequest => grpc_code::INTERNAL,
+            ErrorKind::Forbidden => grpc_code::PERMISSION_DENIED,
+            ErrorKind::Loop | ErrorKind::MethodNotAllowed | ErrorKind::HeadTooLarge => grpc_code::UNKNOWN,
+            ErrorKind::ConnectRefused
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::ConnectFailed
+            | ErrorKind::Reset
+            | ErrorKind::Protocol
+            | ErrorKind::NoRoute => grpc_code::UNAVAILABLE,
+        }
+    }
+
+    /// The answer a gRPC call gets: a trailers-only response (HTTP 200, `grpc-status` and
+    /// `grpc-message` in its head, no body), as a gRPC server would fail the call, so that the
+    /// client sees a status of the call's own with the reason (`response()`'s text) rather than
+    /// one guessed from an HTTP status and a text body it cannot read.
+    pub fn grpc_response(&self) -> Response<Full<Bytes>> {
+        let text = match self.metric() {
+            None => self.failure().message.into_owned(),
+            Some(_) => self.kind.to_string(),
+        };
+        let mut res = Response::new(Full::new(Bytes::new()));
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", header::HeaderValue::from(self.grpc_status()));
+        if let Ok(v) = header::HeaderValue::from_maybe_shared(Bytes::from(grpc_code::encode_message(&text))) {
+            h.insert("grpc-message", v);
+        }
+        res
+    }
 }
 
 /// The counter a failure after the response head is reported under: a body that broke off is the
@@ -252,6 +294,30 @@ mod tests {
             let f = e.failure();
             assert!(f.fault() && f.remote() && !f.client_aborted());
         }
+    }
+
+    #[test]
+    fn grpc_calls_get_a_trailers_only_status_with_the_reason() {
+        for (kind, code, message) in [
+            (ErrorKind::ConnectRefused, "14", "upstream refused the connection"),
+            (ErrorKind::ConnectTimeout, "14", "upstream connect timed out"),
+            (ErrorKind::ResponseTimeout, "4", "upstream did not respond in time"),
+            (ErrorKind::Forbidden, "7", "destination not allowed through this proxy"),
+            (ErrorKind::BadRequest, "13", "bad request"),
+        ] {
+            let res = ProxyError { kind, source: None }.grpc_response();
+            assert_eq!(res.status(), StatusCode::OK, "{kind:?}");
+            let h = res.headers();
+            assert_eq!(h["content-type"], "application/grpc");
+            assert_eq!(
+                (h["grpc-status"].as_bytes(), h["grpc-message"].as_bytes()),
+                (code.as_bytes(), message.as_bytes())
+            );
+            assert!(http_body::Body::is_end_stream(res.body()), "no body: the head ends the stream");
+        }
+        // The client's own mistakes say why, percent-encoded as gRPC asks.
+        let e = ProxyError::new(ErrorKind::BadRequest, "100% \u{2713}");
+        assert_eq!(e.grpc_response().headers()["grpc-message"], "bad request: 100%25 %E2%9C%93");
     }
 
     #[test]

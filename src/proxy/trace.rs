@@ -67,8 +67,18 @@ where
             // The forwarder counts the messages the request body carries into this.
             req.extensions_mut().insert(call.sent.clone());
         }
-        let completion =
-            Completion { tracer: self.tracer.clone(), start, direction: self.direction, status: None, record, grpc };
+        // gRPC runs over HTTP/2 only: an HTTP/1 request costs no look-up.
+        let grpc_request =
+            grpc.is_some() || (!recorded && req.version() == Version::HTTP_2 && grpc::is_grpc(req.headers()));
+        let completion = Completion {
+            tracer: self.tracer.clone(),
+            start,
+            direction: self.direction,
+            status: None,
+            grpc_request,
+            record,
+            grpc,
+        };
         ResponseFuture { inner: self.inner.call(req), completion: Some(completion) }
     }
 }
@@ -82,6 +92,8 @@ pub struct Completion {
     direction: Direction,
     /// The response status, once the head is known.
     status: Option<u16>,
+    /// The request is a gRPC call: the proxy's own answer is a gRPC status.
+    grpc_request: bool,
     /// `None` when tracing is off.
     record: Option<Record>,
     /// The gRPC call, when the request is one and is recorded.
@@ -150,6 +162,11 @@ impl Completion {
         self.tracer.export(seg);
     }
 
+    /// The proxy's own answer to the client for `e`: a gRPC status to a gRPC call, text otherwise.
+    fn answer(&self, e: &ProxyError) -> Response<Full<Bytes>> {
+        if self.grpc_request { e.grpc_response() } else { e.response() }
+    }
+
     /// The client went away while the upstream was still to answer.
     fn abandoned(self) {
         self.close(None, Some(Failure::client_left(None)));
@@ -197,8 +214,9 @@ where
                 // The client went away mid-request: recorded as if it had left before the response
                 // began (no status); the answer still goes to a client that only half-closed.
                 tracing::debug!(error = %e, source = ?e.source, "client went away mid-request");
+                let answer = completion.answer(&e);
                 completion.close(None, Some(e.failure()));
-                return Poll::Ready(Ok(e.response().map(|b| TraceBody::new(Either::Right(b), None))));
+                return Poll::Ready(Ok(answer.map(|b| TraceBody::new(Either::Right(b), None))));
             }
             Err(e) => {
                 if let Some(m) = e.metric() {
@@ -209,7 +227,7 @@ where
                     let failure = e.failure();
                     seg.for_each_mut(|s| s.failure = Some(failure.clone()));
                 }
-                e.response().map(Either::Right)
+                completion.answer(&e).map(Either::Right)
             }
         };
         let (mut parts, body) = res.into_parts();
@@ -225,8 +243,8 @@ where
                 // A trailers-only response carries the status in its head.
                 call.read_status(&parts.headers);
             } else {
-                // The proxy's own answer, or an HTML error page from whatever stood in for the
-                // server: its bytes are no gRPC messages.
+                // An HTML error page from whatever stood in for the server: its bytes are no gRPC
+                // messages. (The proxy's own answer to a call is a gRPC status, read above.)
                 call.received.stop();
             }
         }

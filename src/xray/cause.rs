@@ -60,7 +60,7 @@ pub enum ErrorKind {
 /// Every failure a segment can record as its `cause`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
-    /// No response from the upstream: answered by the proxy with 502 or 504.
+    /// No response from the upstream: answered by the proxy (502 or 504, or a gRPC status).
     Upstream(ErrorKind),
     /// The upstream's response body broke off after its head was sent on.
     UpstreamBody,

@@ -2,6 +2,7 @@
 //! `error`, `throttle` and `fault` the way HTTP's 4xx, 429 and 5xx are.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::fmt::Write;
 
 use super::flags::Flags;
 
@@ -43,12 +44,18 @@ const NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
-/// `DEADLINE_EXCEEDED`.
-pub const DEADLINE_EXCEEDED: u32 = 4;
+/// `CANCELLED`.
+pub const CANCELLED: u32 = 1;
 /// `UNKNOWN`: what a client makes of a response that ends without a status.
 pub const UNKNOWN: u32 = 2;
+/// `DEADLINE_EXCEEDED`.
+pub const DEADLINE_EXCEEDED: u32 = 4;
+/// `PERMISSION_DENIED`.
+pub const PERMISSION_DENIED: u32 = 7;
 /// `INTERNAL`: what a client makes of a status it cannot read.
 pub const INTERNAL: u32 = 13;
+/// `UNAVAILABLE`: the service cannot be reached; clients may retry.
+pub const UNAVAILABLE: u32 = 14;
 
 /// The name of a status code; codes outside the specification are `UNKNOWN`, as gRPC reads them.
 pub fn status_name(code: u32) -> &'static str {
@@ -102,6 +109,20 @@ pub fn decode_message(raw: &[u8]) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encodes a `grpc-message`, as the gRPC specification asks: every byte outside printable
+/// ASCII (space to `~`), and `%` itself, as `%XX`.
+pub fn encode_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// The `metadata.grpc` object: message counts each way.
@@ -177,5 +198,11 @@ mod tests {
         assert_eq!(service_and_method("/a/b/c"), None);
         assert_eq!(decode_message(b"item %2342 not found %E2%9C%93"), "item #42 not found \u{2713}");
         assert_eq!(decode_message(b"100% sure %zz"), "100% sure %zz");
+        for text in ["upstream refused the connection", "100% \u{2713}\nnext", ""] {
+            let encoded = encode_message(text);
+            assert!(encoded.bytes().all(|b| (b' '..=b'~').contains(&b)), "{encoded}");
+            assert_eq!(decode_message(encoded.as_bytes()), text);
+        }
+        assert_eq!(encode_message("100% \u{2713}"), "100%25 %E2%9C%93");
     }
 }

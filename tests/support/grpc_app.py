@@ -7,6 +7,7 @@
                        has "trace" and "traceparent", the headers the server received. The client
                        dials TARGET itself unless `grpc_proxy` is set in the environment, when it
                        goes through that proxy (with `CONNECT`) as gRPC does by default.
+  call TARGET REQUEST  make one `GetItem` call with REQUEST (10 s deadline) and print its line
 
 `GetItem` (unary) answers by its request: b"ok" (echoing the trace headers it got in its trailing
 metadata as `seen-trace-id` and `seen-traceparent`), or fails with the status named in the request
@@ -115,5 +116,9 @@ def client(target, authority=None):
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "call":
+        channel = grpc.insecure_channel(sys.argv[2], options=[("grpc.enable_http_proxy", 0)])
+        unary = channel.unary_unary(f"/{SERVICE}/GetItem")
+        run(channel, sys.argv[3], lambda c: len([unary(sys.argv[3].encode(), timeout=10)]))
     else:
         client(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
