@@ -350,3 +350,48 @@ async fn a_hard_open_file_limit_below_the_connection_limit_is_a_warning() {
     let warning = warning.unwrap_or_else(|| panic!("no warning:\n{log}"));
     assert!(warning.contains("open_files=300") && warning.contains("max_connections=400"), "{warning}");
 }
+
+/// Opens `n` connections to `addr` at once: those the kernel completed within half a second.
+async fn connected_within_half_a_second(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        attempts.spawn(tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)));
+    }
+    attempts.join_all().await.into_iter().filter_map(|r| r.ok()?.ok()).collect()
+}
+
+/// A burst of new connections while the proxy cannot accept them (busy, descheduled: paused here
+/// with SIGSTOP) waits in the listen backlog, on both address families: tokio's own `bind` asks for
+/// 128, beyond which the kernel drops the SYNs and each client waits a second or more for its
+/// retry. Each is served once the proxy runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_new_connections_waits_in_the_listen_backlog() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &[]);
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, sc.listen.port()));
+    let families = if TcpStream::connect(v6).await.is_ok() { vec![sc.listen, v6] } else { vec![sc.listen] };
+    let signal = |sig: &str| {
+        let pid = sc.child.id().to_string();
+        assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    };
+    // The kernel caps every backlog at `net.core.somaxconn` (4096 unless lowered).
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    let n = 400.min(somaxconn);
+    for addr in families {
+        signal("-STOP");
+        let burst = connected_within_half_a_second(addr, n).await;
+        signal("-CONT");
+        assert_eq!(burst.len(), n, "{addr}: connections the kernel held for the paused proxy");
+        let mut requests = tokio::task::JoinSet::new();
+        for mut s in burst {
+            requests.spawn(async move {
+                s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await.unwrap();
+                let mut out = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+                out.starts_with(b"HTTP/1.1 200")
+            });
+        }
+        let answered = requests.join_all().await.into_iter().filter(|ok| *ok).count();
+        assert_eq!(answered, n, "{addr}: answered after the proxy ran again");
+    }
+}

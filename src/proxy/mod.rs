@@ -338,7 +338,7 @@ async fn drain(mut stopped: Stopped, readiness: Readiness, closing: Closing, ser
 /// IPv4's (the only traffic there is in an IPv6 cluster), and the kubelet probes the pod's IPv6
 /// address. A host without IPv6 keeps the IPv4 listener alone.
 async fn bind(addr: SocketAddr, flag: &str) -> Result<Vec<TcpListener>, crate::BoxError> {
-    let v4 = TcpListener::bind(addr).await.map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))?;
+    let v4 = listen(addr).map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))?;
     let twin = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => Ipv6Addr::UNSPECIFIED,
         IpAddr::V4(ip) if ip.is_loopback() => Ipv6Addr::LOCALHOST,
@@ -346,7 +346,7 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<Vec<TcpListener>, crate::B
     };
     // The port the IPv4 listener has, which `0` leaves to the kernel.
     let at = SocketAddr::new(twin.into(), v4.local_addr()?.port());
-    match bind_v6_only(at) {
+    match listen(at) {
         Ok(v6) => Ok(vec![v4, v6]),
         Err(e) => {
             tracing::debug!(%at, error = %e, "no IPv6 listener beside {addr}");
@@ -355,14 +355,23 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<Vec<TcpListener>, crate::B
     }
 }
 
-/// A listener on an IPv6 address that takes IPv6 connections only (the IPv4 ones have their own).
-fn bind_v6_only(at: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    socket.set_only_v6(true)?;
+/// Connections the kernel holds for a listener before they are accepted. tokio's `bind` asks
+/// for 128, the standard library's figure: a burst of new connections (a client fleet
+/// reconnecting, a deploy) beyond it has SYNs dropped and waits a second or more for the retry.
+/// 1024 is Envoy's default (nginx asks 511); the kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 1024;
+
+/// A listener on `at`; an IPv6 one takes IPv6 connections only (the IPv4 ones have their own).
+fn listen(at: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(at), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if at.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&at.into())?;
-    socket.listen(1024)?;
+    socket.listen(BACKLOG)?;
     TcpListener::from_std(socket.into())
 }
 
