@@ -69,7 +69,7 @@ where
         }
         // gRPC runs over HTTP/2 only: an HTTP/1 request costs no look-up.
         let grpc_request =
-            grpc.is_some() || (!recorded && req.version() == Version::HTTP_2 && grpc::is_grpc(req.headers()));
+            req.version() == Version::HTTP_2 && (grpc.is_some() || (!recorded && grpc::is_grpc(req.headers())));
         let completion = Completion {
             tracer: self.tracer.clone(),
             start,
