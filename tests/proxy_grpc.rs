@@ -283,6 +283,33 @@ fn one_call(target: SocketAddr, request: &str) -> (String, String) {
     (line["code"].as_str().unwrap().to_owned(), line["details"].as_str().unwrap_or_default().to_owned())
 }
 
+/// Calls beyond the connection limit's budget for HTTP/2 streams are refused as gRPC refuses them:
+/// `UNAVAILABLE` (which clients may retry), with the reason, rather than an HTTP 503 they guess from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_beyond_the_stream_budget_are_unavailable() {
+    let (server, daemon) = (grpc_server(), Daemon::start().await);
+    let sc =
+        Sidecar::sample_all(&format!("http://127.0.0.1:{}", server.port), daemon.addr, &["--max-connections", "2"]);
+    let out = Command::new("python3")
+        .arg(support::repo_root().join("tests/support/grpc_app.py"))
+        .args(["burst", &sc.listen.to_string(), "6"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // One call rides on the connection's own slot, one takes the slot left; the rest are refused.
+    let refused: Vec<_> = seen.iter().filter(|c| c["code"] != "OK").collect();
+    assert_eq!((seen.len(), refused.len()), (6, 4), "{seen:#?}");
+    for c in refused {
+        assert_eq!(
+            (&c["code"], &c["details"]),
+            (&"UNAVAILABLE".into(), &"too many requests in flight: try again later".into()),
+            "{c}"
+        );
+    }
+}
+
 /// A gRPC client told "502" or "504" can only guess (`UNAVAILABLE` either way, "Received http2
 /// header with status: 502"): the proxy's own failures reach it as gRPC statuses with the reason,
 /// with and without tracing, and a timeout waiting for the answer as `DEADLINE_EXCEEDED`, which

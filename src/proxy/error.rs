@@ -161,23 +161,13 @@ impl ProxyError {
         }
     }
 
-    /// The answer a gRPC call gets: a trailers-only response (HTTP 200, `grpc-status` and
-    /// `grpc-message` in its head, no body), as a gRPC server would fail the call, so that the
-    /// client sees a status of the call's own with the reason (`response()`'s text) rather than
-    /// one guessed from an HTTP status and a text body it cannot read.
+    /// The answer a gRPC call gets: `grpc_status()` with `response()`'s reason, trailers-only.
     pub fn grpc_response(&self) -> Response<Full<Bytes>> {
         let text = match self.metric() {
             None => self.failure().message.into_owned(),
             Some(_) => self.kind.to_string(),
         };
-        let mut res = Response::new(Full::new(Bytes::new()));
-        let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", header::HeaderValue::from(self.grpc_status()));
-        if let Ok(v) = header::HeaderValue::from_maybe_shared(Bytes::from(grpc_code::encode_message(&text))) {
-            h.insert("grpc-message", v);
-        }
-        res
+        super::grpc::trailers_only(self.grpc_status(), &text)
     }
 }
 

@@ -2,7 +2,9 @@
 //! trailers-only response), and counting its length-prefixed messages as they stream, without
 //! holding any of their bytes.
 
-use http::HeaderMap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response};
+use http_body_util::Full;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -17,6 +19,21 @@ pub fn is_grpc(h: &HeaderMap) -> bool {
             && v[..16].eq_ignore_ascii_case(b"application/grpc")
             && matches!(v.get(16), None | Some(b'+' | b';'))
     })
+}
+
+/// The answer of a call the proxy fails itself: a trailers-only response (HTTP 200, `grpc-status`
+/// and the percent-encoded `grpc-message` in its head, no body), as a gRPC server fails a call, so
+/// that the client sees a status of the call's own with the reason rather than one guessed from
+/// an HTTP status and a text body it cannot read.
+pub fn trailers_only(code: u32, message: &str) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    let h = res.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(grpc::encode_message(message))) {
+        h.insert("grpc-message", v);
+    }
+    res
 }
 
 /// The `grpc-status` and decoded `grpc-message` in `h`, if it carries a status.

@@ -17,7 +17,8 @@
 //! memory: 20 connections of 200 stalled streams took it from 7 to 45 MB, and some 70 would fill
 //! a 128 MiB limit. The first stream in flight on a connection rides on the connection's own slot;
 //! each further one takes a slot of the same budget until its response is finished with
-//! ([`Budgeted`]), and with none left is answered `503` at once, before any upstream is asked.
+//! ([`Budgeted`]), and with none left is answered `503` at once (a gRPC call `UNAVAILABLE`), before
+//! any upstream is asked.
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -42,8 +43,10 @@ use tokio::time::Instant;
 use xray_lifecycle::Stopped;
 use xray_lifecycle::shutdown::{ConnectionLimit, Room};
 
+use super::grpc;
 use super::idle::{Activity, Counted, CountedBody, QUIET, StreamSlot, Waits};
 use crate::metrics::Metrics;
+use crate::xray::grpc as grpc_code;
 
 /// How long a connection idle past the keep-alive timeout gets to complete hyper's graceful close
 /// (GOAWAY, a ping and its answer: a round trip in a cluster) before it is dropped. It has no
@@ -110,7 +113,7 @@ where
         if self.streams.fetch_add(1, AcqRel) > 0 {
             let Some(permit) = self.budget.limit.try_stream() else {
                 self.budget.metrics.streams_refused.fetch_add(1, Relaxed);
-                return BudgetedFuture::Refused;
+                return BudgetedFuture::Refused { grpc: grpc::is_grpc(req.headers()) };
             };
             stream.slot = Some(permit);
         }
@@ -119,15 +122,19 @@ where
     }
 }
 
-/// The response of [`Budgeted`]: the inner service's, or 503 for a stream refused a slot.
+/// The response of [`Budgeted`]: the inner service's, or 503 for a stream refused a slot (to a gRPC
+/// call, `UNAVAILABLE`).
 #[pin_project(project = BudgetedProj)]
 #[derive(Debug)]
 pub enum BudgetedFuture<F> {
     /// The stream has its slot.
     Called(#[pin] F),
-    /// No slot was left.
-    Refused,
+    /// No slot was left; `grpc` when the stream is a gRPC call, answered in gRPC's terms.
+    Refused { grpc: bool },
 }
+
+/// Why a stream was refused.
+const REFUSED: &str = "too many requests in flight: try again later";
 
 impl<F, B> Future for BudgetedFuture<F>
 where
@@ -139,10 +146,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             BudgetedProj::Called(f) => f.poll(cx).map_ok(|res| res.map(Either::Left)),
-            BudgetedProj::Refused => {
-                let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(
-                    b"too many requests in flight: try again later\n",
-                ))));
+            BudgetedProj::Refused { grpc: true } => {
+                Poll::Ready(Ok(grpc::trailers_only(grpc_code::UNAVAILABLE, REFUSED).map(Either::Right)))
+            }
+            BudgetedProj::Refused { grpc: false } => {
+                let text = Bytes::from(format!("{REFUSED}\n"));
+                let mut res = Response::new(Either::Right(Full::new(text)));
                 *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 Poll::Ready(Ok(res))

@@ -8,6 +8,8 @@
                        dials TARGET itself unless `grpc_proxy` is set in the environment, when it
                        goes through that proxy (with `CONNECT`) as gRPC does by default.
   call TARGET REQUEST  make one `GetItem` call with REQUEST (10 s deadline) and print its line
+  burst TARGET N       make N "slow" `GetItem` calls at once on one channel (one HTTP/2
+                       connection) and print a line for each
 
 `GetItem` (unary) answers by its request: b"ok" (echoing the trace headers it got in its trailing
 metadata as `seen-trace-id` and `seen-traceparent`), or fails with the status named in the request
@@ -120,5 +122,11 @@ if __name__ == "__main__":
         channel = grpc.insecure_channel(sys.argv[2], options=[("grpc.enable_http_proxy", 0)])
         unary = channel.unary_unary(f"/{SERVICE}/GetItem")
         run(channel, sys.argv[3], lambda c: len([unary(sys.argv[3].encode(), timeout=10)]))
+    elif sys.argv[1] == "burst":
+        channel = grpc.insecure_channel(sys.argv[2], options=[("grpc.enable_http_proxy", 0)])
+        unary = channel.unary_unary(f"/{SERVICE}/GetItem")
+        calls = [unary.future(b"slow", timeout=10) for _ in range(int(sys.argv[3]))]
+        for call in calls:
+            run(channel, "slow", lambda c, f=call: len([f.result()]))
     else:
         client(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
