@@ -142,9 +142,9 @@ impl ProxyError {
 
     /// The gRPC status a gRPC client gets instead of `status()`: what gRPC makes of that HTTP
     /// status (502 and a connect timeout's 504 `UNAVAILABLE`, which clients may retry, 400
-    /// `INTERNAL`, 403 `PERMISSION_DENIED`, the rest `UNKNOWN`), except that a timeout waiting for
-    /// an answer is `DEADLINE_EXCEEDED` (the upstream may have acted on the call) and a client that
-    /// left `CANCELLED`.
+    /// `INTERNAL`, 403 `PERMISSION_DENIED`, the rest `UNKNOWN`), except that the two timeouts of a
+    /// call under way, waiting for the answer (the upstream may have acted on the call) or for the
+    /// client's own messages, are `DEADLINE_EXCEEDED`, and a client that left `CANCELLED`.
     pub fn grpc_status(&self) -> u32 {
         match self.kind {
             ErrorKind::ResponseTimeout | ErrorKind::BodyTimeout => grpc_code::DEADLINE_EXCEEDED,
