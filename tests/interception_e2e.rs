@@ -368,13 +368,18 @@ fn ipv6_traffic_is_intercepted_and_served_like_ipv4() {
         let args = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url];
         lab.exec(ns, &args)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while curl(&front, &format!("http://[{back6}]:8080/")) != "200" {
-        assert!(Instant::now() < deadline, "the IPv6 app was never reached through the sidecar");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Each server is waited for (python starts slowly on a loaded machine): until it listens, the
+    // sidecar's answer is a 502.
+    let until_served = |ns: &str, url: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while curl(ns, url) != "200" {
+            assert!(Instant::now() < deadline, "{what} was never reached through the sidecar");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    until_served(&front, &format!("http://[{back6}]:8080/"), "the IPv6 app");
     // Inbound over IPv6 went through the proxy, and so does the application's own IPv6 call.
-    assert_eq!(curl(&back, &format!("http://[{front6}]:8081/")), "200");
+    until_served(&back, &format!("http://[{front6}]:8081/"), "the IPv6 server the app calls");
     // The kubelet probes the pod's IPv6 address.
     assert_eq!(curl(&front, &format!("http://[{back6}]:15102/ready")), "200");
     let m = lab.metrics(&back);
