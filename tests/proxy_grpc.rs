@@ -217,16 +217,23 @@ async fn calls_through_grpc_proxy_are_traced_one_by_one_inside_the_connect_tunne
     check_spans(&receiver.received_spans(EXPECTED.len()).await.1, "SPAN_KIND_CLIENT");
 }
 
+/// `h2_app.py` (the PyPI `h2` library answering as a broken gRPC server would, logging what it got to
+/// the file returned) behind a sidecar recording every request to the daemon returned.
+async fn broken_server(name: &str) -> (std::path::PathBuf, PythonApp, Daemon, Sidecar) {
+    let log = std::env::temp_dir().join(format!("xray-sidecar-h2-{name}-{}.jsonl", std::process::id()));
+    let app = PythonApp::start("h2_app.py", &["{port}", log.to_str().unwrap()]);
+    let daemon = Daemon::start().await;
+    let sc = Sidecar::sample_all(&format!("http://127.0.0.1:{}", app.port), daemon.addr, &[]);
+    (log, app, daemon, sc)
+}
+
 /// A gRPC response must end with its status: one that ends without (or with one that is no status
 /// code) fails at the client (`UNKNOWN`, `INTERNAL`), and is recorded as the fault it was, not as
 /// a success. The server is the PyPI `h2` library answering as such a broken server would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_response_without_a_readable_status_is_a_fault() {
     use http_body_util::BodyExt;
-    let log = std::env::temp_dir().join(format!("xray-sidecar-h2-grpc-{}.jsonl", std::process::id()));
-    let app = PythonApp::start("h2_app.py", &["{port}", log.to_str().unwrap()]);
-    let daemon = Daemon::start().await;
-    let sc = Sidecar::sample_all(&format!("http://127.0.0.1:{}", app.port), daemon.addr, &[]);
+    let (log, _app, daemon, sc) = broken_server("grpc").await;
     let (mut send, _closed) = support::h2_connection(sc.listen).await;
     for (path, code, name) in [("no-status", 2, "UNKNOWN"), ("bad-status", 13, "INTERNAL")] {
         let req = http::Request::post(format!("http://catalog/shop.v1.Catalog/{path}"))
@@ -273,14 +280,42 @@ async fn a_grpc_response_without_a_readable_status_is_a_fault() {
 
 /// One `GetItem` call with `request` from the real `grpcio` client to `target`: its code and details.
 fn one_call(target: SocketAddr, request: &str) -> (String, String) {
+    call_method(target, request, "GetItem")
+}
+
+/// One call of `method` with `request` from the real `grpcio` client to `target`: its code and
+/// details.
+fn call_method(target: SocketAddr, request: &str, method: &str) -> (String, String) {
     let out = Command::new("python3")
         .arg(support::repo_root().join("tests/support/grpc_app.py"))
-        .args(["call", &target.to_string(), request])
+        .args(["call", &target.to_string(), request, method])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     (line["code"].as_str().unwrap().to_owned(), line["details"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A response that breaks off after its head (the server's connection closes, or it resets the
+/// stream) ends, through the proxy, with the status the client would have seen from the server
+/// itself, and the reason: passed on as a reset, every one of them read as `INTERNAL` ("Received
+/// RST_STREAM with error code 2"). The record is the upstream's broken body, a fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_response_that_breaks_off_ends_with_the_status_the_server_gave() {
+    let (log, app, daemon, sc) = broken_server("broken").await;
+    let direct = SocketAddr::from(([127, 0, 0, 1], app.port));
+    // The connection closing under the call, and the stream reset with CANCEL and INTERNAL_ERROR.
+    for (method, status) in [("drop", "UNAVAILABLE"), ("reset-8", "CANCELLED"), ("reset-2", "INTERNAL")] {
+        let (code, _) = call_method(direct, "x", method);
+        assert_eq!(code, status, "{method}, directly");
+        let (code, details) = call_method(sc.listen, "x", method);
+        assert_eq!(code, status, "{method}, through the sidecar: {details}");
+        assert!(details.starts_with("upstream response body failed after 7 bytes"), "{method}: {details}");
+        let doc = daemon.take(1).await.remove(0);
+        assert_eq!((&doc["fault"], &doc["annotations"]["grpc_status"]), (&true.into(), &status.into()), "{doc}");
+        assert_eq!(doc["cause"]["exceptions"][0]["type"], "UpstreamBodyError", "{doc}");
+    }
+    let _ = std::fs::remove_file(log);
 }
 
 /// Calls beyond the connection limit's budget for HTTP/2 streams are refused as gRPC refuses them:

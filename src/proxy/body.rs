@@ -1,5 +1,6 @@
 //! The response body wrapper: streams frames through untouched and reports, exactly once, how the
-//! body ended: complete, broken by the upstream, or abandoned by the client.
+//! body ended: complete, broken by the upstream, or abandoned by the client. A failure is passed on
+//! unless the end hook gives trailers to end the body with instead (a gRPC call's status).
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
@@ -29,7 +30,20 @@ pub trait OnEnd {
 
     /// Called with the trailers as they pass.
     fn on_trailers(&mut self, _trailers: &http::HeaderMap) {}
+
+    /// Called when the body fails after `bytes`: trailers that end it in the failure's place, or
+    /// `None` to pass the failure on (the client's stream or connection then breaks off).
+    fn trailers_for_failure(
+        &mut self,
+        _bytes: u64,
+        _why: &(dyn std::error::Error + 'static),
+    ) -> Option<http::HeaderMap> {
+        None
+    }
 }
+
+/// The error of the bodies wrapped: hyper's, or the proxy's own.
+type BodyError = dyn std::error::Error + Send + Sync;
 
 /// A body that counts data bytes and calls its [`OnEnd`] when it is over.
 #[pin_project(PinnedDrop)]
@@ -52,7 +66,7 @@ impl<B: Body, E: OnEnd> TraceBody<B, E> {
 impl<B, E> Body for TraceBody<B, E>
 where
     B: Body,
-    B::Error: std::fmt::Display,
+    B::Error: AsRef<BodyError> + std::fmt::Display,
     E: OnEnd,
 {
     type Data = B::Data;
@@ -76,7 +90,16 @@ where
                 // does not), so the end is noticed here rather than on the next poll.
                 (f.is_trailers() || this.inner.is_end_stream()).then_some(End::Complete)
             }
-            Some(Err(e)) => Some(End::Failed(e.to_string())),
+            Some(Err(e)) => {
+                let (bytes, why) = (*this.bytes, e.as_ref());
+                if let Some(trailers) = this.on_end.as_mut().and_then(|cb| cb.trailers_for_failure(bytes, why)) {
+                    if let Some(cb) = this.on_end.take() {
+                        cb.on_end(bytes, End::Failed(why.to_string()));
+                    }
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Some(End::Failed(e.to_string()))
+            }
             None => Some(End::Complete),
         };
         if let Some(end) = end {
@@ -126,7 +149,8 @@ mod tests {
     #[tokio::test]
     async fn reports_completion_once_with_the_byte_count() {
         let seen = Seen::default();
-        let body = TraceBody::new(Full::new(Bytes::from_static(b"hello")), Some(seen.clone()));
+        let full = Full::new(Bytes::from_static(b"hello")).map_err(|never| -> BoxError { match never {} });
+        let body = TraceBody::new(full, Some(seen.clone()));
         let collected = body.collect().await.expect("body").to_bytes();
         assert_eq!(&collected[..], b"hello");
         assert_eq!(*seen.0.lock().expect("lock"), vec![(5, "Complete".to_owned())]);
@@ -147,10 +171,39 @@ mod tests {
     #[tokio::test]
     async fn an_upstream_error_is_reported_as_failed() {
         let seen = Seen::default();
-        let frames = chunks(vec![Ok(Bytes::from_static(b"ab")), Err(std::io::Error::other("reset"))]);
+        let frames = chunks(vec![Ok(Bytes::from_static(b"ab")), Err(std::io::Error::other("reset").into())]);
         let body = TraceBody::new(frames, Some(seen.clone()));
         assert!(body.collect().await.is_err());
         assert_eq!(*seen.0.lock().expect("lock"), vec![(2, "Failed(\"reset\")".to_owned())]);
+    }
+
+    /// Ends a failed body with a trailer naming the failure.
+    #[derive(Clone, Default)]
+    struct Mends(Seen);
+
+    impl OnEnd for Mends {
+        fn on_end(self, bytes: u64, end: End) {
+            self.0.on_end(bytes, end);
+        }
+
+        fn trailers_for_failure(
+            &mut self,
+            bytes: u64,
+            why: &(dyn std::error::Error + 'static),
+        ) -> Option<http::HeaderMap> {
+            let mut t = http::HeaderMap::new();
+            t.insert("x-failed", http::HeaderValue::from_str(&format!("{bytes} {why}")).ok()?);
+            Some(t)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_may_be_ended_with_trailers_and_is_still_reported() {
+        let mends = Mends::default();
+        let frames = chunks(vec![Ok(Bytes::from_static(b"ab")), Err(std::io::Error::other("reset").into())]);
+        let collected = TraceBody::new(frames, Some(mends.clone())).collect().await.expect("no error passed on");
+        assert_eq!(collected.trailers().map(|t| &t["x-failed"]), Some(&http::HeaderValue::from_static("2 reset")));
+        assert_eq!(*mends.0.0.lock().expect("lock"), vec![(2, "Failed(\"reset\")".to_owned())]);
     }
 
     #[tokio::test]
@@ -166,23 +219,22 @@ mod tests {
         assert_eq!(*seen.0.lock().expect("lock"), vec![(2, "Complete".to_owned())]);
     }
 
+    type BoxError = Box<BodyError>;
+
     /// A body that yields the given frames in order, then ends.
-    struct Frames(std::collections::VecDeque<Result<Frame<Bytes>, std::io::Error>>);
+    struct Frames(std::collections::VecDeque<Result<Frame<Bytes>, BoxError>>);
 
     impl Body for Frames {
         type Data = Bytes;
-        type Error = std::io::Error;
+        type Error = BoxError;
 
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
             Poll::Ready(self.0.pop_front())
         }
     }
 
     /// A body of the given data chunks.
-    fn chunks(items: Vec<Result<Bytes, std::io::Error>>) -> Frames {
+    fn chunks(items: Vec<Result<Bytes, BoxError>>) -> Frames {
         Frames(items.into_iter().map(|r| r.map(Frame::data)).collect())
     }
 }

@@ -171,6 +171,22 @@ impl ProxyError {
     }
 }
 
+/// The gRPC status of a call whose response broke off after its head, as its client would have
+/// seen it on its own connection to the server: a stream the server reset maps as gRPC maps
+/// RST_STREAM codes (`CANCEL` `CANCELLED`, `REFUSED_STREAM` `UNAVAILABLE`, `ENHANCE_YOUR_CALM`
+/// `RESOURCE_EXHAUSTED`, `INADEQUATE_SECURITY` `PERMISSION_DENIED`, the rest `INTERNAL`); a
+/// connection that closed, reset or went away is `UNAVAILABLE`.
+pub fn grpc_status_of_broken_body(e: &(dyn std::error::Error + 'static)) -> u32 {
+    match find::<h2::Error>(e).filter(|h| h.is_reset() && h.is_remote()).and_then(h2::Error::reason) {
+        Some(h2::Reason::CANCEL) => grpc_code::CANCELLED,
+        Some(h2::Reason::REFUSED_STREAM) => grpc_code::UNAVAILABLE,
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => grpc_code::RESOURCE_EXHAUSTED,
+        Some(h2::Reason::INADEQUATE_SECURITY) => grpc_code::PERMISSION_DENIED,
+        Some(_) => grpc_code::INTERNAL,
+        None => grpc_code::UNAVAILABLE,
+    }
+}
+
 /// The counter a failure after the response head is reported under: a body that broke off is the
 /// upstream's connection failing, like a reset before the head.
 pub fn failure_metric(failure: &Failure) -> Option<UpstreamError> {

@@ -27,13 +27,19 @@ pub fn is_grpc(h: &HeaderMap) -> bool {
 /// an HTTP status and a text body it cannot read.
 pub fn trailers_only(code: u32, message: &str) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::new()));
-    let h = res.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    *res.headers_mut() = status_fields(code, message);
+    res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    res
+}
+
+/// `grpc-status` and the percent-encoded `grpc-message`: the trailers that end a call.
+pub fn status_fields(code: u32, message: &str) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(3);
     h.insert("grpc-status", HeaderValue::from(code));
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(grpc::encode_message(message))) {
         h.insert("grpc-message", v);
     }
-    res
+    h
 }
 
 /// The `grpc-status` and decoded `grpc-message` in `h`, if it carries a status.

@@ -92,7 +92,9 @@ pub struct Completion {
     direction: Direction,
     /// The response status, once the head is known.
     status: Option<u16>,
-    /// The request is a gRPC call: the proxy's own answer is a gRPC status.
+    /// The request is a gRPC call (over HTTP/2), and once the head is known its response is a
+    /// gRPC one: the proxy's own answer, or the end of a response that breaks off, is a gRPC
+    /// status.
     grpc_request: bool,
     /// `None` when tracing is off.
     record: Option<Record>,
@@ -112,6 +114,19 @@ impl OnEnd for Completion {
         if let Some(call) = self.grpc.as_mut() {
             call.read_status(trailers);
         }
+    }
+
+    fn trailers_for_failure(&mut self, bytes: u64, why: &(dyn std::error::Error + 'static)) -> Option<HeaderMap> {
+        // A gRPC response that breaks off ends with the status its client would have seen from the
+        // server (a reset passed on would read as INTERNAL whatever happened), and says why.
+        if !self.grpc_request {
+            return None;
+        }
+        let code = super::error::grpc_status_of_broken_body(why);
+        let message = Failure::upstream_body(bytes, &why.to_string()).message;
+        let trailers = grpc::status_fields(code, &message);
+        self.on_trailers(&trailers);
+        Some(trailers)
     }
 
     fn on_end(self, bytes: u64, end: End) {
@@ -238,8 +253,11 @@ where
             // endpoint that is staying, rather than reuse this one until it is closed under it.
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let grpc_head = (completion.grpc_request || completion.grpc.is_some()) && grpc::is_grpc(&parts.headers);
+        // A broken response is ended with a gRPC status only when it is a gRPC one.
+        completion.grpc_request &= grpc_head;
         if let Some(call) = completion.grpc.as_mut() {
-            if grpc::is_grpc(&parts.headers) {
+            if grpc_head {
                 // A trailers-only response carries the status in its head.
                 call.read_status(&parts.headers);
             } else {

@@ -52,6 +52,8 @@ pub const UNKNOWN: u32 = 2;
 pub const DEADLINE_EXCEEDED: u32 = 4;
 /// `PERMISSION_DENIED`.
 pub const PERMISSION_DENIED: u32 = 7;
+/// `RESOURCE_EXHAUSTED`.
+pub const RESOURCE_EXHAUSTED: u32 = 8;
 /// `INTERNAL`: what a client makes of a status it cannot read.
 pub const INTERNAL: u32 = 13;
 /// `UNAVAILABLE`: the service cannot be reached; clients may retry.

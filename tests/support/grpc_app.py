@@ -7,7 +7,9 @@
                        has "trace" and "traceparent", the headers the server received. The client
                        dials TARGET itself unless `grpc_proxy` is set in the environment, when it
                        goes through that proxy (with `CONNECT`) as gRPC does by default.
-  call TARGET REQUEST  make one `GetItem` call with REQUEST (10 s deadline) and print its line
+  call TARGET REQUEST [METHOD]
+                       make one unary call (`GetItem` unless METHOD) with REQUEST (10 s deadline)
+                       and print its line
   burst TARGET N       make N "slow" `GetItem` calls at once on one channel (one HTTP/2
                        connection) and print a line for each
 
@@ -120,7 +122,8 @@ if __name__ == "__main__":
         serve(int(sys.argv[2]))
     elif sys.argv[1] == "call":
         channel = grpc.insecure_channel(sys.argv[2], options=[("grpc.enable_http_proxy", 0)])
-        unary = channel.unary_unary(f"/{SERVICE}/GetItem")
+        method = sys.argv[4] if len(sys.argv) > 4 else "GetItem"
+        unary = channel.unary_unary(f"/{SERVICE}/{method}")
         run(channel, sys.argv[3], lambda c: len([unary(sys.argv[3].encode(), timeout=10)]))
     elif sys.argv[1] == "burst":
         channel = grpc.insecure_channel(sys.argv[2], options=[("grpc.enable_http_proxy", 0)])

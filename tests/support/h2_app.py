@@ -3,7 +3,8 @@ its checks of received headers turned off, so that whatever a proxy forwards is 
 Answers every request 200 "ok" and appends each one's headers to LOG as a JSON line:
 {"headers": [[name, value], ...]}. A :path ending in /no-status answers as a gRPC server that
 forgets its status (one message, then the end of the stream, no trailers); /bad-status sends
-`grpc-status: abc` in its trailers.
+`grpc-status: abc` in its trailers; /reset-CODE (8 for CANCEL, 2 for INTERNAL_ERROR...) resets
+the stream with that code after one message, and /drop closes the connection after one message.
 
 Usage: h2_app.py PORT LOG   (PORT 0 picks one; the port is printed on the first line)
 """
@@ -53,6 +54,15 @@ def serve(sock):
                 if isinstance(e, h2.events.RequestReceived):
                     say(json.dumps({"headers": [[k, v] for k, v in e.headers]}))
                     path = dict(e.headers).get(":path", "")
+                    broken = path.rsplit("/", 1)[-1]
+                    if broken == "drop" or broken.startswith("reset-"):
+                        conn.send_headers(e.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                        conn.send_data(e.stream_id, b"\x00\x00\x00\x00\x02hi")
+                        sock.sendall(conn.data_to_send())
+                        if broken == "drop":
+                            return
+                        conn.reset_stream(e.stream_id, error_code=int(broken[len("reset-"):]))
+                        continue
                     if path.endswith(("/no-status", "/bad-status")):
                         conn.send_headers(e.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
                         message = b"\x00\x00\x00\x00\x02hi"
