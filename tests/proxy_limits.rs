@@ -396,3 +396,25 @@ async fn a_burst_of_new_connections_waits_in_the_listen_backlog() {
         assert_eq!(answered, n, "{addr}: answered after the proxy ran again");
     }
 }
+
+/// A listener given an IPv6 address takes IPv4 connections too, as `[::]` does by default: only
+/// the IPv6 twin the proxy adds beside an IPv4 listener is IPv6-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_given_ipv6_s_wildcard_takes_ipv4_too() {
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("no IPv6 on this host: skipped");
+        return;
+    }
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let outbound = format!("[::]:{}", support::free_port());
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--outbound-listen", &outbound]);
+    let port = sc.outbound.unwrap().port();
+    for addr in [SocketAddr::from(([127, 0, 0, 1], port)), SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))] {
+        let mut s = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{addr}: {e}"));
+        let request = format!("GET {}/ HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", up.url(), up.addr);
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(out.starts_with(b"HTTP/1.1 200"), "{addr}: {}", String::from_utf8_lossy(&out));
+    }
+}

@@ -83,11 +83,11 @@ struct Listeners {
 }
 
 impl Listeners {
-    async fn bind(config: &ProxyConfig) -> Result<Self, crate::BoxError> {
+    fn bind(config: &ProxyConfig) -> Result<Self, crate::BoxError> {
         Ok(Listeners {
-            inbound: bind(config.listen, "--listen").await?,
-            outbound: bind_optional(config.outbound_listen, "--outbound-listen").await?,
-            admin: bind_optional(config.admin_listen, "--admin-listen").await?,
+            inbound: bind(config.listen, "--listen")?,
+            outbound: bind_optional(config.outbound_listen, "--outbound-listen")?,
+            admin: bind_optional(config.admin_listen, "--admin-listen")?,
         })
     }
 
@@ -101,7 +101,7 @@ impl Listeners {
 impl Proxy {
     /// Binds every listener of `config` and starts serving.
     pub async fn start(config: ProxyConfig) -> Result<Proxy, crate::BoxError> {
-        let listeners = Listeners::bind(&config).await?;
+        let listeners = Listeners::bind(&config)?;
         let first = |ls: &Vec<TcpListener>| ls[0].local_addr();
         let inbound = first(&listeners.inbound)?;
         let outbound = listeners.outbound.as_ref().map(first).transpose()?;
@@ -337,8 +337,9 @@ async fn drain(mut stopped: Stopped, readiness: Readiness, closing: Closing, ser
 /// `[::1]`), IPv6 only: in a pod the init container redirects IPv6 traffic to the same ports as
 /// IPv4's (the only traffic there is in an IPv6 cluster), and the kubelet probes the pod's IPv6
 /// address. A host without IPv6 keeps the IPv4 listener alone.
-async fn bind(addr: SocketAddr, flag: &str) -> Result<Vec<TcpListener>, crate::BoxError> {
-    let v4 = listen(addr).map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))?;
+fn bind(addr: SocketAddr, flag: &str) -> Result<Vec<TcpListener>, crate::BoxError> {
+    // An IPv6 address given takes IPv4 connections too (the kernel's default for `[::]`).
+    let v4 = listen(addr, false).map_err(|e| format!("{flag} {addr}: cannot listen: {e}"))?;
     let twin = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => Ipv6Addr::UNSPECIFIED,
         IpAddr::V4(ip) if ip.is_loopback() => Ipv6Addr::LOCALHOST,
@@ -346,7 +347,7 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<Vec<TcpListener>, crate::B
     };
     // The port the IPv4 listener has, which `0` leaves to the kernel.
     let at = SocketAddr::new(twin.into(), v4.local_addr()?.port());
-    match listen(at) {
+    match listen(at, true) {
         Ok(v6) => Ok(vec![v4, v6]),
         Err(e) => {
             tracing::debug!(%at, error = %e, "no IPv6 listener beside {addr}");
@@ -361,11 +362,12 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<Vec<TcpListener>, crate::B
 /// 1024 is Envoy's default (nginx asks 511); the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 1024;
 
-/// A listener on `at`; an IPv6 one takes IPv6 connections only (the IPv4 ones have their own).
-fn listen(at: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listener on `at`; `v6_only` for the IPv6 twin of an IPv4 listener, which has the IPv4
+/// connections.
+fn listen(at: SocketAddr, v6_only: bool) -> std::io::Result<TcpListener> {
     let socket =
         socket2::Socket::new(socket2::Domain::for_address(at), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    if at.is_ipv6() {
+    if v6_only {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
@@ -375,9 +377,9 @@ fn listen(at: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn bind_optional(addr: Option<SocketAddr>, flag: &str) -> Result<Option<Vec<TcpListener>>, crate::BoxError> {
+fn bind_optional(addr: Option<SocketAddr>, flag: &str) -> Result<Option<Vec<TcpListener>>, crate::BoxError> {
     match addr {
-        Some(addr) => bind(addr, flag).await.map(Some),
+        Some(addr) => bind(addr, flag).map(Some),
         None => Ok(None),
     }
 }
