@@ -126,14 +126,9 @@ impl ProxyError {
         Failure { kind, message: message.into() }
     }
 
-    /// The short plain-text answer the client gets instead of the upstream's: what went wrong, and
-    /// for the client's own mistakes (no upstream counter) why, so that it can mend the request;
-    /// an upstream's failure stays in the segment and the logs.
+    /// The short plain-text answer the client gets instead of the upstream's: its `reason`.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        let text = match self.metric() {
-            None => format!("{}\n", self.failure().message),
-            Some(_) => format!("{}\n", self.kind),
-        };
+        let text = format!("{}\n", self.reason());
         let mut res = Response::new(Full::new(Bytes::from(text)));
         *res.status_mut() = self.status();
         res.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -163,11 +158,17 @@ impl ProxyError {
 
     /// The answer a gRPC call gets: `grpc_status()` with `response()`'s reason, trailers-only.
     pub fn grpc_response(&self) -> Response<Full<Bytes>> {
-        let text = match self.metric() {
+        super::grpc::trailers_only(self.grpc_status(), &self.reason())
+    }
+
+    /// What the client is told: what went wrong, and for its own mistakes (no upstream counter)
+    /// why, so that it can mend the request; an upstream's failure stays in the segment and the
+    /// logs.
+    fn reason(&self) -> String {
+        match self.metric() {
             None => self.failure().message.into_owned(),
             Some(_) => self.kind.to_string(),
-        };
-        super::grpc::trailers_only(self.grpc_status(), &text)
+        }
     }
 }
 

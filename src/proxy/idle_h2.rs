@@ -133,8 +133,8 @@ pub enum BudgetedFuture<F> {
     Refused { grpc: bool },
 }
 
-/// Why a stream was refused.
-const REFUSED: &str = "too many requests in flight: try again later";
+/// Why a stream was refused, as the text of its `503`.
+const REFUSED: &str = "too many requests in flight: try again later\n";
 
 impl<F, B> Future for BudgetedFuture<F>
 where
@@ -147,11 +147,10 @@ where
         match self.project() {
             BudgetedProj::Called(f) => f.poll(cx).map_ok(|res| res.map(Either::Left)),
             BudgetedProj::Refused { grpc: true } => {
-                Poll::Ready(Ok(grpc::trailers_only(grpc_code::UNAVAILABLE, REFUSED).map(Either::Right)))
+                Poll::Ready(Ok(grpc::trailers_only(grpc_code::UNAVAILABLE, REFUSED.trim_end()).map(Either::Right)))
             }
             BudgetedProj::Refused { grpc: false } => {
-                let text = Bytes::from(format!("{REFUSED}\n"));
-                let mut res = Response::new(Either::Right(Full::new(text)));
+                let mut res = Response::new(Either::Right(Full::new(Bytes::from_static(REFUSED.as_bytes()))));
                 *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 Poll::Ready(Ok(res))
