@@ -113,9 +113,8 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc
         Ok(target) => target,
         Err(why) => return answer(StatusCode::BAD_REQUEST, why),
     };
-    let host = host.as_str();
     let addrs: Vec<SocketAddr> =
-        match tokio::time::timeout(policy.connect_timeout, tokio::net::lookup_host((host, port))).await {
+        match tokio::time::timeout(policy.connect_timeout, tokio::net::lookup_host((host.as_str(), port))).await {
             Ok(Ok(addrs)) => addrs.collect(),
             _ => Vec::new(),
         };
@@ -128,7 +127,7 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc
         Err(e) => {
             tracing::debug!(%authority, error = %e, "CONNECT destination unreachable");
             let (status, failure) = (e.status(), e.failure());
-            let record = TunnelRecord::start(tracer, Target { host, port, explicit: true }, opened);
+            let record = TunnelRecord::start(tracer, Target { host: &host, port, explicit: true }, opened);
             record.finish(0, 0, Ended::ConnectFailed, Some(failure));
             return answer(status, &format!("{}", e.kind));
         }
@@ -138,7 +137,6 @@ async fn open<B>(mut req: Request<B>, policy: Arc<ConnectPolicy>, plaintext: Arc
         return refuse(tracer, &authority, peer);
     }
     let upgrade = hyper::upgrade::on(&mut req);
-    let host = host.to_owned();
     // What the tunnel carries outlives this request and its HTTP connection.
     let held = plaintext.upstream.lingering().hold();
     tokio::spawn(async move {

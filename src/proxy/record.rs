@@ -92,8 +92,6 @@ struct Opening {
     incoming: TraceHeader,
     /// The caller's `tracestate` belongs to no context that goes on (see `Problems`).
     stale_tracestate: bool,
-    /// The caller's `tracestate`, when it goes on with the context (and W3C is spoken).
-    trace_state: Option<Box<str>>,
     /// The caller's trace, or a new one.
     root: TraceId,
     /// The host the request is for.
@@ -114,16 +112,20 @@ impl Record {
     /// the two nodes with an edge.
     pub fn begin<B>(tracer: &Tracer, direction: Direction, peer: IpAddr, req: &mut Request<B>) -> Record {
         let fields = Fields::of(req.headers());
-        let mut opening = Opening::read(tracer, direction, req, &fields);
+        let opening = Opening::read(tracer, direction, req, &fields);
         let id = SegmentId::new();
         let segment = opening.sampled.then(|| {
             let mut segment = Box::new(match direction {
                 Direction::Inbound => inbound_segment(tracer, &opening, id, peer, req, &fields),
                 Direction::Outbound => outbound_segment(tracer, &opening, id, req, &fields),
             });
-            // Only a followed `traceparent` brings one, and with it a parent: never a segment
-            // holding a call that starts a trace, whose span is its subsegment's.
-            segment.trace_state = opening.trace_state.take();
+            // The caller's `tracestate`, when it goes on with the context (and W3C is spoken), read
+            // for recorded requests only. Only a followed `traceparent` brings one, and with it a
+            // parent: never a segment holding a call that starts a trace, whose span is its
+            // subsegment's.
+            if tracer.propagation.w3c && !opening.stale_tracestate {
+                segment.trace_state = fields.context.tracestate(req.headers());
+            }
             segment
         });
         let (o, headers) = (&opening, req.headers_mut());
@@ -139,12 +141,10 @@ impl Opening {
     fn read<B>(tracer: &Tracer, direction: Direction, req: &Request<B>, fields: &Fields<'_>) -> Opening {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let (incoming, stale_tracestate) = read_header(tracer, &fields.context);
-        let w3c = tracer.propagation.w3c && !stale_tracestate;
-        let trace_state = if w3c { fields.context.tracestate(req.headers()) } else { None };
         let root = incoming.root.unwrap_or_else(|| TraceId::new(wall.as_secs()));
         let host = host(req, fields);
         let sampled = decide(tracer, direction, incoming.sampled, host.as_ref(), req, fields, wall.as_secs());
-        Opening { wall, incoming, stale_tracestate, trace_state, root, host, sampled }
+        Opening { wall, incoming, stale_tracestate, root, host, sampled }
     }
 
     /// The one way a document of this request starts: open, without response or failure yet.
@@ -232,7 +232,6 @@ pub fn tunnel_segment(tracer: &Tracer, host: &str, port: u16, explicit: bool, wa
         wall,
         incoming: TraceHeader::EMPTY,
         stale_tracestate: false,
-        trace_state: None,
         root: TraceId::new(wall.as_secs()),
         host: HeaderValue::from_str(&authority).ok(),
         sampled,
