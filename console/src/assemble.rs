@@ -50,10 +50,12 @@ fn received(trace: &Trace) -> Vec<Value> {
         pending.retain(|&i| {
             let Some(parent) = trace.documents[i].document.parent_id.as_deref() else { return true };
             let Some(sub) = parsed[i].take() else { return true };
-            let host = (0..parsed.len())
-                .filter(|&j| j != i && !placed[j])
-                .find(|&j| parsed[j].as_mut().and_then(|doc| find(doc, parent, MAX_DEPTH)).is_some());
-            match host.and_then(|j| Some((j, find(parsed[j].as_mut()?, parent, MAX_DEPTH)?))) {
+            let host = parsed
+                .iter_mut()
+                .enumerate()
+                .filter(|(j, _)| !placed[*j])
+                .find_map(|(j, doc)| Some((j, find(doc.as_mut()?, parent, MAX_DEPTH)?)));
+            match host {
                 Some((j, holder)) => {
                     append(holder, sub);
                     changed[j] = true;

@@ -181,16 +181,19 @@ mod tests {
     use super::*;
     use crate::datagram;
 
+    /// A short name's bytes in hex.
+    fn hex(name: &str) -> String {
+        name.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// A trace id made of a short name, so that the tests read as names.
     fn tid(name: &str) -> String {
-        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("1-5759e988-{hex:0>24}")
+        format!("1-5759e988-{:0>24}", hex(name))
     }
 
     /// A document id made of a short name.
     fn id(name: &str) -> String {
-        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("{hex:0>16}")
+        format!("{:0>16}", hex(name))
     }
 
     /// A complete segment of `trace` named `name`, unless `extra` says otherwise.

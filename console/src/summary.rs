@@ -152,12 +152,12 @@ pub struct TraceSummaries {
     pub next_token: Option<String>,
 }
 
-/// The service node of a segment, as the map names it.
 /// The node a segment stands for: its service, typed by its `origin`.
 fn segment_service(segment: &Document) -> ServiceId {
     service_id(&segment.name, segment.origin.as_deref().unwrap_or("service"))
 }
 
+/// The service node of a segment, as the map names it.
 fn service_id(name: &str, kind: &str) -> ServiceId {
     ServiceId { name: name.to_owned(), names: vec![name.to_owned()], kind: kind.to_owned() }
 }
