@@ -180,6 +180,13 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
+    /// Longest a response may go with nothing moving: no byte from the upstream while the client
+    /// waits for more (nor from the client's request body), or none taken by a client that has
+    /// stopped reading. The response is then cut and recorded. 0: no limit (long polls or
+    /// server-sent events quiet for longer need a higher one).
+    #[arg(long, env = proxy_env::STREAM_IDLE_TIMEOUT, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+
     /// How long idle pooled upstream connections are kept.
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = parse_duration)]
     pub idle_timeout: Duration,

@@ -89,6 +89,8 @@ pub mod proxy_env {
     pub const SAMPLE_HEALTH_CHECKS: &str = "XRAY_SIDECAR_SAMPLE_HEALTH_CHECKS";
     /// `--keep-alive-timeout`.
     pub const KEEP_ALIVE_TIMEOUT: &str = "XRAY_SIDECAR_KEEP_ALIVE_TIMEOUT";
+    /// `--stream-idle-timeout`.
+    pub const STREAM_IDLE_TIMEOUT: &str = "XRAY_SIDECAR_STREAM_IDLE_TIMEOUT";
     /// `--max-connections`.
     pub const MAX_CONNECTIONS: &str = "XRAY_SIDECAR_MAX_CONNECTIONS";
     /// `--log-format`.

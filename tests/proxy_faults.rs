@@ -1,6 +1,7 @@
 //! Misbehaving upstreams, played by raw TCP servers, in front of the real binary: a reset mid-body,
 //! a half-close, an answer after the timeout, a body shorter or longer than its `Content-Length`,
-//! a `Content-Length` beside `Transfer-Encoding`; and trailers, which end a body as its last frame.
+//! a `Content-Length` beside `Transfer-Encoding`, a body that stops without an end; trailers,
+//! which end a body as its last frame; and a client that stops reading its response.
 //! The client gets 502/504 before the head or a cut connection after it (never a truncated body
 //! that looks complete), and the segment the daemon receives says what happened.
 #![allow(clippy::unwrap_used)]
@@ -36,6 +37,10 @@ enum Misbehaviour {
     LengthAndIdentity,
     /// Switches protocols though the request asked for no upgrade, then answers 200 all the same.
     UnaskedSwitch,
+    /// Promises 100,000 bytes, sends 1,000, then nothing, holding the connection open for 30 s.
+    Stalls,
+    /// Promises 1 GB and sends it as fast as it is taken.
+    Endless,
 }
 
 /// A raw TCP upstream that misbehaves the same way on every connection.
@@ -98,6 +103,18 @@ async fn serve(mut s: TcpStream, how: Misbehaviour) {
             Misbehaviour::UnaskedSwitch => {
                 let res = "HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                 let _ = s.write_all(res.as_bytes()).await;
+                return;
+            }
+            Misbehaviour::Stalls => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n").await;
+                let _ = s.write_all(&[b'x'; 1000]).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+            Misbehaviour::Endless => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000\r\n\r\n").await;
+                let chunk = vec![b'e'; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
                 return;
             }
             Misbehaviour::LengthAndIdentity => {
@@ -319,6 +336,53 @@ async fn a_switch_nobody_asked_for_is_a_502_and_a_fault() {
     let doc = segment(&daemon).await;
     assert_eq!(doc["fault"], true, "{doc:#}");
     assert_eq!(doc["cause"]["exceptions"][0]["type"], "ProtocolError", "{doc:#}");
+}
+
+/// A body that stops without ending would hold the client (and the record) as long as the upstream
+/// keeps its connection: after `--stream-idle-timeout` with nothing from it, the client's
+/// connection is cut and the record says why, as the upstream's fault.
+#[tokio::test]
+async fn a_body_that_stops_coming_is_cut_at_the_stream_idle_timeout() {
+    let (sc, daemon) = start(Misbehaviour::Stalls, &["--stream-idle-timeout", "1s"]).await;
+    let started = std::time::Instant::now();
+    let seen = get_once(&sc, "/").await;
+    let waited = started.elapsed();
+    assert_eq!(seen.status, 200, "the head was already sent on");
+    assert!(!seen.complete && seen.body.len() == 1000, "{} bytes", seen.body.len());
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(3000), "{waited:?}");
+    let doc = segment(&daemon).await;
+    assert_eq!(doc["fault"], true, "{doc:#}");
+    let (kind, message) = cause(&doc);
+    assert_eq!(kind, "UpstreamBodyError", "{doc:#}");
+    assert!(message.contains("after 1000 bytes") && message.contains("idle for 1s"), "{message}");
+    assert_eq!(metric(&sc.metrics().await, r#"xray_sidecar_upstream_errors_total{kind="broken"}"#), 1);
+}
+
+/// A client that asks for a large response and never reads it would hold its connection, its
+/// slot of the connection limit and the upstream connection for ever: after
+/// `--stream-idle-timeout` without taking a byte its connection is closed, and the record is the
+/// client's leaving.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_let_go_at_the_stream_idle_timeout() {
+    let (sc, daemon) = start(Misbehaviour::Endless, &["--stream-idle-timeout", "2s"]).await;
+    let mut s = TcpStream::connect(sc.listen).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 1024];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&head[..n]));
+    // Reads nothing more: the socket buffers fill and the proxy's writes wait.
+    let started = std::time::Instant::now();
+    let doc = daemon.next(Duration::from_secs(10)).await.expect("the record, once the connection is let go");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(6), "{waited:?}");
+    let (kind, message) = cause(&doc);
+    assert_eq!(kind, "ClientAborted", "{doc:#}");
+    assert!(message.contains("client went away after"), "{message}");
+    // What the client had not read is followed by the end of the connection.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the connection ends after {} bytes", rest.len());
+    assert!(rest.len() < 1_000_000_000, "{}", rest.len());
 }
 
 #[tokio::test]

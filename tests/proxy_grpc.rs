@@ -219,11 +219,11 @@ async fn calls_through_grpc_proxy_are_traced_one_by_one_inside_the_connect_tunne
 
 /// `h2_app.py` (the PyPI `h2` library answering as a broken gRPC server would, logging what it got to
 /// the file returned) behind a sidecar recording every request to the daemon returned.
-async fn broken_server(name: &str) -> (std::path::PathBuf, PythonApp, Daemon, Sidecar) {
+async fn broken_server(name: &str, extra: &[&str]) -> (std::path::PathBuf, PythonApp, Daemon, Sidecar) {
     let log = std::env::temp_dir().join(format!("xray-sidecar-h2-{name}-{}.jsonl", std::process::id()));
     let app = PythonApp::start("h2_app.py", &["{port}", log.to_str().unwrap()]);
     let daemon = Daemon::start().await;
-    let sc = Sidecar::sample_all(&format!("http://127.0.0.1:{}", app.port), daemon.addr, &[]);
+    let sc = Sidecar::sample_all(&format!("http://127.0.0.1:{}", app.port), daemon.addr, extra);
     (log, app, daemon, sc)
 }
 
@@ -233,7 +233,7 @@ async fn broken_server(name: &str) -> (std::path::PathBuf, PythonApp, Daemon, Si
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_response_without_a_readable_status_is_a_fault() {
     use http_body_util::BodyExt;
-    let (log, _app, daemon, sc) = broken_server("grpc").await;
+    let (log, _app, daemon, sc) = broken_server("grpc", &[]).await;
     let (mut send, _closed) = support::h2_connection(sc.listen).await;
     for (path, code, name) in [("no-status", 2, "UNKNOWN"), ("bad-status", 13, "INTERNAL")] {
         let req = http::Request::post(format!("http://catalog/shop.v1.Catalog/{path}"))
@@ -302,7 +302,7 @@ fn call_method(target: SocketAddr, request: &str, method: &str) -> (String, Stri
 /// RST_STREAM with error code 2"). The record is the upstream's broken body, a fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_response_that_breaks_off_ends_with_the_status_the_server_gave() {
-    let (log, app, daemon, sc) = broken_server("broken").await;
+    let (log, app, daemon, sc) = broken_server("broken", &[]).await;
     let direct = SocketAddr::from(([127, 0, 0, 1], app.port));
     // The connection closing under the call, and the stream reset with CANCEL and INTERNAL_ERROR.
     for (method, status) in [("drop", "UNAVAILABLE"), ("reset-8", "CANCELLED"), ("reset-2", "INTERNAL")] {
@@ -315,6 +315,24 @@ async fn a_grpc_response_that_breaks_off_ends_with_the_status_the_server_gave() 
         assert_eq!((&doc["fault"], &doc["annotations"]["grpc_status"]), (&true.into(), &status.into()), "{doc}");
         assert_eq!(doc["cause"]["exceptions"][0]["type"], "UpstreamBodyError", "{doc}");
     }
+    let _ = std::fs::remove_file(log);
+}
+
+/// A response stream that stops without ending (the server sends a message, then nothing) is cut
+/// after `--stream-idle-timeout`, and the call ends `UNAVAILABLE` saying so, rather than at its
+/// deadline (10 s) with nothing said; the record is the upstream's fault, sent when it is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_response_that_stops_coming_is_unavailable_at_the_stream_idle_timeout() {
+    let (log, _app, daemon, sc) = broken_server("stall", &["--stream-idle-timeout", "1s"]).await;
+    let started = std::time::Instant::now();
+    let (code, details) = call_method(sc.listen, "x", "stall");
+    let waited = started.elapsed();
+    assert_eq!(code, "UNAVAILABLE", "{details}");
+    assert!(details.contains("after 7 bytes") && details.contains("idle for 1s"), "{details}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let doc = daemon.take(1).await.remove(0);
+    assert_eq!((&doc["fault"], &doc["annotations"]["grpc_status"]), (&true.into(), &"UNAVAILABLE".into()), "{doc}");
+    assert_eq!(doc["cause"]["exceptions"][0]["type"], "UpstreamBodyError", "{doc}");
     let _ = std::fs::remove_file(log);
 }
 

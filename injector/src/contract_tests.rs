@@ -92,6 +92,7 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
         "xray-sidecar.io/sampling-rules": "web-rules",
         "xray-sidecar.io/sample-health-checks": "true",
         "xray-sidecar.io/keep-alive-timeout": "120s",
+        "xray-sidecar.io/stream-idle-timeout": "900s",
         "xray-sidecar.io/proxy-cpu-limit": "2500m",
     });
     let pod = injected(
@@ -121,6 +122,7 @@ fn the_proxy_container_parses_with_the_sidecars_own_flags() {
     assert_eq!(args.probe_paths, ["/healthz"]);
     assert!(args.sample_health_checks);
     assert_eq!(args.keep_alive_timeout, Duration::from_secs(120));
+    assert_eq!(args.stream_idle_timeout, Duration::from_secs(900));
     assert_eq!(container(&pod, PROXY)["resources"]["limits"]["memory"], "256Mi");
     assert_eq!(args.max_connections, max_connections_for_memory(256));
     assert_eq!(args.log_format, xray_lifecycle::logging::Format::Json);

@@ -32,6 +32,9 @@ pub mod keys {
     /// How long the proxy keeps an idle client connection (`120s`): longer than the idle timeout
     /// of a load balancer in front of the pod, when that was raised above the proxy's 75 s.
     pub const KEEP_ALIVE_TIMEOUT: &str = "xray-sidecar.io/keep-alive-timeout";
+    /// How long a response may go with nothing moving before the proxy cuts it (`900s`): above
+    /// the quietest gap of the pod's long polls or server-sent events, when that is over 5 minutes.
+    pub const STREAM_IDLE_TIMEOUT: &str = "xray-sidecar.io/stream-idle-timeout";
     /// The proxy's CPU request (`100m`), in place of the injector's.
     pub const PROXY_CPU_REQUEST: &str = "xray-sidecar.io/proxy-cpu-request";
     /// The proxy's CPU limit (`2`), in place of the injector's.
@@ -246,17 +249,25 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
             Err(skip) => return Outcome::Skip(skip),
         }
     }
-    let (sampling, sample_probes, service_annotation, keep_alive) = match (
+    let (sampling, sample_probes, service_annotation) = match (
         checked(keys::SAMPLING_RULES, annotation::config_map_name),
         checked(keys::SAMPLE_HEALTH_CHECKS, |v| annotation::boolean(v).map(|b| b.to_string())),
         checked(keys::SERVICE_NAME, annotation::service_name),
-        checked(keys::KEEP_ALIVE_TIMEOUT, annotation::seconds),
     ) {
-        (Ok(sampling), Ok(probes), Ok(service), Ok(keep_alive)) => {
-            (sampling, probes.as_deref() == Some("true"), service, keep_alive)
-        }
-        (Err(skip), ..) | (_, Err(skip), ..) | (_, _, Err(skip), _) | (.., Err(skip)) => return Outcome::Skip(skip),
+        (Ok(sampling), Ok(probes), Ok(service)) => (sampling, probes.as_deref() == Some("true"), service),
+        (Err(skip), ..) | (_, Err(skip), _) | (.., Err(skip)) => return Outcome::Skip(skip),
     };
+    let mut timeouts = Vec::new();
+    for (key, var) in [
+        (keys::KEEP_ALIVE_TIMEOUT, proxy_env::KEEP_ALIVE_TIMEOUT),
+        (keys::STREAM_IDLE_TIMEOUT, proxy_env::STREAM_IDLE_TIMEOUT),
+    ] {
+        match checked(key, annotation::seconds) {
+            Ok(Some(v)) => timeouts.push((var, v)),
+            Ok(None) => {}
+            Err(skip) => return Outcome::Skip(skip),
+        }
+    }
 
     let mut resources = Resources::from_config(cfg);
     for (key, check, value) in [
@@ -293,8 +304,8 @@ pub fn mutate(pod: &Value, ctx: Context<'_>, cfg: &InjectConfig) -> Outcome {
         if sample_probes {
             env.push(json!({"name": proxy_env::SAMPLE_HEALTH_CHECKS, "value": "true"}));
         }
-        if let Some(timeout) = keep_alive {
-            env.push(json!({"name": proxy_env::KEEP_ALIVE_TIMEOUT, "value": timeout}));
+        for (var, timeout) in timeouts {
+            env.push(json!({"name": var, "value": timeout}));
         }
     }
     let init = init_container(cfg, init_args);

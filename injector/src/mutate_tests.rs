@@ -143,6 +143,9 @@ fn system_namespaces_and_bad_annotations_are_skipped() {
         (keys::KEEP_ALIVE_TIMEOUT, "0s"),
         (keys::KEEP_ALIVE_TIMEOUT, "86401s"),
         (keys::KEEP_ALIVE_TIMEOUT, "75s --flag"),
+        (keys::STREAM_IDLE_TIMEOUT, "5m"),
+        (keys::STREAM_IDLE_TIMEOUT, "0s"),
+        (keys::STREAM_IDLE_TIMEOUT, "1s\n--flag"),
     ] {
         let r = mutate(&pod(json!({"xray-sidecar.io/inject": "true", key: value})), ctx(), &c);
         match r {
@@ -259,15 +262,20 @@ fn probe_paths_reach_the_sidecar_unexpanded() {
 }
 
 #[test]
-fn a_keep_alive_timeout_reaches_the_proxy_as_whole_seconds() {
-    for (value, env) in [("120s", "120s"), ("075s", "75s"), ("86400s", "86400s")] {
-        let p = pod(json!({"xray-sidecar.io/inject": "true", keys::KEEP_ALIVE_TIMEOUT: value}));
-        let Outcome::Inject { pod, .. } = mutate(&p, ctx(), &cfg(&[])) else { panic!("{value}: not injected") };
-        let containers = pod["spec"]["initContainers"].as_array().expect("init containers");
-        let proxy = containers.iter().find(|c| c["name"] == PROXY).expect("the proxy");
-        let vars = proxy["env"].as_array().expect("env");
-        let set = vars.iter().find(|e| e["name"] == proxy_env::KEEP_ALIVE_TIMEOUT);
-        assert_eq!(set.map(|e| &e["value"]), Some(&json!(env)), "{value}");
+fn the_keep_alive_and_stream_idle_timeouts_reach_the_proxy_as_whole_seconds() {
+    for (key, var) in [
+        (keys::KEEP_ALIVE_TIMEOUT, proxy_env::KEEP_ALIVE_TIMEOUT),
+        (keys::STREAM_IDLE_TIMEOUT, proxy_env::STREAM_IDLE_TIMEOUT),
+    ] {
+        for (value, env) in [("120s", "120s"), ("075s", "75s"), ("86400s", "86400s")] {
+            let p = pod(json!({"xray-sidecar.io/inject": "true", key: value}));
+            let Outcome::Inject { pod, .. } = mutate(&p, ctx(), &cfg(&[])) else { panic!("{value}: not injected") };
+            let containers = pod["spec"]["initContainers"].as_array().expect("init containers");
+            let proxy = containers.iter().find(|c| c["name"] == PROXY).expect("the proxy");
+            let vars = proxy["env"].as_array().expect("env");
+            let set = vars.iter().find(|e| e["name"] == var);
+            assert_eq!(set.map(|e| &e["value"]), Some(&json!(env)), "{key}={value}");
+        }
     }
 }
 

@@ -7,6 +7,9 @@
 //! last frame (a body that makes no progress for the timeout is the client's `408`), and once it
 //! has all arrived, from its end (no response head within the timeout is the upstream's `504`).
 //! A request without a body has nothing to wait for: the wait counts from the request, as before.
+//! Once the response streams, a request body still moving keeps the stream alive for
+//! `--stream-idle-timeout` (see `stream_idle`): a call that only the client is talking on is not
+//! idle.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -15,8 +18,8 @@ use tokio::time::Instant;
 
 use super::epoch::Epoch;
 
-/// Shared by the request body (which notes each frame) and the response future (which reads it
-/// when its timer fires).
+/// Shared by the request body (which notes each frame) and the response future and body (which
+/// read it when their timers fire).
 #[derive(Debug)]
 pub struct Progress {
     /// What `last` counts from.
@@ -55,9 +58,14 @@ impl Progress {
         self.done.store(true, Relaxed);
     }
 
+    /// When the body last moved (a frame, or its end): its start if it has not.
+    pub fn last_moved(&self) -> Instant {
+        self.since.at(self.last.load(Relaxed))
+    }
+
     /// Where the wait stands at `now`, given `timeout`.
     pub fn waiting(&self, now: Instant, timeout: Duration) -> Waiting {
-        let deadline = self.since.at(self.last.load(Relaxed)) + timeout;
+        let deadline = self.last_moved() + timeout;
         if now < deadline {
             Waiting::Until(deadline)
         } else if self.done.load(Relaxed) {

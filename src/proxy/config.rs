@@ -127,6 +127,7 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
             (Some(a), false) => Destination::Fixed(a.clone()),
             _ => Destination::OriginalDst,
         };
+        let stream_idle = (!args.stream_idle_timeout.is_zero()).then_some(args.stream_idle_timeout);
         Ok(ProxyConfig {
             listen: args.listen,
             outbound_listen: args.outbound_listen,
@@ -145,12 +146,14 @@ impl TryFrom<&ProxyArgs> for ProxyConfig {
                 upstream: UpstreamSettings {
                     connect_timeout: args.connect_timeout,
                     response_timeout: (!args.upstream_timeout.is_zero()).then_some(args.upstream_timeout),
+                    stream_idle_timeout: stream_idle,
                     idle_timeout: args.idle_timeout,
                     max_header_size: args.max_header_size,
                 },
                 server: ServerSettings {
                     header_read_timeout: args.header_read_timeout,
                     keep_alive_timeout: args.keep_alive_timeout,
+                    stream_idle_timeout: stream_idle,
                     max_header_size: args.max_header_size,
                     shutdown_grace: args.shutdown_grace,
                     drain_delay: args.drain_delay,

@@ -24,6 +24,7 @@ use super::guard::{GuardedConnector, OwnListeners, Refusal};
 use super::pool::H1Pool;
 use super::relay;
 use super::response_timer::ResponseTimers;
+use super::stream_idle::StreamIdle;
 use super::{head, hop, target};
 use crate::metrics::Metrics;
 use xray_lifecycle::{Held, Lingering};
@@ -35,6 +36,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Time allowed for the response head; `None` waits for ever.
     pub response_timeout: Option<Duration>,
+    /// Longest a response body may go with nothing moving either way; `None` waits for ever.
+    pub stream_idle_timeout: Option<Duration>,
     /// How long an idle pooled connection is kept.
     pub idle_timeout: Duration,
     /// Largest response head accepted from the upstream.
@@ -52,6 +55,7 @@ pub struct Upstream {
     h2_builder: Builder,
     connector: GuardedConnector,
     response_timeout: Option<Duration>,
+    stream_idle_timeout: Option<Duration>,
     /// `--max-header-size`, held to exactly for HTTP/1 heads both ways (see [`head`]).
     max_head: usize,
     own: OwnListeners,
@@ -80,8 +84,20 @@ impl Upstream {
         let upgrades = b.build(connector.clone());
         b.http2_only(true);
         let h2 = b.build(connector.clone());
-        let (response_timeout, max_head) = (s.response_timeout, s.max_header_size);
-        Upstream { pool, upgrades, h2, h2_builder: b, connector, response_timeout, max_head, own, lingering }
+        let (response_timeout, stream_idle_timeout) = (s.response_timeout, s.stream_idle_timeout);
+        let max_head = s.max_header_size;
+        Upstream {
+            pool,
+            upgrades,
+            h2,
+            h2_builder: b,
+            connector,
+            response_timeout,
+            stream_idle_timeout,
+            max_head,
+            own,
+            lingering,
+        }
     }
 
     /// An HTTP/2 client whose connections all go to `to`, whatever `:authority` its requests carry.
@@ -187,7 +203,7 @@ impl Forward {
 }
 
 impl tower::Service<Request<Incoming>> for Forward {
-    type Response = Response<Incoming>;
+    type Response = Response<StreamIdle<Incoming>>;
     type Error = ProxyError;
     type Future = ForwardFuture;
 
@@ -233,8 +249,9 @@ impl tower::Service<Request<Incoming>> for Forward {
         }
         // A traced gRPC call counts the messages it sends on the way through.
         let sent = req.extensions_mut().remove::<SentCount>();
-        // A body still to come moves the wait for the response along (see `body_progress`).
-        let waits = self.0.upstream.response_timeout.is_some();
+        // A body still to come moves the wait for the response along (see `body_progress`), and
+        // keeps a quiet response's stream alive (see `stream_idle`).
+        let waits = self.0.upstream.response_timeout.is_some() || self.0.upstream.stream_idle_timeout.is_some();
         let progress = (waits && !http_body::Body::is_end_stream(req.body())).then(|| Arc::new(Progress::new()));
         let mut req = req.map(|b| CountMessages::new(b, sent, progress.clone()));
         let version = req.version();
@@ -285,7 +302,8 @@ impl tower::Service<Request<Incoming>> for Forward {
                 Timeout { timer: Box::pin(tokio::time::sleep_until(deadline)), kept_by: None }
             }
         });
-        ForwardFuture { version, state, timeout, wait, progress, upgrade, max_head: upstream.max_head }
+        let (max_head, stream_idle) = (upstream.max_head, upstream.stream_idle_timeout);
+        ForwardFuture { version, state, timeout, wait, progress, stream_idle, upgrade, max_head }
     }
 }
 
@@ -301,6 +319,8 @@ pub struct ForwardFuture {
     wait: Duration,
     /// How far the request body has come, when it had one to send.
     progress: Option<Arc<Progress>>,
+    /// `--stream-idle-timeout`, for the response body.
+    stream_idle: Option<Duration>,
     /// The client's side of an upgrade, held from the request on (boxed: rare, and every request's
     /// future would otherwise carry it and drop it).
     upgrade: Option<Box<(hyper::upgrade::OnUpgrade, Held)>>,
@@ -325,13 +345,14 @@ enum State {
 impl ForwardFuture {
     fn failed(e: ProxyError) -> Self {
         let state = State::Failed(Some(e));
-        let (timeout, wait, progress) = (None, Duration::ZERO, None);
-        ForwardFuture { version: Version::HTTP_11, state, timeout, wait, progress, upgrade: None, max_head: usize::MAX }
+        let (timeout, wait, progress, stream_idle) = (None, Duration::ZERO, None, None);
+        let (version, upgrade, max_head) = (Version::HTTP_11, None, usize::MAX);
+        ForwardFuture { version, state, timeout, wait, progress, stream_idle, upgrade, max_head }
     }
 }
 
 impl Future for ForwardFuture {
-    type Output = Result<Response<Incoming>, ProxyError>;
+    type Output = Result<Response<StreamIdle<Incoming>>, ProxyError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -364,7 +385,8 @@ impl Future for ForwardFuture {
             } else {
                 hop::strip(res.headers_mut(), false, scan.hops);
             }
-            return Poll::Ready(Ok(res));
+            let (limit, request) = (*this.stream_idle, this.progress.take());
+            return Poll::Ready(Ok(res.map(|body| StreamIdle::new(body, limit, request))));
         }
         let Some(Timeout { timer: t, .. }) = this.timeout else { return Poll::Pending };
         let timed_out = |kind| Poll::Ready(Err(ProxyError { kind, source: None }));

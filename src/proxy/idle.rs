@@ -22,6 +22,14 @@
 //! comes at the deadline if that is sooner than [`QUIET`]: never early, and a head's at most one
 //! look late. Neither idle time nor a head that trickles in renews them.
 //!
+//! The same looks bound a response the client has stopped taking (`--stream-idle-timeout`): with
+//! a request in flight, nothing moved either way and hyper waiting to write, the client has read
+//! nothing for a whole look. Once that has lasted the timeout, the connection is closed, which
+//! the record tells as the client's leaving: otherwise a client that asks for a large response
+//! and never reads it holds its slot of the connection limit, and the upstream connection behind
+//! it, for as long as it likes. (An upstream that stops sending is timed by the response body
+//! itself, `stream_idle`, which hyper then keeps asking for frames.)
+//!
 //! A head that has begun to arrive keeps its hyper connection (taken apart, its bytes would be
 //! copied and read again, up to `--max-header-size` every second); only when pipelined requests
 //! leave part of the next head in hyper's buffer is it carried over to the next hyper connection,
@@ -88,6 +96,8 @@ pub struct Waits {
     pub keep_alive: Duration,
     /// From when a head is seen arriving to its end.
     pub header_read: Duration,
+    /// How long a client may take nothing of a response waiting to be written; `None`: for ever.
+    pub stream_idle: Option<Duration>,
 }
 
 /// What one look at a connection found.
@@ -98,6 +108,9 @@ pub enum Look {
     /// Nothing moved since the last look, no request is in flight or arriving, and nothing waits
     /// to be written.
     Idle,
+    /// Nothing moved since the last look, and a request's response waits to be written: the
+    /// client is taking none of it.
+    Stuck,
 }
 
 impl Activity {
@@ -148,8 +161,17 @@ impl Activity {
     /// Looks at the connection, and starts the next period of watching.
     pub fn look(&self) -> Look {
         let moved = self.moved.swap(false, Relaxed);
-        let under_way = self.in_flight.load(Relaxed) > 0 || self.head_arriving.load(Relaxed);
-        if moved || under_way || self.write_blocked.load(Relaxed) { Look::Busy } else { Look::Idle }
+        let in_flight = self.in_flight.load(Relaxed) > 0;
+        let blocked = self.write_blocked.load(Relaxed);
+        if moved {
+            Look::Busy
+        } else if in_flight && blocked {
+            Look::Stuck
+        } else if in_flight || blocked || self.head_arriving.load(Relaxed) {
+            Look::Busy
+        } else {
+            Look::Idle
+        }
     }
 
     fn wrote<T>(&self, r: &Poll<io::Result<T>>) {
@@ -427,6 +449,8 @@ where
 {
     let now = Instant::now();
     let mut check = pin!(tokio::time::sleep_until(next_look(now, activity.next_deadline(now, waits))));
+    // The last look, and since when every look has found the client taking nothing.
+    let (mut looked, mut stuck_since) = (now, None);
     loop {
         tokio::select! {
             biased;
@@ -443,9 +467,19 @@ where
                     }
                     return Driven::Closed(Ok(()));
                 }
-                if activity.look() == Look::Idle {
-                    return Driven::Idle(conn);
+                match activity.look() {
+                    Look::Idle => return Driven::Idle(conn),
+                    Look::Stuck => {
+                        // Nothing has moved since the last look, at least.
+                        let since = *stuck_since.get_or_insert(looked);
+                        if let Some(limit) = waits.stream_idle.filter(|limit| now - since >= *limit) {
+                            tracing::debug!(timeout = ?limit, "closed a connection whose client took nothing of its response in time");
+                            return Driven::Closed(Ok(()));
+                        }
+                    }
+                    Look::Busy => stuck_since = None,
                 }
+                looked = now;
                 check.as_mut().reset(next_look(now, deadline));
             }
         }

@@ -10,7 +10,7 @@ fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing
     assert_eq!(activity.look(), Look::Idle, "each look starts a new period");
 
     let request = InFlight::new(&activity, None);
-    let waits = Waits { keep_alive: Duration::from_secs(75), header_read: Duration::from_secs(10) };
+    let waits = Waits { keep_alive: Duration::from_secs(75), header_read: Duration::from_secs(10), stream_idle: None };
     assert_eq!(activity.next_deadline(Instant::now(), waits), None, "nothing awaited while in flight");
     assert_eq!(activity.look(), Look::Busy, "a request in flight, however quiet");
     assert_eq!(activity.look(), Look::Busy);
@@ -27,6 +27,15 @@ fn a_connection_is_idle_only_when_nothing_moved_nothing_is_in_flight_and_nothing
     activity.wrote(&Poll::Ready(Ok(10usize)));
     assert_eq!(activity.look(), Look::Busy, "the write moved bytes");
     assert_eq!(activity.look(), Look::Idle);
+
+    let request = InFlight::new(&activity, None);
+    activity.wrote(&Poll::Ready(Ok(10usize)));
+    activity.wrote::<usize>(&Poll::Pending);
+    assert_eq!(activity.look(), Look::Busy, "the response's first bytes went out before the write waited");
+    assert_eq!(activity.look(), Look::Stuck, "a whole look with the response waiting on the client");
+    activity.wrote(&Poll::Ready(Ok(10usize)));
+    assert_eq!(activity.look(), Look::Busy, "the client took some");
+    drop(request);
 }
 
 #[test]
@@ -45,7 +54,7 @@ fn unread_bytes_keep_their_order_and_leave_hyper_s_buffer() {
 #[test]
 fn an_idle_connection_waits_the_keep_alive_timeout_and_a_head_the_header_timeout() {
     let activity = Arc::new(Activity::new());
-    let waits = Waits { keep_alive: Duration::from_secs(75), header_read: Duration::from_secs(10) };
+    let waits = Waits { keep_alive: Duration::from_secs(75), header_read: Duration::from_secs(10), stream_idle: None };
     let now = Instant::now();
     assert_eq!(activity.ended_at(), activity.since.at(0), "no request yet: the connection's start");
     assert_eq!(activity.next_deadline(now, waits), Some(activity.since.at(0) + waits.keep_alive));

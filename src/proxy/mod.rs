@@ -29,6 +29,7 @@ pub mod response_timer;
 pub mod rewind;
 pub mod server;
 pub mod sni;
+pub mod stream_idle;
 pub mod target;
 pub mod trace;
 pub mod tunnel;

@@ -30,6 +30,8 @@ pub struct ServerSettings {
     /// How long an idle connection (no request in flight, no HTTP/2 stream open) is kept for its
     /// next request.
     pub keep_alive_timeout: Duration,
+    /// How long an HTTP/1.1 client may take nothing of a response waiting to be written.
+    pub stream_idle_timeout: Option<Duration>,
     /// Largest request head accepted (a larger one gets 431).
     pub max_header_size: usize,
     /// How long in-flight requests may run on after the listeners close.
@@ -224,7 +226,11 @@ pub async fn serve<H, F>(
 {
     let listener = Arc::new(Listener {
         http: Http::new(&settings),
-        waits: idle::Waits { keep_alive: settings.keep_alive_timeout, header_read: settings.header_read_timeout },
+        waits: idle::Waits {
+            keep_alive: settings.keep_alive_timeout,
+            header_read: settings.header_read_timeout,
+            stream_idle: settings.stream_idle_timeout,
+        },
         limit: limit.clone(),
         metrics: metrics.clone(),
         server,

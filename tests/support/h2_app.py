@@ -4,7 +4,8 @@ Answers every request 200 "ok" and appends each one's headers to LOG as a JSON l
 {"headers": [[name, value], ...]}. A :path ending in /no-status answers as a gRPC server that
 forgets its status (one message, then the end of the stream, no trailers); /bad-status sends
 `grpc-status: abc` in its trailers; /reset-CODE (8 for CANCEL, 2 for INTERNAL_ERROR...) resets
-the stream with that code after one message, and /drop closes the connection after one message.
+the stream with that code after one message, /drop closes the connection after one message, and
+/stall sends one message and then nothing, holding the stream open.
 
 Usage: h2_app.py PORT LOG   (PORT 0 picks one; the port is printed on the first line)
 """
@@ -55,12 +56,14 @@ def serve(sock):
                     say(json.dumps({"headers": [[k, v] for k, v in e.headers]}))
                     path = dict(e.headers).get(":path", "")
                     broken = path.rsplit("/", 1)[-1]
-                    if broken == "drop" or broken.startswith("reset-"):
+                    if broken in ("drop", "stall") or broken.startswith("reset-"):
                         conn.send_headers(e.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
                         conn.send_data(e.stream_id, b"\x00\x00\x00\x00\x02hi")
                         sock.sendall(conn.data_to_send())
                         if broken == "drop":
                             return
+                        if broken == "stall":
+                            continue
                         conn.reset_stream(e.stream_id, error_code=int(broken[len("reset-"):]))
                         continue
                     if path.endswith(("/no-status", "/bad-status")):

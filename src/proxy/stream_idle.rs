@@ -1,0 +1,221 @@
+//! The limit on a response that stops moving (`--stream-idle-timeout`): an upstream that sends a
+//! head, then part of a body, then nothing, without closing, would otherwise hold the client's
+//! request, its slot of the connection limit and its upstream connection for ever, and the
+//! exchange's record would never be sent. Once nothing has passed either way for the timeout (no
+//! frame of the response, and no frame of a request body still on its way, as a streaming call's
+//! client may be the only one talking), the body fails: the record says so, as the upstream's
+//! fault, and the client's response breaks off as it would if the upstream had closed (a gRPC call
+//! gets its status in trailers). Envoy cuts streams the same way after 5 minutes, its default and
+//! ours; long polls and server-sent events that are quiet longer need a higher limit, or 0.
+//!
+//! Nothing is armed while frames come as fast as they are asked for, which is every small
+//! response (its body arrives with its head): the timer is made the first time the upstream keeps
+//! the body waiting, and then each frame only notes the time; the timer, when it fires, looks at
+//! when things last moved and waits on if they did. A client that stops taking its response is
+//! another matter: the body is then not asked for at all, and the client's connection notices
+//! (see `idle`).
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project::pin_project;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+use super::body_progress::Progress;
+use crate::BoxError;
+
+/// A response body failed for having moved nothing for `limit`.
+#[derive(Debug)]
+pub struct Stalled {
+    limit: Duration,
+}
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the stream was idle for {:?} (--stream-idle-timeout): nothing came from the upstream", self.limit)
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// A response body that fails once nothing has moved for its limit.
+#[pin_project]
+#[derive(Debug)]
+pub struct StreamIdle<B> {
+    #[pin]
+    inner: B,
+    /// Made the first time the body keeps the client waiting (boxed: most bodies never do).
+    timing: Option<Pin<Box<Timing>>>,
+    /// The limit in milliseconds; `None`, a pass-through. (Small: it rides in every response.)
+    limit_ms: Option<NonZeroU32>,
+    /// The request body, when one was still to be sent with the request.
+    request: Option<Arc<Progress>>,
+}
+
+/// The timer of a body that has kept the client waiting.
+#[pin_project]
+#[derive(Debug)]
+struct Timing {
+    #[pin]
+    sleep: Sleep,
+    /// When a frame last passed.
+    last: Instant,
+}
+
+impl<B> StreamIdle<B> {
+    /// `inner`, failing once nothing of it (nor of the request body `request`) has moved for
+    /// `limit` (to the millisecond, at most 49 days).
+    pub fn new(inner: B, limit: Option<Duration>, request: Option<Arc<Progress>>) -> Self {
+        let limit_ms = limit.and_then(|l| NonZeroU32::new(u32::try_from(l.as_millis()).unwrap_or(u32::MAX).max(1)));
+        StreamIdle { inner, timing: None, limit_ms, request }
+    }
+}
+
+impl<B> Body for StreamIdle<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            if let Some(timing) = this.timing.as_mut() {
+                *timing.as_mut().project().last = Instant::now();
+            }
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        let Some(limit) = this.limit_ms.map(|ms| Duration::from_millis(ms.get().into())) else {
+            return Poll::Pending;
+        };
+        let timing = this.timing.get_or_insert_with(|| {
+            let last = Instant::now();
+            Box::pin(Timing { sleep: tokio::time::sleep_until(last + limit), last })
+        });
+        let mut timing = timing.as_mut().project();
+        loop {
+            ready!(timing.sleep.as_mut().poll(cx));
+            let mut last = *timing.last;
+            if let Some(request) = this.request {
+                last = last.max(request.last_moved());
+            }
+            let deadline = last + limit;
+            if Instant::now() >= deadline {
+                return Poll::Ready(Some(Err(Box::new(Stalled { limit }))));
+            }
+            timing.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+
+    /// Yields a frame each time one of `at` (offsets from its start) has passed; ends after the
+    /// last.
+    struct Timed {
+        start: Instant,
+        at: VecDeque<Duration>,
+        sleep: Pin<Box<Sleep>>,
+    }
+
+    impl Timed {
+        fn new(at: &[u64]) -> Self {
+            let start = Instant::now();
+            Timed {
+                start,
+                at: at.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+                sleep: Box::pin(tokio::time::sleep_until(start)),
+            }
+        }
+    }
+
+    impl Body for Timed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let Some(next) = self.at.front().copied() else { return Poll::Ready(None) };
+            let at = self.start + next;
+            if self.sleep.deadline() != at {
+                self.sleep.as_mut().reset(at);
+            }
+            ready!(self.sleep.as_mut().poll(cx));
+            self.at.pop_front();
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x")))))
+        }
+    }
+
+    /// The bytes read before the body ended, whether it failed, and when.
+    async fn drain<B: Body<Data = Bytes, Error = BoxError> + Unpin>(mut body: B) -> (usize, Option<String>, Duration) {
+        let start = Instant::now();
+        let mut bytes = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => bytes += f.into_data().map_or(0, |d| d.len()),
+                Err(e) => return (bytes, Some(e.to_string()), start.elapsed()),
+            }
+        }
+        (bytes, None, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frames_that_keep_coming_are_never_cut_however_long_the_body() {
+        let body = StreamIdle::new(Timed::new(&[0, 900, 1_800, 2_700, 3_600]), Some(Duration::from_secs(1)), None);
+        assert_eq!(drain(body).await, (5, None, Duration::from_millis(3_600)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_fails_at_the_limit_after_its_last_frame() {
+        let body = StreamIdle::new(Timed::new(&[0, 500, 10_000]), Some(Duration::from_secs(1)), None);
+        let (bytes, failed, after) = drain(body).await;
+        assert_eq!(bytes, 2);
+        assert!(failed.is_some_and(|m| m.contains("idle for 1s")));
+        assert_eq!(after, Duration::from_millis(1_500), "the limit counts from the last frame");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_limit_waits_as_long_as_the_upstream() {
+        let body = StreamIdle::new(Timed::new(&[0, 100_000]), None, None);
+        assert_eq!(drain(body).await, (2, None, Duration::from_secs(100)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_body_still_moving_keeps_a_quiet_response_alive() {
+        let request = Arc::new(Progress::new());
+        let moving = request.clone();
+        // The client sends a frame every 600 ms for 3 s; the response answers only at the end.
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                moving.moved();
+            }
+        });
+        let body = StreamIdle::new(Timed::new(&[0, 3_500, 10_000]), Some(Duration::from_secs(1)), Some(request));
+        let (bytes, failed, after) = drain(body).await;
+        assert_eq!(bytes, 2, "the frame at 3.5 s came while the request still moved (its last at 3 s)");
+        assert!(failed.is_some());
+        assert_eq!(after, Duration::from_millis(4_500));
+    }
+}
