@@ -41,6 +41,8 @@ enum Misbehaviour {
     Stalls,
     /// Promises 1 GB and sends it as fast as it is taken.
     Endless,
+    /// Sends a chunked body of 8 chunks of 64 KB, one every 400 ms.
+    Trickles,
 }
 
 /// A raw TCP upstream that misbehaves the same way on every connection.
@@ -116,6 +118,17 @@ async fn serve(mut s: TcpStream, how: Misbehaviour) {
                 let chunk = vec![b'e'; 64 * 1024];
                 while s.write_all(&chunk).await.is_ok() {}
                 return;
+            }
+            Misbehaviour::Trickles => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+                for _ in 0..8 {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    let chunk = format!("10000\r\n{}\r\n", "t".repeat(0x10000));
+                    if s.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
             }
             Misbehaviour::LengthAndIdentity => {
                 let res = "HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\ncontent-length: 2\r\n\r\nBODYBYTES";
@@ -383,6 +396,29 @@ async fn a_client_that_stops_reading_is_let_go_at_the_stream_idle_timeout() {
     let ended = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(ended.is_ok(), "the connection ends after {} bytes", rest.len());
     assert!(rest.len() < 1_000_000_000, "{}", rest.len());
+}
+
+/// The limit is on silence, not on length: a body that keeps coming, slower than the limit in all
+/// (3.2 s against 1 s), to a client that keeps reading, slowly, is never cut.
+#[tokio::test]
+async fn a_slow_body_to_a_slow_reader_is_never_cut_by_the_stream_idle_timeout() {
+    let (sc, daemon) = start(Misbehaviour::Trickles, &["--stream-idle-timeout", "1s"]).await;
+    let mut s = TcpStream::connect(sc.listen).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !got.ends_with(b"0\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("cut after {} bytes: {other:?}", got.len()),
+        }
+        // 16 KB every 100 ms: the client takes as long as the upstream.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(got.len() > 8 * 0x10000, "{}", got.len());
+    let doc = segment(&daemon).await;
+    assert_eq!((doc.get("fault"), doc.get("error")), (None, None), "{doc:#}");
+    assert_eq!(doc["http"]["response"]["content_length"], 8 * 0x10000, "{doc:#}");
 }
 
 #[tokio::test]
