@@ -24,7 +24,7 @@ use super::guard::{GuardedConnector, OwnListeners, Refusal};
 use super::pool::H1Pool;
 use super::relay;
 use super::response_timer::ResponseTimers;
-use super::stream_idle::StreamIdle;
+use super::stream_idle::{self, StreamIdle};
 use super::{head, hop, target};
 use crate::metrics::Metrics;
 use xray_lifecycle::{Held, Lingering};
@@ -55,7 +55,7 @@ pub struct Upstream {
     h2_builder: Builder,
     connector: GuardedConnector,
     response_timeout: Option<Duration>,
-    stream_idle_timeout: Option<Duration>,
+    stream_idle_timeout: Option<stream_idle::Limit>,
     /// `--max-header-size`, held to exactly for HTTP/1 heads both ways (see [`head`]).
     max_head: usize,
     own: OwnListeners,
@@ -84,7 +84,8 @@ impl Upstream {
         let upgrades = b.build(connector.clone());
         b.http2_only(true);
         let h2 = b.build(connector.clone());
-        let (response_timeout, stream_idle_timeout) = (s.response_timeout, s.stream_idle_timeout);
+        let (response_timeout, stream_idle_timeout) =
+            (s.response_timeout, s.stream_idle_timeout.map(stream_idle::Limit::new));
         let max_head = s.max_header_size;
         Upstream {
             pool,
@@ -320,7 +321,7 @@ pub struct ForwardFuture {
     /// How far the request body has come, when it had one to send.
     progress: Option<Arc<Progress>>,
     /// `--stream-idle-timeout`, for the response body.
-    stream_idle: Option<Duration>,
+    stream_idle: Option<stream_idle::Limit>,
     /// The client's side of an upgrade, held from the request on (boxed: rare, and every request's
     /// future would otherwise carry it and drop it).
     upgrade: Option<Box<(hyper::upgrade::OnUpgrade, Held)>>,

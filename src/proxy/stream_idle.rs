@@ -42,6 +42,23 @@ impl fmt::Display for Stalled {
 
 impl std::error::Error for Stalled {}
 
+/// `--stream-idle-timeout`, to the millisecond (at most 49 days, at least 1 ms): made once, as
+/// the configuration is read, and small, as every response carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit(NonZeroU32);
+
+impl Limit {
+    /// `limit`, rounded down to the millisecond.
+    pub fn new(limit: Duration) -> Self {
+        let ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX);
+        Limit(NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN))
+    }
+
+    fn duration(self) -> Duration {
+        Duration::from_millis(self.0.get().into())
+    }
+}
+
 /// A response body that fails once nothing has moved for its limit.
 #[pin_project]
 #[derive(Debug)]
@@ -50,8 +67,8 @@ pub struct StreamIdle<B> {
     inner: B,
     /// Made the first time the body keeps the client waiting (boxed: most bodies never do).
     timing: Option<Pin<Box<Timing>>>,
-    /// The limit in milliseconds; `None`, a pass-through. (Small: it rides in every response.)
-    limit_ms: Option<NonZeroU32>,
+    /// `None`: a pass-through.
+    limit: Option<Limit>,
     /// The request body, when one was still to be sent with the request.
     request: Option<Arc<Progress>>,
 }
@@ -68,10 +85,9 @@ struct Timing {
 
 impl<B> StreamIdle<B> {
     /// `inner`, failing once nothing of it (nor of the request body `request`) has moved for
-    /// `limit` (to the millisecond, at most 49 days).
-    pub fn new(inner: B, limit: Option<Duration>, request: Option<Arc<Progress>>) -> Self {
-        let limit_ms = limit.and_then(|l| NonZeroU32::new(u32::try_from(l.as_millis()).unwrap_or(u32::MAX).max(1)));
-        StreamIdle { inner, timing: None, limit_ms, request }
+    /// `limit`.
+    pub fn new(inner: B, limit: Option<Limit>, request: Option<Arc<Progress>>) -> Self {
+        StreamIdle { inner, timing: None, limit, request }
     }
 }
 
@@ -91,7 +107,7 @@ where
             }
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        let Some(limit) = this.limit_ms.map(|ms| Duration::from_millis(ms.get().into())) else {
+        let Some(limit) = this.limit.map(Limit::duration) else {
             return Poll::Pending;
         };
         let timing = this.timing.get_or_insert_with(|| {
@@ -180,15 +196,24 @@ mod tests {
         (bytes, None, start.elapsed())
     }
 
+    #[test]
+    fn a_limit_keeps_its_milliseconds_at_least_one_and_at_most_49_days() {
+        assert_eq!(Limit::new(Duration::from_secs(300)).duration(), Duration::from_secs(300));
+        assert_eq!(Limit::new(Duration::from_micros(1_500)).duration(), Duration::from_millis(1));
+        assert_eq!(Limit::new(Duration::from_micros(10)).duration(), Duration::from_millis(1));
+        assert_eq!(Limit::new(Duration::from_secs(u64::MAX)).duration(), Duration::from_millis(u32::MAX.into()));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn frames_that_keep_coming_are_never_cut_however_long_the_body() {
-        let body = StreamIdle::new(Timed::new(&[0, 900, 1_800, 2_700, 3_600]), Some(Duration::from_secs(1)), None);
+        let body =
+            StreamIdle::new(Timed::new(&[0, 900, 1_800, 2_700, 3_600]), Some(Limit::new(Duration::from_secs(1))), None);
         assert_eq!(drain(body).await, (5, None, Duration::from_millis(3_600)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_fails_at_the_limit_after_its_last_frame() {
-        let body = StreamIdle::new(Timed::new(&[0, 500, 10_000]), Some(Duration::from_secs(1)), None);
+        let body = StreamIdle::new(Timed::new(&[0, 500, 10_000]), Some(Limit::new(Duration::from_secs(1))), None);
         let (bytes, failed, after) = drain(body).await;
         assert_eq!(bytes, 2);
         assert!(failed.is_some_and(|m| m.contains("idle for 1s")));
@@ -212,7 +237,8 @@ mod tests {
                 moving.moved();
             }
         });
-        let body = StreamIdle::new(Timed::new(&[0, 3_500, 10_000]), Some(Duration::from_secs(1)), Some(request));
+        let body =
+            StreamIdle::new(Timed::new(&[0, 3_500, 10_000]), Some(Limit::new(Duration::from_secs(1))), Some(request));
         let (bytes, failed, after) = drain(body).await;
         assert_eq!(bytes, 2, "the frame at 3.5 s came while the request still moved (its last at 3 s)");
         assert!(failed.is_some());
