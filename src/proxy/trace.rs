@@ -123,7 +123,7 @@ impl OnEnd for Completion {
             return None;
         }
         let code = super::error::grpc_status_of_broken_body(why);
-        let message = Failure::upstream_body(bytes, &why.to_string()).message;
+        let message = Failure::upstream_body(bytes, &why).message;
         let trailers = grpc::status_fields(code, &message);
         self.on_trailers(&trailers);
         Some(trailers)
