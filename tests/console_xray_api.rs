@@ -73,6 +73,24 @@ async fn boto3_drives_every_operation() {
     assert_eq!(summaries("edge(\"front-end\", \"back-end\")"), [cart]);
     assert_eq!(summaries("edge(id(type: \"client\"), \"front-end\") { fault }"), [pay]);
     assert_eq!(got["bad_expression"], json!(["InvalidRequestException", 400]));
+    // Each TimeRangeType holds its own time of a trace against the window: its id's, its start,
+    // a segment's end.
+    let old = id("old");
+    for (query, found) in [
+        ("TraceId id", true),
+        ("TraceId start", false),
+        ("TraceId end", false),
+        ("Event id", false),
+        ("Event start", true),
+        ("Event end", false),
+        ("Service id", false),
+        ("Service start", false),
+        ("Service end", true),
+    ] {
+        let want = if found { json!([old]) } else { json!([]) };
+        assert_eq!(got["by_time"][query], want, "{query}");
+    }
+    assert_eq!(got["bad_time_range"], json!(["InvalidRequestException", 400]));
     let pay_summary = &got["summary_of_pay"][0];
     assert_eq!((&pay_summary["HasFault"], &pay_summary["HttpStatus"]), (&json!(true), &json!(500)));
     assert!(pay_summary["ResponseTime"].as_f64().is_some_and(|r| (r - 1.2).abs() < 1e-3), "{pay_summary}");
@@ -109,7 +127,7 @@ async fn boto3_drives_every_operation() {
     assert_eq!(got["rules_at_end"], json!(["Default"]));
 
     let stats = wait_for_stats(http, |s| s["TelemetryRecords"] == 2).await;
-    assert_eq!(stats["PutSegments"], 4, "{stats}");
+    assert_eq!(stats["PutSegments"], 5, "{stats}");
 }
 
 #[tokio::test]

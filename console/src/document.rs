@@ -241,6 +241,12 @@ fn is_trace_id(s: &str) -> bool {
     matches!((parts.next(), parts.next(), parts.next(), parts.next()), (Some("1"), Some(t), Some(r), None) if is_hex(t, 8) && is_hex(r, 24))
 }
 
+/// The epoch seconds written in a trace id, when the trace was started.
+pub fn trace_id_epoch(id: &str) -> Option<u32> {
+    let time = id.strip_prefix("1-")?.get(..8)?;
+    if is_hex(time, 8) { u32::from_str_radix(time, 16).ok() } else { None }
+}
+
 /// `len` hex digits.
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -261,6 +267,15 @@ fn optional_str(obj: &Map<String, Value>, key: &str, max: usize) -> Option<Strin
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_trace_id_tells_when_it_was_made() {
+        assert_eq!(trace_id_epoch("1-5759e988-bd862e3fe1be46a994272793"), Some(0x5759_e988));
+        assert_eq!(trace_id_epoch("1-ffffffff-bd862e3fe1be46a994272793"), Some(u32::MAX));
+        for bad in ["2-5759e988-bd862e3fe1be46a994272793", "1-+759e988-bd8", "1-5759", ""] {
+            assert_eq!(trace_id_epoch(bad), None, "{bad}");
+        }
+    }
 
     fn segment() -> Value {
         json!({"name": "front-end", "id": "70de5b6f19ff9a0a", "trace_id": "1-5759e988-bd862e3fe1be46a994272793",

@@ -6,13 +6,13 @@ use super::api::{json_response, respond};
 use super::assemble;
 use super::clock::now;
 use super::datagram::Received;
-use super::document::Document;
+use super::document::{Document, trace_id_epoch};
 use super::filter;
 use super::filter_expression::{Entity, Expr, summarizer};
 use super::graph::{self, Window};
 use super::sampling_api;
 use super::state::State;
-use super::store::Inserted;
+use super::store::{Inserted, Trace};
 use super::summary;
 use super::time_series;
 use super::xray_error::{ErrorKind, XrayError, input};
@@ -166,9 +166,12 @@ fn get_trace_summaries(state: &State, body: &[u8]) -> Result<Value, XrayError> {
         end_time: f64,
         filter_expression: Option<String>,
         next_token: Option<String>,
+        #[serde(default)]
+        time_range_type: TimeRangeType,
     }
     let input: Input = input(body)?;
     let window = window(input.start_time, input.end_time)?;
+    let time_range = input.time_range_type;
     let expr =
         Expr::parse(input.filter_expression.as_deref().unwrap_or("")).map_err(|e| XrayError::invalid(e.to_string()))?;
     let after = match input.next_token.as_deref().filter(|t| !t.is_empty()) {
@@ -178,13 +181,37 @@ fn get_trace_summaries(state: &State, body: &[u8]) -> Result<Value, XrayError> {
                 .ok_or_else(|| XrayError::invalid(format!("NextToken {t:?} was not given by this console")))?,
         ),
     };
-    let matches = |s: &summary::TraceSummary| {
-        s.start_time >= window.start && s.start_time <= window.end && expr.as_ref().is_none_or(|e| e.matches(s))
-    };
+    let matches = |s: &summary::TraceSummary| expr.as_ref().is_none_or(|e| e.matches(s));
     let paging = filter::Paging::After(after);
     let summarize = summarizer(expr.as_ref());
-    let page = filter::page_matching(state.store().traces(), summarize, matches, &paging, SUMMARY_PAGE, now());
+    let store = state.store();
+    let in_window = store.traces().filter(|t| time_range.within(t, window));
+    let page = filter::page_matching(in_window, summarize, matches, &paging, SUMMARY_PAGE, now());
     serde_json::to_value(page).map_err(|e| XrayError::invalid(e.to_string()))
+}
+
+/// Which time of a trace `GetTraceSummaries` holds against its window (`TimeRangeType`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+enum TimeRangeType {
+    /// When the trace began: its earliest segment's start (X-Ray's "trace update time"; what the
+    /// trace list shows as its time, and the default).
+    #[default]
+    Event,
+    /// When the trace id was made: the epoch seconds written in it.
+    TraceId,
+    /// When a service finished with it: any segment's end.
+    Service,
+}
+
+impl TimeRangeType {
+    fn within(self, trace: &Trace, window: Window) -> bool {
+        let inside = |t: f64| t >= window.start && t <= window.end;
+        match self {
+            TimeRangeType::Event => inside(trace.start()),
+            TimeRangeType::TraceId => trace_id_epoch(&trace.id).is_some_and(|t| inside(f64::from(t))),
+            TimeRangeType::Service => trace.documents.iter().any(|d| d.document.end.is_some_and(inside)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
