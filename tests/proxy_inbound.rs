@@ -358,6 +358,32 @@ async fn a_websocket_upgrade_is_tunnelled_and_its_handshake_traced() {
 }
 
 #[tokio::test]
+async fn an_h2c_upgrade_is_answered_as_plain_http1() {
+    // `curl --http2` asks a plain-text server to switch to HTTP/2 (`Upgrade: h2c`, with its
+    // settings in `HTTP2-Settings`). Passed on, an upstream that takes it would turn the connection
+    // into an opaque tunnel with nothing traced after the first request (and the proxy drops
+    // `HTTP2-Settings`, which the upgrade needs): it is an ordinary request, as RFC 9113 leaves it.
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let urls = [sc.url("/one"), sc.url("/status/404")];
+    // Off the runtime: the upstream serves on it.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl").args(["-s", "--http2", "-D", "-", "--max-time", "10"]).args(urls).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("HTTP/1.1 404"), "{text}");
+    assert!(!text.to_ascii_lowercase().contains("x-saw-upgrade"), "{text}");
+    let mut statuses: Vec<_> = daemon.take(2).await.iter().map(|d| d["http"]["response"]["status"].as_u64()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [Some(200), Some(404)]);
+}
+
+#[tokio::test]
 async fn oversized_headers_get_431_and_the_proxy_keeps_serving() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);

@@ -56,14 +56,28 @@ impl Found {
 }
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` in any `Connection` header,
-/// and an `Upgrade` header); `found` is what its headers carry.
+/// and an `Upgrade` header offering something other than `h2c`); `found` is what its headers
+/// carry.
+///
+/// `Upgrade: h2c` (what `curl --http2` sends in plain text) asks this hop to speak HTTP/2 from the
+/// next response on; passed on, an upstream that took it would turn the connection into an opaque
+/// tunnel with nothing after the first request traced. RFC 9113 has dropped the mechanism and a
+/// server may ignore it: the request is forwarded as an ordinary one, its `Upgrade` removed, and
+/// the client goes on in HTTP/1.1 (as through Envoy).
 pub fn is_upgrade(h: &HeaderMap, found: &Found) -> bool {
-    found.upgrade && connection_tokens(h).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    found.upgrade
+        && connection_tokens(h).any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && comma_tokens(h, header::UPGRADE).any(|t| !t.eq_ignore_ascii_case("h2c"))
 }
 
 /// The comma-separated tokens of every `Connection` header.
 fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
-    h.get_all(header::CONNECTION)
+    comma_tokens(h, header::CONNECTION)
+}
+
+/// The comma-separated tokens of every header called `name`.
+fn comma_tokens(h: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -228,6 +242,24 @@ mod tests {
         strip_all(&mut h, true);
         assert_eq!(names(&h), ["connection", "upgrade"]);
         assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_an_ordinary_request() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, HTTP2-Settings"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("H2C"));
+        h.insert("http2-settings", HeaderValue::from_static("AAMAAABkAAQCAAAAAAIAAAAA"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        assert!(!is_upgrade(&h, &found(&h)));
+        strip_all(&mut h, false);
+        assert_eq!(names(&h), ["accept"]);
+        // Offered beside another protocol, the other is still asked for.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.append(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.append(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h, &found(&h)));
     }
 
     #[test]

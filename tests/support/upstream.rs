@@ -22,7 +22,8 @@ pub struct Upstream {
 impl Upstream {
     /// Starts serving on a free loopback port. Routes: `/status/{code}`, `/stream/{bytes}`,
     /// `/slow/{ms}`, `/trailers`, `/ws` (upgrade, then echo), `/forever`; anything else 200 "ok".
-    /// Every response says what the upstream received in `x-saw-trace`, `x-saw-xff`, `x-saw-proto`.
+    /// Every response says what the upstream received in `x-saw-trace`, `x-saw-xff`, `x-saw-proto`,
+    /// `x-saw-upgrade`.
     pub async fn start() -> Upstream {
         Upstream::start_at([127, 0, 0, 1].into()).await
     }
@@ -81,6 +82,7 @@ fn futures_stream(
 async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let seen = |name: &str| req.headers().get(name).cloned();
     let (trace, xff, proto) = (seen("x-amzn-trace-id"), seen("x-forwarded-for"), seen("x-forwarded-proto"));
+    let upgrade = seen("upgrade");
     let path = req.uri().path().to_owned();
     let mut parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     parts.resize(2, "");
@@ -179,7 +181,7 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
         }
         _ => Response::new(full("ok\n")),
     };
-    for (name, v) in [("x-saw-trace", trace), ("x-saw-xff", xff), ("x-saw-proto", proto)] {
+    for (name, v) in [("x-saw-trace", trace), ("x-saw-xff", xff), ("x-saw-proto", proto), ("x-saw-upgrade", upgrade)] {
         if let Some(v) = v {
             res.headers_mut().insert(name, v);
         }
