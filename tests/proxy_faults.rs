@@ -398,6 +398,49 @@ async fn a_client_that_stops_reading_is_let_go_at_the_stream_idle_timeout() {
     assert!(rest.len() < 1_000_000_000, "{}", rest.len());
 }
 
+/// What `tests/support/h2_slow_reader.py` (arguments after the sidecar's address) saw.
+async fn h2_slow_reader(sc: &Sidecar, args: &[&str]) -> Value {
+    let script = support::repo_root().join("tests/support/h2_slow_reader.py");
+    let mut command = std::process::Command::new("python3");
+    command.arg(script).arg(sc.listen.to_string()).args(args);
+    // Off the runtime: the upstream serves on it.
+    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// An HTTP/2 client stops otherwise: it leaves the stream's flow-control window shut (and answers
+/// the connection's pings). After `--stream-idle-timeout` with its response waiting on it, the
+/// stream is reset and recorded as the client's leaving; the connection serves on.
+#[tokio::test]
+async fn an_http2_client_that_stops_taking_its_response_is_reset_at_the_stream_idle_timeout() {
+    let (up, daemon) = (support::upstream::Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--stream-idle-timeout", "1s"]);
+    let got = h2_slow_reader(&sc, &["/forever", "/", "8"]).await;
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["reset"], 8, "reset with CANCEL: {got}");
+    let after = got["reset_after"].as_f64().unwrap_or(f64::MAX);
+    assert!((1.0..4.0).contains(&after), "{got}");
+    assert_eq!(got["second"], 200, "the connection serves on: {got}");
+    let mut docs = [segment(&daemon).await, segment(&daemon).await];
+    docs.sort_by_key(|d| d["http"]["request"]["url"].as_str().map(str::len));
+    let (kind, message) = cause(&docs[1]);
+    assert_eq!(kind, "ClientAborted", "{:#}", docs[1]);
+    assert!(message.contains("client went away after"), "{message}");
+    assert_eq!(docs[0]["http"]["response"]["status"], 200, "{:#}", docs[0]);
+}
+
+/// An HTTP/2 client that keeps taking its response, slowly (64 KB every 300 ms, 4 s in all
+/// against a 1 s limit), is never cut.
+#[tokio::test]
+async fn a_slow_http2_reader_is_never_cut_by_the_stream_idle_timeout() {
+    let (up, daemon) = (support::upstream::Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--stream-idle-timeout", "1s"]);
+    let got = h2_slow_reader(&sc, &["/forever", "/", "4", "300"]).await;
+    assert_eq!((&got["status"], &got["reset"]), (&200.into(), &Value::Null), "{got}");
+    assert!(got["received"].as_u64().is_some_and(|n| n > 8 * 65_535), "{got}");
+}
+
 /// The limit is on silence, not on length: a body that keeps coming, slower than the limit in all
 /// (3.2 s against 1 s), to a client that keeps reading, slowly, is never cut.
 #[tokio::test]

@@ -26,7 +26,7 @@ use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use pin_project::pin_project;
 use std::convert::Infallible;
@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use xray_lifecycle::Stopped;
 use xray_lifecycle::shutdown::{ConnectionLimit, Room};
 
+use super::client_wait::StreamExecutor;
 use super::grpc;
 use super::idle::{Activity, Counted, CountedBody, QUIET, StreamSlot, Waits};
 use crate::metrics::Metrics;
@@ -55,7 +56,7 @@ use crate::xray::grpc as grpc_code;
 /// dropped, as the new connection waits only briefly for the slot (`xray_lifecycle::shutdown`).
 const CLOSE_WAIT: Duration = Duration::from_millis(10);
 
-type Conn<I, S> = http2::Connection<TokioIo<I>, TowerToHyperService<Budgeted<Counted<S>>>, TokioExecutor>;
+type Conn<I, S> = http2::Connection<TokioIo<I>, TowerToHyperService<Budgeted<Counted<S>>>, StreamExecutor>;
 
 /// Where a connection's streams beyond its first take their slots (see the module's comment).
 #[derive(Clone, Debug)]
@@ -171,7 +172,7 @@ enum Close {
 /// Serves HTTP/2 on a client's connection until it closes, closing it when idle (see above). Once
 /// `stopped`, the streams in flight finish and the connection closes.
 pub async fn serve<I, S, B>(
-    http2: &http2::Builder<TokioExecutor>,
+    http2: &http2::Builder<StreamExecutor>,
     io: I,
     service: S,
     mut stopped: Stopped,

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod body_progress;
+pub mod client_wait;
 pub mod config;
 pub mod connect;
 pub mod detect;

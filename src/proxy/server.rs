@@ -1,13 +1,14 @@
 //! Accepting connections and serving HTTP/1.1 (with upgrades) and HTTP/2 on them, with limits and
 //! graceful shutdown.
 
+use super::client_wait::StreamExecutor;
 use super::{idle, idle_h2};
 use crate::metrics::Metrics;
 use http::{Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
@@ -30,7 +31,8 @@ pub struct ServerSettings {
     /// How long an idle connection (no request in flight, no HTTP/2 stream open) is kept for its
     /// next request.
     pub keep_alive_timeout: Duration,
-    /// How long an HTTP/1.1 client may take nothing of a response waiting to be written.
+    /// How long a client may take nothing of a response waiting to be written (an HTTP/1.1
+    /// connection is closed, an HTTP/2 stream reset).
     pub stream_idle_timeout: Option<Duration>,
     /// Largest request head accepted (a larger one gets 431).
     pub max_header_size: usize,
@@ -58,7 +60,7 @@ pub struct Http {
     /// HTTP/1.1 with hyper's header read timeout, for connections served by [`Http::serve`] (HTTP
     /// inside a `CONNECT`).
     http1_timed: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
 }
 
 /// A connection's service, as hyper calls it.
@@ -81,7 +83,7 @@ impl Http {
         // as it closes). Only the pod's own processes reach a tunnel, so the longer of the two
         // bounds a head there too.
         http1_timed.header_read_timeout(s.header_read_timeout.max(s.keep_alive_timeout));
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let mut http2 = http2::Builder::new(StreamExecutor::new(s.stream_idle_timeout));
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(s.max_header_size).unwrap_or(u32::MAX))
@@ -108,7 +110,7 @@ impl Http {
         // idle keep-alive connection is mostly this state and hyper's buffers.
         if version == Version::HTTP_2 {
             let conn = Box::pin(self.http2.serve_connection(io, service));
-            until_closed(conn, stopped, http2::Connection::<TokioIo<I>, Hyper<S>, TokioExecutor>::graceful_shutdown)
+            until_closed(conn, stopped, http2::Connection::<TokioIo<I>, Hyper<S>, StreamExecutor>::graceful_shutdown)
                 .await
         } else {
             let conn = Box::pin(self.http1_timed.serve_connection(io, service).with_upgrades());

@@ -13,7 +13,7 @@
 //! the body waiting, and then each frame only notes the time; the timer, when it fires, looks at
 //! when things last moved and waits on if they did. A client that stops taking its response is
 //! another matter: the body is then not asked for at all, and the client's connection notices
-//! (see `idle`).
+//! (see `idle`), or for HTTP/2 the stream's task (see `client_wait`, which each frame tells).
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use super::body_progress::Progress;
+use super::client_wait;
 use crate::BoxError;
 
 /// A response body failed for having moved nothing for `limit`.
@@ -100,6 +101,27 @@ where
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let polled = self.poll_timed(cx);
+        client_wait::note(matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data()));
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> StreamIdle<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    /// The next frame, or the failure once nothing has moved for the limit.
+    fn poll_timed(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             if let Some(timing) = this.timing.as_mut() {
@@ -127,14 +149,6 @@ where
             }
             timing.sleep.as_mut().reset(deadline);
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

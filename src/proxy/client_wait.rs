@@ -1,0 +1,170 @@
+//! `--stream-idle-timeout` for an HTTP/2 client that stops taking its response.
+//!
+//! An HTTP/1.1 client that stops reading blocks the proxy's writes, which its connection's
+//! once-a-second look notices (see `idle`). An HTTP/2 client stops otherwise: it no longer opens
+//! the stream's flow-control window, hyper then waits for window before asking the response body
+//! for anything more, and the connection's pings keep it looking alive. Its stream would hold its
+//! slot of the connection limit's budget and an upstream connection for as long as the client
+//! liked; a few hundred such streams, and every other client is answered 503. Envoy resets such a
+//! stream at its stream idle timeout; so does the proxy.
+//!
+//! hyper polls each HTTP/2 stream (its service call, then the piping of the response body) on a
+//! task of its own, which it spawns through the executor it was built with: [`StreamExecutor`]
+//! spawns each inside [`ClientWait`]. While that task is polled, the response body ([`note`], from
+//! `stream_idle`) says whether it was asked for a frame and whether it handed out data; a stream
+//! whose body handed out data and has not been asked for more since waits on its client. Once it
+//! has waited for the limit, the task is dropped, which resets the stream (`CANCEL`) and ends its
+//! record as the client's leaving; the connection and its other streams go on.
+
+use pin_project::pin_project;
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// What the response body of the HTTP/2 stream being polled did during that poll.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    /// It was asked for a frame.
+    asked: bool,
+    /// Its last answer was data.
+    handed_out: bool,
+}
+
+thread_local! {
+    /// Set while a [`ClientWait`] polls its stream; `None` elsewhere (HTTP/1.1 bodies).
+    static SEEN: Cell<Option<Seen>> = const { Cell::new(None) };
+}
+
+/// Notes that the response body was asked for a frame and whether it answered with data: heard
+/// only while an HTTP/2 stream's task is polled.
+pub fn note(handed_out: bool) {
+    SEEN.with(|seen| {
+        if seen.get().is_some() {
+            seen.set(Some(Seen { asked: true, handed_out }));
+        }
+    });
+}
+
+/// The executor of the HTTP/2 server's streams: each spawned inside [`ClientWait`] when there is a
+/// limit.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamExecutor {
+    limit: Option<Duration>,
+}
+
+impl StreamExecutor {
+    /// Streams cut once they have waited on their client for `limit`; `None`: never.
+    pub fn new(limit: Option<Duration>) -> Self {
+        StreamExecutor { limit }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        match self.limit {
+            None => drop(tokio::spawn(stream)),
+            Some(limit) => drop(tokio::spawn(ClientWait { stream, limit, waiting_since: None, timer: None })),
+        }
+    }
+}
+
+/// An HTTP/2 stream's task, dropped once its response has waited on the client for the limit.
+#[pin_project]
+#[derive(Debug)]
+pub struct ClientWait<F> {
+    #[pin]
+    stream: F,
+    limit: Duration,
+    /// When the response body last handed out data without being asked for more since.
+    waiting_since: Option<Instant>,
+    /// Made the first time the stream waits on its client (boxed: most streams never do).
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<F: Future<Output = ()>> Future for ClientWait<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        SEEN.with(|seen| seen.set(Some(Seen::default())));
+        let done = this.stream.poll(cx);
+        let seen = SEEN.with(|seen| seen.replace(None)).unwrap_or_default();
+        if done.is_ready() {
+            return Poll::Ready(());
+        }
+        if seen.asked {
+            *this.waiting_since = seen.handed_out.then(Instant::now);
+        }
+        let Some(since) = *this.waiting_since else {
+            // A timer left from an earlier wait may still fire: the stream is then looked at again.
+            return Poll::Pending;
+        };
+        let deadline = since + *this.limit;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // The timer only moves when it fires: waits that end before it cost nothing more.
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                tracing::debug!(
+                    limit = ?this.limit,
+                    "reset an HTTP/2 stream whose client took nothing of its response for the stream idle timeout"
+                );
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    fn watched<F: Future<Output = ()>>(stream: F) -> ClientWait<F> {
+        ClientWait { stream, limit: Duration::from_secs(5), waiting_since: None, timer: None }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_whose_data_waits_on_its_client_ends_at_the_limit() {
+        let mut first = true;
+        // Its body hands out data once, and is never asked for more.
+        let stuck = poll_fn(move |_| {
+            if std::mem::take(&mut first) {
+                note(true);
+            }
+            Poll::Pending
+        });
+        let started = Instant::now();
+        watched(stuck).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_waiting_on_its_upstream_or_moving_is_left_alone() {
+        // Its body was asked and had nothing yet: the upstream's wait, which `stream_idle` times.
+        let upstream = poll_fn(|_| {
+            note(false);
+            Poll::<()>::Pending
+        });
+        assert!(tokio::time::timeout(Duration::from_secs(60), watched(upstream)).await.is_err());
+        // Its body hands out data every 4 s, each time asked again: the client keeps taking it.
+        let mut tick = tokio::time::interval(Duration::from_secs(4));
+        let moving = poll_fn(move |cx| {
+            while tick.poll_tick(cx).is_ready() {
+                note(true);
+            }
+            Poll::<()>::Pending
+        });
+        assert!(tokio::time::timeout(Duration::from_secs(60), watched(moving)).await.is_err());
+        // Heard nothing outside a stream's poll.
+        note(true);
+        assert!(SEEN.with(Cell::get).is_none());
+    }
+}
