@@ -34,7 +34,9 @@ struct Seen {
 }
 
 thread_local! {
-    /// Set while a [`ClientWait`] polls its stream; `None` elsewhere (HTTP/1.1 bodies).
+    /// Set while a [`ClientWait`] polls its stream; `None` elsewhere (HTTP/1.1 bodies). hyper
+    /// hands neither the body nor the stream's task a way to the other: the poll, which runs on
+    /// one thread from the task down to the body, is where they meet.
     static SEEN: Cell<Option<Seen>> = const { Cell::new(None) };
 }
 
