@@ -292,7 +292,12 @@ fn parse_upstream(s: &str) -> Result<Authority, String> {
     Ok(authority)
 }
 
-/// Parses `250ms`, `10s`, `5m`, or a bare number of seconds.
+/// The longest duration an option takes: beyond any timeout or delay that means something, and
+/// far within what the clock can add to the present (a larger one made every connection's task
+/// panic as it computed its deadline).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `250ms`, `10s`, `5m`, or a bare number of seconds, up to a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
@@ -304,7 +309,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60.0,
         _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s or m)")),
     };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+    let d = Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is longer than a year, the most any of these options takes"));
+    }
+    Ok(d)
 }
 
 fn parse_header_size(s: &str) -> Result<usize, String> {
@@ -351,6 +360,10 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5h").err().unwrap_or_default().contains("unknown unit"));
+        assert_eq!(parse_duration("525600m"), Ok(MAX_DURATION));
+        for too_long in ["525601m", "9999999999999999999", "1e400"] {
+            assert!(parse_duration(too_long).is_err(), "{too_long}");
+        }
     }
 
     #[test]

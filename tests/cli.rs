@@ -1,7 +1,8 @@
 //! The command line: bad values stop start-up with one clear line naming the flag, never a panic.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xray-sidecar"));
@@ -12,7 +13,15 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
+    // A value taken where it should have been refused would leave the proxy serving: stopped after
+    // a while, it fails the test rather than hanging it.
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -26,6 +35,8 @@ fn bad_values_name_the_flag_and_exit_non_zero() {
         (&["--upstream", "http://127.0.0.1:1", "--connect-timeout", "soon"], "--connect-timeout"),
         (&["--upstream", "http://127.0.0.1:1", "--sampling-rules", "/nonexistent/rules.json"], "--sampling-rules"),
         (&["--upstream", "http://127.0.0.1:1", "--max-header-size", "10"], "--max-header-size"),
+        // Beyond what the clock can add to now, it made every connection's task panic.
+        (&["--upstream", "http://127.0.0.1:1", "--keep-alive-timeout", "9999999999999999999"], "--keep-alive-timeout"),
     ];
     for (extra, flag) in cases {
         let mut args = base.to_vec();
