@@ -103,11 +103,11 @@ impl<F: Future<Output = ()>> Future for ClientWait<F> {
         if seen.asked {
             *this.waiting_since = seen.handed_out.then(Instant::now);
         }
-        let Some(since) = *this.waiting_since else {
-            // A timer left from an earlier wait may still fire: the stream is then looked at again.
+        // A timer left from an earlier wait may still fire: the stream is then looked at again. A
+        // limit beyond what the clock can count never strikes.
+        let Some(deadline) = this.waiting_since.and_then(|since| since.checked_add(*this.limit)) else {
             return Poll::Pending;
         };
-        let deadline = since + *this.limit;
         let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         // The timer only moves when it fires: waits that end before it cost nothing more.
         while timer.as_mut().poll(cx).is_ready() {
