@@ -191,10 +191,10 @@ fn get_trace_summaries(state: &State, body: &[u8]) -> Result<Value, XrayError> {
 }
 
 /// Which time of a trace `GetTraceSummaries` holds against its window (`TimeRangeType`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 enum TimeRangeType {
-    /// When the trace began: its earliest segment's start (X-Ray's "trace update time"; what the
-    /// trace list shows as its time, and the default).
+    /// When the trace's events happened, taken as its earliest segment's start: the time the trace
+    /// list shows, and the default.
     #[default]
     Event,
     /// When the trace id was made: the epoch seconds written in it.
