@@ -436,9 +436,23 @@ async fn an_http2_client_that_stops_taking_its_response_is_reset_at_the_stream_i
 async fn a_slow_http2_reader_is_never_cut_by_the_stream_idle_timeout() {
     let (up, daemon) = (support::upstream::Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--stream-idle-timeout", "1s"]);
-    let got = h2_slow_reader(&sc, &["/forever", "/", "4", "300"]).await;
+    let got = h2_slow_reader(&sc, &["/forever", "/", "4", "trickle", "300"]).await;
     assert_eq!((&got["status"], &got["reset"]), (&200.into(), &Value::Null), "{got}");
     assert!(got["received"].as_u64().is_some_and(|n| n > 8 * 65_535), "{got}");
+}
+
+/// Nor is a stream whose client, while it takes nothing of the response, is still sending its
+/// request body (100 bytes every 300 ms for 4 s against a 1 s limit): the call is not idle, and is
+/// not ended (nor recorded) while the upload goes on.
+#[tokio::test]
+async fn an_http2_client_still_uploading_is_not_cut_by_the_stream_idle_timeout() {
+    let (up, daemon) = (support::upstream::Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &["--stream-idle-timeout", "1s"]);
+    let client = h2_slow_reader(&sc, &["/forever", "/", "4", "upload", "300"]);
+    let (got, early) = tokio::join!(client, daemon.next(Duration::from_millis(3500)));
+    assert!(early.is_none(), "a record while the client was still sending: {early:?}");
+    assert_eq!((&got["status"], &got["reset"]), (&200.into(), &Value::Null), "{got}");
+    assert_eq!(got["second"], 200, "{got}");
 }
 
 /// The limit is on silence, not on length: a body that keeps coming, slower than the limit in all

@@ -14,23 +14,32 @@
 //! `stream_idle`) says whether it was asked for a frame and whether it handed out data; a stream
 //! whose body handed out data and has not been asked for more since waits on its client. Once it
 //! has waited for the limit, the task is dropped, which resets the stream (`CANCEL`) and ends its
-//! record as the client's leaving; the connection and its other streams go on.
+//! record as the client's leaving; the connection and its other streams go on. A request body
+//! still on its way keeps the stream alive, as it does the response's own timer: a streaming call's
+//! client that is still sending is not idle.
 
 use pin_project::pin_project;
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
+use super::body_progress::Progress;
+
 /// What the response body of the HTTP/2 stream being polled did during that poll.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
 struct Seen {
     /// It was asked for a frame.
     asked: bool,
     /// Its last answer was data.
     handed_out: bool,
+    /// The stream does not know yet how far its request body has come.
+    wants_request: bool,
+    /// The request body still on its way when the response began, once the stream wants it.
+    request: Option<Arc<Progress>>,
 }
 
 thread_local! {
@@ -40,12 +49,18 @@ thread_local! {
     static SEEN: Cell<Option<Seen>> = const { Cell::new(None) };
 }
 
-/// Notes that the response body was asked for a frame and whether it answered with data: heard
-/// only while an HTTP/2 stream's task is polled.
-pub fn note(handed_out: bool) {
-    SEEN.with(|seen| {
-        if seen.get().is_some() {
-            seen.set(Some(Seen { asked: true, handed_out }));
+/// Notes that the response body was asked for a frame and whether it answered with data, and the
+/// request body it is answering, if one was still on its way: heard only while an HTTP/2 stream's
+/// task is polled.
+pub fn note(handed_out: bool, request: Option<&Arc<Progress>>) {
+    SEEN.with(|cell| {
+        if let Some(mut seen) = cell.take() {
+            seen.asked = true;
+            seen.handed_out = handed_out;
+            if handed_out && seen.wants_request && seen.request.is_none() {
+                seen.request = request.cloned();
+            }
+            cell.set(Some(seen));
         }
     });
 }
@@ -71,7 +86,7 @@ where
     fn execute(&self, stream: F) {
         match self.limit {
             None => drop(tokio::spawn(stream)),
-            Some(limit) => drop(tokio::spawn(ClientWait { stream, limit, waiting_since: None, timer: None })),
+            Some(limit) => drop(tokio::spawn(ClientWait::new(stream, limit))),
         }
     }
 }
@@ -87,6 +102,17 @@ pub struct ClientWait<F> {
     waiting_since: Option<Instant>,
     /// Made the first time the stream waits on its client (boxed: most streams never do).
     timer: Option<Pin<Box<Sleep>>>,
+    /// The request body, when one was still on its way as the response began (asked for the first
+    /// time the response handed out data).
+    request: Option<Arc<Progress>>,
+    /// The request has been asked for.
+    asked_for_request: bool,
+}
+
+impl<F> ClientWait<F> {
+    fn new(stream: F, limit: Duration) -> Self {
+        ClientWait { stream, limit, waiting_since: None, timer: None, request: None, asked_for_request: false }
+    }
 }
 
 impl<F: Future<Output = ()>> Future for ClientWait<F> {
@@ -94,23 +120,37 @@ impl<F: Future<Output = ()>> Future for ClientWait<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        SEEN.with(|seen| seen.set(Some(Seen::default())));
+        let wants_request = !*this.asked_for_request;
+        SEEN.with(|seen| seen.set(Some(Seen { wants_request, ..Seen::default() })));
         let done = this.stream.poll(cx);
-        let seen = SEEN.with(|seen| seen.replace(None)).unwrap_or_default();
+        let seen = SEEN.with(Cell::take).unwrap_or_default();
         if done.is_ready() {
             return Poll::Ready(());
         }
         if seen.asked {
             *this.waiting_since = seen.handed_out.then(Instant::now);
+            if seen.handed_out && wants_request {
+                *this.asked_for_request = true;
+                *this.request = seen.request;
+            }
         }
         // A timer left from an earlier wait may still fire: the stream is then looked at again. A
         // limit beyond what the clock can count never strikes.
-        let Some(deadline) = this.waiting_since.and_then(|since| since.checked_add(*this.limit)) else {
+        let limit = *this.limit;
+        let Some(since) = *this.waiting_since else {
             return Poll::Pending;
         };
-        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let request = this.request.as_deref();
+        let deadline = || request.map_or(since, |r| since.max(r.last_moved())).checked_add(limit);
+        let Some(first) = deadline() else {
+            return Poll::Pending;
+        };
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(first)));
         // The timer only moves when it fires: waits that end before it cost nothing more.
         while timer.as_mut().poll(cx).is_ready() {
+            let Some(deadline) = deadline() else {
+                return Poll::Pending;
+            };
             if Instant::now() >= deadline {
                 tracing::debug!(
                     limit = ?this.limit,
@@ -130,7 +170,7 @@ mod tests {
     use std::future::poll_fn;
 
     fn watched<F: Future<Output = ()>>(stream: F) -> ClientWait<F> {
-        ClientWait { stream, limit: Duration::from_secs(5), waiting_since: None, timer: None }
+        ClientWait::new(stream, Duration::from_secs(5))
     }
 
     #[tokio::test(start_paused = true)]
@@ -139,7 +179,7 @@ mod tests {
         // Its body hands out data once, and is never asked for more.
         let stuck = poll_fn(move |_| {
             if std::mem::take(&mut first) {
-                note(true);
+                note(true, None);
             }
             Poll::Pending
         });
@@ -149,10 +189,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_body_still_coming_keeps_a_stream_waiting_on_its_client_alive() {
+        let request = Arc::new(Progress::new());
+        let uploading = request.clone();
+        // The client sends a frame every 4 s for 20 s, and takes nothing of the response.
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                uploading.moved();
+            }
+        });
+        let mut first = true;
+        let stuck = poll_fn(move |_| {
+            if std::mem::take(&mut first) {
+                note(true, Some(&request));
+            }
+            Poll::Pending
+        });
+        let started = Instant::now();
+        watched(stuck).await;
+        // Cut 5 s after the last frame of the request.
+        assert_eq!(started.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_stream_waiting_on_its_upstream_or_moving_is_left_alone() {
         // Its body was asked and had nothing yet: the upstream's wait, which `stream_idle` times.
         let upstream = poll_fn(|_| {
-            note(false);
+            note(false, None);
             Poll::<()>::Pending
         });
         assert!(tokio::time::timeout(Duration::from_secs(60), watched(upstream)).await.is_err());
@@ -160,13 +224,13 @@ mod tests {
         let mut tick = tokio::time::interval(Duration::from_secs(4));
         let moving = poll_fn(move |cx| {
             while tick.poll_tick(cx).is_ready() {
-                note(true);
+                note(true, None);
             }
             Poll::<()>::Pending
         });
         assert!(tokio::time::timeout(Duration::from_secs(60), watched(moving)).await.is_err());
         // Heard nothing outside a stream's poll.
-        note(true);
-        assert!(SEEN.with(Cell::get).is_none());
+        note(true, None);
+        assert!(SEEN.with(Cell::take).is_none());
     }
 }

@@ -101,8 +101,10 @@ where
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
-        let polled = self.poll_timed(cx);
-        client_wait::note(matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data()));
+        let mut this = self;
+        let polled = this.as_mut().poll_timed(cx);
+        let data = matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data());
+        client_wait::note(data, this.request.as_ref());
         polled
     }
 

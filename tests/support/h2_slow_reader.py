@@ -3,10 +3,11 @@ takes none of it: it never opens the stream's flow-control window, while it answ
 connection's pings. Once the stream is reset, or after SECONDS, it gives the connection's window
 back and asks for SECOND_PATH on a new stream of the same connection.
 
-With TRICKLE_MS, it is a slow reader instead: every TRICKLE_MS it opens the windows by what it
-has received since, so the response keeps moving at the client's pace.
+With `trickle MS`, it is a slow reader instead: every MS it opens the windows by what it has
+received since, so the response keeps moving at the client's pace. With `upload MS`, it takes
+none of the response but keeps its request body coming: 100 bytes every MS, until SECONDS.
 
-Usage: h2_slow_reader.py HOST:PORT PATH SECOND_PATH SECONDS [TRICKLE_MS]
+Usage: h2_slow_reader.py HOST:PORT PATH SECOND_PATH SECONDS [trickle MS | upload MS]
 Prints one JSON object: the first stream's "status", the bytes "received" of it, the "reset" code
 (null if it was not reset) and "reset_after" (seconds from the request), and the "second" stream's
 status (null if it got none within 5 s).
@@ -21,16 +22,16 @@ import h2.connection
 import h2.events
 
 
-def request(conn, sock, stream_id, path):
-    conn.send_headers(stream_id, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "app")],
-                      end_stream=True)
+def request(conn, sock, stream_id, path, method="GET", end_stream=True):
+    conn.send_headers(stream_id, [(":method", method), (":path", path), (":scheme", "http"), (":authority", "app")],
+                      end_stream=end_stream)
     sock.sendall(conn.data_to_send())
 
 
 def main():
     host, port = sys.argv[1].rsplit(":", 1)
     path, second_path, seconds = sys.argv[2], sys.argv[3], float(sys.argv[4])
-    trickle = float(sys.argv[5]) / 1000 if len(sys.argv) > 5 else None
+    mode, every = (sys.argv[5], float(sys.argv[6]) / 1000) if len(sys.argv) > 6 else (None, None)
     sock = socket.create_connection((host, int(port)))
     sock.settimeout(0.05)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -38,15 +39,20 @@ def main():
     sock.sendall(conn.data_to_send())
     out = {"status": None, "received": 0, "reset": None, "reset_after": None, "second": None}
     started = time.monotonic()
-    request(conn, sock, 1, path)
+    uploading = mode == "upload"
+    request(conn, sock, 1, path, "POST" if uploading else "GET", end_stream=not uploading)
     second_deadline = None
-    unacknowledged, last_trickle = 0, started
+    unacknowledged, last_turn = 0, started
     while True:
         now = time.monotonic()
-        if trickle and second_deadline is None and now - last_trickle >= trickle and unacknowledged:
-            conn.acknowledge_received_data(unacknowledged, 1)
+        if mode and second_deadline is None and now - last_turn >= every:
+            if mode == "trickle" and unacknowledged:
+                conn.acknowledge_received_data(unacknowledged, 1)
+                unacknowledged = 0
+            elif uploading and out["reset"] is None:
+                conn.send_data(1, b"u" * 100)
             sock.sendall(conn.data_to_send())
-            unacknowledged, last_trickle = 0, now
+            last_turn = now
         if second_deadline is None and (out["reset"] is not None or now - started > seconds):
             # The window taken by the first stream is given back, so the second can be answered.
             if unacknowledged:
