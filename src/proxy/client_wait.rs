@@ -30,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 use super::body_progress::Progress;
 
 /// What the response body of the HTTP/2 stream being polled did during that poll.
-#[derive(Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Seen {
     /// It was asked for a frame.
     asked: bool,
@@ -38,15 +38,16 @@ struct Seen {
     handed_out: bool,
     /// The stream does not know yet how far its request body has come.
     wants_request: bool,
-    /// The request body still on its way when the response began, once the stream wants it.
-    request: Option<Arc<Progress>>,
 }
 
 thread_local! {
-    /// Set while a [`ClientWait`] polls its stream; `None` elsewhere (HTTP/1.1 bodies). hyper
-    /// hands neither the body nor the stream's task a way to the other: the poll, which runs on
-    /// one thread from the task down to the body, is where they meet.
+    /// Set while a [`ClientWait`] polls its stream; `None` elsewhere (HTTP/1.1 bodies, which pay
+    /// one read of it). hyper hands neither the body nor the stream's task a way to the other: the
+    /// poll, which runs on one thread from the task down to the body, is where they meet.
     static SEEN: Cell<Option<Seen>> = const { Cell::new(None) };
+    /// The request body still on its way when the response began, handed over once the stream
+    /// wants it.
+    static REQUEST: Cell<Option<Arc<Progress>>> = const { Cell::new(None) };
 }
 
 /// Notes that the response body was asked for a frame and whether it answered with data, and the
@@ -54,13 +55,11 @@ thread_local! {
 /// task is polled.
 pub fn note(handed_out: bool, request: Option<&Arc<Progress>>) {
     SEEN.with(|cell| {
-        if let Some(mut seen) = cell.take() {
-            seen.asked = true;
-            seen.handed_out = handed_out;
-            if handed_out && seen.wants_request && seen.request.is_none() {
-                seen.request = request.cloned();
+        if let Some(seen) = cell.get() {
+            if handed_out && seen.wants_request {
+                REQUEST.with(|r| r.set(request.cloned()));
             }
-            cell.set(Some(seen));
+            cell.set(Some(Seen { asked: true, handed_out, wants_request: seen.wants_request }));
         }
     });
 }
@@ -123,7 +122,9 @@ impl<F: Future<Output = ()>> Future for ClientWait<F> {
         let wants_request = !*this.asked_for_request;
         SEEN.with(|seen| seen.set(Some(Seen { wants_request, ..Seen::default() })));
         let done = this.stream.poll(cx);
-        let seen = SEEN.with(Cell::take).unwrap_or_default();
+        let seen = SEEN.with(|seen| seen.replace(None)).unwrap_or_default();
+        // Taken whenever it may have been handed over, so that none is left behind.
+        let request = if wants_request { REQUEST.with(Cell::take) } else { None };
         if done.is_ready() {
             return Poll::Ready(());
         }
@@ -131,7 +132,7 @@ impl<F: Future<Output = ()>> Future for ClientWait<F> {
             *this.waiting_since = seen.handed_out.then(Instant::now);
             if seen.handed_out && wants_request {
                 *this.asked_for_request = true;
-                *this.request = seen.request;
+                *this.request = request;
             }
         }
         // A timer left from an earlier wait may still fire: the stream is then looked at again. A
@@ -231,6 +232,6 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_secs(60), watched(moving)).await.is_err());
         // Heard nothing outside a stream's poll.
         note(true, None);
-        assert!(SEEN.with(Cell::take).is_none());
+        assert!(SEEN.with(Cell::get).is_none());
     }
 }
