@@ -18,6 +18,13 @@ pub struct Window {
     pub end: f64,
 }
 
+impl Window {
+    /// Whether `t` (epoch seconds) falls in the window, both ends included.
+    pub fn contains(self, t: f64) -> bool {
+        t >= self.start && t <= self.end
+    }
+}
+
 /// `GetServiceGraph`'s answer.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -156,7 +163,7 @@ pub fn build<'a>(traces: impl IntoIterator<Item = &'a Trace>, window: Window) ->
 
 impl Builder {
     fn add_trace(&mut self, all: &[&Document], window: Window) {
-        let in_window = |d: &Document| d.start >= window.start && d.start <= window.end;
+        let in_window = |d: &Document| window.contains(d.start);
         if !all.iter().any(|d| in_window(d)) {
             return;
         }

@@ -34,10 +34,9 @@ pub fn build<'a>(
 ) -> Vec<Point> {
     let period = f64::from(period.max(1));
     let mut buckets: BTreeMap<i64, Accumulator> = BTreeMap::new();
-    let in_window = |start: f64| start >= window.start && start <= window.end;
     for trace in traces {
         let all: Vec<&_> = trace.documents.iter().map(|s| &s.document).collect();
-        graph::walk(&all, |d| in_window(d.start), &mut |place| {
+        graph::walk(&all, |d| window.contains(d.start), &mut |place| {
             let doc = match (&place, entity) {
                 (Place::Node(key, doc, _), Entity::Service(s))
                     if key.kind != "client" && s.picks_node(&key.name, &key.kind) =>

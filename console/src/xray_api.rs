@@ -205,11 +205,12 @@ enum TimeRangeType {
 
 impl TimeRangeType {
     fn within(self, trace: &Trace, window: Window) -> bool {
-        let inside = |t: f64| t >= window.start && t <= window.end;
         match self {
-            TimeRangeType::Event => inside(trace.start()),
-            TimeRangeType::TraceId => trace_id_epoch(&trace.id).is_some_and(|t| inside(f64::from(t))),
-            TimeRangeType::Service => trace.documents.iter().any(|d| d.document.end.is_some_and(inside)),
+            TimeRangeType::Event => window.contains(trace.start()),
+            TimeRangeType::TraceId => trace_id_epoch(&trace.id).is_some_and(|t| window.contains(f64::from(t))),
+            TimeRangeType::Service => {
+                trace.documents.iter().any(|d| d.document.end.is_some_and(|t| window.contains(t)))
+            }
         }
     }
 }
