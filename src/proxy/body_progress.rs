@@ -11,10 +11,13 @@
 //! `--stream-idle-timeout` (see `stream_idle`): a call that only the client is talking on is not
 //! idle.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::epoch::Epoch;
 
@@ -80,6 +83,30 @@ impl Default for Progress {
     fn default() -> Self {
         Progress::new()
     }
+}
+
+/// Waits on `timer` until nothing has moved for `limit`: not the response, last seen moving at
+/// `last`, nor `request`, a request body still on its way. The timer only moves when it fires
+/// (things that move meanwhile just push the next deadline on), so a stream that keeps moving
+/// costs its timer nothing. A deadline beyond what the clock can count never comes.
+pub fn poll_quiet(
+    mut timer: Pin<&mut Sleep>,
+    cx: &mut Context<'_>,
+    last: Instant,
+    request: Option<&Progress>,
+    limit: Duration,
+) -> Poll<()> {
+    while timer.as_mut().poll(cx).is_ready() {
+        let moved = request.map_or(last, |r| last.max(r.last_moved()));
+        let Some(deadline) = moved.checked_add(limit) else {
+            return Poll::Pending;
+        };
+        if Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        timer.as_mut().reset(deadline);
+    }
+    Poll::Pending
 }
 
 #[cfg(test)]

@@ -23,11 +23,11 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-use super::body_progress::Progress;
+use super::body_progress::{self, Progress};
 
 /// What the response body of the HTTP/2 stream being polled did during that poll.
 #[derive(Clone, Copy, Debug, Default)]
@@ -138,30 +138,16 @@ impl<F: Future<Output = ()>> Future for ClientWait<F> {
         // A timer left from an earlier wait may still fire: the stream is then looked at again. A
         // limit beyond what the clock can count never strikes.
         let limit = *this.limit;
-        let Some(since) = *this.waiting_since else {
-            return Poll::Pending;
-        };
-        let request = this.request.as_deref();
-        let deadline = || request.map_or(since, |r| since.max(r.last_moved())).checked_add(limit);
-        let Some(first) = deadline() else {
+        let Some((since, first)) = this.waiting_since.and_then(|since| Some((since, since.checked_add(limit)?))) else {
             return Poll::Pending;
         };
         let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(first)));
-        // The timer only moves when it fires: waits that end before it cost nothing more.
-        while timer.as_mut().poll(cx).is_ready() {
-            let Some(deadline) = deadline() else {
-                return Poll::Pending;
-            };
-            if Instant::now() >= deadline {
-                tracing::debug!(
-                    limit = ?this.limit,
-                    "reset an HTTP/2 stream whose client took nothing of its response for the stream idle timeout"
-                );
-                return Poll::Ready(());
-            }
-            timer.as_mut().reset(deadline);
-        }
-        Poll::Pending
+        ready!(body_progress::poll_quiet(timer.as_mut(), cx, since, this.request.as_deref(), limit));
+        tracing::debug!(
+            ?limit,
+            "reset an HTTP/2 stream whose client took nothing of its response for the stream idle timeout"
+        );
+        Poll::Ready(())
     }
 }
 

@@ -25,7 +25,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-use super::body_progress::Progress;
+use super::body_progress::{self, Progress};
 use super::client_wait;
 use crate::BoxError;
 
@@ -138,19 +138,9 @@ where
             let last = Instant::now();
             Box::pin(Timing { sleep: tokio::time::sleep_until(last + limit), last })
         });
-        let mut timing = timing.as_mut().project();
-        loop {
-            ready!(timing.sleep.as_mut().poll(cx));
-            let mut last = *timing.last;
-            if let Some(request) = this.request {
-                last = last.max(request.last_moved());
-            }
-            let deadline = last + limit;
-            if Instant::now() >= deadline {
-                return Poll::Ready(Some(Err(Box::new(Stalled { limit }))));
-            }
-            timing.sleep.as_mut().reset(deadline);
-        }
+        let timing = timing.as_mut().project();
+        ready!(body_progress::poll_quiet(timing.sleep, cx, *timing.last, this.request.as_deref(), limit));
+        Poll::Ready(Some(Err(Box::new(Stalled { limit }))))
     }
 }
 
