@@ -183,6 +183,32 @@ async fn hop_by_hop_headers_follow_every_connection_header_and_ours_survive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_or_head_with_a_chunked_body_arrives_with_it() {
+    // Search APIs (Elasticsearch's `GET _search`) take a body on a GET; a chunked one must reach
+    // the application framed, not be dropped with its framing header.
+    let (app, daemon) = (Echo::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&app.url(), daemon.addr, &[]);
+    for method in ["GET", "HEAD"] {
+        let raw = format!(
+            "{method} /q-{method} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nbody-\r\n{:x}\r\n{method}\r\n0\r\n\r\n",
+            method.len()
+        );
+        let (status, a) = send(sc.listen, raw.as_bytes()).await;
+        assert_eq!(status, 200, "{method}: {a}");
+        let received = app.received();
+        let (_, request) = received.split_once(&format!("{method} /q-{method} ")).expect("the request");
+        let (head, body) = request.split_once("\r\n\r\n").unwrap();
+        assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+        let body: String = body.split("\r\n").skip(1).step_by(2).collect();
+        assert!(body.starts_with(&format!("body-{method}")), "{method}: the application got {request:?}");
+    }
+    // With a Content-Length the body went through before, and still does.
+    let (_, a) = send(sc.listen, b"GET /q-length HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc").await;
+    assert_eq!(has(&a, "content-length").as_deref(), Some("3"), "{a}");
+    assert!(app.received().contains("\r\n\r\nabc"), "{}", app.received());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_header_size_limit_holds_for_the_head_as_forwarded() {
     let (app, daemon) = (Echo::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&app.url(), daemon.addr, &["--max-header-size", "8192"]);

@@ -20,6 +20,7 @@
 //! had been idle a while, and sent again on a new one; one that may not never goes out on a
 //! connection idle for a second or more.
 
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, Uri};
 use http_body::Body;
@@ -232,12 +233,24 @@ fn copy(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
     copy
 }
 
-/// The request as a connection to its destination sends it: an origin-form target. (Its `Host`
-/// is the caller's: [`super::forward`] gives one to a request that came without.)
+/// The request as a connection to its destination sends it: an origin-form target, and a body
+/// framed so that it arrives. (Its `Host` is the caller's: [`super::forward`] gives one to a
+/// request that came without.)
 fn prepare(req: &mut Request<UpstreamBody>) {
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(path);
+    }
+    // A chunked body's `Transfer-Encoding` was this hop's framing and is gone; hyper chunks a
+    // body of unknown length again, except on a GET or HEAD, which it sends bodiless ("almost
+    // never have bodies"): the application would hear a request without the body the client
+    // sent, and the body would be lost. Those say chunked themselves.
+    if matches!(*req.method(), Method::GET | Method::HEAD)
+        && !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
 }
 
