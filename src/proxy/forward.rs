@@ -78,7 +78,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(s.idle_timeout)
             .http1_max_buf_size(s.max_header_size.max(8192))
-            // Headers as the upstream wrote them: some clients care about case.
+            // Field names in lower case, as the pool sends them (`H1Pool::new`).
             .http1_title_case_headers(false);
         let pool = H1Pool::new(connector.clone(), s.max_header_size.max(8192), s.idle_timeout, metrics);
         let upgrades = b.build(connector.clone());

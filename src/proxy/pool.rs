@@ -152,7 +152,8 @@ impl H1Pool {
         metrics: Arc<Metrics>,
     ) -> Self {
         let mut builder = http1::Builder::new();
-        // Headers as the upstream wrote them: some clients care about case.
+        // Field names go out in lower case, as HTTP/2 has them and Envoy sends them: title case
+        // would be a guess, and keeping each name's case would cost a map for every message.
         builder.max_buf_size(max_buf_size).title_case_headers(false);
         let kept = Mutex::new(Vec::new());
         let next_id = AtomicU64::new(0);
