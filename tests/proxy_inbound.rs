@@ -446,6 +446,53 @@ async fn keep_alive_connections_are_reused_upstream() {
     assert!(m.contains(r#"xray_sidecar_request_duration_seconds_count{direction="inbound"} 20"#), "{m}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_client_that_asks_for_keep_alive_keeps_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    // One answer with a Content-Length: its head (lower case) once its body is in, or what came
+    // before the connection closed.
+    let answer = async |s: &mut tokio::net::TcpStream| {
+        let (mut out, mut buf) = (Vec::new(), [0u8; 4096]);
+        loop {
+            let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
+                if length.is_some_and(|n| body.len() >= n) {
+                    return head.to_owned();
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => return format!("closed after {text:?}"),
+            }
+        }
+    };
+    // ApacheBench's `-k` and older health checkers speak HTTP/1.0 and ask to keep the connection:
+    // told it is kept, they send the next request on it.
+    let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET /status/200 HTTP/1.0\r\nHost: app\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+        let head = answer(&mut s).await;
+        assert!(head.starts_with("http/1.0 200") && head.contains("\r\nconnection: keep-alive"), "{head}");
+    }
+    // A body without a length can only end with the connection, and the answer says nothing else.
+    s.write_all(b"GET /stream/10 HTTP/1.0\r\nHost: app\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    let out = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(out.starts_with("http/1.0 200") && out.ends_with("\r\n\r\nxxxxxxxxxx"), "{out}");
+    assert!(!out.contains("keep-alive"), "{out}");
+    // Not asked, the connection closes after the answer, as HTTP/1.0 has it.
+    let mut s = tokio::net::TcpStream::connect(sc.listen).await.unwrap();
+    s.write_all(b"GET /status/200 HTTP/1.0\r\nHost: app\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.0 200"));
+    assert_eq!(daemon.take(5).await.len(), 5);
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_and_flushes_segments() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);

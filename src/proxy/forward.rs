@@ -375,7 +375,14 @@ impl Future for ForwardFuture {
                 let e = format!("the response head is larger than {max} bytes");
                 return Poll::Ready(Err(ProxyError::new(ErrorKind::Protocol, e)));
             }
-            *res.version_mut() = *this.version;
+            // The response goes back in the client's version, but hyper keeps an HTTP/1.0
+            // client's `Connection: keep-alive` (and tells it so, as such a client must hear) only
+            // for a response it takes for HTTP/1.1: it writes the status line as HTTP/1.0 all the
+            // same. A body without a length ends with the connection whatever the version says.
+            *res.version_mut() = match *this.version {
+                Version::HTTP_10 if http_body::Body::size_hint(res.body()).exact().is_some() => Version::HTTP_11,
+                v => v,
+            };
             if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let Some((client_side, held)) = this.upgrade.take().map(|u| *u) else {
                     // RFC 9110 §15.2.2: only to a protocol the client named in `Upgrade`.
