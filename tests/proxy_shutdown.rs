@@ -330,6 +330,12 @@ async fn responses_of_the_drain_window_close_their_connection() {
     s.write_all(ask).await.unwrap();
     let n = s.read(&mut buf).await.unwrap();
     assert!(head(&buf, n).starts_with("http/1.1 200") && !head(&buf, n).contains("connection: close"));
+    // An HTTP/1.0 caller that asked for keep-alive, and heard it, is told to close too.
+    let mut old = TcpStream::connect(sc.listen).await.unwrap();
+    let ask_10 = b"GET / HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n";
+    old.write_all(ask_10).await.unwrap();
+    let n = old.read(&mut buf).await.unwrap();
+    assert!(head(&buf, n).starts_with("http/1.0 200") && head(&buf, n).contains("connection: keep-alive"));
     sc.terminate();
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.write_all(ask).await.unwrap();
@@ -337,7 +343,12 @@ async fn responses_of_the_drain_window_close_their_connection() {
     let answer = head(&buf, n);
     assert!(answer.starts_with("http/1.1 200") && answer.contains("connection: close"), "{answer}");
     assert_eq!(s.read(&mut buf).await.unwrap(), 0, "the connection closes after its response");
+    old.write_all(ask_10).await.unwrap();
+    let n = old.read(&mut buf).await.unwrap();
+    let answer = head(&buf, n);
+    assert!(answer.contains("connection: close") && !answer.contains("keep-alive"), "{answer}");
+    assert_eq!(old.read(&mut buf).await.unwrap(), 0, "the connection closes after its response");
     // A new connection is still served in the drain window.
     assert_eq!(one(sc.listen, "/").await, Some(true));
-    daemon.take(3).await;
+    daemon.take(5).await;
 }

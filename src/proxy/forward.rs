@@ -219,6 +219,7 @@ impl tower::Service<Request<Incoming>> for Forward {
         }
         let upgrade = hop::is_upgrade(req.headers(), &scan.hops)
             .then(|| Box::new((hyper::upgrade::on(&mut req), self.0.upstream.lingering.hold())));
+        let keep_alive_10 = req.version() == Version::HTTP_10 && hop::asks_keep_alive(req.headers(), &scan.hops);
         hop::strip(req.headers_mut(), upgrade.is_some(), scan.hops);
         let mut has_host = scan.hosts > 0;
         if let Some(client) = &self.0.forwarded_for {
@@ -304,7 +305,7 @@ impl tower::Service<Request<Incoming>> for Forward {
             }
         });
         let (max_head, stream_idle) = (upstream.max_head, upstream.stream_idle_timeout);
-        ForwardFuture { version, state, timeout, wait, progress, stream_idle, upgrade, max_head }
+        ForwardFuture { version, keep_alive_10, state, timeout, wait, progress, stream_idle, upgrade, max_head }
     }
 }
 
@@ -313,6 +314,8 @@ impl tower::Service<Request<Incoming>> for Forward {
 pub struct ForwardFuture {
     /// The client's HTTP version: the response goes back in it whatever the upstream spoke.
     version: Version,
+    /// An HTTP/1.0 client asked to keep its connection.
+    keep_alive_10: bool,
     state: State,
     /// Fires `wait` after the request, or (see `progress`) after its body last moved.
     timeout: Option<Timeout>,
@@ -347,8 +350,8 @@ impl ForwardFuture {
     fn failed(e: ProxyError) -> Self {
         let state = State::Failed(Some(e));
         let (timeout, wait, progress, stream_idle) = (None, Duration::ZERO, None, None);
-        let (version, upgrade, max_head) = (Version::HTTP_11, None, usize::MAX);
-        ForwardFuture { version, state, timeout, wait, progress, stream_idle, upgrade, max_head }
+        let (version, keep_alive_10, upgrade, max_head) = (Version::HTTP_11, false, None, usize::MAX);
+        ForwardFuture { version, keep_alive_10, state, timeout, wait, progress, stream_idle, upgrade, max_head }
     }
 }
 
@@ -375,14 +378,7 @@ impl Future for ForwardFuture {
                 let e = format!("the response head is larger than {max} bytes");
                 return Poll::Ready(Err(ProxyError::new(ErrorKind::Protocol, e)));
             }
-            // The response goes back in the client's version, but hyper keeps an HTTP/1.0
-            // client's `Connection: keep-alive` (and tells it so, as such a client must hear) only
-            // for a response it takes for HTTP/1.1: it writes the status line as HTTP/1.0 all the
-            // same. A body without a length ends with the connection whatever the version says.
-            *res.version_mut() = match *this.version {
-                Version::HTTP_10 if http_body::Body::size_hint(res.body()).exact().is_some() => Version::HTTP_11,
-                v => v,
-            };
+            *res.version_mut() = *this.version;
             if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let Some((client_side, held)) = this.upgrade.take().map(|u| *u) else {
                     // RFC 9110 §15.2.2: only to a protocol the client named in `Upgrade`.
@@ -392,6 +388,12 @@ impl Future for ForwardFuture {
                 tokio::spawn(relay_upgraded(client_side, hyper::upgrade::on(&mut res), held));
             } else {
                 hop::strip(res.headers_mut(), false, scan.hops);
+                // An HTTP/1.0 client that asked to keep its connection keeps it when the answer
+                // says so (hyper closes it otherwise); a body without a length can only end with
+                // the connection. The drain window's `Connection: close` replaces it.
+                if *this.keep_alive_10 && http_body::Body::size_hint(res.body()).exact().is_some() {
+                    res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+                }
             }
             let (limit, request) = (*this.stream_idle, this.progress.take());
             return Poll::Ready(Ok(res.map(|body| StreamIdle::new(body, limit, request))));

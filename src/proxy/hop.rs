@@ -70,6 +70,12 @@ pub fn is_upgrade(h: &HeaderMap, found: &Found) -> bool {
         && comma_tokens(h, header::UPGRADE).any(|t| !t.eq_ignore_ascii_case("h2c"))
 }
 
+/// Whether an HTTP/1.0 request asks to keep its connection (`Connection: keep-alive`), which it
+/// keeps only if the answer says so too.
+pub fn asks_keep_alive(h: &HeaderMap, found: &Found) -> bool {
+    found.present[CONNECTION_AT] && connection_tokens(h).any(|t| t.eq_ignore_ascii_case("keep-alive"))
+}
+
 /// The comma-separated tokens of every `Connection` header.
 fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
     comma_tokens(h, header::CONNECTION)
