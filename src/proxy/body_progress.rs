@@ -109,6 +109,21 @@ pub fn poll_quiet(
     Poll::Pending
 }
 
+/// A request body that moves `times` times, `every` apart, from now on: what the timers' tests
+/// drive the request's side with.
+#[cfg(test)]
+pub fn moving(every: Duration, times: u32) -> std::sync::Arc<Progress> {
+    let progress = std::sync::Arc::new(Progress::new());
+    let moves = progress.clone();
+    tokio::spawn(async move {
+        for _ in 0..times {
+            tokio::time::sleep(every).await;
+            moves.moved();
+        }
+    });
+    progress
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

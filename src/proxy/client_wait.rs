@@ -177,15 +177,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_body_still_coming_keeps_a_stream_waiting_on_its_client_alive() {
-        let request = Arc::new(Progress::new());
-        let uploading = request.clone();
         // The client sends a frame every 4 s for 20 s, and takes nothing of the response.
-        tokio::spawn(async move {
-            for _ in 0..5 {
-                tokio::time::sleep(Duration::from_secs(4)).await;
-                uploading.moved();
-            }
-        });
+        let request = body_progress::moving(Duration::from_secs(4), 5);
         let mut first = true;
         let stuck = poll_fn(move |_| {
             if std::mem::take(&mut first) {

@@ -234,15 +234,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_body_still_moving_keeps_a_quiet_response_alive() {
-        let request = Arc::new(Progress::new());
-        let moving = request.clone();
         // The client sends a frame every 600 ms for 3 s; the response answers only at the end.
-        tokio::spawn(async move {
-            for _ in 0..5 {
-                tokio::time::sleep(Duration::from_millis(600)).await;
-                moving.moved();
-            }
-        });
+        let request = body_progress::moving(Duration::from_millis(600), 5);
         let body =
             StreamIdle::new(Timed::new(&[0, 3_500, 10_000]), Some(Limit::new(Duration::from_secs(1))), Some(request));
         let (bytes, failed, after) = drain(body).await;
