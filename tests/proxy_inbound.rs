@@ -65,6 +65,21 @@ async fn a_request_without_a_header_starts_a_trace() {
 }
 
 #[tokio::test]
+async fn a_load_balancer_that_ended_tls_makes_the_url_https() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);
+    let alb = [("Host", "shop.example.com"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "203.0.113.9")];
+    let (_, headers, _) = http_get(&sc.url("/cart?id=1"), &alb).await;
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["http"]["request"]["url"], "https://shop.example.com/cart");
+    assert_eq!(headers["x-saw-proto"], "https");
+    // The first proxy's word is the client's: it spoke plain HTTP there, whatever later hops spoke.
+    let _ = http_get(&sc.url("/cart"), &[("Host", "shop.example.com"), ("X-Forwarded-Proto", "http, https")]).await;
+    let doc = &daemon.take(1).await[0];
+    assert_eq!(doc["http"]["request"]["url"], "http://shop.example.com/cart");
+}
+
+#[tokio::test]
 async fn several_forwarded_for_lines_go_on_as_one_list() {
     let (up, daemon) = (Upstream::start().await, Daemon::start().await);
     let sc = Sidecar::sample_all(&up.url(), daemon.addr, &[]);

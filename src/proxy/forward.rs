@@ -453,7 +453,7 @@ fn request_authority<B>(req: &Request<B>) -> Option<Authority> {
 }
 
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The `X-Forwarded-Proto` the proxy adds when none came.
 const HTTP: HeaderValue = HeaderValue::from_static("http");

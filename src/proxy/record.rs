@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::forward::X_FORWARDED_FOR;
+use super::forward::{X_FORWARDED_FOR, X_FORWARDED_PROTO};
 use super::probes::Probes;
 use crate::admin::Draining;
 use crate::metrics::{DecisionSource, Metrics};
@@ -183,7 +183,10 @@ fn inbound_segment<B>(
         Some(ip) => (ip, true),
         None => (peer, false),
     };
-    let http = http_facts(req, o.host.as_ref(), fields, Some(client_ip), xff);
+    let mut http = http_facts(req, o.host.as_ref(), fields, Some(client_ip), xff);
+    if fields.forwarded_proto.is_some_and(forwarded_https) {
+        http.scheme = "https";
+    }
     o.segment(tracer.service_name.clone(), id, Kind::Segment, Direction::Inbound, http)
 }
 
@@ -357,6 +360,7 @@ struct Fields<'a> {
     host: Option<&'a HeaderValue>,
     user_agent: Option<&'a HeaderValue>,
     forwarded_for: Option<&'a HeaderValue>,
+    forwarded_proto: Option<&'a HeaderValue>,
 }
 
 impl<'a> Fields<'a> {
@@ -372,6 +376,8 @@ impl<'a> Fields<'a> {
                 &mut found.user_agent
             } else if name == X_FORWARDED_FOR {
                 &mut found.forwarded_for
+            } else if name == X_FORWARDED_PROTO {
+                &mut found.forwarded_proto
             } else {
                 continue;
             };
@@ -394,6 +400,15 @@ fn first_forwarded_for(value: &HeaderValue) -> Option<IpAddr> {
         // Some proxies write `ip:port` or `[v6]:port`.
         first.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
     })
+}
+
+/// Whether an `X-Forwarded-Proto` value says the client's own hop was HTTPS: a load balancer in
+/// front of the pod ended TLS, and the URL the client asked for, the one the trace list shows and
+/// filters on, is `https://` (Envoy and the ALB's own records write it so). The first proxy's word
+/// is the client's, as with `X-Forwarded-For`.
+fn forwarded_https(value: &HeaderValue) -> bool {
+    let first = value.as_bytes().split(|&b| b == b',').next().unwrap_or_default();
+    first.trim_ascii().eq_ignore_ascii_case(b"https")
 }
 
 /// The name X-Ray shows for a remote call or tunnel to `host`: the AWS service for
@@ -468,11 +483,14 @@ mod tests {
         h.append(header::USER_AGENT, HeaderValue::from_static("second/2"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.3"));
         h.append(header::HOST, HeaderValue::from_static("shop"));
+        h.append(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.append(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         let fields = Fields::of(req.headers());
         for (found, name) in [
             (fields.host, header::HOST),
             (fields.user_agent, header::USER_AGENT),
             (fields.forwarded_for, X_FORWARDED_FOR),
+            (fields.forwarded_proto, X_FORWARDED_PROTO),
         ] {
             assert_eq!(found, req.headers().get(&name), "{name}");
         }
@@ -480,6 +498,24 @@ mod tests {
         let none = Request::new(());
         let fields = Fields::of(none.headers());
         assert!(fields.host.is_none() && fields.user_agent.is_none() && fields.forwarded_for.is_none());
+        assert!(fields.forwarded_proto.is_none());
+    }
+
+    #[test]
+    fn the_first_proxy_says_whether_the_client_spoke_https() {
+        for (value, https) in [
+            ("https", true),
+            ("HTTPS", true),
+            (" https , http", true),
+            ("https,http", true),
+            ("http", false),
+            ("http, https", false),
+            ("", false),
+            ("httpsx", false),
+            ("wss", false),
+        ] {
+            assert_eq!(forwarded_https(&HeaderValue::from_static(value)), https, "{value:?}");
+        }
     }
 
     #[test]
