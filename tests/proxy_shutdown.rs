@@ -348,7 +348,15 @@ async fn responses_of_the_drain_window_close_their_connection() {
     let answer = head(&buf, n);
     assert!(answer.contains("connection: close") && !answer.contains("keep-alive"), "{answer}");
     assert_eq!(old.read(&mut buf).await.unwrap(), 0, "the connection closes after its response");
+    // So is one that gets the proxy's own answer (a response head over the limit: 502).
+    let mut old = TcpStream::connect(sc.listen).await.unwrap();
+    old.write_all(b"GET /big-head/80 HTTP/1.0\r\nhost: a\r\nconnection: keep-alive\r\n\r\n").await.unwrap();
+    let n = old.read(&mut buf).await.unwrap();
+    let answer = head(&buf, n);
+    assert!(answer.starts_with("http/1.0 502"), "{answer}");
+    assert!(answer.contains("connection: close") && !answer.contains("keep-alive"), "{answer}");
+    assert_eq!(old.read(&mut buf).await.unwrap(), 0, "the connection closes after its response");
     // A new connection is still served in the drain window.
     assert_eq!(one(sc.listen, "/").await, Some(true));
-    daemon.take(5).await;
+    daemon.take(6).await;
 }

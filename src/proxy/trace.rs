@@ -76,6 +76,7 @@ where
             direction: self.direction,
             status: None,
             grpc_request,
+            http10: req.version() == Version::HTTP_10,
             record,
             grpc,
         };
@@ -96,6 +97,8 @@ pub struct Completion {
     /// gRPC one: the proxy's own answer, or the end of a response that breaks off, is a gRPC
     /// status.
     grpc_request: bool,
+    /// The client spoke HTTP/1.0.
+    http10: bool,
     /// `None` when tracing is off.
     record: Option<Record>,
     /// The gRPC call, when the request is one and is recorded.
@@ -252,6 +255,11 @@ where
             // The drain window: the caller takes a new connection for its next request, to an
             // endpoint that is staying, rather than reuse this one until it is closed under it.
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if completion.http10 {
+                // hyper adds `keep-alive` to an HTTP/1.1 answer for an HTTP/1.0 client that asked
+                // for it, whatever the answer says: the proxy's own answers are made HTTP/1.1.
+                parts.version = Version::HTTP_10;
+            }
         }
         let grpc_head = (completion.grpc_request || completion.grpc.is_some()) && grpc::is_grpc(&parts.headers);
         // A broken response is ended with a gRPC status only when it is a gRPC one.
