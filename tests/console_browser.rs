@@ -1,6 +1,7 @@
 //! End to end in a real browser: headless Chromium opens the console's page fed with
 //! client → front-end → back-end traces and checks the map, the status filter, the timeline and the
-//! sampling rules view (a rule created, listed with the statistics a client reports, edited, deleted).
+//! sampling rules view (a rule created, listed with the statistics a client reports, edited, deleted),
+//! and that markup a client or an application put in a document or a rule is shown, never run.
 //! Screenshots of each view land in `tests/artifacts/`.
 
 #[path = "support/console.rs"]
