@@ -88,6 +88,9 @@ pub async fn answer(state: Arc<State>, relay: Option<Relay>, req: Request<Incomi
         *resp.status_mut() = StatusCode::NOT_FOUND;
         return resp;
     }
+    if super::server::from_another_site(&req) {
+        return super::server::refused_cross_site();
+    }
     let body = match xray_api::read_body(req.into_body()).await {
         Ok(body) => body,
         Err(e) => return xray_api::error_response(&e),

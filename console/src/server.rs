@@ -4,8 +4,10 @@ use super::api;
 use super::otlp;
 use super::state::State;
 use super::xray_api;
+use super::xray_error::{ErrorKind, XrayError};
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::header::{HOST, ORIGIN};
+use http::{HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -26,6 +28,15 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// OTLP/HTTP spans and the X-Ray API for POSTs (their body read whole, within a bound), else the
 /// page.
 pub async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() == Method::POST && from_another_site(&req) {
+        // Any page a browser on this machine opens could otherwise rewrite the sampling rules or
+        // post made-up traces: a form or a `no-cors` fetch needs no preflight to send a body.
+        let e = XrayError {
+            kind: ErrorKind::AccessDenied,
+            message: "calls from another site's web page are refused".into(),
+        };
+        return xray_api::error_response(&e);
+    }
     // OTLP/HTTP exporters post here, on the page's own address, as to a collector.
     if req.method() == Method::POST && req.uri().path() == "/v1/traces" {
         return otlp::ingest(state, req).await;
@@ -43,6 +54,32 @@ pub async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Byte
         Ok(body) => xray_api::handle(state, parts.uri.path(), &body),
         Err(e) => xray_api::error_response(&e),
     }
+}
+
+/// The answer to a call [`from_another_site`]. Any page a browser on this machine opens could
+/// otherwise rewrite the sampling rules or post made-up traces: a form or a `no-cors` fetch needs
+/// no preflight to send a body.
+pub fn refused_cross_site() -> Response<Full<Bytes>> {
+    let message = "calls from another site's web page are refused".to_owned();
+    xray_api::error_response(&XrayError { kind: ErrorKind::AccessDenied, message })
+}
+
+/// Whether a browser sent `req` for a page of another site: its `Origin` (which browsers add to
+/// every cross-origin request and every POST) names a host other than the one asked, or is `null`
+/// (a sandboxed frame, a local file). The SDKs, the AWS CLI, OpenTelemetry exporters and curl send
+/// none; the console's own page sends its own.
+pub fn from_another_site<B>(req: &Request<B>) -> bool {
+    let Some(origin) = req.headers().get(ORIGIN) else {
+        return false;
+    };
+    let asked = req
+        .headers()
+        .get(HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()));
+    let origin = origin.as_bytes();
+    let site = origin.strip_prefix(b"http://").or_else(|| origin.strip_prefix(b"https://"));
+    !matches!((site, asked), (Some(site), Some(asked)) if site.eq_ignore_ascii_case(asked))
 }
 
 /// Serves `handler`'s answers until `stopped`, then drains open connections; `server` names it in logs.
@@ -68,4 +105,34 @@ where
     };
     shutdown::serve(listener, stopped, accept, serve_http, shutdown::close).await;
     info!(server, "http server stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(headers: &[(&str, &str)]) -> Request<()> {
+        let mut req = Request::post("/CreateSamplingRule");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(()).unwrap_or_default()
+    }
+
+    #[test]
+    fn only_a_page_of_another_site_is_refused() {
+        for (headers, refused) in [
+            (&[("host", "127.0.0.1:2020")][..], false),
+            (&[("host", "127.0.0.1:2020"), ("origin", "http://127.0.0.1:2020")], false),
+            (&[("host", "Console.Local"), ("origin", "https://console.local")], false),
+            (&[("host", "127.0.0.1:2020"), ("origin", "http://evil.example")], true),
+            (&[("host", "127.0.0.1:2020"), ("origin", "http://127.0.0.1:8080")], true),
+            (&[("host", "127.0.0.1:2020"), ("origin", "null")], true),
+            (&[("origin", "http://127.0.0.1:2020")], true),
+        ] {
+            assert_eq!(from_another_site(&post(headers)), refused, "{headers:?}");
+        }
+        let h2 = Request::post("http://127.0.0.1:2020/TraceSegments").header("origin", "http://127.0.0.1:2020");
+        assert!(!from_another_site(&h2.body(()).unwrap_or_default()), "HTTP/2 names the host in the target");
+    }
 }

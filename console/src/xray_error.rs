@@ -15,6 +15,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The path names no operation this console offers.
     UnknownOperation,
+    /// A web page of another site sent the call through its visitor's browser.
+    AccessDenied,
 }
 
 impl ErrorKind {
@@ -25,6 +27,7 @@ impl ErrorKind {
             Self::RuleLimitExceeded => "RuleLimitExceededException",
             Self::TooLarge => "InvalidRequestException",
             Self::UnknownOperation => "UnknownOperationException",
+            Self::AccessDenied => "AccessDeniedException",
         }
     }
 
@@ -34,6 +37,7 @@ impl ErrorKind {
             Self::InvalidRequest | Self::RuleLimitExceeded => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownOperation => StatusCode::NOT_FOUND,
+            Self::AccessDenied => StatusCode::FORBIDDEN,
         }
     }
 }
