@@ -67,20 +67,28 @@ pub fn refused_cross_site() -> Response<Full<Bytes>> {
 /// Whether a browser sent `req` for a page of another site: its `Origin` (which browsers add to
 /// every cross-origin request and every POST) names a host other than the one asked, or is `null`
 /// (a sandboxed frame, a local file). The SDKs, the AWS CLI, OpenTelemetry exporters and curl send
-/// none; the console's own page sends its own.
+/// none; the console's own page sends its own. Behind a reverse proxy that rewrites `Host`, the page's
+/// host is the proxy's `X-Forwarded-Host`, a field a page of another site cannot add to a call it
+/// sends without a preflight.
 pub fn from_another_site<B>(req: &Request<B>) -> bool {
     let Some(origin) = req.headers().get(ORIGIN) else {
         return false;
     };
-    let asked = req
-        .headers()
-        .get(HOST)
-        .map(HeaderValue::as_bytes)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()));
     let origin = origin.as_bytes();
-    let site = origin.strip_prefix(b"http://").or_else(|| origin.strip_prefix(b"https://"));
-    !matches!((site, asked), (Some(site), Some(asked)) if site.eq_ignore_ascii_case(asked))
+    let Some(site) = origin.strip_prefix(b"http://").or_else(|| origin.strip_prefix(b"https://")) else {
+        return true;
+    };
+    let host = req.headers().get(HOST).map(HeaderValue::as_bytes);
+    let target = req.uri().authority().map(|a| a.as_str().as_bytes());
+    let forwarded = req.headers().get(X_FORWARDED_HOST).and_then(|v| v.as_bytes().split(|&b| b == b',').next());
+    ![host.or(target), forwarded.map(<[u8]>::trim_ascii)]
+        .into_iter()
+        .flatten()
+        .any(|asked| site.eq_ignore_ascii_case(asked))
 }
+
+/// The host a client asked a reverse proxy for, when the proxy rewrote `Host`.
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
 /// Serves `handler`'s answers until `stopped`, then drains open connections; `server` names it in logs.
 pub async fn run<H, F>(server: &'static str, listener: TcpListener, handler: H, stopped: Stopped)
@@ -129,6 +137,14 @@ mod tests {
             (&[("host", "127.0.0.1:2020"), ("origin", "http://127.0.0.1:8080")], true),
             (&[("host", "127.0.0.1:2020"), ("origin", "null")], true),
             (&[("origin", "http://127.0.0.1:2020")], true),
+            (
+                &[("host", "127.0.0.1:2020"), ("origin", "https://xray.example"), ("x-forwarded-host", "xray.example")],
+                false,
+            ),
+            (
+                &[("host", "127.0.0.1:2020"), ("origin", "https://evil.example"), ("x-forwarded-host", "xray.example")],
+                true,
+            ),
         ] {
             assert_eq!(from_another_site(&post(headers)), refused, "{headers:?}");
         }
