@@ -29,13 +29,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// page.
 pub async fn answer(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() == Method::POST && from_another_site(&req) {
-        // Any page a browser on this machine opens could otherwise rewrite the sampling rules or
-        // post made-up traces: a form or a `no-cors` fetch needs no preflight to send a body.
-        let e = XrayError {
-            kind: ErrorKind::AccessDenied,
-            message: "calls from another site's web page are refused".into(),
-        };
-        return xray_api::error_response(&e);
+        return refused_cross_site();
     }
     // OTLP/HTTP exporters post here, on the page's own address, as to a collector.
     if req.method() == Method::POST && req.uri().path() == "/v1/traces" {

@@ -404,8 +404,8 @@ fn first_forwarded_for(value: &HeaderValue) -> Option<IpAddr> {
 
 /// Whether an `X-Forwarded-Proto` value says the client's own hop was HTTPS: a load balancer in
 /// front of the pod ended TLS, and the URL the client asked for, the one the trace list shows and
-/// filters on, is `https://` (Envoy and the ALB's own records write it so). The first proxy's word
-/// is the client's, as with `X-Forwarded-For`.
+/// filters on, is `https://` (OpenTelemetry's conventions take a server span's `url.scheme` from it
+/// too). The first proxy's word is the client's, as with `X-Forwarded-For`.
 fn forwarded_https(value: &HeaderValue) -> bool {
     let first = value.as_bytes().split(|&b| b == b',').next().unwrap_or_default();
     first.trim_ascii().eq_ignore_ascii_case(b"https")
