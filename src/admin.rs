@@ -64,10 +64,11 @@ pub async fn serve(
     stopped: Stopped,
     grace: Duration,
 ) {
-    let accept =
-        AcceptSettings { server: "admin", max_connections: Some(ConnectionLimit::new(MAX_CONNECTIONS)), grace };
+    let limit = ConnectionLimit::new(MAX_CONNECTIONS);
+    let room = limit.room().clone();
+    let accept = AcceptSettings { server: "admin", max_connections: Some(limit), grace };
     let serve_http = move |stream, _, watcher: Watcher| {
-        let (metrics, ready) = (metrics.clone(), ready.clone());
+        let (metrics, ready, room) = (metrics.clone(), ready.clone(), room.clone());
         let svc = service_fn(move |req| {
             let res = route(&req, &metrics, &ready);
             async move { Ok::<_, Infallible>(res) }
@@ -77,7 +78,17 @@ pub async fn serve(
             .header_read_timeout(header_read_timeout)
             .serve_connection(TokioIo::new(stream), svc);
         async move {
-            let _ = watcher.watch(conn).await;
+            // Every admin connection stands by to make room, the oldest first. Any pod can reach
+            // this port: connections held open from elsewhere (each trickling a byte, within the
+            // header timeout) would otherwise fill the limit, and the kubelet's probes, refused,
+            // would take the pod out of service. A probe is answered within a millisecond of its
+            // connection; to crowd it out, more than the limit of new connections would have to
+            // come in that time.
+            let _standing_by = room.idle();
+            tokio::select! {
+                _ = watcher.watch(conn) => {}
+                () = room.wanted() => tracing::debug!("closed the oldest admin connection to make room for a new one"),
+            }
         }
     };
     shutdown::serve_all(listeners, stopped, accept, serve_http, shutdown::close).await;

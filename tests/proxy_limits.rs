@@ -1,6 +1,6 @@
 //! Connection limits of the real binary: silent connections are closed, a connection limit answers
 //! clearly beyond it (idle connections, HTTP/1.1 or HTTP/2, make room rather than keep a new one out), and
-//! the admin listener holds nobody for ever either.
+//! the admin listener holds nobody for ever either, nor lets those it holds keep a probe out.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -51,6 +51,36 @@ async fn connections_that_send_nothing_are_closed_at_the_header_timeout() {
     }
     // Real clients were never affected.
     assert!(raw_get(sc.listen).await.starts_with("HTTP/1.1 200"));
+}
+
+/// Any pod can reach the admin port: connections held open there, each having sent a byte of a
+/// head, must not keep the kubelet's probes out (the pod would be taken out of service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_held_on_the_admin_port_do_not_keep_probes_out() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &[]);
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(sc.admin).await.unwrap();
+        s.write_all(b"G").await.unwrap();
+        held.push(s);
+    }
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut s = TcpStream::connect(sc.admin).await.unwrap();
+            s.write_all(b"GET /ready HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await.unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .await
+        .unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 200"), "the probe was kept out: {answer:?}");
+    }
+    // The oldest held connections were closed to make room; the newest are still open.
+    let newest = held.last_mut().unwrap();
+    assert!(closed_within(newest, Duration::from_millis(100)).await.is_none(), "the newest was closed");
+    assert!(closed_within(&mut held[0], Duration::from_millis(500)).await.is_some(), "the oldest is still open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
