@@ -1,5 +1,6 @@
 //! Slowloris against the real binary: hundreds of connections trickling a request head byte by
-//! byte neither slow other clients down nor outlive `--header-read-timeout`.
+//! byte neither slow other clients down nor outlive `--header-read-timeout`; a partial HTTP/2
+//! preface costs nothing while it waits.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -97,4 +98,44 @@ async fn tricklers_are_cut_at_the_header_timeout_and_slow_nobody_else() {
     assert!(last < HEADER_TIMEOUT + Duration::from_secs(5), "a trickler outlived the timeout: {last:?}");
     // Nothing is left behind: the proxy's connections went with them.
     assert!(timed_get(l).await < Duration::from_secs(2));
+}
+
+/// CPU time the process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name (in parentheses, which may hold spaces): utime and stime are the
+    // 12th and 13th fields, in clock ticks (100 a second on Linux).
+    let fields: Vec<u64> = stat.rsplit_once(')').unwrap().1.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    Duration::from_millis((fields[10] + fields[11]) * 10)
+}
+
+/// A client that sends the first bytes of the HTTP/2 preface and stops (or closes) is waited for
+/// without looking again until more comes: looking every few milliseconds, 600 of them kept a
+/// fifth of a core busy for the whole header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_preface_costs_nothing_while_it_waits() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--header-read-timeout", "30s"]);
+    let pid = sc.child.id();
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        let mut s = TcpStream::connect(sc.listen).await.unwrap();
+        s.write_all(b"PRI * HTTP/2").await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = cpu_time(pid) - before;
+    // Closed after part of the preface: the sockets stay readable, with nothing more to come.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let closed = cpu_time(pid) - before;
+    eprintln!("600 partial prefaces: {waiting:?} of CPU in 3 s held, {closed:?} in 2 s once closed");
+    assert!(waiting < Duration::from_millis(150), "{waiting:?} of CPU in 3 s for 600 waiting connections");
+    assert!(closed < Duration::from_millis(150), "{closed:?} of CPU in 2 s after they closed");
+    // Real clients of both versions are served.
+    assert!(timed_get(sc.listen).await < Duration::from_secs(2));
 }

@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 use super::rewind::Rewind;
@@ -144,7 +144,6 @@ pub async fn peek_until<T>(
     mut decide: impl FnMut(&[u8]) -> Option<T>,
 ) -> Option<T> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut seen = 0;
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(buf)).await {
             Ok(Ok(n)) if n > 0 => n,
@@ -153,15 +152,34 @@ pub async fn peek_until<T>(
         if let Some(decided) = decide(&buf[..n]) {
             return Some(decided);
         }
-        if n == seen {
-            // peek returns what is buffered at once; wait a little for more to arrive.
-            if tokio::time::Instant::now() + Duration::from_millis(2) > deadline {
+        if n == buf.len() {
+            // More bytes would not fit: there is nothing more to look at.
+            return None;
+        }
+        if !arrived_since(stream, n) {
+            let ready = tokio::time::timeout_at(deadline, stream.ready(Interest::READABLE)).await.ok()?.ok()?;
+            if ready.is_read_closed() && !arrived_since(stream, n) {
+                // The client closed after part of what decides (a closed socket stays readable):
+                // nothing more will come.
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        seen = n;
     }
+}
+
+/// Whether more than the `seen` bytes are waiting on `stream`. When not, its read readiness is
+/// cleared, so that waiting for it waits for the next byte: the bytes already there keep the
+/// socket readable, and peeking again at once would return them again and again, a client that
+/// sends part of a line and stops keeping the proxy busy until the timeout. (A byte that arrives
+/// as the readiness is cleared sets it again.)
+fn arrived_since(stream: &TcpStream, seen: usize) -> bool {
+    let mut probe = vec![std::mem::MaybeUninit::<u8>::uninit(); seen + 1];
+    let more = stream.try_io(Interest::READABLE, || match socket2::SockRef::from(stream).peek(&mut probe)? {
+        n if n > seen || n == 0 => Ok(()),
+        _ => Err(std::io::ErrorKind::WouldBlock.into()),
+    });
+    // More bytes, the end of the stream or an error: the next peek tells which.
+    more.is_ok() || more.is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock)
 }
 
 #[cfg(test)]

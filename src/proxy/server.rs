@@ -255,19 +255,16 @@ pub async fn serve<H, F>(
 /// client said nothing in time or closed.
 async fn version(stream: &TcpStream, timeout: Duration) -> Option<Version> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let wait = async {
-        let mut buf = [0u8; PREFACE.len()];
-        loop {
-            match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) if buf[..n] != PREFACE[..n] => return Some(Version::HTTP_11),
-                Ok(n) if n == buf.len() => return Some(Version::HTTP_2),
-                // A prefix of the preface: the rest is on its way.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
+    let mut buf = [0u8; PREFACE.len()];
+    super::detect::peek_until(stream, timeout, &mut buf, |seen| {
+        if seen != &PREFACE[..seen.len()] {
+            Some(Version::HTTP_11)
+        } else {
+            // A prefix of the preface: the rest is on its way.
+            (seen.len() == PREFACE.len()).then_some(Version::HTTP_2)
         }
-    };
-    tokio::time::timeout(timeout, wait).await.ok().flatten()
+    })
+    .await
 }
 
 /// Answers a connection the proxy will not serve with a short HTTP/1.1 response and closes it, so
