@@ -1,6 +1,6 @@
 //! Slowloris against the real binary: hundreds of connections trickling a request head byte by
-//! byte neither slow other clients down nor outlive `--header-read-timeout`; a partial HTTP/2
-//! preface costs nothing while it waits.
+//! byte neither slow other clients down nor outlive `--header-read-timeout`; at the connection
+//! limit they make room for new clients; a partial HTTP/2 preface costs nothing while it waits.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -98,6 +98,30 @@ async fn tricklers_are_cut_at_the_header_timeout_and_slow_nobody_else() {
     assert!(last < HEADER_TIMEOUT + Duration::from_secs(5), "a trickler outlived the timeout: {last:?}");
     // Nothing is left behind: the proxy's connections went with them.
     assert!(timed_get(l).await < Duration::from_secs(2));
+}
+
+/// At the connection limit, connections whose heads have stalled stand by to make room as idle
+/// ones do: tricklers filling every slot (each within the header timeout) must not keep new
+/// clients out, the kubelet's probes of the application among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_limit_tricklers_make_room_for_new_clients() {
+    let (up, daemon) = (Upstream::start().await, Daemon::start().await);
+    let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "20", "--header-read-timeout", "8s"]);
+    let l = sc.listen;
+    let tricklers: Vec<_> = (0..20).map(|_| tokio::spawn(trickle(l))).collect();
+    // Stalled: seen arriving at one of the connection's looks (one a second), still at the next.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..5 {
+        // Answered 200 (a 503 fails inside).
+        timed_get(l).await;
+    }
+    let mut made_room = 0;
+    for t in tricklers {
+        let cut = t.await.unwrap().expect("a trickling connection was still open after 20 s");
+        made_room += usize::from(cut < Duration::from_secs(7));
+    }
+    // One is enough: each client's connection closes after its answer and leaves its slot free.
+    assert!(made_room >= 1, "no trickler made room before the header timeout");
 }
 
 /// CPU time the process `pid` has used so far.

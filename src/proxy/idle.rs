@@ -56,7 +56,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use xray_lifecycle::Stopped;
-use xray_lifecycle::shutdown::Room;
+use xray_lifecycle::shutdown::{Idle, Room};
 
 use super::epoch::Epoch;
 use super::rewind::Rewind;
@@ -401,7 +401,7 @@ where
     let waits = limits.waits;
     loop {
         let conn = Box::new(http1.serve_connection(TokioIo::new(io), service).with_upgrades());
-        let conn = match drive(conn, Conn::<S>::graceful_shutdown, &activity, &mut stopped, waits).await {
+        let conn = match drive(conn, Conn::<S>::graceful_shutdown, &activity, &mut stopped, waits, limits.room).await {
             Driven::Closed(done) => return done,
             Driven::Idle(conn) => conn,
         };
@@ -436,13 +436,17 @@ where
 
 /// Drives `conn` until it closes or goes idle for [`QUIET`], closing it if the next request does
 /// not come in time ([`Activity::next_deadline`]). Once `stopped`, starts its graceful close with
-/// `close` and drives it to the end.
+/// `close` and drives it to the end. A head that has been arriving since an earlier look stands by
+/// in `room` until it is whole, as an idle connection does: at the connection limit, clients
+/// trickling heads (each within the header read timeout, and coming back) would otherwise keep
+/// every new client out, the kubelet's probes of the application among them.
 async fn drive<C>(
     mut conn: Box<C>,
     close: fn(Pin<&mut C>),
     activity: &Activity,
     stopped: &mut Stopped,
     waits: Waits,
+    room: &Room,
 ) -> Driven<C>
 where
     C: Future<Output = hyper::Result<()>> + Unpin,
@@ -451,13 +455,23 @@ where
     let mut check = pin!(tokio::time::sleep_until(next_look(now, activity.next_deadline(now, waits))));
     // The last look, and since when every look has found the client taking nothing.
     let (mut looked, mut stuck_since) = (now, None);
+    let mut stalled: Option<Stalled<'_>> = None;
     loop {
         tokio::select! {
             biased;
             done = &mut *conn => return Driven::Closed(done),
             () = stopped.wait() => break,
+            () = Stalled::wanted(&mut stalled) => {
+                if !activity.in_flight() {
+                    tracing::debug!("closed a connection whose request head stalled, to make room for a new one");
+                    return Driven::Closed(Ok(()));
+                }
+                // The head came whole as it was asked: its request is served.
+                stalled = None;
+            }
             () = check.as_mut() => {
                 let now = Instant::now();
+                let seen_before = activity.head_seen.load(Relaxed) != 0;
                 let deadline = activity.next_deadline(now, waits);
                 if let Some(d) = deadline.filter(|d| now >= *d) {
                     if activity.head_arriving.load(Relaxed) {
@@ -479,6 +493,12 @@ where
                     }
                     Look::Busy => stuck_since = None,
                 }
+                let stalls = seen_before && activity.head_arriving.load(Relaxed) && !activity.in_flight();
+                if !stalls {
+                    stalled = None;
+                } else if stalled.is_none() {
+                    stalled = Some(Stalled { _standing_by: room.idle(), wanted: Box::pin(room.wanted()) });
+                }
                 looked = now;
                 check.as_mut().reset(next_look(now, deadline));
             }
@@ -486,6 +506,24 @@ where
     }
     close(Pin::new(&mut *conn));
     Driven::Closed(conn.await)
+}
+
+/// A connection whose request head has been arriving since an earlier look, standing by to make
+/// room. Made only then (its wait boxed), so that it costs the connections that send their heads
+/// whole nothing.
+struct Stalled<'a> {
+    _standing_by: Idle,
+    wanted: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+}
+
+impl Stalled<'_> {
+    /// Resolves when a stalled connection should close to make room; never when there is none.
+    async fn wanted(stalled: &mut Option<Stalled<'_>>) {
+        match stalled {
+            Some(s) => s.wanted.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// When to look at the connection next: after [`QUIET`], or at the head's deadline if sooner.
