@@ -118,8 +118,14 @@ impl Room {
         self.wanted.notified().await;
     }
 
+    /// Passes a request to make room on to the connection standing by longest, for one that was
+    /// asked as it turned busy and serves its request instead.
+    pub fn pass_on(&self) {
+        self.make();
+    }
+
     /// Asks the longest idle connection to close; whether there was one. (Should it turn busy as
-    /// it is asked, the request passes to the next.)
+    /// it is asked, before its wait has seen the request, the request passes to the next.)
     fn make(&self) -> bool {
         let idle = self.idle.load(Relaxed) > 0;
         if idle {

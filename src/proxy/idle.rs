@@ -466,8 +466,10 @@ where
                     tracing::debug!("closed a connection whose request head stalled, to make room for a new one");
                     return Driven::Closed(Ok(()));
                 }
-                // The head came whole as it was asked: its request is served.
+                // The head came whole as it was asked: its request is served, and the next
+                // connection standing by makes the room.
                 stalled = None;
+                room.pass_on();
             }
             () = check.as_mut() => {
                 let now = Instant::now();
