@@ -152,9 +152,9 @@ pub struct ProxyArgs {
 
     /// Client connections served at once, inbound and outbound together; an HTTP/2 connection's
     /// streams in flight beyond its first count as connections too (with none left, a new stream
-    /// is answered 503). At the limit the connection idle longest (HTTP/1.1 or HTTP/2) is closed
-    /// to make room for a new one; with none idle a new one is answered `503 too many
-    /// connections` and closed.
+    /// is answered 503). At the limit the connection idle longest (HTTP/1.1 or HTTP/2, or one
+    /// whose request head has stalled for a second) is closed to make room for a new one; with
+    /// none a new one is answered `503 too many connections` and closed.
     // Sized for the injector's default memory limit (contract::max_connections_for_memory says
     // how; README, "Reliability and security"; tests/proxy_limits.rs measures it).
     #[arg(
