@@ -109,8 +109,9 @@ async fn at_the_limit_tricklers_make_room_for_new_clients() {
     let sc = Sidecar::start(&up.url(), daemon.addr, &["--max-connections", "20", "--header-read-timeout", "8s"]);
     let l = sc.listen;
     let tricklers: Vec<_> = (0..20).map(|_| tokio::spawn(trickle(l))).collect();
-    // Stalled: seen arriving at one of the connection's looks (one a second), still at the next.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Stalled: seen arriving at one of the connection's looks (one a second), still at the next
+    // (with a second to spare on a loaded machine).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     for _ in 0..5 {
         // Answered 200 (a 503 fails inside).
         timed_get(l).await;
