@@ -27,8 +27,14 @@ async fn closed_within(stream: &mut TcpStream, max: Duration) -> Option<Duration
 
 /// Sends one request on a new connection and returns the raw answer.
 async fn raw_get(addr: SocketAddr) -> String {
+    raw_get_path(addr, "/").await
+}
+
+/// Sends one request for `path` on a new connection and returns the raw answer.
+async fn raw_get_path(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
@@ -66,15 +72,8 @@ async fn connections_held_on_the_admin_port_do_not_keep_probes_out() {
         held.push(s);
     }
     for _ in 0..3 {
-        let answer = tokio::time::timeout(Duration::from_secs(2), async {
-            let mut s = TcpStream::connect(sc.admin).await.unwrap();
-            s.write_all(b"GET /ready HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await.unwrap();
-            let mut out = Vec::new();
-            let _ = s.read_to_end(&mut out).await;
-            String::from_utf8_lossy(&out).into_owned()
-        })
-        .await
-        .unwrap_or_default();
+        let answer =
+            tokio::time::timeout(Duration::from_secs(2), raw_get_path(sc.admin, "/ready")).await.unwrap_or_default();
         assert!(answer.starts_with("HTTP/1.1 200"), "the probe was kept out: {answer:?}");
     }
     // The oldest held connections were closed to make room; the newest are still open.
